@@ -1,0 +1,1 @@
+"""Solvers and estimators on finite and linear games: matrix games, reward estimation, SBSM, constructions."""

@@ -1,0 +1,236 @@
+"""The ``marlcov`` command line (DESIGN.md, "Command line").
+
+Every command prints a table for people and, with ``--json``, one JSON document on stdout.
+Bad input exits with status 2 and one line on stderr naming the file, the field and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from theory.games import GameError
+
+EXIT_BAD_INPUT = 2
+EXIT_CHECK_ERROR = 1
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+# ----------------------------------------------------------------------------------------- solve
+def cmd_solve(args) -> int:
+    from linear_games.solve import solve_one_shot
+    from theory.io import load_game
+
+    game = load_game(args.game)
+    result = solve_one_shot(game)
+    if args.json:
+        _print_json(result)
+        return 0
+    con = _console()
+    title = f"{game.name or Path(args.game).name}: {'zero-sum (constant-sum)' if result['zero_sum'] else 'general-sum'}"
+    if result["value"] is not None:
+        title += f", value for player 0 = {_fmt(result['value'])}"
+    table = Table(title=title)
+    table.add_column("#")
+    table.add_column("player 0 (rows)")
+    table.add_column("player 1 (columns)")
+    table.add_column("payoffs")
+    for k, eq in enumerate(result["equilibria"]):
+        x, y = eq["strategies"]
+        table.add_row(str(k), " ".join(_fmt(v) for v in x), " ".join(_fmt(v) for v in y), ", ".join(_fmt(v) for v in eq["payoffs"]))
+    con.print(table)
+    if not result.get("complete", True):
+        con.print("[yellow]The game is degenerate: the list may miss equilibria (components of equilibria are shown by their vertices found).[/yellow]")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- nash-gap
+def cmd_nash_gap(args) -> int:
+    from theory.io import load_game, load_policy
+    from theory.values import nash_gap
+
+    game = load_game(args.game)
+    policy = load_policy(args.policy, game)
+    gap = nash_gap(game, policy)
+    out = {
+        "nash_gap": gap.total,
+        "per_player": gap.per_player.tolist(),
+        "values": gap.values.tolist(),
+        "best_response_values": gap.best_response_values.tolist(),
+    }
+    if args.json:
+        _print_json(out)
+        return 0
+    table = Table(title=f"Nash gap = {_fmt(gap.total)}")
+    for col in ("player", "V^pi", "V^dagger", "gap"):
+        table.add_column(col)
+    for i in range(game.n_players):
+        table.add_row(str(i), _fmt(gap.values[i]), _fmt(gap.best_response_values[i]), _fmt(gap.per_player[i]))
+    _console().print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    from theory.io import load_game, load_policy, save_dataset
+    from theory.preferences import sample_preference_dataset
+
+    if args.pairs < 0:
+        raise GameError(f"--pairs: expected a non-negative integer, got {args.pairs}")
+    if not np.isfinite(args.steepness):
+        raise GameError(f"--steepness: expected a finite number, got {args.steepness}")
+    game = load_game(args.game)
+    policy = load_policy(args.policy, game)
+    ds = sample_preference_dataset(game, policy, args.pairs, seed=args.seed, steepness=args.steepness)
+    save_dataset(ds, args.out)
+    out = {"path": str(args.out), "pairs": ds.n_pairs}
+    if args.json:
+        _print_json(out)
+    else:
+        _console().print(f"wrote {ds.n_pairs} preference pairs to {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- coverage
+def cmd_coverage(args) -> int:
+    from theory.coverage import coverage_measures
+    from theory.io import load_dataset, load_game, load_policy
+
+    if args.policy is None:
+        raise GameError("--policy: required for a finite game (the reference joint policy pi*)")
+    game = load_game(args.game)
+    ds = load_dataset(args.data, game)
+    policy = load_policy(args.policy, game)
+    cov = coverage_measures(game, ds, policy, lam=args.lam)
+    out = {
+        "lambda": cov.lam,
+        "single": cov.single,
+        "unilateral": cov.unilateral,
+        "uniform": cov.uniform,
+        "worst_deviator": {"player": cov.worst_player, "value": cov.unilateral},
+        "per_player": cov.per_player.tolist(),
+        "worst_deviation": {"format": "marlcov.policy/1", "player": cov.worst_player, "probs": cov.worst_deviation.tolist()},
+        "features": "game" if game.features is not None else "one-hot",
+        "pairs": ds.n_pairs,
+    }
+    if args.json:
+        _print_json(out)
+        return 0
+    table = Table(title=f"Coverage of {args.data} (lambda = {_fmt(cov.lam)}, {ds.n_pairs} pairs, {out['features']} features)")
+    table.add_column("measure")
+    table.add_column("value")
+    table.add_row("single U_D(pi*)", _fmt(cov.single))
+    for i, v in enumerate(cov.per_player):
+        table.add_row(f"unilateral, player {i}", _fmt(v))
+    table.add_row("unilateral (max)", _fmt(cov.unilateral))
+    table.add_row("uniform", _fmt(cov.uniform))
+    _console().print(table)
+    _console().print(f"worst deviator: player {cov.worst_player}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- verify
+def cmd_verify(args) -> int:
+    from proofs_checks.registry import CheckContext, run_check, select
+    from proofs_checks.report import write_report
+
+    try:
+        checks = select(args.only)
+    except KeyError as exc:
+        raise GameError(str(exc.args[0])) from None
+    out_dir = Path(args.out)
+    ctx = CheckContext(quick=not args.full, seed=args.seed, out_dir=out_dir)
+    con = Console(stderr=args.json, highlight=False)
+    results = []
+    for chk in checks:
+        with con.status(f"running {chk.id}"):
+            results.append(run_check(chk, ctx))
+    doc = write_report(results, ctx)
+    if args.json:
+        _print_json(doc)
+    else:
+        table = Table(title=f"marlcov verify ({'full' if args.full else 'quick'}, seed {args.seed})")
+        for col in ("id", "paper", "claim", "verdict", "key figure", "s"):
+            table.add_column(col, overflow="fold")
+        colours = {"holds": "green", "erratum": "yellow", "refuted": "red", "error": "bold red"}
+        for r in results:
+            v = r.status
+            summary = r.verdict.summary if r.verdict else (r.error or "").strip().splitlines()[-1]
+            table.add_row(r.check.id, r.check.paper, r.check.claim, f"[{colours[v]}]{v}[/{colours[v]}]", summary, f"{r.seconds:.1f}")
+        con.print(table)
+        con.print(f"report: {out_dir / 'verify.md'}, {out_dir / 'verify.json'}")
+    return EXIT_CHECK_ERROR if any(r.status == "error" for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marlcov", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("verify", cmd_verify, "run the registered checks of the papers and write a report")
+    p.add_argument("--only", nargs="+", metavar="ID", help="check ids (or 'paper.' prefixes) to run")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sweeps (default)")
+    mode.add_argument("--full", action="store_true", help="the larger sweeps")
+    p.add_argument("--out", default="marlcov-verify", help="report directory (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
+
+    p = add("solve", cmd_solve, "equilibria of a one-state, one-step two-player game")
+    p.add_argument("game", help="game file (.json or .npz, marlcov.game/1)")
+
+    p = add("nash-gap", cmd_nash_gap, "exact Nash gap of a product Markov policy, per player")
+    p.add_argument("game")
+    p.add_argument("policy", help="policy file (.json or .npz, marlcov.policy/1)")
+
+    p = add("sample", cmd_sample, "sample a Bradley-Terry preference dataset from a behaviour policy")
+    p.add_argument("game")
+    p.add_argument("policy")
+    p.add_argument("--pairs", type=int, required=True, help="number of trajectory pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steepness", type=float, default=1.0, help="factor on return differences (default 1)")
+    p.add_argument("--out", required=True, help="output .npz")
+
+    p = add("coverage", cmd_coverage, "single / unilateral / uniform coverage of a preference dataset")
+    p.add_argument("game")
+    p.add_argument("data", help="preference dataset (.npz)")
+    p.add_argument("--policy", help="reference joint policy pi* (policy file)")
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="ridge lambda (default 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GameError as exc:
+        print(f"marlcov {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Registered checks of the papers' claims, run by `marlcov verify`."""

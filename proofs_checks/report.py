@@ -1,0 +1,115 @@
+"""``verify.json`` and ``verify.md``: the written face of a ``marlcov verify`` run."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from theory.io import atomic_write, write_json
+
+from .registry import CheckContext, CheckResult
+
+SCHEMA = "marlcov.verify/1"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def result_record(result: CheckResult, ctx: CheckContext) -> dict:
+    """One entry of ``checks`` in verify.json (DESIGN.md keys first)."""
+    chk, v = result.check, result.verdict
+    record = {
+        "id": chk.id,
+        "paper": chk.paper,
+        "claim": chk.claim,
+        "verdict": result.status,
+        "evidence": {} if v is None else v.evidence,
+        "seconds": round(result.seconds, 4),
+        "kind": chk.kind,
+        "summary": "" if v is None else v.summary,
+        "seeds": [] if v is None else v.seeds,
+        "settings": {"quick": ctx.quick, "seed": ctx.seed},
+    }
+    if v is not None:
+        if v.printed:
+            record["printed"] = v.printed
+            record["corrected"] = v.corrected
+        if v.counterexample is not None:
+            record["counterexample"] = v.counterexample
+        if v.figures:
+            record["figures"] = v.figures
+    if result.error:
+        record["error"] = result.error
+    return _jsonable(record)
+
+
+def save_counterexamples(results: list[CheckResult], ctx: CheckContext) -> None:
+    for r in results:
+        if r.verdict is not None and r.verdict.counterexample is not None and ctx.out_dir is not None:
+            write_json(ctx.out_dir / f"counterexample_{r.check.id}.json", _jsonable(r.verdict.counterexample))
+
+
+def write_report(results: list[CheckResult], ctx: CheckContext) -> dict:
+    """Write verify.json and verify.md into ``ctx.out_dir``; return the JSON document."""
+    doc = {
+        "schema": SCHEMA,
+        "settings": {"quick": ctx.quick, "seed": ctx.seed, "python": platform.python_version()},
+        "checks": [result_record(r, ctx) for r in results],
+    }
+    if ctx.out_dir is None:
+        return doc
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(ctx.out_dir / "verify.json", doc)
+    save_counterexamples(results, ctx)
+    atomic_write(ctx.out_dir / "verify.md", lambda fh: fh.write(markdown(doc)))
+    return doc
+
+
+def markdown(doc: dict) -> str:
+    """A report readable on its own: a summary table, then each check's claim and evidence."""
+    s = doc["settings"]
+    lines = [
+        "# marlcov verify",
+        "",
+        f"Settings: {'quick' if s['quick'] else 'full'}, seed {s['seed']}, Python {s['python']}.",
+        "",
+        "Verdicts: **holds** (the claim as printed is confirmed), **erratum** (as printed it is wrong;",
+        "the corrected statement holds), **refuted** (a counterexample is saved beside this file),",
+        "**error** (the check itself failed to run).",
+        "",
+        "| id | paper | verdict | key figure | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for c in doc["checks"]:
+        lines.append(f"| `{c['id']}` | {c['paper']} | {c['verdict']} | {c['summary']} | {c['seconds']:.2f} |")
+    for c in doc["checks"]:
+        lines += ["", f"## `{c['id']}` — {c['verdict']}", "", f"*{c['paper']}* ({c['kind']} evidence).", "", f"Claim: {c['claim']}", ""]
+        if "printed" in c:
+            lines += [f"As printed: {c['printed']}", "", f"Corrected: {c['corrected']}", ""]
+        if "counterexample" in c:
+            lines += [f"Counterexample: `counterexample_{c['id']}.json`.", ""]
+        if c["evidence"]:
+            lines += ["Evidence:", "", "```json", json.dumps(c["evidence"], indent=1), "```", ""]
+        for fig in c.get("figures", []):
+            lines += [f"![{c['id']}]({fig})", ""]
+        if "error" in c:
+            lines += ["Error:", "", "```", c["error"].rstrip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def default_out_dir() -> Path:
+    return Path("marlcov-verify")

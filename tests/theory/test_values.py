@@ -1,0 +1,117 @@
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from theory.games import random_linear_markov_game, random_markov_game
+from theory.policies import check_policy, deterministic_policy, random_policy, replace_player, uniform_policy
+from theory.tolerances import VALUE_ATOL
+from theory.values import best_response, evaluate_policy, nash_gap, optimal_joint_values
+
+from .brute_force import all_deterministic_policies, expected_return
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def tiny_games(draw, max_players=3):
+    m = draw(st.integers(1, max_players))
+    actions = tuple(draw(st.integers(1, 2)) for _ in range(m))
+    S = draw(st.integers(1, 2))
+    H = draw(st.integers(1, 3))
+    return random_markov_game(S, actions, H, draw(seeds), initial_state=draw(st.integers(0, S - 1)))
+
+
+@given(tiny_games(), seeds)
+def test_values_match_trajectory_enumeration(game, seed):
+    pi = random_policy(game, seed)
+    V = evaluate_policy(game.transitions, game.rewards, pi).V
+    for i in range(game.n_players):
+        assert V[0, i, game.initial_state] == pytest.approx(expected_return(game, pi, game.rewards[:, i]), abs=1e-12)
+
+
+@given(tiny_games(max_players=2), seeds)
+def test_best_response_is_the_maximum_over_all_deterministic_deviations(game, seed):
+    pi = random_policy(game, seed)
+    for i in range(game.n_players):
+        br = best_response(game.transitions, game.rewards[:, i], pi, i)
+        brute = max(
+            expected_return(game, replace_player(pi, i, dev), game.rewards[:, i])
+            for dev in all_deterministic_policies(game, i)
+        )
+        assert br.values[0, game.initial_state] == pytest.approx(brute, abs=1e-12)
+        achieved = evaluate_policy(game.transitions, game.rewards, replace_player(pi, i, br.policy)).V[0, i, game.initial_state]
+        assert achieved == pytest.approx(brute, abs=1e-12)
+
+
+@given(tiny_games(), seeds, seeds)
+def test_best_response_value_dominates_every_policy(game, seed, seed2):
+    pi = random_policy(game, seed)
+    for i in range(game.n_players):
+        br = best_response(game.transitions, game.rewards[:, i], pi, i).values[0, game.initial_state]
+        other = random_policy(game, seed2)[i]
+        v = evaluate_policy(game.transitions, game.rewards, replace_player(pi, i, other)).V[0, i, game.initial_state]
+        assert br >= v - VALUE_ATOL
+
+
+@given(tiny_games(), seeds)
+def test_nash_gap_is_nonnegative_and_sums_players(game, seed):
+    gap = nash_gap(game, random_policy(game, seed))
+    assert np.all(gap.per_player >= 0)
+    assert gap.total == pytest.approx(gap.per_player.sum())
+    np.testing.assert_allclose(gap.per_player, np.maximum(gap.best_response_values - gap.values, 0))
+
+
+@given(tiny_games(max_players=2))
+def test_nash_gap_is_zero_at_pure_equilibria_found_by_enumeration(game):
+    """Enumerate deterministic joint policies; every one that no player can improve is an exact
+    equilibrium and must have a zero gap; every other has a positive one."""
+    for combo in itertools.product(*[list(all_deterministic_policies(game, i)) for i in range(game.n_players)]):
+        pi = tuple(combo)
+        stable = True
+        for i in range(game.n_players):
+            own = expected_return(game, pi, game.rewards[:, i])
+            best = max(expected_return(game, replace_player(pi, i, d), game.rewards[:, i]) for d in all_deterministic_policies(game, i))
+            stable &= best <= own + 1e-12
+        gap = nash_gap(game, pi).total
+        if stable:
+            assert gap <= VALUE_ATOL
+        else:
+            assert gap > VALUE_ATOL
+
+
+@given(tiny_games(), seeds)
+def test_optimal_joint_value_dominates_product_policies(game, seed):
+    reward = game.rewards[:, 0]
+    best = optimal_joint_values(game.transitions, reward)[0, game.initial_state]
+    pi = random_policy(game, seed)
+    assert best >= expected_return(game, pi, reward) - VALUE_ATOL
+    brute = max(
+        expected_return(game, tuple(c), reward)
+        for c in itertools.product(*[list(all_deterministic_policies(game, i)) for i in range(game.n_players)])
+    )
+    assert best == pytest.approx(brute, abs=1e-12)
+
+
+def test_value_of_a_uniform_policy_in_a_linear_game_is_bounded_by_horizon():
+    g = random_linear_markov_game(5, (3, 3, 3), 5, 4, seed=1)
+    V = evaluate_policy(g.transitions, g.rewards, uniform_policy(g)).V
+    assert np.all(V[0] <= g.horizon) and np.all(V[0] >= 0)
+
+
+def test_policy_validation_names_the_player():
+    g = random_markov_game(2, (2, 3), 2, seed=0)
+    bad = list(uniform_policy(g))
+    bad[1] = bad[1] * 2
+    with pytest.raises(ValueError, match=r"policy\[1\]"):
+        check_policy(bad, g)
+    with pytest.raises(ValueError, match="expected shape"):
+        check_policy([bad[0], bad[0]], g)
+
+
+def test_deterministic_policy_rejects_out_of_range_actions():
+    g = random_markov_game(2, (2, 3), 2, seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        deterministic_policy(g, [np.zeros((2, 2), int), np.full((2, 2), 3)])

@@ -1,0 +1,195 @@
+"""Coverage of a preference dataset (MARLHF paper, section 4.1 and Definition 1).
+
+With ``psi(s, a)`` in R^d and the lift ``psibar_h(s, a)`` in R^{Hd} (``psi`` in block h):
+
+- ``Sigma_r = lambda I + sum_n (psi(tau_n) - psi(tau'_n)) (psi(tau_n) - psi(tau'_n))^T``  (Hd x Hd),
+  ``psi(tau) = sum_h psibar_h(s_h, a_h)``;
+- ``Sigma_p[h] = lambda I + sum_n [psi(s_h, a_h) psi(s_h, a_h)^T + psi(s'_h, a'_h) psi(s'_h, a'_h)^T]``;
+- ``bonus_h(s, a) = ||psibar_h(s, a)||_{Sigma_r^-1} + ||psi(s, a)||_{Sigma_p[h]^-1}``;
+- ``U_D(pi) = E_pi[sum_h bonus_h(s_h, a_h)]``, exact by dynamic programming;
+- single ``U_D(pi*)``, unilateral ``max_i max_{pi_i} U_D(pi_i, pi*_{-i})``, uniform ``max_pi U_D(pi)``.
+
+The paper's main text writes ``Sigma_r`` with ``lambda I`` inside and the appendix (Lemmas 1-3)
+adds ``lambda I`` once more; DESIGN.md fixes the convention used here: ``lambda I`` once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from .games import GameError, MarkovGame
+from .policies import Policy, check_policy, replace_player
+from .preferences import PreferenceDataset
+from .values import best_response, evaluate_policy, optimal_joint_values
+
+DEFAULT_LAMBDA = 1.0
+
+#: Rows of the dataset processed at once when forming covariances, to bound memory.
+CHUNK_PAIRS = 65536
+
+
+def step_features(features: np.ndarray, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``psi(s_h, a_h)`` along trajectories.
+
+    Args:
+        features: ``psi[h, s, a_1..a_m, d]``.
+        states: ``[..., H+1]`` (the last state is not used).
+        actions: ``[..., H, m]``.
+    Returns:
+        ``[..., H, d]``.
+    """
+    return np.ascontiguousarray(features).reshape(-1, features.shape[-1])[_flat_indices(features, states, actions)]
+
+
+def _check_lambda(lam: float) -> float:
+    lam = float(lam)
+    if not np.isfinite(lam) or lam <= 0:
+        raise GameError(f"lambda: expected a positive number, got {lam}")
+    return lam
+
+
+def _flat_indices(features: np.ndarray, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Row of ``features.reshape(-1, d)`` holding ``psi_h(s_h, a_h)``, shape ``[..., H]``."""
+    H = features.shape[0]
+    return np.ravel_multi_index((np.arange(H), states[..., :H], *np.moveaxis(actions, -1, 0)), features.shape[:-1])
+
+
+def reward_covariance(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """``Sigma_r`` (Hd x Hd), accumulated over chunks of pairs: one gather and one matrix product each."""
+    lam = _check_lambda(lam)
+    H, d = features.shape[0], features.shape[-1]
+    table = np.ascontiguousarray(features).reshape(-1, d)
+    sigma = lam * np.eye(H * d)
+    for start in range(0, dataset.n_pairs, CHUNK_PAIRS):
+        sl = slice(start, start + CHUNK_PAIRS)
+        rows = _flat_indices(features, dataset.states[sl], dataset.actions[sl])
+        diff = (table[rows[:, 0]] - table[rows[:, 1]]).reshape(-1, H * d)
+        sigma += diff.T @ diff
+    return sigma
+
+
+def transition_covariances(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """``Sigma_p[h]`` for every step, shape ``[H, d, d]``; both trajectories of a pair count.
+
+    The sum of outer products over samples equals ``Psi_h^T diag(n_h) Psi_h`` with ``n_h(s, a)``
+    the visit counts at step h, so the cost is one pass of counting plus ``H`` products of the
+    size of the feature table, whatever the number of samples.
+    """
+    lam = _check_lambda(lam)
+    H, d = features.shape[0], features.shape[-1]
+    table = np.ascontiguousarray(features).reshape(H, -1, d)
+    counts = np.bincount(_flat_indices(features, dataset.states, dataset.actions).ravel(), minlength=table.shape[0] * table.shape[1])
+    weighted = table * counts.reshape(H, -1, 1)
+    return lam * np.eye(d) + np.matmul(weighted.transpose(0, 2, 1), table)
+
+
+def _quadratic_forms(vectors: np.ndarray, spd: np.ndarray) -> np.ndarray:
+    """``v^T spd^{-1} v`` for rows ``vectors[k, d]``, via a Cholesky factorisation."""
+    factor = cho_factor(spd, lower=True)
+    solved = cho_solve(factor, vectors.T)
+    return np.maximum(np.einsum("kd,dk->k", vectors, solved), 0.0)
+
+
+@dataclass(frozen=True)
+class BonusTerms:
+    """The two uncertainty terms, each shaped ``[H, S, A_1..A_m]``.
+
+    Attributes:
+        reward: ``||psibar_h(s, a)||_{Sigma_r^-1}``.
+        transition: ``||psi(s, a)||_{Sigma_p[h]^-1}``.
+    """
+
+    reward: np.ndarray
+    transition: np.ndarray
+
+    def total(self, c_r: float = 1.0, c_p: float = 1.0) -> np.ndarray:
+        """``C_r * reward + C_P * transition`` (DESIGN.md's bonus is ``c_r = c_p = 1``)."""
+        return c_r * self.reward + c_p * self.transition
+
+
+def bonus_terms(features: np.ndarray, sigma_r: np.ndarray, sigma_p: np.ndarray) -> BonusTerms:
+    """Both uncertainty terms at every ``(h, s, a)``.
+
+    ``||psibar_h||_{Sigma_r^-1}`` needs only block (h, h) of ``Sigma_r^{-1}``; the inverse is taken
+    once by Cholesky and every quadratic form is a batched contraction.
+    """
+    H, d = features.shape[0], features.shape[-1]
+    grid = features.shape[:-1]
+    flat = features.reshape(H, -1, d)
+    inv_r = cho_solve(cho_factor(sigma_r, lower=True), np.eye(H * d))
+    blocks = inv_r.reshape(H, d, H, d)[np.arange(H), :, np.arange(H), :]
+    r_quad = np.einsum("hkd,hde,hke->hk", flat, blocks, flat)
+    p_quad = np.stack([_quadratic_forms(flat[h], sigma_p[h]) for h in range(H)])
+    return BonusTerms(
+        np.sqrt(np.maximum(r_quad, 0.0)).reshape(grid),
+        np.sqrt(p_quad).reshape(grid),
+    )
+
+
+def dataset_bonus(game: MarkovGame, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> BonusTerms:
+    """The bonus terms of ``dataset`` under the feature map of ``game`` (one-hot if it has none)."""
+    dataset.check_against(game)
+    features = game.features if game.features is not None else game.with_one_hot_features().features
+    return bonus_terms(
+        features, reward_covariance(features, dataset, lam), transition_covariances(features, dataset, lam)
+    )
+
+
+def policy_uncertainty(game: MarkovGame, bonus: np.ndarray, policy: Policy) -> float:
+    """``U_D(pi) = E_pi[sum_h bonus_h(s_h, a_h)]`` for a bonus tensor ``[H, S, A..]``."""
+    values = evaluate_policy(game.transitions, bonus[:, None], policy)
+    return float(values.V[0, 0, game.initial_state])
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Definition 1 of the MARLHF paper, computed exactly.
+
+    Attributes:
+        lam: the ridge ``lambda``.
+        single: ``U_D(pi*)``.
+        unilateral: ``max_i max_{pi_i} U_D(pi_i, pi*_{-i})``.
+        uniform: ``max_pi U_D(pi)``.
+        per_player: ``max_{pi_i} U_D(pi_i, pi*_{-i})`` for each player, shape ``[m]``.
+        worst_player: the maximising ``i``.
+        worst_deviation: a maximising deviation ``pi_i[h, s, a_i]`` (deterministic).
+    """
+
+    lam: float
+    single: float
+    unilateral: float
+    uniform: float
+    per_player: np.ndarray
+    worst_player: int
+    worst_deviation: np.ndarray
+
+
+def coverage_measures(
+    game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA
+) -> Coverage:
+    """Single, unilateral and uniform coverage of ``dataset`` around ``policy`` (Definition 1).
+
+    Only the feature map, sizes, horizon and transitions of ``game`` are used: the expectation
+    over ``pi`` is exact under the game's dynamics.
+    """
+    policy = check_policy(policy, game)
+    bonus = dataset_bonus(game, dataset, lam).total()
+    s1 = game.initial_state
+    single = policy_uncertainty(game, bonus, policy)
+    per_player = np.empty(game.n_players)
+    deviations = []
+    for i in range(game.n_players):
+        br = best_response(game.transitions, bonus, policy, i)
+        per_player[i] = br.values[0, s1]
+        deviations.append(br.policy)
+    worst = int(np.argmax(per_player))
+    uniform = float(optimal_joint_values(game.transitions, bonus)[0, s1])
+    return Coverage(float(lam), single, float(per_player[worst]), uniform, per_player, worst, deviations[worst])
+
+
+def deviation_uncertainty(game: MarkovGame, bonus: np.ndarray, policy: Policy, player: int, pi_i: np.ndarray) -> float:
+    """``U_D(pi_i, pi_{-i})`` for one given deviation."""
+    return policy_uncertainty(game, bonus, replace_player(policy, player, pi_i))

@@ -1,0 +1,20 @@
+"""Named numerical tolerances of the exact code.
+
+Every comparison of floats in theory/ and linear_games/ goes through one of these, so that a
+reader can see, and a user can tighten, what "equal" means.
+"""
+
+#: Absolute tolerance on probabilities: a row of a transition kernel or a policy must sum to
+#: one within this, and no entry may be below ``-PROB_ATOL``.
+PROB_ATOL = 1e-9
+
+#: Absolute tolerance on rewards lying in [0, 1].
+REWARD_ATOL = 1e-12
+
+#: Values (Nash gaps, payoffs) closer than this are treated as equal: a Nash gap below it is an
+#: exact equilibrium, a best response within it of the maximum is a best response.
+VALUE_ATOL = 1e-9
+
+#: Pivoting/degeneracy tolerance of the matrix-game solvers: a payoff difference below this
+#: counts as a tie, a probability below it as zero.
+PIVOT_ATOL = 1e-10
