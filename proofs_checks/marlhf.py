@@ -3,12 +3,16 @@ Feedback: Data Coverage and Algorithmic Techniques"), ``papers/marlhf-coverage.m
 
 from __future__ import annotations
 
+import cvxpy as cp
 import numpy as np
 import sympy as sp
+from scipy.linalg import null_space
 
 from linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from theory.coverage import coverage_measures
-from theory.preferences import bradley_terry_probability, trajectory_returns
+from theory.coverage import coverage_measures, step_features
+from theory.games import MarkovGame, random_markov_game
+from theory.policies import random_policy, uniform_policy
+from theory.preferences import bradley_terry_probability, sample_preference_dataset, trajectory_returns
 from theory.tolerances import VALUE_ATOL
 from theory.values import nash_gap
 
@@ -170,4 +174,181 @@ def theorem3_coverage(ctx: CheckContext) -> Verdict:
             "for every C >= 1/sqrt(2), and the conclusion (a 0.5 Nash gap in one of the two games) is unchanged"
         ),
         seeds=[ctx.seed],
+    )
+
+
+@check(
+    "marlhf.assumption1_reward_features",
+    PAPER,
+    "Assumption 1 writes the reward as r_i(s_h, a_h) = <psi(s_h), theta_{h,i}>, and section 4.1 measures "
+    "||psi(s_h, a_h)||_{[Sigma_r]^-1} with Sigma_r of size Hd x Hd.",
+    "exact",
+)
+def assumption1_reward_features(ctx: CheckContext) -> Verdict:
+    m1, _ = table4_games()
+    # With one state, <psi(s), theta_i> is one number per player: action-independent rewards.
+    rewards_b = m1.rewards[0, 1, 0]
+    action_dependent = bool(np.ptp(rewards_b) > VALUE_ATOL)
+    # In a one-step game, rewards <psi(s_1), theta_i> do not depend on actions, so every policy
+    # would be an equilibrium: check on random one-step games of that form.
+    rng = np.random.default_rng(ctx.seed)
+    gaps_state_only = []
+    for _ in range(20):
+        g = random_markov_game(3, (2, 3), 1, rng)
+        state_only = np.broadcast_to(g.rewards[..., :1, :1], g.rewards.shape)
+        g = MarkovGame(g.transitions, state_only, g.initial_state)
+        gaps_state_only.append(nash_gap(g, random_policy(g, rng)).total)
+    H, d = 3, 4
+    sigma_r_dim, psi_dim = H * d, d
+    return Verdict(
+        "erratum" if action_dependent and max(gaps_state_only) <= VALUE_ATOL and sigma_r_dim != psi_dim else "holds",
+        f"with psi(s_h) Table 4 is not expressible and every policy of a one-step game is an equilibrium; psi in R^{psi_dim} vs Sigma_r in R^{sigma_r_dim}x{sigma_r_dim} (H={H}, d={d})",
+        evidence={
+            "table4_rewards_vary_with_actions": action_dependent,
+            "max_nash_gap_with_state_only_rewards": float(max(gaps_state_only)),
+            "psi_dimension": psi_dim,
+            "sigma_r_dimension": sigma_r_dim,
+        },
+        printed="r_i(s_h, a_h) = <psi(s_h), theta_{h,i}>; U_D(pi) uses ||psi(s_h, a_h)||_{[Sigma_r]^-1}",
+        corrected="r_i(s_h, a_h) = <psi(s_h, a_h), theta_{h,i}>; U_D(pi) uses the lift ||psibar_h(s_h, a_h)||_{[Sigma_r]^-1} "
+        "(psi in block h of R^{Hd}), as the appendix's Lemma 1 does",
+        seeds=[ctx.seed],
+    )
+
+
+@check(
+    "marlhf.kl_uniform_substitution",
+    PAPER,
+    "Section 5.3: substituting 1/|A| for pi_w in the KL reward makes a Q-learner prefer, among deterministic "
+    "policies, the reference policy's most likely action (the closest deterministic policy to pi_ref).",
+    "exact",
+)
+def kl_uniform_substitution(ctx: CheckContext) -> Verdict:
+    from scipy.special import rel_entr
+
+    rng = np.random.default_rng(ctx.seed)
+    n_cases = 200 if ctx.quick else 2000
+    worst_constant_dev = 0.0
+    mismatched = 0
+    for _ in range(n_cases):
+        A = int(rng.integers(2, 7))
+        beta = float(rng.uniform(0.1, 10))
+        ref = rng.dirichlet(np.ones(A))
+        substituted = -beta * np.log((1.0 / A) / ref)
+        # for the deterministic policy delta_a, -beta * KL(delta_a || pi_ref) = beta log pi_ref(a)
+        exact_kl_reward = np.array([-beta * rel_entr(np.eye(A)[a], ref).sum() for a in range(A)])
+        worst_constant_dev = max(worst_constant_dev, float(np.ptp(substituted - exact_kl_reward - beta * np.log(A))))
+        closest = np.argmin([rel_entr(np.eye(A)[a], ref).sum() for a in range(A)])
+        mismatched += int(np.argmax(substituted) != closest or closest != np.argmax(ref))
+    holds = mismatched == 0 and worst_constant_dev <= 1e-9
+    return Verdict(
+        "holds" if holds else "refuted",
+        f"substituted reward = beta log pi_ref(a) + beta log|A| on {n_cases} cases (max dev {worst_constant_dev:.1e}); argmax = mode of pi_ref",
+        evidence={
+            "cases": n_cases,
+            "max_deviation_from_kl_reward_plus_constant": worst_constant_dev,
+            "cases_where_argmax_is_not_the_closest_deterministic_policy": mismatched,
+        },
+        counterexample=None if holds else {"mismatched": mismatched},
+        seeds=[ctx.seed],
+    )
+
+
+def per_step_design(game, dataset, player: int = 0):
+    """The objects of section 5.2 for tabular per-step rewards ``theta = r_h(s, a)`` flattened.
+
+    Returns ``X`` (``psi(tau_n) - psi(tau'_n)``, ``[N, Hd]``), ``y`` (``[N]`` in {+1,-1}) and ``D``
+    (one row ``psibar_h(s_h, a_h) - psibar_{h+1}(s_{h+1}, a_{h+1})`` per trajectory and step, so
+    that ``||D theta||^2`` is the time-axis MSE term (2) summed over the data).
+    """
+    lin = game.with_one_hot_features()
+    H, d = game.horizon, lin.feature_dim
+    phi = step_features(lin.features, dataset.states, dataset.actions)  # [N, 2, H, d]
+    lifted = np.zeros(phi.shape[:3] + (H * d,))
+    for h in range(H):
+        lifted[:, :, h, h * d:(h + 1) * d] = phi[:, :, h]
+    X = lifted[:, 0].sum(axis=1) - lifted[:, 1].sum(axis=1)
+    D = (lifted[:, :, :-1] - lifted[:, :, 1:]).reshape(-1, H * d)
+    return X, dataset.prefs[:, player].astype(np.float64), D
+
+
+def regularised_reward_fit(X: np.ndarray, y: np.ndarray, D: np.ndarray, alpha: float) -> np.ndarray:
+    """``argmin_theta sum_n log(1 + exp(-y_n <x_n, theta>)) + alpha ||D theta||^2`` (loss (1), Var fixed)."""
+    theta = cp.Variable(X.shape[1])
+    objective = cp.sum(cp.logistic(-cp.multiply(y, X @ theta))) + alpha * cp.sum_squares(D @ theta)
+    problem = cp.Problem(cp.Minimize(objective))
+    if not problem.is_dcp():
+        raise RuntimeError("the regularised preference loss must be DCP (convex)")
+    problem.solve(solver=cp.CLARABEL)
+    return np.asarray(theta.value)
+
+
+@check(
+    "marlhf.sec52_unidentified_smoothest",
+    PAPER,
+    "Section 5.2: trajectory-level preferences leave per-step rewards unidentified (spreading reward along a "
+    "trajectory is equivalent to summing it at the last step), and the time-axis MSE term picks the smoothest member.",
+    "exact",
+)
+def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
+    game = random_markov_game(2, (2,), 4, ctx.seed)
+    data = sample_preference_dataset(game, uniform_policy(game), 300 if ctx.quick else 2000, ctx.seed + 1)
+    X, y, D = per_step_design(game, data)
+    H, d = game.horizon, X.shape[1] // game.horizon
+    null = null_space(X)
+    # Moving a constant c from every (s, a) of step h to step h+1 keeps every trajectory sum.
+    shift = np.zeros(H * d)
+    shift[:d], shift[d:2 * d] = 1.0, -1.0
+    shift_residual = float(np.abs(X @ shift).max())
+    nll = lambda th: float(np.logaddexp(0.0, -y * (X @ th)).sum())
+    alphas = [1e-5, 1e-3, 1e-1, 1e1] if ctx.quick else [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
+    fits = [regularised_reward_fit(X, y, D, a) for a in alphas]
+    smooth = [float(np.sum((D @ th) ** 2)) for th in fits]
+    nlls = [nll(th) for th in fits]
+    base = regularised_reward_fit(X, y, np.zeros_like(D), 0.0)
+    # The smoothest member of the maximum-likelihood set {base + N z}: a least-squares problem.
+    z = np.linalg.lstsq(D @ null, -(D @ base), rcond=None)[0]
+    smoothest = base + null @ z
+    spread_limit = float(np.abs(fits[0] - smoothest).max())
+    figures = []
+    path = ctx.path("marlhf_sec52_smoothness.png")
+    if path is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        ax[0].loglog(alphas, smooth, "o-")
+        ax[0].set_xlabel("MSE coefficient alpha")
+        ax[0].set_ylabel("time-axis MSE of the fitted reward")
+        ax[1].semilogx(alphas, nlls, "o-")
+        ax[1].set_xlabel("MSE coefficient alpha")
+        ax[1].set_ylabel("preference NLL")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        figures.append(path.name)
+    monotone = all(b <= a + 1e-6 * max(1.0, a) for a, b in zip(smooth, smooth[1:]))
+    unidentified = null.shape[1] > 0 and shift_residual == 0.0 and abs(nll(base + shift) - nll(base)) <= 1e-9
+    picks_smoothest = spread_limit <= 1e-2 and float(np.sum((D @ smoothest) ** 2)) <= float(np.sum((D @ base) ** 2)) + 1e-9
+    holds = unidentified and monotone and picks_smoothest
+    return Verdict(
+        "holds" if holds else "refuted",
+        f"null space of dimension {null.shape[1]} of {H * d}; MSE of the fit falls {smooth[0]:.3g} -> {smooth[-1]:.3g} as alpha grows",
+        evidence={
+            "parameters": H * d,
+            "null_space_dimension": int(null.shape[1]),
+            "step_shift_direction_residual": shift_residual,
+            "nll_change_along_shift": abs(nll(base + shift) - nll(base)),
+            "alphas": alphas,
+            "time_axis_mse": smooth,
+            "nll": nlls,
+            "mse_of_an_mle": float(np.sum((D @ base) ** 2)),
+            "mse_of_smoothest_mle": float(np.sum((D @ smoothest) ** 2)),
+            "distance_small_alpha_fit_to_smoothest_mle": spread_limit,
+        },
+        counterexample=None if holds else {"seed": ctx.seed, "alphas": alphas, "mse": smooth},
+        figures=figures,
+        seeds=[ctx.seed, ctx.seed + 1],
     )
