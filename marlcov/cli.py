@@ -148,6 +148,50 @@ def cmd_coverage(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ sbsm
+def cmd_sbsm(args) -> int:
+    from linear_games.sbsm import sbsm_json
+    from theory.io import load_dataset, load_game, load_policy
+
+    for name in ("delta", "c_r", "c_p", "constant", "lam"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise GameError(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+    if not args.delta < 1:
+        raise GameError(f"--delta: expected a number in (0, 1), got {args.delta}")
+    game = load_game(args.game)
+    ds = load_dataset(args.data, game)
+    equilibrium = None if args.equilibrium is None else load_policy(args.equilibrium, game)
+    out = sbsm_json(
+        game,
+        ds,
+        equilibrium=equilibrium,
+        delta=args.delta,
+        c_r=args.c_r,
+        c_p=args.c_p,
+        policy_class=args.policy_class,
+        lam=args.lam,
+        seed=args.seed,
+        constant=args.constant,
+        clip=not args.no_clip,
+    )
+    if args.json:
+        _print_json(out)
+        return 0
+    table = Table(title=f"pessimistic SBSM on {args.data} ({out['policy_class']}, {'exact' if out['exact'] else 'best found'})")
+    table.add_column("quantity")
+    table.add_column("value")
+    table.add_row("surrogate sum_i [Vbar^dagger - Vunder^pi]", _fmt(out["surrogate"]))
+    if out["lower_bound"] is not None:
+        table.add_row("lower bound on the minimum", _fmt(out["lower_bound"]))
+    table.add_row("C_r / C_P", f"{_fmt(out['c_r'])} / {_fmt(out['c_p'])}")
+    table.add_row("true Nash gap of the output", _fmt(out["nash_gap"]))
+    if out["bound"] is not None:
+        table.add_row("Theorem 4 bound (printed / summed over players)", f"{_fmt(out['bound'])} / {_fmt(out['bound_summed'])}")
+    _console().print(table)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- verify
 def cmd_verify(args) -> int:
     from proofs_checks.registry import CheckContext, run_check, select
@@ -219,6 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="preference dataset (.npz)")
     p.add_argument("--policy", help="reference joint policy pi* (policy file)")
     p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="ridge lambda (default 1)")
+
+    p = add("sbsm", cmd_sbsm, "pessimistic SBSM policy from a preference dataset (Algorithms 2-4)")
+    p.add_argument("game", help="game file: the feature map, sizes and horizon are used; rewards and transitions only to report the true Nash gap")
+    p.add_argument("data", help="preference dataset (.npz)")
+    p.add_argument("--delta", type=float, default=0.1, help="failure probability of the confidence sets (default %(default)s)")
+    p.add_argument("--c-r", dest="c_r", type=float, help="reward radius C_r (default: Lemma 5's formula)")
+    p.add_argument("--c-p", dest="c_p", type=float, help="transition bonus scale C_P (default: Lemma 6's formula)")
+    p.add_argument("--constant", type=float, default=1.0, help="the unspecified constant C of the radii formulas (default 1)")
+    p.add_argument("--policy-class", choices=("deterministic", "mixed"), default="deterministic")
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the local search's restarts")
+    p.add_argument("--equilibrium", help="a Nash equilibrium policy of GAME, to report Theorem 4's bound")
+    p.add_argument("--no-clip", action="store_true", help="drop the printed clipping at 0 and H (see the erratum marlhf.sbsm_clipping)")
     return parser
 
 

@@ -22,6 +22,7 @@ EVIDENCE_KINDS = ("exact", "symbolic", "statistical", "counterexample")
 #: Modules holding checks, one per paper; imported on first use of the registry.
 CHECK_MODULES = (
     "proofs_checks.marlhf",
+    "proofs_checks.marlhf_sbsm",
     "proofs_checks.omapl",
     "proofs_checks.omiga",
     "proofs_checks.mamql",

@@ -1,0 +1,23 @@
+"""Offline datasets of deep/: the HDF5 schema, streaming writer and reader, preference labels.
+Needs numpy and h5py only (no torch, no jax)."""
+
+from .hdf5 import DatasetReader, DatasetWriter, read_pairs, write_pairs_file
+from .preferences import label_dataset, label_pairs, preference_probabilities, sample_pairs, standardised_returns
+from .schema import DATASET_FORMAT, PAIRS_FORMAT, DatasetSpec, PreferencePairs, TrajectoryBatch
+
+__all__ = [
+    "DATASET_FORMAT",
+    "PAIRS_FORMAT",
+    "DatasetReader",
+    "DatasetSpec",
+    "DatasetWriter",
+    "PreferencePairs",
+    "TrajectoryBatch",
+    "label_dataset",
+    "label_pairs",
+    "preference_probabilities",
+    "read_pairs",
+    "sample_pairs",
+    "standardised_returns",
+    "write_pairs_file",
+]
