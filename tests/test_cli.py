@@ -96,3 +96,36 @@ def test_verify_writes_report(tmp_path, capsys):
 def test_verify_unknown_id(tmp_path, capsys):
     code, _, err = run(capsys, "verify", "--only", "nope.x", "--out", tmp_path)
     assert code == 2 and "nope.x" in err
+
+
+def test_sbsm_json_on_table4_with_unilateral_data(tmp_path, capsys):
+    from linear_games.coverage_datasets import unilateral_dataset
+    from linear_games.constructions import theorem3_dataset
+    from theory.io import save_dataset
+
+    m1, _ = table4_games()
+    eq1 = table4_equilibria()[0]
+    data = theorem3_dataset(m1, 500, 0) + unilateral_dataset(m1, eq1, 500, 1).dataset
+    save_game(m1, tmp_path / "m1.json")
+    save_policy(eq1, tmp_path / "eq.json")
+    save_dataset(data, tmp_path / "d.npz")
+    base = ["sbsm", tmp_path / "m1.json", tmp_path / "d.npz", "--json", "--policy-class", "mixed"]
+    code, out, _ = run(capsys, *base, "--no-clip", "--equilibrium", tmp_path / "eq.json")
+    assert code == 0
+    doc = json.loads(out)
+    assert set(doc) >= {"surrogate", "exact", "lower_bound", "nash_gap", "bound", "policy"}
+    assert doc["exact"] is True
+    assert doc["policy"]["format"] == "marlcov.policy/1"
+    pi = tuple(np.asarray(p) for p in doc["policy"]["probs"])
+    assert doc["nash_gap"] == pytest.approx(nash_gap(m1, pi).total, abs=1e-12)
+    assert doc["nash_gap"] <= 1e-6
+    assert doc["bound"] is not None and doc["nash_gap"] <= doc["bound"]
+    code, out, _ = run(capsys, *base)
+    assert code == 0 and json.loads(out)["bound"] is None
+
+
+def test_sbsm_rejects_bad_delta(tmp_path, capsys):
+    m1, _ = table4_games()
+    save_game(m1, tmp_path / "m1.json")
+    code, _, err = run(capsys, "sbsm", tmp_path / "m1.json", tmp_path / "none.npz", "--delta", "1.5")
+    assert code == 2 and "--delta" in err
