@@ -53,3 +53,11 @@ def test_verdicts_are_validated():
         Verdict("refuted", "x")
     with pytest.raises(ValueError, match="verdict"):
         Verdict("maybe", "x")
+
+
+def test_marlhf_checks_are_deterministic_for_a_seed():
+    for chk in select(["marlhf"]):
+        a = run_check(chk, CheckContext(quick=True, seed=3))
+        b = run_check(chk, CheckContext(quick=True, seed=3))
+        assert a.verdict.verdict == b.verdict.verdict
+        assert a.verdict.evidence == b.verdict.evidence, chk.id
