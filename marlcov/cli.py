@@ -89,6 +89,26 @@ def cmd_nash_gap(args) -> int:
     return 0
 
 
+def _dataset_coverage(args) -> int:
+    """Coverage diagnostics of an HDF5 dataset of deep/ (streaming; features from a map)."""
+    from deep.diagnostics import coverage_command, table_rows
+
+    out = coverage_command(args)
+    if args.json:
+        _print_json(out)
+        return 0
+    table = Table(title=f"Coverage of {args.game} (lambda = {_fmt(out['lambda'])}, features: {out['features']})")
+    table.add_column("measure")
+    table.add_column("value [bootstrap 95% interval]")
+    for name, value in table_rows(out):
+        table.add_row(name, value)
+    con = _console()
+    con.print(table)
+    for note in out.get("notes", []):
+        con.print(f"note: {note}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
     from theory.io import load_game, load_policy, save_dataset
@@ -112,6 +132,10 @@ def cmd_sample(args) -> int:
 
 # -------------------------------------------------------------------------------------- coverage
 def cmd_coverage(args) -> int:
+    if Path(args.game).suffix.lower() in (".h5", ".hdf5"):
+        return _dataset_coverage(args)
+    if args.data is None:
+        raise GameError("DATA: a finite game needs its preference dataset (.npz) after GAME")
     from theory.coverage import coverage_measures
     from theory.io import load_dataset, load_game, load_policy
 
@@ -259,10 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz")
 
     p = add("coverage", cmd_coverage, "single / unilateral / uniform coverage of a preference dataset")
-    p.add_argument("game")
-    p.add_argument("data", help="preference dataset (.npz)")
-    p.add_argument("--policy", help="reference joint policy pi* (policy file)")
+    p.add_argument("game", help="game file (.json/.npz), or an HDF5 dataset of deep/ (.h5/.hdf5)")
+    p.add_argument("data", nargs="?", help="preference dataset (.npz) of a finite game")
+    p.add_argument("--policy", help="reference joint policy pi*: a policy file, or a checkpoint for an HDF5 dataset")
     p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="ridge lambda (default 1)")
+    p.add_argument("--features", default="random", help="HDF5 only: random | random-obs | reward-model:PATH | FILE")
+    p.add_argument("--bootstrap", type=int, default=200, help="HDF5 only: bootstrap replicates (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="HDF5 only: seed of features and bootstrap")
+    p.add_argument("--out", help="HDF5 only: directory for the plots")
+    p.add_argument("--pairs-file", dest="pairs_file", help="HDF5 only: preference pairs in a separate file")
+    p.add_argument("--simulate", action="store_true", help="HDF5 only: roll out deviations in the simulator")
+    p.add_argument("--feature-dim", dest="feature_dim", type=int, help="HDF5 only: dimension of the feature map")
 
     p = add("sbsm", cmd_sbsm, "pessimistic SBSM policy from a preference dataset (Algorithms 2-4)")
     p.add_argument("game", help="game file: the feature map, sizes and horizon are used; rewards and transitions only to report the true Nash gap")

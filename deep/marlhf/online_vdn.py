@@ -1,0 +1,315 @@
+"""Online VDN on the batched MPE: the behaviour policies of the datasets (MARLHF paper, 6.2).
+
+Each iteration plays ``n_envs`` whole episodes with the epsilon-greedy policy of the current
+Q-network, stores them in a replay buffer of whole episodes, and makes ``updates_per_iteration``
+VDN updates on batches of ``batch_episodes`` episodes (``deep.marlhf.vdn.vdn_td_loss``, team
+reward = sum of the agents' true rewards, target network copied every ``target_update``
+updates). Epsilon decays linearly from ``epsilon_start`` to ``epsilon_end`` over
+``epsilon_decay_steps`` environment steps. An *environment step* is one step of one
+environment, so an iteration counts ``n_envs * horizon`` of them.
+
+Proficiency levels, saved in ``deep.marlhf.vdn.POLICY_FORMAT``:
+
+* ``rookie_<steps>.pt``: the greedy policy after the first iteration that reaches each count of
+  ``rookie_steps`` environment steps (early stops);
+* ``expert.pt``: the greedy policy at the end (``total_env_steps``);
+* trivial and unilateral joint policies are built from these with ``trivial_policy`` and
+  ``unilateral_policy`` (n-1 experts and one rookie).
+
+Training environments are seeded from ``(seed, iteration)``; evaluation (``deep.marlhf.evaluate``)
+uses seeds from ``EVAL_SEED_BASE`` up, a range training does not reach. Environments step on
+the CPU (JaxMARL); learning runs on ``device``. The run resumes from ``train_state.pt`` (network,
+target, optimiser, replay buffer, generators, iteration) after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from deep.common import (
+    TrainingState,
+    atomic_write_text,
+    config_dict,
+    load_config,
+    progress_bar,
+    resolve_device,
+    seed_everything,
+    torch_generator,
+)
+from deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_policy, vdn_td_loss
+
+#: Training environments draw their seeds below this; evaluation seeds start here.
+TRAIN_SEED_SPAN = 2**31
+
+
+@dataclass(frozen=True)
+class OnlineVDNConfig:
+    """Hyperparameters of online VDN for the behaviour policies. With these defaults, on
+    simple_spread_v3 (seed 0, one CPU thread, about 3 minutes): greedy test return per agent
+    -24.3 for the rookie at 48k environment steps and -20.7 for the expert at 480k (uniform
+    random play: about -27)."""
+
+    n_envs: int = 64
+    total_env_steps: int = 480_000
+    rookie_steps: tuple[int, ...] = (48_000,)
+    hidden: int = 64
+    layers: int = 3
+    lr: float = 5e-4
+    gamma: float = 0.99
+    buffer_episodes: int = 3000
+    batch_episodes: int = 32
+    updates_per_iteration: int = 32
+    target_update: int = 200
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_steps: int = 150_000
+    learning_starts: int = 3200
+    grad_clip: float = 10.0
+    horizon: int = 25
+    local_ratio: float = 0.5
+    eval_episodes: int = 256
+    checkpoint_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_envs", "total_env_steps", "hidden", "layers", "buffer_episodes", "batch_episodes",
+                     "updates_per_iteration", "target_update", "horizon", "eval_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        for name in ("epsilon_start", "epsilon_end", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)!r}")
+        if any(int(s) < 1 or int(s) >= self.total_env_steps for s in self.rookie_steps):
+            raise ValueError(f"rookie_steps: expected counts in [1, total_env_steps), got {list(self.rookie_steps)}")
+
+    def epsilon(self, env_steps: int) -> float:
+        """Linearly decayed exploration rate after ``env_steps`` environment steps."""
+        frac = min(1.0, env_steps / max(1, self.epsilon_decay_steps))
+        return self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start)
+
+
+class EpisodeReplay:
+    """Ring buffer of whole episodes on one device (``state_dict`` makes it resumable)."""
+
+    def __init__(self, capacity: int, horizon: int, n_agents: int, obs_dim: int, n_actions: int, device: torch.device) -> None:
+        H, m = horizon, n_agents
+        self.capacity = int(capacity)
+        self.obs = torch.zeros((capacity, H + 1, m, obs_dim), dtype=torch.float32, device=device)
+        self.actions = torch.zeros((capacity, H, m), dtype=torch.int64, device=device)
+        self.avail = torch.zeros((capacity, H, m, n_actions), dtype=torch.bool, device=device)
+        self.rewards = torch.zeros((capacity, H), dtype=torch.float32, device=device)
+        self.pos = 0
+        self.size = 0
+
+    def add(self, obs, actions, avail, team_rewards) -> None:
+        """Append ``B`` episodes (oldest overwritten once full)."""
+        B = obs.shape[0]
+        idx = (self.pos + torch.arange(B, device=self.obs.device)) % self.capacity
+        self.obs[idx] = obs.to(self.obs.device, torch.float32)
+        self.actions[idx] = actions.to(self.obs.device, torch.int64)
+        self.avail[idx] = avail.to(self.obs.device, torch.bool)
+        self.rewards[idx] = team_rewards.to(self.obs.device, torch.float32)
+        self.pos = int((self.pos + B) % self.capacity)
+        self.size = int(min(self.capacity, self.size + B))
+
+    def sample(self, batch: int, generator: torch.Generator):
+        idx = torch.randint(0, self.size, (batch,), generator=generator, device=self.obs.device)
+        return self.obs[idx], self.actions[idx], self.avail[idx], self.rewards[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        n = self.size
+        return {"obs": self.obs[:n], "actions": self.actions[:n], "avail": self.avail[:n], "rewards": self.rewards[:n],
+                "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        n = int(state["size"])
+        for name in ("obs", "actions", "avail", "rewards"):
+            getattr(self, name)[:n] = state[name].to(self.obs.device)
+        self.pos, self.size = int(state["pos"]), n
+
+
+def _iteration_seed(seed: int, iteration: int, n_envs: int) -> int:
+    """Base reset seed of a training iteration (environment b gets base + b), below TRAIN_SEED_SPAN."""
+    base = np.random.SeedSequence([int(seed), int(iteration)]).generate_state(1, dtype=np.uint64)[0]
+    return int(base % np.uint64(TRAIN_SEED_SPAN - n_envs))
+
+
+def train_behaviour_policies(
+    env_name: str,
+    config: OnlineVDNConfig | Mapping[str, Any] | str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    resume: bool = True,
+    prey_policy=None,
+) -> dict[str, Any]:
+    """Train VDN online on ``env_name`` and save the expert and rookie checkpoints.
+
+    Args:
+        env_name: one of ``deep.envs.mpe.ENV_NAMES``.
+        config: ``OnlineVDNConfig``, mapping or JSON/YAML file.
+        out_dir: receives ``expert.pt``, ``rookie_<steps>.pt``, ``metrics.json``,
+            ``config.json`` and the resumable ``train_state.pt``.
+        device: where the Q-network learns; the environments step on the CPU.
+        seed: seeds the initialisation, exploration, replay sampling and environment resets.
+        prey_policy: simple_tag_v3 only: the fixed prey (default: uniform random).
+
+    Returns ``{"expert": path, "rookies": {steps: path}, "levels": [...]}`` where each level
+    records its env steps and greedy test return per agent.
+    """
+    from deep.envs.mpe import MPEBatch
+
+    cfg = load_config(OnlineVDNConfig, config)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_kwargs: dict[str, Any] = {"horizon": cfg.horizon}
+    if env_name != "simple_tag_v3":
+        env_kwargs["local_ratio"] = cfg.local_ratio
+    if prey_policy is not None:
+        env_kwargs["prey_policy"] = prey_policy
+    env = MPEBatch(env_name, cfg.n_envs, device="cpu", **env_kwargs)
+    spec = env.spec
+    H, m = spec.horizon, spec.n_agents
+
+    seed_everything(seed)
+    net = AgentQNet(spec.obs_dim, spec.n_actions, m, cfg.hidden, cfg.layers).to(dev)
+    target = AgentQNet(spec.obs_dim, spec.n_actions, m, cfg.hidden, cfg.layers).to(dev)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    buffer = EpisodeReplay(cfg.buffer_episodes, H, m, spec.obs_dim, spec.n_actions, dev)
+    explore_gen = torch_generator(seed * 2 + 1, dev)
+    sample_gen = torch_generator(seed * 2 + 2, dev)
+    run_config = {"config": config_dict(cfg), "seed": int(seed), "env_name": env_name,
+                  "prey_policy": None if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__)}
+    state = TrainingState(out / "train_state.pt", cfg.checkpoint_every,
+                          {"net": net, "target": target, "opt": opt, "buffer": buffer},
+                          {"explore": explore_gen, "sample": sample_gen}, run_config)
+    if resume:
+        state.load(map_location=dev)
+    else:
+        (out / "train_state.pt").unlink(missing_ok=True)
+    updates = int(state.extra.get("updates", 0))
+    history = list(json.loads(state.extra.get("history", "[]")))
+    levels = list(json.loads(state.extra.get("levels", "[]")))
+    steps_per_iteration = cfg.n_envs * H
+    n_iterations = math.ceil(cfg.total_env_steps / steps_per_iteration)
+    pending = sorted(int(s) for s in cfg.rookie_steps if not any(lv.get("target_steps") == int(s) for lv in levels))
+
+    def save_level(name: str, env_steps: int, target_steps: int | None) -> dict[str, Any]:
+        from deep.marlhf.evaluate import evaluate_policy
+
+        level = "expert" if name == "expert" else "rookie"
+        meta = {"trainer": "online-vdn", "name": name, "level": level, "env_steps": env_steps, "seed": int(seed)}
+        path = save_policy(out / f"{name}.pt", net, env_name, cfg, meta)
+        result = evaluate_policy(load_policy(path, dev), env_name, n_episodes=cfg.eval_episodes, seed=seed,
+                                 batch_size=min(cfg.eval_episodes, cfg.n_envs), env_kwargs=env_kwargs, progress=False)
+        record = {"name": name, "path": str(path), "level": level, "env_steps": env_steps, "target_steps": target_steps,
+                  "test_return_per_agent": result["return_per_agent"], "test_return_std": result["return_std"]}
+        return record
+
+    bar = progress_bar(n_iterations, f"online VDN {env_name}", cfg.progress, initial=state.step)
+    while state.step < n_iterations:
+        it = state.step
+        env_steps = it * steps_per_iteration
+        policy = GreedyPolicy(net, cfg.epsilon(env_steps), explore_gen)
+        batch = env.rollout(policy, _iteration_seed(seed, it, cfg.n_envs), source="online-vdn")
+        team = torch.as_tensor(batch.rewards, dtype=torch.float32).sum(dim=-1)
+        buffer.add(torch.as_tensor(batch.obs), torch.as_tensor(batch.actions.astype(np.int64)), torch.as_tensor(batch.avail), team)
+        env_steps += steps_per_iteration
+        losses = []
+        if env_steps >= cfg.learning_starts:
+            for _ in range(cfg.updates_per_iteration):
+                o, a, av, r = buffer.sample(cfg.batch_episodes, sample_gen)
+                loss = vdn_td_loss(net, target, o, a, av, r, cfg.gamma)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                updates += 1
+                losses.append(loss.item())
+                if updates % cfg.target_update == 0:
+                    target.load_state_dict(net.state_dict())
+        ret = float(batch.returns().mean())
+        history.append({"iteration": it + 1, "env_steps": env_steps, "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
+                        "behaviour_return_per_agent": ret, "td_loss": float(np.mean(losses)) if losses else None})
+        while pending and env_steps >= pending[0]:
+            target_steps = pending.pop(0)
+            levels.append(save_level(f"rookie_{target_steps}", env_steps, target_steps))
+        state.step += 1
+        bar.update(1)
+        bar.set_postfix(ret=f"{ret:.2f}")
+        state.extra.update(updates=updates, history=json.dumps(history), levels=json.dumps(levels))
+        state.maybe_save()
+    bar.close()
+    final_steps = n_iterations * steps_per_iteration
+    if not any(lv["name"] == "expert" for lv in levels):
+        levels.append(save_level("expert", final_steps, None))
+        state.extra.update(levels=json.dumps(levels))
+    state.save()
+    result = {"env_name": env_name, "expert": str(out / "expert.pt"),
+              "rookies": {str(lv["target_steps"]): lv["path"] for lv in levels if lv["level"] == "rookie"},
+              "levels": levels, "env_steps": final_steps, "updates": updates}
+    atomic_write_text(json.dumps({"summary": result, "history": history}, indent=2) + "\n", out / "metrics.json")
+    atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
+    return result
+
+
+# ----------------------------------------------------------------------------- joint policies
+class JointPolicy:
+    """Agent i acts with ``policies[i]`` (each a policy of the protocol, called on the whole
+    joint observation; column i of its output is kept). ``agent_tags[i]`` names agent i's
+    policy for the dataset's ``agent_policy`` field."""
+
+    def __init__(self, policies: Sequence[Any], agent_tags: Sequence[str], name: str) -> None:
+        if len(policies) != len(agent_tags):
+            raise ValueError(f"agent_tags: expected {len(policies)} tags, got {len(agent_tags)}")
+        self.policies, self.agent_tags, self.name = list(policies), list(agent_tags), name
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
+        outputs: dict[int, torch.Tensor] = {}
+        for p in self.policies:
+            if id(p) not in outputs:
+                outputs[id(p)] = torch.as_tensor(p(obs, avail, t), device=obs.device)
+        return torch.stack([outputs[id(p)][:, i] for i, p in enumerate(self.policies)], dim=1)
+
+
+def trivial_policy(n_agents: int, seed: int = 0) -> JointPolicy:
+    """Every agent uniform over its available actions (the "trivial" behaviour of Table 1)."""
+    from deep.envs.mpe import UniformRandomPolicy
+
+    uniform = UniformRandomPolicy(seed)
+    return JointPolicy([uniform] * n_agents, ["trivial"] * n_agents, "trivial")
+
+
+def level_policy(path: str | os.PathLike, n_agents: int, tag: str | None = None, device: str | torch.device = "cpu",
+                 epsilon: float = 0.0, seed: int = 0) -> JointPolicy:
+    """All agents from one checkpoint (the "expert" or "rookie" behaviour)."""
+    p = load_policy(path, device, epsilon, torch_generator(seed, resolve_device(device)))
+    tag = tag or str(p.meta.get("level", "policy"))
+    return JointPolicy([p] * n_agents, [tag] * n_agents, tag)
+
+
+def unilateral_policy(expert_path: str | os.PathLike, rookie_path: str | os.PathLike, deviator: int, n_agents: int,
+                      device: str | torch.device = "cpu", epsilon: float = 0.0, seed: int = 0) -> JointPolicy:
+    """n-1 experts and one rookie at position ``deviator`` (the "unilateral" behaviour)."""
+    if not 0 <= deviator < n_agents:
+        raise ValueError(f"deviator: expected an agent index in [0, {n_agents - 1}], got {deviator!r}")
+    dev = resolve_device(device)
+    expert = load_policy(expert_path, dev, epsilon, torch_generator(seed, dev))
+    rookie = load_policy(rookie_path, dev, epsilon, torch_generator(seed + 1, dev))
+    if expert.env_name != rookie.env_name:
+        raise ValueError(f"rookie_path: environment {rookie.env_name!r} differs from the expert's {expert.env_name!r}")
+    policies = [rookie if i == deviator else expert for i in range(n_agents)]
+    tags = ["rookie" if i == deviator else "expert" for i in range(n_agents)]
+    return JointPolicy(policies, tags, f"unilateral-{deviator}")

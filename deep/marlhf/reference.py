@@ -1,0 +1,227 @@
+"""Imitation reference pi_ref by behaviour cloning over the whole dataset (MARLHF paper, 5.3).
+
+pi_ref approximates the behaviour policy pi^b that generated the dataset, to build the KL
+reward of (3). One network, shared by all agents, maps agent i's local observation and its
+one-hot id to action logits; unavailable actions (``avail`` False) are masked out of the
+softmax, so pi_ref puts (numerically) zero mass on them. The loss is the mean negative
+log-likelihood of the dataset's actions over every trajectory, step and agent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deep.common import (
+    TrainingState,
+    atomic_torch_save,
+    atomic_write_text,
+    config_dict,
+    epoch_permutation,
+    load_config,
+    load_dataset_arrays,
+    load_versioned,
+    masked,
+    mlp,
+    progress_bar,
+    resolve_device,
+    seed_everything,
+    with_agent_id,
+)
+
+REFERENCE_FORMAT = "marlcov.deep-reference/1"
+#: Trajectories per forward pass when evaluating over a whole dataset.
+EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """Hyperparameters of behaviour cloning (defaults: Table 5, "IL")."""
+
+    hidden: int = 128
+    layers: int = 3
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    checkpoint_every: int = 500
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction: expected a value in [0, 1), got {self.val_fraction!r}")
+
+
+class PolicyNet(torch.nn.Module):
+    """Shared per-agent network: ``obs [..., m, obs_dim] -> logits [..., m, n_actions]``."""
+
+    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
+        super().__init__()
+        self.obs_dim, self.n_actions, self.n_agents = int(obs_dim), int(n_actions), int(n_agents)
+        self.body = mlp(obs_dim + n_agents, hidden, layers, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(with_agent_id(obs))
+
+    def log_probs(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
+        """log pi_ref(. | o_i) ``[..., m, n_actions]``, renormalised over available actions."""
+        return F.log_softmax(masked(self(obs), avail), dim=-1)
+
+
+def behaviour_cloning_loss(log_probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Mean of ``-log pi_ref(a | o)`` over all leading axes; ``log_probs [..., A]``, ``actions [...]``."""
+    return -log_probs.gather(-1, actions.long().unsqueeze(-1)).mean()
+
+
+def check_actions_available(actions: np.ndarray, avail: np.ndarray, where: str = "dataset") -> None:
+    """ValueError when a recorded action is marked unavailable (masks and actions disagree)."""
+    taken = np.take_along_axis(avail, actions.astype(np.int64)[..., None], axis=-1)[..., 0]
+    if not taken.all():
+        n = int((~taken).sum())
+        raise ValueError(f"{where}: field 'avail' marks {n} recorded action(s) as unavailable")
+
+
+class ReferencePolicy:
+    """A loaded pi_ref: ``log_probs(obs, avail)`` and the policy protocol (greedy or sampled)."""
+
+    def __init__(self, net: PolicyNet, meta: Mapping[str, Any], sample: bool = False, generator: torch.Generator | None = None) -> None:
+        self.net, self.meta, self.sample, self.generator = net, dict(meta), sample, generator
+
+    @torch.no_grad()
+    def log_probs(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.log_probs(obs, avail)
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
+        logp = self.net.log_probs(obs, avail)
+        if not self.sample:
+            return logp.argmax(dim=-1)
+        flat = logp.reshape(-1, logp.shape[-1]).exp()
+        return torch.multinomial(flat, 1, generator=self.generator).reshape(logp.shape[:-1])
+
+
+def save_reference(path, net: PolicyNet, config: ReferenceConfig, sizes: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
+    return atomic_torch_save({"format": REFERENCE_FORMAT, "config": json.dumps(config_dict(config)), "sizes": json.dumps(dict(sizes)),
+                              "state_dict": net.state_dict(), "metrics": json.dumps(dict(metrics))}, path)
+
+
+def load_reference(path: str | os.PathLike, device: str | torch.device = "cpu") -> ReferencePolicy:
+    """Load pi_ref written by ``train_reference`` (format checked)."""
+    dev = resolve_device(device)
+    obj = load_versioned(path, REFERENCE_FORMAT, dev)
+    cfg = load_config(ReferenceConfig, json.loads(obj["config"]))
+    sizes = json.loads(obj["sizes"])
+    net = PolicyNet(sizes["obs_dim"], sizes["n_actions"], sizes["n_agents"], cfg.hidden, cfg.layers).to(dev)
+    net.load_state_dict(obj["state_dict"])
+    net.eval()
+    return ReferencePolicy(net, {"config": cfg, "sizes": sizes, "metrics": json.loads(obj["metrics"])})
+
+
+@torch.no_grad()
+def _metrics(net: PolicyNet, obs, actions, avail, idx: np.ndarray, prefix: str) -> dict[str, float]:
+    if len(idx) == 0:
+        return {}
+    nll, correct, n = 0.0, 0.0, 0
+    for k in range(0, len(idx), EVAL_CHUNK):
+        sel = torch.as_tensor(idx[k : k + EVAL_CHUNK], device=obs.device)
+        logp = net.log_probs(obs[sel], avail[sel])
+        a = actions[sel]
+        nll += float(-logp.gather(-1, a.unsqueeze(-1)).sum())
+        correct += float((logp.argmax(dim=-1) == a).sum())
+        n += a.numel()
+    return {f"{prefix}_nll": nll / n, f"{prefix}_accuracy": correct / n}
+
+
+def train_reference(
+    dataset_path: str | os.PathLike,
+    config: ReferenceConfig | Mapping[str, Any] | str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Behaviour cloning of pi_ref over every trajectory of the dataset.
+
+    Writes ``reference.pt``, ``metrics.json``, ``config.json`` and the resumable
+    ``train_state.pt`` to ``out_dir``; returns a summary with train/validation NLL and accuracy.
+    A ``val_fraction`` of the trajectories (seeded) is held out to report generalisation.
+    """
+    cfg = load_config(ReferenceConfig, config)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_path = Path(dataset_path)
+    spec, arrays = load_dataset_arrays(dataset_path, ["obs", "actions", "avail"])
+    check_actions_available(arrays["actions"], arrays["avail"], str(dataset_path))
+    H = spec.horizon
+    obs = torch.as_tensor(arrays["obs"][:, :H], dtype=torch.float32, device=dev)
+    actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
+    avail = torch.as_tensor(arrays["avail"], device=dev)
+    del arrays
+    N = obs.shape[0]
+    split = np.random.default_rng([seed, 2]).permutation(N)
+    n_val = int(round(cfg.val_fraction * N)) if N > 1 else 0
+    val_idx, train_idx = split[:n_val], split[n_val:]
+
+    seed_everything(seed)
+    sizes = {"env_name": spec.env_name, "obs_dim": int(spec.obs_dim), "n_actions": int(spec.n_actions), "n_agents": int(spec.n_agents)}
+    net = PolicyNet(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.hidden, cfg.layers).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
+    state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"net": net, "opt": opt}, config=run_config)
+    if resume:
+        state.load(map_location=dev)
+    else:
+        (out / "train_state.pt").unlink(missing_ok=True)
+    history = list(json.loads(state.extra.get("history", "[]")))
+    running = {"loss": 0.0, "n": 0}
+    running.update(json.loads(state.extra.get("running", "{}")))
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+
+    bar = progress_bar(total, "reference (BC)", cfg.progress, initial=state.step)
+    order_epoch, order = -1, train_idx
+    while state.step < total:
+        epoch, k = divmod(state.step, steps_per_epoch)
+        if epoch != order_epoch:
+            order_epoch, order = epoch, train_idx[epoch_permutation(len(train_idx), seed, epoch)]
+        batch = torch.as_tensor(order[k * cfg.batch_size : (k + 1) * cfg.batch_size], device=dev)
+        loss = behaviour_cloning_loss(net.log_probs(obs[batch], avail[batch]), actions[batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running["loss"] += loss.item()
+        running["n"] += 1
+        state.step += 1
+        bar.update(1)
+        if k == steps_per_epoch - 1:
+            record = {"epoch": epoch + 1, "nll": running["loss"] / running["n"]}
+            record.update(_metrics(net, obs, actions, avail, val_idx, "val"))
+            history.append(record)
+            running = {"loss": 0.0, "n": 0}
+            bar.set_postfix(nll=f"{record['nll']:.3f}")
+        state.extra["history"] = json.dumps(history)
+        state.extra["running"] = json.dumps(running)
+        state.maybe_save()
+    bar.close()
+    state.save()
+
+    summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_trajectories": int(len(train_idx)), "val_trajectories": int(n_val)}
+    summary.update(_metrics(net, obs, actions, avail, train_idx, "train"))
+    summary.update(_metrics(net, obs, actions, avail, val_idx, "val"))
+    metrics = {"summary": summary, "history": history}
+    path = save_reference(out / "reference.pt", net, cfg, sizes, metrics)
+    atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
+    atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
+    return {"model": str(path), "out_dir": str(out), **summary}

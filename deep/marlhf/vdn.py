@@ -1,0 +1,332 @@
+"""Offline VDN on the MARLHF reward (MARLHF paper, section 5.3, equations (3) and (4)).
+
+Value decomposition (VDN): ``Q_tot(o, a) = sum_i Q_i(o_i, a_i)``, one network shared by the
+agents (local observation plus one-hot agent id -> Q-values of the agent's actions), trained by
+one-step Q-learning against a target network that is copied every ``target_update`` updates:
+
+    y_h = r_h + gamma * 1[h < H] * sum_i max_{a' available} Q'_i(o_{h+1,i}, a'),
+
+no bootstrap after the last step (MPE episodes are truncated at H, and the objective (3) is a
+finite-horizon sum). The team reward of a dataset step is
+
+    r_h = sum_i (r_phi(o_{h,i}, a_{h,i}) - E_D r_phi) / sqrt(Var_D r_phi)          (4)
+          + beta * sum_i (log pi_ref(a_{h,i} | o_{h,i}) + log |A_{h,i}|),
+
+the second line being the KL reward -beta log(pi_w / pi_ref) of (3) with pi_w replaced by the
+uniform 1/|A| (section 5.3: Q-learning has no explicit pi_w). |A_{h,i}| counts agent i's
+available actions at step h (the full action set in MPE). A batch is ``batch_size`` whole
+trajectories, every step of them used. The greedy policy takes the best available action of
+Q_i for each agent.
+
+Policies (offline and online VDN alike) are saved as ``POLICY_FORMAT``: ``torch.save`` of a
+dict with ``format``, ``env_name``, ``network`` (JSON: obs_dim, n_actions, n_agents, hidden,
+layers), ``config`` (JSON of the trainer's config), ``meta`` (JSON: trainer, level, env steps,
+...) and ``state_dict``; ``load_policy`` validates all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from deep.common import (
+    TrainingState,
+    atomic_torch_save,
+    atomic_write_text,
+    config_dict,
+    load_config,
+    load_dataset_arrays,
+    load_versioned,
+    masked,
+    mlp,
+    progress_bar,
+    resolve_device,
+    seed_everything,
+    torch_generator,
+    with_agent_id,
+)
+
+POLICY_FORMAT = "marlcov.deep-policy/1"
+NETWORK_FIELDS = ("obs_dim", "n_actions", "n_agents", "hidden", "layers")
+
+
+@dataclass(frozen=True)
+class OfflineVDNConfig:
+    """Hyperparameters of offline VDN (defaults: Table 5 and section 5.3; beta = 1 for Spread
+    and Reference, 3 to 10 for Tag)."""
+
+    beta: float = 1.0
+    gamma: float = 0.99
+    hidden: int = 128
+    layers: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+    updates: int = 10000
+    target_update: int = 200
+    grad_clip: float = 10.0
+    checkpoint_every: int = 1000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "batch_size", "updates", "target_update"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta: expected a finite non-negative number, got {self.beta!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
+
+
+# ----------------------------------------------------------------------------- networks, policies
+class AgentQNet(torch.nn.Module):
+    """Shared per-agent Q-network: ``obs [..., m, obs_dim] -> Q [..., m, n_actions]``."""
+
+    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
+        super().__init__()
+        self.network = {"obs_dim": int(obs_dim), "n_actions": int(n_actions), "n_agents": int(n_agents), "hidden": int(hidden), "layers": int(layers)}
+        self.body = mlp(obs_dim + n_agents, hidden, layers, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(with_agent_id(obs))
+
+
+class GreedyPolicy:
+    """Policy protocol ``(obs [B, m, d], avail [B, m, A], t) -> actions [B, m]``: the best
+    available action of each agent's Q-values, or with probability ``epsilon`` (per agent) a
+    uniformly drawn available action (from ``generator``)."""
+
+    def __init__(self, net: AgentQNet, epsilon: float = 0.0, generator: torch.Generator | None = None,
+                 env_name: str | None = None, meta: Mapping[str, Any] | None = None) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon!r}")
+        self.net, self.epsilon, self.generator = net, float(epsilon), generator
+        self.env_name, self.meta = env_name, dict(meta or {})
+        self.name = self.meta.get("name", "greedy")
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
+        dev = next(self.net.parameters()).device
+        obs, avail = obs.to(dev), avail.to(dev)
+        greedy = masked(self.net(obs), avail).argmax(dim=-1)
+        if self.epsilon <= 0.0:
+            return greedy
+        u = torch.rand(avail.shape, generator=self.generator, device=dev)
+        random_action = torch.where(avail, u, torch.tensor(-1.0, device=dev)).argmax(dim=-1)
+        explore = torch.rand(greedy.shape, generator=self.generator, device=dev) < self.epsilon
+        return torch.where(explore, random_action, greedy)
+
+
+def save_policy(path: str | os.PathLike, net: AgentQNet, env_name: str, config: Any, meta: Mapping[str, Any]) -> Path:
+    """Write a greedy Q-policy in ``POLICY_FORMAT`` (atomically)."""
+    cfg = config_dict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    return atomic_torch_save({
+        "format": POLICY_FORMAT,
+        "env_name": str(env_name),
+        "network": json.dumps(net.network),
+        "config": json.dumps(cfg),
+        "meta": json.dumps(dict(meta)),
+        "state_dict": net.state_dict(),
+    }, path)
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", epsilon: float = 0.0,
+                generator: torch.Generator | None = None, env_name: str | None = None) -> GreedyPolicy:
+    """Load a ``POLICY_FORMAT`` file as a ``GreedyPolicy``. Raises ValueError naming the file
+    and field when a field is missing or malformed, or when ``env_name`` is given and differs."""
+    dev = resolve_device(device)
+    obj = load_versioned(path, POLICY_FORMAT, dev)
+    for field in ("env_name", "network", "config", "meta", "state_dict"):
+        if field not in obj:
+            raise ValueError(f"{path}: field '{field}' is missing")
+    network = json.loads(obj["network"])
+    missing = [k for k in NETWORK_FIELDS if k not in network]
+    if missing:
+        raise ValueError(f"{path}: field 'network' lacks {missing}")
+    if env_name is not None and obj["env_name"] != env_name:
+        raise ValueError(f"{path}: field 'env_name' is {obj['env_name']!r}; expected {env_name!r}")
+    net = AgentQNet(**{k: int(network[k]) for k in NETWORK_FIELDS}).to(dev)
+    try:
+        net.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: field 'state_dict' does not fit the network {network}: {exc}") from exc
+    net.eval()
+    meta = json.loads(obj["meta"])
+    meta.setdefault("config", json.loads(obj["config"]))
+    return GreedyPolicy(net, epsilon, generator, obj["env_name"], meta)
+
+
+# ----------------------------------------------------------------------------- rewards (3), (4)
+def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-step KL reward of (3) with pi_w = 1/|A|: ``beta * sum_i (log pi_ref(a_i|o_i) + log |A_i|)``.
+
+    ``ref_log_probs [..., m, A]``, ``actions [..., m]``, ``avail [..., m, A]`` -> ``[...]``.
+    """
+    logp = ref_log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    n_avail = avail.sum(dim=-1).clamp_min(1).to(logp.dtype)
+    return beta * (logp + torch.log(n_avail)).sum(dim=-1)
+
+
+@torch.no_grad()
+def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """The team reward of every dataset step, ``[N, H]``: ``r_std`` (4), ``kl`` (the KL reward
+    of (3) after the 1/|A| substitution) and ``total = r_std + kl``.
+
+    ``reward_model``: a ``TrainedRewardModel``; ``reference``: a ``ReferencePolicy`` (may be
+    None when ``beta == 0``); ``obs [N, H, m, d]`` the step observations.
+    """
+    r_std = reward_model.standardised(obs, actions).sum(dim=-1)
+    if beta > 0:
+        if reference is None:
+            raise ValueError("reference: a reference policy is needed when beta > 0")
+        kl = torch.cat([kl_reward(reference.log_probs(obs[k : k + 2048], avail[k : k + 2048]), actions[k : k + 2048], avail[k : k + 2048], beta)
+                        for k in range(0, obs.shape[0], 2048)])
+    else:
+        kl = torch.zeros_like(r_std)
+    return {"r_std": r_std, "kl": kl, "total": r_std + kl}
+
+
+# ----------------------------------------------------------------------------- Q-learning
+def vdn_td_loss(
+    q_net: AgentQNet,
+    target_net: AgentQNet,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    avail: torch.Tensor,
+    rewards: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """Mean squared TD error of Q_tot over whole trajectories.
+
+    ``obs [B, H+1, m, d]`` (the last entry is the final observation), ``actions [B, H, m]``,
+    ``avail [B, H, m, A]`` (of the step actions), ``rewards [B, H]`` team rewards.
+    """
+    H = actions.shape[1]
+    q = q_net(obs[:, :H]).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(dim=-1)
+    with torch.no_grad():
+        q_next = masked(target_net(obs[:, 1:H]), avail[:, 1:]).max(dim=-1).values.sum(dim=-1)
+        bootstrap = torch.cat([q_next, torch.zeros_like(q_next[:, :1])], dim=1)
+        target = rewards + gamma * bootstrap
+    return (q - target).pow(2).mean()
+
+
+def fit_offline_vdn(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    avail: torch.Tensor,
+    rewards: torch.Tensor,
+    config: OfflineVDNConfig,
+    seed: int = 0,
+    state_path: str | os.PathLike | None = None,
+    resume: bool = True,
+    run_config: Mapping[str, Any] | None = None,
+) -> tuple[AgentQNet, list[dict[str, float]]]:
+    """Offline VDN on in-memory tensors (all on one device): ``obs [N, H+1, m, d]``,
+    ``actions [N, H, m]``, ``avail [N, H, m, A]``, team ``rewards [N, H]``. Batches of
+    ``batch_size`` trajectories are drawn with a seeded torch generator. With ``state_path``,
+    training resumes from / checkpoints to it. Returns the Q-network and the loss history."""
+    cfg = config
+    dev = obs.device
+    N = obs.shape[0]
+    seed_everything(seed)
+    net = AgentQNet(obs.shape[-1], avail.shape[-1], obs.shape[-2], cfg.hidden, cfg.layers).to(dev)
+    target = AgentQNet(obs.shape[-1], avail.shape[-1], obs.shape[-2], cfg.hidden, cfg.layers).to(dev)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    gen = torch_generator(seed, dev)
+    state = TrainingState(state_path or os.devnull, cfg.checkpoint_every if state_path else 0,
+                          {"net": net, "target": target, "opt": opt}, {"batches": gen},
+                          run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
+    if state_path is not None:
+        if resume:
+            state.load(map_location=dev)
+        else:
+            Path(state_path).unlink(missing_ok=True)
+    history = list(json.loads(state.extra.get("history", "[]")))
+    running = float(state.extra.get("running", 0.0))
+    log_every = max(1, min(1000, cfg.updates // 20))
+    bar = progress_bar(cfg.updates, "offline VDN", cfg.progress, initial=state.step)
+    while state.step < cfg.updates:
+        idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen, device=dev)
+        loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        state.step += 1
+        running += loss.item()
+        if state.step % cfg.target_update == 0:
+            target.load_state_dict(net.state_dict())
+        if state.step % log_every == 0:
+            history.append({"update": state.step, "td_loss": running / log_every})
+            bar.set_postfix(td=f"{running / log_every:.3g}")
+            running = 0.0
+        bar.update(1)
+        state.extra["history"] = json.dumps(history)
+        state.extra["running"] = running
+        if state_path is not None:
+            state.maybe_save()
+    bar.close()
+    if state_path is not None:
+        state.save()
+    net.eval()
+    return net, history
+
+
+def train_offline_vdn(
+    dataset_path: str | os.PathLike,
+    reward_model_path: str | os.PathLike,
+    reference_path: str | os.PathLike | None,
+    config: OfflineVDNConfig | Mapping[str, Any] | str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """The second step of the pipeline: offline VDN on ``r_std + KL reward`` over a dataset.
+
+    Args:
+        dataset_path: HDF5 dataset; reads ``obs``, ``actions``, ``avail`` (not the rewards).
+        reward_model_path: ``reward_model.pt`` of ``train_reward_model``.
+        reference_path: ``reference.pt`` of ``train_reference`` (None allowed when beta = 0).
+        config: ``OfflineVDNConfig``, mapping or JSON/YAML file.
+        out_dir: receives ``policy.pt`` (``POLICY_FORMAT``), ``metrics.json``, ``config.json``
+            and the resumable ``train_state.pt``.
+
+    Returns a summary: the policy path and the mean per-step r_std and KL reward on the dataset.
+    """
+    from deep.marlhf.reference import check_actions_available, load_reference
+    from deep.marlhf.reward_model import load_reward_model
+
+    cfg = load_config(OfflineVDNConfig, config)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_path = Path(dataset_path)
+    spec, arrays = load_dataset_arrays(dataset_path, ["obs", "actions", "avail"])
+    check_actions_available(arrays["actions"], arrays["avail"], str(dataset_path))
+    H = spec.horizon
+    obs = torch.as_tensor(arrays["obs"], dtype=torch.float32, device=dev)
+    actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
+    avail = torch.as_tensor(arrays["avail"], device=dev)
+    del arrays
+    reward_model = load_reward_model(reward_model_path, dev)
+    reference = load_reference(reference_path, dev) if reference_path is not None and cfg.beta > 0 else None
+    rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta)
+    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve()),
+                  "reward_model": str(Path(reward_model_path).resolve()),
+                  "reference": None if reference_path is None else str(Path(reference_path).resolve())}
+    net, history = fit_offline_vdn(obs, actions, avail, rew["total"], cfg, seed, out / "train_state.pt", resume, run_config)
+    summary = {"updates": cfg.updates, "beta": cfg.beta, "mean_r_std": float(rew["r_std"].mean()), "mean_kl_reward": float(rew["kl"].mean()),
+               "final_td_loss": history[-1]["td_loss"] if history else None}
+    path = save_policy(out / "policy.pt", net, spec.env_name, cfg, {"trainer": "offline-vdn", "name": "offline-vdn", **{k: v for k, v in summary.items() if v is not None}})
+    atomic_write_text(json.dumps({"summary": summary, "history": history}, indent=2) + "\n", out / "metrics.json")
+    atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
+    return {"policy": str(path), "out_dir": str(out), **summary}

@@ -1,0 +1,65 @@
+"""Equilibria of a one-state, one-step game given as a ``MarkovGame`` (``marlcov solve``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from theory.games import GameError, MarkovGame
+from theory.tolerances import VALUE_ATOL
+
+from .matrix_games import all_equilibria, zero_sum_solve
+
+
+def payoff_matrices(game: MarkovGame) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, B)``: the rewards of players 0 and 1, rows indexed by player 0's actions."""
+    if game.n_players != 2:
+        raise GameError(f"n_players: solve handles two-player games, the game has {game.n_players}")
+    if game.n_states != 1 or game.horizon != 1:
+        raise GameError(
+            f"horizon/n_states: solve handles one-state, one-step games, got H = {game.horizon}, S = {game.n_states}"
+        )
+    return game.rewards[0, 0, 0], game.rewards[0, 1, 0]
+
+
+def is_constant_sum(A: np.ndarray, B: np.ndarray) -> bool:
+    """Whether ``A + B`` is constant: the game is then strategically zero-sum."""
+    total = A + B
+    return bool(np.ptp(total) <= VALUE_ATOL)
+
+
+def solve_one_shot(game: MarkovGame) -> dict:
+    """The JSON of ``marlcov solve`` (DESIGN.md).
+
+    Two-player games: every equilibrium of a nondegenerate game (support enumeration); for a
+    degenerate game the equilibria found and ``complete: false``. Constant-sum games also get
+    the value for player 0 and a maximin/minimax pair by linear programming, and that pair is
+    listed first among the equilibria.
+    """
+    A, B = payoff_matrices(game)
+    zero_sum = is_constant_sum(A, B)
+    found = all_equilibria(A, B, allow_degenerate=True)
+    equilibria = [
+        {"strategies": [eq.strategies[0].tolist(), eq.strategies[1].tolist()], "payoffs": [float(p) for p in eq.payoffs]}
+        for eq in found.equilibria
+    ]
+    value = None
+    if zero_sum:
+        sol = zero_sum_solve(A)
+        value = float(sol.value)
+        lp_eq = {
+            "strategies": [sol.row_strategy.tolist(), sol.col_strategy.tolist()],
+            "payoffs": [float(sol.row_strategy @ A @ sol.col_strategy), float(sol.row_strategy @ B @ sol.col_strategy)],
+        }
+        same = [
+            np.allclose(e["strategies"][0], lp_eq["strategies"][0], atol=1e-9)
+            and np.allclose(e["strategies"][1], lp_eq["strategies"][1], atol=1e-9)
+            for e in equilibria
+        ]
+        equilibria = [lp_eq] + [e for e, dup in zip(equilibria, same) if not dup]
+    return {
+        "zero_sum": zero_sum,
+        "value": value,
+        "equilibria": equilibria,
+        "complete": bool(found.complete),
+        "degenerate": bool(found.degenerate),
+    }

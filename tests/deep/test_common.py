@@ -1,0 +1,174 @@
+"""deep.common: devices, seeding, configs from files, atomic resumable training state.
+
+Also holds ``write_synthetic_dataset``, the tiny offline dataset with a known reward that the
+other tests of deep.marlhf train on.
+"""
+
+import json
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from deep.common import (
+    TrainingState,
+    epoch_permutation,
+    load_config,
+    load_dataset_arrays,
+    load_versioned,
+    resolve_device,
+    save_config,
+    seed_everything,
+    torch_generator,
+)
+from deep.data.hdf5 import DatasetWriter
+from deep.data.preferences import label_pairs, sample_pairs
+from deep.data.schema import DatasetSpec, TrajectoryBatch
+
+pytestmark = pytest.mark.deep
+
+SYNTH_ACTIONS = 3
+
+
+def best_actions(obs: np.ndarray) -> np.ndarray:
+    """The rewarded action of the synthetic task: argmax of the first SYNTH_ACTIONS features."""
+    return np.argmax(obs[..., :SYNTH_ACTIONS], axis=-1)
+
+
+def write_synthetic_dataset(path, n=96, horizon=4, n_agents=2, obs_dim=4, seed=0, p_best=None, pairs_per_trajectory=10, steepness=5.0):
+    """A dataset whose true reward is r_{h,i} = 1[a_{h,i} = argmax o_{h,i}[:3]]; observations are
+    i.i.d. normal (the next observation does not depend on the action). Actions: uniform, or
+    the rewarded action with probability ``p_best`` (else uniform). Labelled with the
+    Bradley-Terry model of deep.data.preferences."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, horizon + 1, n_agents, obs_dim)).astype(np.float32)
+    uniform = rng.integers(0, SYNTH_ACTIONS, size=(n, horizon, n_agents))
+    best = best_actions(obs[:, :horizon])
+    actions = uniform if p_best is None else np.where(rng.random(uniform.shape) < p_best, best, uniform)
+    rewards = (actions == best).astype(np.float32)
+    spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, SYNTH_ACTIONS, horizon)
+    batch = TrajectoryBatch(obs, rng.normal(size=(n, horizon + 1, 2)).astype(np.float32), actions.astype(np.int16),
+                            np.ones((n, horizon, n_agents, SYNTH_ACTIONS), dtype=bool), rewards, np.arange(n), "synthetic")
+    first, second = sample_pairs(n, pairs_per_trajectory, seed)
+    pairs = label_pairs(rewards.sum(axis=1), first, second, steepness, seed + 1)
+    with DatasetWriter(path, spec) as w:
+        w.append(batch)
+        w.write_pairs(pairs)
+    return path
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="cuda"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+
+
+def test_seed_everything_reproduces_all_generators():
+    def draw():
+        return random.random(), np.random.rand(), float(torch.rand(()))
+
+    seed_everything(3)
+    a = draw()
+    seed_everything(3)
+    assert draw() == a
+    seed_everything(4)
+    assert draw() != a
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(-1)
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    lr: float = 1e-3
+    layers: int = 2
+    steps: tuple = (1, 2)
+    name: str = "x"
+
+
+def test_load_config_from_json_yaml_mapping_and_overrides(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.5, "steps": [3, 4]}))
+    (tmp_path / "c.yaml").write_text("layers: 7\nname: y\n")
+    assert load_config(_Cfg, tmp_path / "c.json") == _Cfg(lr=0.5, steps=(3, 4))
+    assert load_config(_Cfg, tmp_path / "c.yaml") == _Cfg(layers=7, name="y")
+    assert load_config(_Cfg, {"lr": 2.0}, layers=5) == _Cfg(lr=2.0, layers=5)
+    assert load_config(_Cfg, None) == _Cfg()
+    cfg = _Cfg(lr=0.25, steps=(9,))
+    assert load_config(_Cfg, save_config(cfg, tmp_path / "saved.json")) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        load_config(_Cfg, {"learning_rate": 1.0})
+    (tmp_path / "c.txt").write_text("lr: 1")
+    with pytest.raises(ValueError, match="yaml"):
+        load_config(_Cfg, tmp_path / "c.txt")
+
+
+def test_training_state_round_trip_restores_everything(tmp_path):
+    seed_everything(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    gen = torch_generator(5)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = TrainingState(tmp_path / "s.pt", 2, {"net": net, "opt": opt}, {"g": gen}, {"a": 1})
+    state.step, state.extra = 7, {"note": "x", "value": 1.5}
+    state.save()
+    expected = (random.random(), np.random.rand(), float(torch.rand(())), float(torch.rand((), generator=gen)))
+    saved_weight = net.weight.detach().clone()
+
+    seed_everything(99)
+    net2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.Adam(net2.parameters(), lr=0.1)
+    gen2 = torch_generator(123)
+    state2 = TrainingState(tmp_path / "s.pt", 2, {"net": net2, "opt": opt2}, {"g": gen2}, {"a": 1})
+    assert state2.load()
+    assert state2.step == 7 and state2.extra == {"note": "x", "value": 1.5}
+    assert torch.equal(net2.weight, saved_weight)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    got = (random.random(), np.random.rand(), float(torch.rand(())), float(torch.rand((), generator=gen2)))
+    assert got == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["s.pt"]  # no temporary file left behind
+
+    other = TrainingState(tmp_path / "s.pt", 2, {"net": net2}, config={"a": 2})
+    with pytest.raises(ValueError, match=r"another config .*\['a'\]"):
+        other.load()
+    assert not TrainingState(tmp_path / "none.pt", 2, {"net": net2}).load()
+
+
+def test_maybe_save_every_k_steps(tmp_path):
+    state = TrainingState(tmp_path / "s.pt", 3, {"net": torch.nn.Linear(1, 1)})
+    saved = []
+    for _ in range(7):
+        state.step += 1
+        saved.append(state.maybe_save())
+    assert saved == [False, False, True, False, False, True, False]
+
+
+def test_load_versioned_rejects_unknown_format(tmp_path):
+    torch.save({"format": "other/1"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="format"):
+        load_versioned(tmp_path / "x.pt", "marlcov.deep-train-state/1")
+    torch.save({"nothing": 1}, tmp_path / "y.pt")
+    with pytest.raises(ValueError, match="'format' is missing"):
+        load_versioned(tmp_path / "y.pt", "marlcov.deep-train-state/1")
+
+
+def test_epoch_permutation_depends_only_on_seed_and_epoch():
+    a = epoch_permutation(50, 1, 3)
+    assert np.array_equal(a, epoch_permutation(50, 1, 3))
+    assert not np.array_equal(a, epoch_permutation(50, 1, 4))
+    assert np.array_equal(np.sort(a), np.arange(50))
+
+
+def test_load_dataset_arrays_matches_reader(tmp_path):
+    path = write_synthetic_dataset(tmp_path / "d.h5", n=10)
+    spec, arrays = load_dataset_arrays(path, ["obs", "actions", "source"], batch_size=3)
+    assert spec.n_agents == 2 and arrays["obs"].shape == (10, 5, 2, 4)
+    assert arrays["actions"].dtype == np.int16 and list(arrays["source"]) == ["synthetic"] * 10
+    with pytest.raises(ValueError, match="unknown"):
+        load_dataset_arrays(path, ["nope"])

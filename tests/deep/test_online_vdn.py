@@ -1,0 +1,160 @@
+"""Online VDN behaviour policies on the batched MPE, joint behaviour policies, evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deep.common import TrainingState
+from deep.marlhf.evaluate import EVAL_SEED_BASE, evaluate_policy
+from deep.marlhf.online_vdn import (
+    TRAIN_SEED_SPAN,
+    EpisodeReplay,
+    JointPolicy,
+    OnlineVDNConfig,
+    _iteration_seed,
+    level_policy,
+    train_behaviour_policies,
+    trivial_policy,
+    unilateral_policy,
+)
+from deep.marlhf.vdn import POLICY_FORMAT, load_policy
+
+pytestmark = pytest.mark.deep
+
+ENV = "simple_spread_v3"
+#: One batch size for every environment of this module, so that it compiles once.
+B = 8
+H = 25
+TINY = {"n_envs": B, "total_env_steps": B * H * 4, "rookie_steps": [B * H * 2], "hidden": 16, "layers": 2,
+        "buffer_episodes": 32, "batch_episodes": 4, "updates_per_iteration": 2, "learning_starts": 0,
+        "epsilon_decay_steps": B * H * 4, "eval_episodes": B, "target_update": 3, "checkpoint_every": 1, "progress": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread for the whole module: results are compared across runs, and float sums
+    may differ between thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("online")
+    return out, train_behaviour_policies(ENV, TINY, out, "cpu", seed=0)
+
+
+def test_checkpoints_at_each_proficiency_level(trained):
+    out, res = trained
+    assert res["env_steps"] == B * H * 4 and res["updates"] == 4 * TINY["updates_per_iteration"]
+    assert [lv["name"] for lv in res["levels"]] == [f"rookie_{B * H * 2}", "expert"]
+    assert [lv["env_steps"] for lv in res["levels"]] == [B * H * 2, B * H * 4]
+    for lv in res["levels"]:
+        obj = torch.load(lv["path"], weights_only=True)
+        assert obj["format"] == POLICY_FORMAT and obj["env_name"] == ENV
+        p = load_policy(lv["path"], env_name=ENV)
+        assert p.meta["level"] == lv["level"] and p.meta["env_steps"] == lv["env_steps"]
+        assert np.isfinite(lv["test_return_per_agent"])
+    rookie = torch.load(res["rookies"][str(B * H * 2)], weights_only=True)["state_dict"]
+    expert = torch.load(res["expert"], weights_only=True)["state_dict"]
+    assert not all(torch.equal(rookie[k], expert[k]) for k in rookie)  # the rookie is an earlier stop
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 4
+    assert metrics["history"][0]["epsilon"] == pytest.approx(1.0)
+
+
+def test_resumed_run_equals_uninterrupted(trained, tmp_path, monkeypatch):
+    _, whole = trained
+    original = TrainingState.maybe_save
+
+    def interrupt(self):
+        saved = original(self)
+        if saved and self.step == 3:
+            raise KeyboardInterrupt
+        return saved
+
+    with monkeypatch.context() as mp:
+        mp.setattr(TrainingState, "maybe_save", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
+    assert (tmp_path / f"rookie_{B * H * 2}.pt").exists() and not (tmp_path / "expert.pt").exists()
+    resumed = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
+    a = torch.load(whole["expert"], weights_only=True)["state_dict"]
+    b = torch.load(resumed["expert"], weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [lv["name"] for lv in resumed["levels"]] == [lv["name"] for lv in whole["levels"]]
+
+
+def test_joint_policies_take_each_agent_from_its_policy(trained):
+    _, res = trained
+    expert = load_policy(res["expert"])
+    rookie_path = res["rookies"][str(B * H * 2)]
+    rookie = load_policy(rookie_path)
+    obs = torch.randn(64, 3, 18)
+    avail = torch.ones(64, 3, 5, dtype=torch.bool)
+    uni = unilateral_policy(res["expert"], rookie_path, deviator=1, n_agents=3)
+    assert uni.agent_tags == ["expert", "rookie", "expert"]
+    a = uni(obs, avail, 0)
+    assert torch.equal(a[:, [0, 2]], expert(obs, avail, 0)[:, [0, 2]])
+    assert torch.equal(a[:, 1], rookie(obs, avail, 0)[:, 1])
+    lv = level_policy(res["expert"], 3)
+    assert lv.agent_tags == ["expert"] * 3 and torch.equal(lv(obs, avail, 0), expert(obs, avail, 0))
+    with pytest.raises(ValueError, match="deviator"):
+        unilateral_policy(res["expert"], rookie_path, deviator=3, n_agents=3)
+    const = JointPolicy([lambda o, v, t: torch.zeros(o.shape[:2], dtype=torch.long),
+                         lambda o, v, t: torch.full(o.shape[:2], 4)], ["a", "b"], "const")
+    assert const(obs[:, :2], avail[:, :2], 0).tolist() == [[0, 4]] * 64
+
+
+def test_trivial_policy_draws_available_actions_uniformly():
+    avail = torch.ones(4000, 3, 5, dtype=torch.bool)
+    avail[:, 2, 3:] = False
+    p = trivial_policy(3, seed=0)
+    a = p(torch.zeros(4000, 3, 18), avail, 0)
+    assert p.agent_tags == ["trivial"] * 3
+    assert bool(avail.gather(-1, a.unsqueeze(-1)).all())
+    freq = np.bincount(a[:, 0].numpy(), minlength=5) / 4000
+    assert np.allclose(freq, 0.2, atol=0.03)
+
+
+def test_evaluate_policy_is_seeded_and_matches_rollout_returns():
+    p = trivial_policy(3, seed=0)
+    r1 = evaluate_policy(p, ENV, n_episodes=12, seed=2, batch_size=B, progress=False)
+    r2 = evaluate_policy(trivial_policy(3, seed=0), ENV, n_episodes=12, seed=2, batch_size=B, progress=False)
+    assert r1["returns"] == r2["returns"] and len(r1["returns"]) == 12
+    returns = np.asarray(r1["returns"])
+    assert r1["return_per_agent"] == pytest.approx(returns.mean())
+    assert r1["per_agent"] == pytest.approx(returns.mean(axis=0).tolist())
+    assert r1["return_std"] == pytest.approx(returns.mean(axis=1).std())
+    from deep.envs.mpe import MPEBatch
+
+    direct = MPEBatch(ENV, B).rollout(trivial_policy(3, seed=0), EVAL_SEED_BASE + 2 * 12).returns()
+    assert np.allclose(returns[:B], direct)
+    with pytest.raises(ValueError, match="seed"):
+        evaluate_policy(p, ENV, n_episodes=10, seed=2**31, progress=False)
+
+
+def test_replay_buffer_ring_and_state():
+    buf = EpisodeReplay(5, 2, 1, 1, 2, torch.device("cpu"))
+    for k in range(3):
+        buf.add(torch.full((2, 3, 1, 1), float(k)), torch.zeros(2, 2, 1, dtype=torch.long), torch.ones(2, 2, 1, 2, dtype=torch.bool), torch.zeros(2, 2))
+    assert buf.size == 5 and buf.pos == 1
+    assert buf.obs[:, 0, 0, 0].tolist() == [2.0, 0.0, 1.0, 1.0, 2.0]  # the third add wraps round
+    other = EpisodeReplay(5, 2, 1, 1, 2, torch.device("cpu"))
+    other.load_state_dict(buf.state_dict())
+    assert torch.equal(other.obs, buf.obs) and other.pos == 1
+
+
+def test_seeds_and_config_validation():
+    seeds = [_iteration_seed(0, it, 128) for it in range(50)]
+    assert len(set(seeds)) == 50 and max(seeds) + 128 <= TRAIN_SEED_SPAN <= EVAL_SEED_BASE
+    with pytest.raises(ValueError, match="rookie_steps"):
+        OnlineVDNConfig(total_env_steps=100, rookie_steps=(200,))
+    with pytest.raises(ValueError, match="epsilon_end"):
+        OnlineVDNConfig(epsilon_end=2.0)
+    cfg = OnlineVDNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100)
+    assert cfg.epsilon(0) == 1.0 and cfg.epsilon(50) == pytest.approx(0.55) and cfg.epsilon(1000) == pytest.approx(0.1)

@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linear_games.solve import solve_one_shot
+from marlcov.cli import main
+from theory.games import GameError, MarkovGame, random_markov_game
+from theory.io import save_game
+from theory.tolerances import VALUE_ATOL
+from theory.values import nash_gap
+
+
+def one_shot(A, B):
+    """A one-state, one-step game; payoffs are scaled into [0, 1] (a positive affine map keeps equilibria)."""
+    A, B = np.asarray(A, float), np.asarray(B, float)
+    lo, hi = min(A.min(), B.min()), max(A.max(), B.max())
+    scale = (hi - lo) or 1.0
+    R = np.stack([(A - lo) / scale, (B - lo) / scale])[None, :, None]
+    return MarkovGame(np.ones((1, 1, *A.shape, 1)), R)
+
+
+def as_policy(x, y):
+    return (np.asarray(x)[None, None], np.asarray(y)[None, None])
+
+
+def test_von_stengel_3x2_via_the_command_line(tmp_path, capsys):
+    # von Stengel, "Equilibrium computation for two-player games in strategic and extensive form"
+    A = [[3, 3], [2, 5], [0, 6]]
+    B = [[3, 2], [2, 6], [3, 1]]
+    save_game(one_shot(A, B), tmp_path / "g.json")
+    assert main(["solve", str(tmp_path / "g.json"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["zero_sum"] is False and doc["value"] is None
+    found = sorted((tuple(np.round(e["strategies"][0], 9)), tuple(np.round(e["strategies"][1], 9))) for e in doc["equilibria"])
+    expected = sorted(
+        [
+            ((1.0, 0.0, 0.0), (1.0, 0.0)),
+            ((0.8, 0.2, 0.0), (round(2 / 3, 9), round(1 / 3, 9))),
+            ((0.0, round(1 / 3, 9), round(2 / 3, 9)), (round(1 / 3, 9), round(2 / 3, 9))),
+        ]
+    )
+    assert found == expected
+
+
+def test_matching_pennies_value(tmp_path, capsys):
+    A = np.array([[1.0, 0.0], [0.0, 1.0]])
+    save_game(one_shot(A, 1 - A), tmp_path / "g.npz")
+    assert main(["solve", str(tmp_path / "g.npz"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["zero_sum"] is True
+    assert doc["value"] == pytest.approx(0.5)
+    np.testing.assert_allclose(doc["equilibria"][0]["strategies"][0], [0.5, 0.5], atol=1e-9)
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(2, 4), st.integers(2, 4))
+def test_every_returned_equilibrium_has_zero_markov_nash_gap(seed, n0, n1):
+    g = random_markov_game(1, (n0, n1), 1, seed)
+    doc = solve_one_shot(g)
+    assert len(doc["equilibria"]) >= 1
+    for eq in doc["equilibria"]:
+        assert nash_gap(g, as_policy(*eq["strategies"])).total <= 1e-8
+
+
+def test_solve_refuses_markov_games(tmp_path):
+    with pytest.raises(GameError, match="horizon"):
+        solve_one_shot(random_markov_game(1, (2, 2), 2, 0))
+    with pytest.raises(GameError, match="n_players"):
+        solve_one_shot(random_markov_game(1, (2, 2, 2), 1, 0))

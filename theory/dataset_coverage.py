@@ -1,0 +1,576 @@
+"""Coverage of offline datasets at scale: streaming covariances, bonuses, bootstrap, plug-in measures.
+
+The objects are those of ``theory.coverage`` (MARLHF paper, section 4.1 and Definition 1):
+
+- ``Sigma_r = lambda I + sum_p (psi(tau_p) - psi(tau'_p)) (psi(tau_p) - psi(tau'_p))^T`` (Hd x Hd),
+  ``psi(tau) = sum_h psibar_h(s_h, a_h)``, i.e. the per-step features ``[H, d]`` flattened;
+- ``Sigma_p[h] = lambda I + sum_p [psi(s_h, a_h) psi(s_h, a_h)^T + psi(s'_h, a'_h) psi(s'_h, a'_h)^T]``;
+- ``bonus_h(s, a) = ||psibar_h(s, a)||_{Sigma_r^-1} + ||psi(s, a)||_{Sigma_p[h]^-1}``;
+- ``U_D(pi) = E_pi[sum_h bonus_h(s_h, a_h)]``.
+
+Here they are accumulated from batches of per-step features ``[B, H, d]`` (``CovarianceAccumulator``),
+so a dataset never has to be in memory, and ``BonusModel`` evaluates the bonus on batches of
+features. Only ``[Sigma_r^-1]_{hh}``, the diagonal blocks, enter ``||psibar_h||_{Sigma_r^-1}``.
+
+Bootstrap in the same pass: besides the point sums, an accumulator keeps ``n_slots`` weighted
+sums ``sum_p w_{k,p} z_p z_p^T`` (and the same for ``Sigma_p``) whose weights the caller gives
+per sample. With Poisson(1) weights per pair each slot is a Poisson-bootstrap replicate of the
+dataset; with 0/1 indicators of disjoint groups of pairs the slots are group sums, from which
+replicates ``lambda I + sum_g v_g G_g`` (``v_g`` Poisson(1) per group: a bootstrap over groups)
+and prefix subsamples (``v_g = 1`` for the first groups) are formed without another pass.
+
+Plug-in measures without a simulator (``PlugInAccumulator``), on a set of anchor trajectories
+``tau^(1..B)`` that stand for the reference policy's trajectory distribution (rollouts of
+``pi*``, or the dataset trajectories taken as its samples), with ``a*_h`` the anchor's joint
+action at step h and ``A_i(s_h)`` agent i's available actions:
+
+- single:      ``mean_b sum_h bonus_h(s_h, a*_h)``;
+- unilateral, agent i: ``mean_b sum_h max_{a_i in A_i(s_h)} bonus_h(s_h, (a_i, a*_{-i,h}))``: agent i
+  deviates at every step to its least-covered action while the others keep the reference's
+  actions, on the anchor states. ``a_i = a*_{i,h}`` is among the choices, so it is at least
+  the single estimate, trajectory by trajectory. The mean over ``a_i`` instead of the maximum
+  is reported as the uniform-deviation estimate ``uniform_deviation``;
+- uniform:     ``mean_b sum_h max_{a in A(s_h)} bonus_h(s_h, a)``, the maximum over all joint
+  actions, so at least the unilateral estimate of every agent on the same anchors.
+
+These are ``U_D`` of one-step deviations on the anchor states: the deviating policy is not
+allowed to move the state distribution. They equal ``max_{pi_i} U_D(pi_i, pi*_{-i})`` and
+``max_pi U_D(pi)`` exactly when transitions do not depend on actions (H = 1 in particular);
+otherwise states reachable only by deviating are not seen, and the simulator-based estimates
+of ``deep.diagnostics`` (or the exact dynamic programme of ``finite_game_coverage``) are the
+complement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.linalg import blas, lapack
+
+from .coverage import DEFAULT_LAMBDA, Coverage, step_features
+from .games import MarkovGame
+from .policies import Policy, check_policy
+from .preferences import PreferenceDataset
+from .values import best_response, evaluate_policy, optimal_joint_values
+
+#: Bootstrap intervals are central percentile intervals of this probability.
+BOOTSTRAP_LEVEL = 0.95
+
+#: Default memory the point and slot sums of one accumulator may take (bytes).
+ACCUMULATOR_MEMORY_BYTES = 2 * 2**30
+
+#: Pairs per batch when a finite-game dataset is streamed through an accumulator.
+BATCH_PAIRS = 4096
+
+#: Queries per matrix product in ``BonusModel.terms`` (bounds its temporary memory).
+BONUS_CHUNK = 16384
+
+
+def _check_lambda(lam: float) -> float:
+    lam = float(lam)
+    if not np.isfinite(lam) or lam <= 0:
+        raise ValueError(f"lambda: expected a positive number, got {lam}")
+    return lam
+
+
+def _syrk_into(acc: np.ndarray, rows: np.ndarray) -> None:
+    """``acc += rows^T rows`` on the lower triangle of ``acc`` (Fortran-ordered, float64).
+
+    BLAS syrk does half the work of a general product and writes one triangle in place.
+    """
+    if rows.shape[0] == 0:
+        return
+    out = blas.dsyrk(1.0, np.ascontiguousarray(rows).T, beta=1.0, c=acc, trans=0, lower=1, overwrite_c=1)
+    if not np.shares_memory(out, acc):
+        acc[...] = out
+
+
+def _symmetric(lower: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle is that of ``lower``."""
+    return np.tril(lower) + np.tril(lower, -1).T
+
+
+def _weight_rows(weights, n_slots: int, B: int, field: str) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_slots, B):
+        raise ValueError(f"{field}: expected shape [n_slots, B] = {[n_slots, B]}, got {list(w.shape)}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{field}: expected finite non-negative weights")
+    return w
+
+
+def _cholesky_lower(a: np.ndarray, field: str) -> np.ndarray:
+    c, info = lapack.dpotrf(np.asfortranarray(a), lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise ValueError(f"{field}: not positive definite (Cholesky failed at column {info})")
+    return c
+
+
+def _spd_inverse(a: np.ndarray, field: str) -> np.ndarray:
+    """``a^{-1}`` for a symmetric positive definite ``a`` (Cholesky, in LAPACK)."""
+    inv, info = lapack.dpotri(_cholesky_lower(a, field), lower=1, overwrite_c=1)
+    if info != 0:
+        raise ValueError(f"{field}: singular (LAPACK potri info {info})")
+    return _symmetric(inv)
+
+
+def _inverse_diagonal_blocks(a: np.ndarray, block: int, field: str) -> np.ndarray:
+    """The diagonal ``block x block`` blocks of ``a^{-1}``, shape ``[n / block, block, block]``.
+
+    With ``a = L L^T``, ``a^{-1} = L^{-T} L^{-1}`` and block (h, h) is ``sum_{k >= h} M_kh^T M_kh``
+    over the blocks ``M_kh`` of the lower-triangular ``L^{-1}``: one factorisation, one triangular
+    inverse, and products of ``n^3 / n_blocks`` work instead of the full inverse.
+    """
+    linv, info = lapack.dtrtri(_cholesky_lower(a, field), lower=1, overwrite_c=1)
+    if info != 0:
+        raise ValueError(f"{field}: singular (LAPACK trtri info {info})")
+    n_blocks = a.shape[0] // block
+    out = np.empty((n_blocks, block, block))
+    for h in range(n_blocks):
+        col = linv[h * block:, h * block:(h + 1) * block]
+        out[h] = col.T @ col
+    return out
+
+
+class CovarianceAccumulator:
+    """Running sums of ``Sigma_r`` and ``Sigma_p[h]`` over batches of per-step features.
+
+    Args:
+        horizon: H.
+        dim: d, the feature dimension.
+        n_slots: weighted copies kept beside the point sums (bootstrap replicates or groups).
+        lam: the ridge ``lambda`` added when a covariance is read.
+        memory_bytes: refuse to allocate more than this for the sums (ValueError naming the
+            largest ``n_slots`` that fits).
+
+    The sums are exact in float64 and additive, so any split of the data into batches, in any
+    order, gives the same matrices up to rounding (``merge`` adds two accumulators).
+    """
+
+    def __init__(self, horizon: int, dim: int, n_slots: int = 0, lam: float = DEFAULT_LAMBDA,
+                 memory_bytes: int = ACCUMULATOR_MEMORY_BYTES) -> None:
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon: expected a positive integer, got {horizon!r}")
+        if not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        if not isinstance(n_slots, (int, np.integer)) or n_slots < 0:
+            raise ValueError(f"n_slots: expected a non-negative integer, got {n_slots!r}")
+        self.horizon, self.dim, self.n_slots = int(horizon), int(dim), int(n_slots)
+        self.lam = _check_lambda(lam)
+        need = self.bytes_needed(self.horizon, self.dim, self.n_slots)
+        if need > memory_bytes:
+            fit = self.max_slots(self.horizon, self.dim, memory_bytes)
+            raise ValueError(
+                f"n_slots: {n_slots} weighted copies of Sigma_r ({self.horizon * self.dim}^2) and Sigma_p need "
+                f"{need / 2**30:.2f} GiB, over the budget of {memory_bytes / 2**30:.2f} GiB; at most {max(fit, 0)} fit")
+        Hd = self.horizon * self.dim
+        # One Fortran-ordered matrix per slot, slot 0 the point estimate, so syrk updates in place.
+        self._r = [np.zeros((Hd, Hd), order="F") for _ in range(self.n_slots + 1)]
+        self._p = [[np.zeros((self.dim, self.dim), order="F") for _ in range(self.horizon)] for _ in range(self.n_slots + 1)]
+        self.n_pairs = 0
+        self.slot_pairs = np.zeros(self.n_slots)
+        self.transition_mass = np.zeros(self.n_slots + 1)
+
+    @staticmethod
+    def bytes_needed(horizon: int, dim: int, n_slots: int) -> int:
+        return 8 * (n_slots + 1) * ((horizon * dim) ** 2 + horizon * dim * dim)
+
+    @staticmethod
+    def max_slots(horizon: int, dim: int, memory_bytes: int = ACCUMULATOR_MEMORY_BYTES) -> int:
+        """Largest ``n_slots`` whose sums fit in ``memory_bytes`` (-1 when not even the point sums fit)."""
+        per = 8 * ((horizon * dim) ** 2 + horizon * dim * dim)
+        return int(memory_bytes // per) - 1
+
+    def _check_features(self, x, field: str) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim != 3 or arr.shape[1:] != (self.horizon, self.dim):
+            raise ValueError(f"{field}: expected shape [B, H, d] = [B, {self.horizon}, {self.dim}], got {list(arr.shape)}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{field}: expected finite features")
+        return arr
+
+    def update(self, features_first, features_second, weights=None, transitions: bool = True) -> None:
+        """Add ``B`` preference pairs given by the per-step features of both trajectories.
+
+        Args:
+            features_first, features_second: ``[B, H, d]``: ``psi(s_h, a_h)`` of ``tau`` and ``tau'``.
+            weights: optional ``[n_slots, B]`` non-negative weight of each pair in each slot.
+            transitions: also add both trajectories to ``Sigma_p`` (the paper's definition);
+                False when ``Sigma_p`` is accumulated separately by ``update_transitions``.
+        """
+        first = self._check_features(features_first, "features_first")
+        second = self._check_features(features_second, "features_second")
+        if first.shape != second.shape:
+            raise ValueError(f"features_second: expected the shape of features_first {list(first.shape)}, got {list(second.shape)}")
+        B = first.shape[0]
+        w = _weight_rows(weights, self.n_slots, B, "weights")
+        diff = (first - second).reshape(B, self.horizon * self.dim)
+        _syrk_into(self._r[0], diff)
+        for k in range(self.n_slots):
+            nz = np.flatnonzero(w[k])
+            _syrk_into(self._r[k + 1], diff[nz] * np.sqrt(w[k, nz])[:, None])
+        self.n_pairs += B
+        if w is not None:
+            self.slot_pairs += w.sum(axis=1)
+        if transitions:
+            both = np.concatenate([first, second])
+            self.update_transitions(both, weights=None if w is None else np.concatenate([w, w], axis=1))
+
+    def update_transitions(self, features, counts=None, weights=None) -> None:
+        """Add trajectories to ``Sigma_p`` only: ``Sigma_p[h] += sum_b c_b psi_h(b) psi_h(b)^T``.
+
+        Args:
+            features: ``[B, H, d]``.
+            counts: optional ``[B]`` non-negative multiplicity of each trajectory in the point
+                sums (e.g. how many pairs it belongs to); default 1.
+            weights: optional ``[n_slots, B]`` multiplicity in each slot; default ``counts``.
+        """
+        x = self._check_features(features, "features")
+        B = x.shape[0]
+        c = np.ones(B) if counts is None else np.asarray(counts, dtype=np.float64)
+        if c.shape != (B,) or not np.all(np.isfinite(c)) or np.any(c < 0):
+            raise ValueError(f"counts: expected [B] = [{B}] finite non-negative multiplicities")
+        w = _weight_rows(weights, self.n_slots, B, "weights")
+        if w is None:
+            w = np.broadcast_to(c, (self.n_slots, B))
+        by_step = np.ascontiguousarray(x.transpose(1, 0, 2))
+        for k, coef in enumerate([c, *w]):
+            nz = np.flatnonzero(coef)
+            if nz.size == 0:
+                continue
+            scale = np.sqrt(coef[nz])[:, None]
+            for h in range(self.horizon):
+                _syrk_into(self._p[k][h], by_step[h, nz] * scale)
+            self.transition_mass[k] += coef.sum()
+
+    def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
+        """Add the sums of ``other`` (same horizon, dimension, slots and lambda) into this one."""
+        if (other.horizon, other.dim, other.n_slots, other.lam) != (self.horizon, self.dim, self.n_slots, self.lam):
+            raise ValueError("other: expected an accumulator of the same horizon, dim, n_slots and lambda")
+        for k in range(self.n_slots + 1):
+            self._r[k] += other._r[k]
+            for h in range(self.horizon):
+                self._p[k][h] += other._p[k][h]
+        self.n_pairs += other.n_pairs
+        self.slot_pairs += other.slot_pairs
+        self.transition_mass += other.transition_mass
+        return self
+
+    def _coefficients(self, slot: int | None, coefficients) -> np.ndarray:
+        """Coefficients over ``[point, slot_1..slot_K]`` of the sums a covariance is made of."""
+        coef = np.zeros(self.n_slots + 1)
+        if coefficients is not None:
+            if slot is not None:
+                raise ValueError("slot: give either slot or coefficients, not both")
+            c = np.asarray(coefficients, dtype=np.float64)
+            if c.shape != (self.n_slots,) or np.any(c < 0):
+                raise ValueError(f"coefficients: expected [n_slots] = [{self.n_slots}] non-negative numbers")
+            coef[1:] = c
+        elif slot is None:
+            coef[0] = 1.0
+        else:
+            if not 0 <= slot < self.n_slots:
+                raise ValueError(f"slot: expected an index in [0, {self.n_slots - 1}], got {slot}")
+            coef[slot + 1] = 1.0
+        return coef
+
+    def sigma_r(self, slot: int | None = None, coefficients=None) -> np.ndarray:
+        """``lambda I + G_r`` of the point sums (default), of one slot, or of ``sum_k c_k G_r^(k)``."""
+        coef = self._coefficients(slot, coefficients)
+        out = self.lam * np.eye(self.horizon * self.dim)
+        for k in np.flatnonzero(coef):
+            out += coef[k] * _symmetric(self._r[k])
+        return out
+
+    def sigma_p(self, slot: int | None = None, coefficients=None) -> np.ndarray:
+        """``Sigma_p[h]``, shape ``[H, d, d]``, selected as in ``sigma_r``."""
+        coef = self._coefficients(slot, coefficients)
+        out = np.broadcast_to(self.lam * np.eye(self.dim), (self.horizon, self.dim, self.dim)).copy()
+        for k in np.flatnonzero(coef):
+            out += coef[k] * np.stack([_symmetric(m) for m in self._p[k]])
+        return out
+
+    def bonus_model(self, slot: int | None = None, coefficients=None) -> "BonusModel":
+        """The bonus of the point sums, of one slot, or of a combination of slots."""
+        return BonusModel.from_covariances(self.sigma_r(slot, coefficients), self.sigma_p(slot, coefficients))
+
+
+@dataclass(frozen=True)
+class BonusModel:
+    """``bonus_h(s, a)`` from the inverses of ``Sigma_r`` (its diagonal blocks) and ``Sigma_p[h]``.
+
+    Attributes:
+        reward_blocks: ``[Sigma_r^{-1}]_{hh}``, shape ``[H, d, d]``.
+        transition_inverse: ``Sigma_p[h]^{-1}``, shape ``[H, d, d]``.
+    """
+
+    reward_blocks: np.ndarray
+    transition_inverse: np.ndarray
+
+    @classmethod
+    def from_covariances(cls, sigma_r: np.ndarray, sigma_p: np.ndarray) -> "BonusModel":
+        sigma_p = np.asarray(sigma_p, dtype=np.float64)
+        if sigma_p.ndim != 3 or sigma_p.shape[1] != sigma_p.shape[2]:
+            raise ValueError(f"sigma_p: expected shape [H, d, d], got {list(sigma_p.shape)}")
+        H, d = sigma_p.shape[:2]
+        sigma_r = np.asarray(sigma_r, dtype=np.float64)
+        if sigma_r.shape != (H * d, H * d):
+            raise ValueError(f"sigma_r: expected shape [Hd, Hd] = {[H * d, H * d]}, got {list(sigma_r.shape)}")
+        blocks = _inverse_diagonal_blocks(sigma_r, d, "sigma_r")
+        inv_p = np.stack([_spd_inverse(sigma_p[h], f"sigma_p[{h}]") for h in range(H)])
+        return cls(blocks, inv_p)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.reward_blocks.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.reward_blocks.shape[1])
+
+    def terms(self, features) -> tuple[np.ndarray, np.ndarray]:
+        """``(||psibar_h||_{Sigma_r^-1}, ||psi||_{Sigma_p[h]^-1})`` for features ``[..., H, d]``,
+        each shaped ``[..., H]``: one batched product per step with both inverses side by side."""
+        x = np.asarray(features, dtype=np.float64)
+        H, d = self.horizon, self.dim
+        if x.ndim < 2 or x.shape[-2:] != (H, d):
+            raise ValueError(f"features: expected shape [..., H, d] = [..., {H}, {d}], got {list(x.shape)}")
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, H, d)
+        both = np.concatenate([self.reward_blocks, self.transition_inverse], axis=2)
+        quad = np.empty((2, flat.shape[0], H))
+        for start in range(0, flat.shape[0], BONUS_CHUNK):
+            by_step = flat[start:start + BONUS_CHUNK].transpose(1, 0, 2)
+            prod = np.matmul(by_step, both)
+            quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., :d], by_step)
+            quad[1, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., d:], by_step)
+        root = np.sqrt(np.maximum(quad, 0.0))
+        return root[0].reshape(*lead, H), root[1].reshape(*lead, H)
+
+    def bonus(self, features, c_r: float = 1.0, c_p: float = 1.0) -> np.ndarray:
+        """``c_r ||psibar_h||_{Sigma_r^-1} + c_p ||psi||_{Sigma_p[h]^-1}``, shape ``[..., H]``."""
+        r, p = self.terms(features)
+        return c_r * r + c_p * p
+
+    def step_bonus(self, features, h: int) -> np.ndarray:
+        """``bonus_h`` at one step for features ``[..., d]`` (shape ``[...]``)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"features: expected last axis d = {self.dim}, got {list(x.shape)}")
+        if not 0 <= h < self.horizon:
+            raise ValueError(f"h: expected a step in [0, {self.horizon - 1}], got {h}")
+        r = np.einsum("...d,de,...e->...", x, self.reward_blocks[h], x)
+        p = np.einsum("...d,de,...e->...", x, self.transition_inverse[h], x)
+        return np.sqrt(np.maximum(r, 0.0)) + np.sqrt(np.maximum(p, 0.0))
+
+
+# ----------------------------------------------------------------------------- bootstrap weights
+def poisson_weights(n: int, n_replicates: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    """Poisson(1) bootstrap weights ``[n_replicates, n]``: each unit's multiplicity in a replicate."""
+    return np.random.default_rng(seed).poisson(1.0, size=(int(n_replicates), int(n))).astype(np.float64)
+
+
+def multinomial_weights(n: int, n_replicates: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    """Classical bootstrap weights ``[n_replicates, n]``: counts of ``n`` draws with replacement."""
+    if n < 1:
+        raise ValueError(f"n: expected at least one unit to resample, got {n}")
+    return np.random.default_rng(seed).multinomial(int(n), np.full(int(n), 1.0 / n), size=int(n_replicates)).astype(np.float64)
+
+
+def bootstrap_summary(point: float, replicates, level: float = BOOTSTRAP_LEVEL) -> dict:
+    """``{point, mean, std, low, high, replicates}``: percentile interval of probability ``level``."""
+    reps = np.asarray(replicates, dtype=np.float64).ravel()
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return {"point": float(point), "mean": None, "std": None, "low": None, "high": None, "replicates": 0}
+    tail = 50.0 * (1.0 - level)
+    return {
+        "point": float(point),
+        "mean": float(reps.mean()),
+        "std": float(reps.std(ddof=1)) if reps.size > 1 else 0.0,
+        "low": float(np.percentile(reps, tail)),
+        "high": float(np.percentile(reps, 100.0 - tail)),
+        "replicates": int(reps.size),
+    }
+
+
+# ----------------------------------------------------------------------------- plug-in measures
+@dataclass(frozen=True)
+class PlugInMeasures:
+    """Anchor-state estimates (module docstring); ``nan`` where nothing was accumulated.
+
+    Attributes:
+        single: ``mean sum_h bonus_h(s_h, a*_h)``.
+        unilateral: per agent, ``mean sum_h max_{a_i} bonus_h(s_h, (a_i, a*_{-i,h}))``, ``[m]``.
+        uniform_deviation: per agent, the same with the mean over available ``a_i``, ``[m]``.
+        uniform: ``mean sum_h max_a bonus_h(s_h, a)``.
+        weight: total anchor weight behind the means.
+    """
+
+    single: float
+    unilateral: np.ndarray
+    uniform_deviation: np.ndarray
+    uniform: float
+    weight: float
+
+    @property
+    def worst_agent(self) -> int:
+        return int(np.nanargmax(self.unilateral)) if np.any(np.isfinite(self.unilateral)) else -1
+
+
+class PlugInAccumulator:
+    """Weighted means over anchor trajectories of the plug-in measures, batch by batch."""
+
+    def __init__(self, n_agents: int) -> None:
+        self.n_agents = int(n_agents)
+        self._single = self._weight = 0.0
+        self._uni = np.zeros(self.n_agents)
+        self._udev = np.zeros(self.n_agents)
+        self._uniform = self._uniform_weight = 0.0
+
+    def add(self, reference, deviations: Sequence | None = None, available: Sequence | None = None,
+            joint=None, weights=None) -> None:
+        """Add ``B`` anchor trajectories.
+
+        Args:
+            reference: ``[B, H]`` bonus at the anchors' joint actions.
+            deviations: per agent i, ``[B, H, A_i]`` bonus with agent i's action replaced by each
+                of its actions and the others' kept; None to skip the unilateral measures.
+            available: per agent, ``[B, H, A_i]`` bool availability (default: all available).
+            joint: ``[B, H, K]`` bonus at all K joint actions (None: uniform not accumulated here).
+            weights: ``[B]`` anchor weights (default 1).
+        """
+        ref = np.asarray(reference, dtype=np.float64)
+        B = ref.shape[0]
+        w = np.ones(B) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (B,):
+            raise ValueError(f"weights: expected [B] = [{B}], got {list(w.shape)}")
+        self._single += float(w @ ref.sum(axis=1))
+        self._weight += float(w.sum())
+        if deviations is not None:
+            if len(deviations) != self.n_agents:
+                raise ValueError(f"deviations: expected one array per agent ({self.n_agents}), got {len(deviations)}")
+            for i, dev in enumerate(deviations):
+                dev = np.asarray(dev, dtype=np.float64)
+                mask = np.ones(dev.shape, dtype=bool) if available is None else np.asarray(available[i], dtype=bool)
+                if mask.shape != dev.shape:
+                    raise ValueError(f"available[{i}]: expected shape {list(dev.shape)}, got {list(mask.shape)}")
+                if not np.all(mask.any(axis=-1)):
+                    raise ValueError(f"available[{i}]: every step needs at least one available action")
+                worst = np.where(mask, dev, -np.inf).max(axis=-1).sum(axis=1)
+                mean = (np.where(mask, dev, 0.0).sum(axis=-1) / mask.sum(axis=-1)).sum(axis=1)
+                self._uni[i] += float(w @ worst)
+                self._udev[i] += float(w @ mean)
+        if joint is not None:
+            self.add_uniform(joint, w)
+
+    def add_uniform(self, joint, weights=None) -> None:
+        """Add ``[B, H, K]`` joint-action bonuses to the uniform measure only."""
+        j = np.asarray(joint, dtype=np.float64)
+        w = np.ones(j.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+        self._uniform += float(w @ j.max(axis=-1).sum(axis=1))
+        self._uniform_weight += float(w.sum())
+
+    def result(self) -> PlugInMeasures:
+        def mean(total, weight):
+            return total / weight if weight > 0 else np.nan
+
+        return PlugInMeasures(
+            float(mean(self._single, self._weight)),
+            np.array([mean(v, self._weight) for v in self._uni]),
+            np.array([mean(v, self._weight) for v in self._udev]),
+            float(mean(self._uniform, self._uniform_weight)),
+            float(self._weight),
+        )
+
+
+# ----------------------------------------------------------------------------- finite games
+def bonus_grid(model: BonusModel, features: np.ndarray, c_r: float = 1.0, c_p: float = 1.0) -> np.ndarray:
+    """``bonus_h(s, a)`` on the whole table ``features[H, S, A_1..A_m, d]``, shape ``[H, S, A..]``."""
+    H, d = features.shape[0], features.shape[-1]
+    flat = np.ascontiguousarray(features).reshape(H, -1, d).transpose(1, 0, 2)
+    return model.bonus(flat, c_r, c_p).T.reshape(features.shape[:-1])
+
+
+def measures_from_bonus(game: MarkovGame, bonus: np.ndarray, policy: Policy, lam: float) -> Coverage:
+    """Definition 1 for a given bonus table ``[H, S, A..]``: exact dynamic programmes (as in
+    ``theory.coverage.coverage_measures``)."""
+    s1 = game.initial_state
+    single = float(evaluate_policy(game.transitions, bonus[:, None], policy).V[0, 0, s1])
+    per_player = np.empty(game.n_players)
+    deviations = []
+    for i in range(game.n_players):
+        br = best_response(game.transitions, bonus, policy, i)
+        per_player[i] = br.values[0, s1]
+        deviations.append(br.policy)
+    worst = int(np.argmax(per_player))
+    uniform = float(optimal_joint_values(game.transitions, bonus)[0, s1])
+    return Coverage(float(lam), single, float(per_player[worst]), uniform, per_player, worst, deviations[worst])
+
+
+@dataclass(frozen=True)
+class FiniteGameCoverage:
+    """Streaming coverage of a finite-game dataset with bootstrap replicates.
+
+    Attributes:
+        coverage: Definition 1 from the streamed covariances (equals ``coverage_measures``).
+        bonus: the bonus table ``[H, S, A..]``.
+        replicates: ``{"single": [R], "unilateral": [R], "uniform": [R], "per_player": [R, m]}``.
+        bootstrap: ``bootstrap_summary`` of each measure, plus ``per_player`` (a list).
+    """
+
+    coverage: Coverage
+    bonus: np.ndarray
+    replicates: dict
+    bootstrap: dict
+
+
+def game_features(game: MarkovGame) -> np.ndarray:
+    """``psi[H, S, A.., d]``: the game's features, or one-hot ones when it has none."""
+    return game.features if game.features is not None else game.with_one_hot_features().features
+
+
+def finite_game_coverage(
+    game: MarkovGame,
+    dataset: PreferenceDataset,
+    policy: Policy,
+    lam: float = DEFAULT_LAMBDA,
+    n_bootstrap: int = 0,
+    seed: int | None = 0,
+    batch_pairs: int = BATCH_PAIRS,
+) -> FiniteGameCoverage:
+    """Definition 1 of a finite-game preference dataset through the streaming accumulator.
+
+    The pairs are fed in batches of ``batch_pairs``; each bootstrap replicate weighs the pairs
+    (two independent trajectories each) by Poisson(1) multiplicities, in the same pass.
+    """
+    dataset.check_against(game)
+    policy = check_policy(policy, game)
+    if batch_pairs < 1:
+        raise ValueError(f"batch_pairs: expected a positive integer, got {batch_pairs}")
+    features = game_features(game)
+    H, d = features.shape[0], features.shape[-1]
+    acc = CovarianceAccumulator(H, d, n_bootstrap, lam)
+    weights = poisson_weights(dataset.n_pairs, n_bootstrap, seed)
+    for start in range(0, dataset.n_pairs, batch_pairs):
+        sl = slice(start, start + batch_pairs)
+        phi = step_features(features, dataset.states[sl], dataset.actions[sl])
+        acc.update(phi[:, 0], phi[:, 1], weights[:, sl] if n_bootstrap else None)
+    bonus = bonus_grid(acc.bonus_model(), features)
+    cov = measures_from_bonus(game, bonus, policy, acc.lam)
+    reps = {"single": np.empty(n_bootstrap), "unilateral": np.empty(n_bootstrap), "uniform": np.empty(n_bootstrap),
+            "per_player": np.empty((n_bootstrap, game.n_players))}
+    for k in range(n_bootstrap):
+        c = measures_from_bonus(game, bonus_grid(acc.bonus_model(slot=k), features), policy, acc.lam)
+        reps["single"][k], reps["unilateral"][k], reps["uniform"][k] = c.single, c.unilateral, c.uniform
+        reps["per_player"][k] = c.per_player
+    summary = {name: bootstrap_summary(getattr(cov, name), reps[name]) for name in ("single", "unilateral", "uniform")}
+    summary["per_player"] = [bootstrap_summary(cov.per_player[i], reps["per_player"][:, i]) for i in range(game.n_players)]
+    summary["unit"] = "pair"
+    summary["replicates"] = int(n_bootstrap)
+    return FiniteGameCoverage(cov, bonus, reps, summary)
+
