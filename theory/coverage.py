@@ -176,7 +176,15 @@ def coverage_measures(
     over ``pi`` is exact under the game's dynamics.
     """
     policy = check_policy(policy, game)
-    bonus = dataset_bonus(game, dataset, lam).total()
+    return measures_from_bonus(game, dataset_bonus(game, dataset, lam).total(), policy, lam)
+
+
+def measures_from_bonus(game: MarkovGame, bonus: np.ndarray, policy: Policy, lam: float = DEFAULT_LAMBDA) -> Coverage:
+    """Definition 1 for a given bonus table ``bonus[h, s, a_1..a_m]``, by exact dynamic programming.
+
+    Unilateral coverage is a best response of each player in the game whose reward is the
+    bonus; uniform coverage is the optimum over joint policies of that game.
+    """
     s1 = game.initial_state
     single = policy_uncertainty(game, bonus, policy)
     per_player = np.empty(game.n_players)

@@ -49,11 +49,11 @@ from typing import Sequence
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from .coverage import DEFAULT_LAMBDA, Coverage, step_features
+from .coverage import DEFAULT_LAMBDA, Coverage, measures_from_bonus, step_features
 from .games import MarkovGame
 from .policies import Policy, check_policy
 from .preferences import PreferenceDataset
-from .values import best_response, evaluate_policy, optimal_joint_values
+
 
 #: Bootstrap intervals are central percentile intervals of this probability.
 BOOTSTRAP_LEVEL = 0.95
@@ -494,22 +494,6 @@ def bonus_grid(model: BonusModel, features: np.ndarray, c_r: float = 1.0, c_p: f
     H, d = features.shape[0], features.shape[-1]
     flat = np.ascontiguousarray(features).reshape(H, -1, d).transpose(1, 0, 2)
     return model.bonus(flat, c_r, c_p).T.reshape(features.shape[:-1])
-
-
-def measures_from_bonus(game: MarkovGame, bonus: np.ndarray, policy: Policy, lam: float) -> Coverage:
-    """Definition 1 for a given bonus table ``[H, S, A..]``: exact dynamic programmes (as in
-    ``theory.coverage.coverage_measures``)."""
-    s1 = game.initial_state
-    single = float(evaluate_policy(game.transitions, bonus[:, None], policy).V[0, 0, s1])
-    per_player = np.empty(game.n_players)
-    deviations = []
-    for i in range(game.n_players):
-        br = best_response(game.transitions, bonus, policy, i)
-        per_player[i] = br.values[0, s1]
-        deviations.append(br.policy)
-    worst = int(np.argmax(per_player))
-    uniform = float(optimal_joint_values(game.transitions, bonus)[0, s1])
-    return Coverage(float(lam), single, float(per_player[worst]), uniform, per_player, worst, deviations[worst])
 
 
 @dataclass(frozen=True)
