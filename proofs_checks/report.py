@@ -95,7 +95,8 @@ def markdown(doc: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for c in doc["checks"]:
-        lines.append(f"| `{c['id']}` | {c['paper']} | {c['verdict']} | {c['summary']} | {c['seconds']:.2f} |")
+        cells = [f"`{c['id']}`", c["paper"], c["verdict"], c["summary"], f"{c['seconds']:.2f}"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     for c in doc["checks"]:
         lines += ["", f"## `{c['id']}` — {c['verdict']}", "", f"*{c['paper']}* ({c['kind']} evidence).", "", f"Claim: {c['claim']}", ""]
         if "printed" in c:

@@ -61,3 +61,15 @@ def test_marlhf_checks_are_deterministic_for_a_seed():
         b = run_check(chk, CheckContext(quick=True, seed=3))
         assert a.verdict.verdict == b.verdict.verdict
         assert a.verdict.evidence == b.verdict.evidence, chk.id
+
+
+def test_markdown_table_escapes_pipes_in_cells():
+    from proofs_checks.report import markdown
+
+    doc = {
+        "settings": {"quick": True, "seed": 0, "python": "3"},
+        "checks": [{"id": "a.b", "paper": "P", "claim": "c", "verdict": "holds", "summary": "max |x| = 0",
+                    "seconds": 0.1, "kind": "exact", "evidence": {}}],
+    }
+    row = [line for line in markdown(doc).splitlines() if line.startswith("| `a.b`")][0]
+    assert row.count(" | ") == 4 and "\\|x\\|" in row
