@@ -1,0 +1,255 @@
+"""Offline multi-agent learners on the HDF5 datasets of ``deep.data``, among them O-MAPL
+(``omapl``, from preference pairs) and OMIGA (``omiga``, from rewards). Their losses are the
+functions of ``theory.objectives`` applied to torch tensors; this module holds what those two
+share (it imports none of the submodules): the dataset
+in memory with its step masks, the local networks, the linear state-conditioned mixer, the
+training loop with resumable checkpoints, and greedy evaluation in the environment.
+
+Step masks. A dataset stores every episode padded to ``H`` steps (SMAX episodes end early;
+``deep.envs.smax``). ``valid[n, t]`` is True for real steps (some action available) and
+``last[n, t]`` for the final real step of an episode, after which the value of the next state
+is 0 (the finite-horizon convention of both papers; for MPE the last step is ``H - 1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from deep.common import (
+    MASKED_LOGIT,
+    TrainingState,
+    atomic_torch_save,
+    atomic_write_text,
+    load_dataset_arrays,
+    load_versioned,
+    masked,
+    mlp,
+    progress_bar,
+    with_agent_id,
+)
+from deep.data.schema import DatasetSpec
+
+__all__ = [
+    "MODEL_FORMAT",
+    "EVAL_SEED_BASE",
+    "OfflineData",
+    "load_offline_data",
+    "step_masks",
+    "LocalNet",
+    "LinearMixer",
+    "taken",
+    "fit",
+    "save_model",
+    "load_policy",
+    "make_env",
+    "greedy_policy",
+    "evaluate_policy_net",
+]
+
+MODEL_FORMAT = "marlcov.deep-offline-policy/1"
+#: Largest exponent ``(Q - V)/temperature`` given to the behaviour-cloning weights: the weights
+#: only scale the policy loss, and exp of a larger value would overflow float32.
+MAX_WEIGHT_EXPONENT = 10.0
+#: Evaluation episodes start from seed ``EVAL_SEED_BASE + seed``, far from the small seeds that
+#: collection scripts use, so that a policy is not scored on the starts of its own dataset.
+EVAL_SEED_BASE = 1_000_000
+
+
+def step_masks(avail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, last)`` ``[N, H]`` from ``avail [N, H, m, A]`` (module docstring)."""
+    valid = np.asarray(avail).any(axis=(2, 3))
+    lengths = valid.sum(axis=1)
+    if not np.all(valid == (np.arange(valid.shape[1])[None, :] < lengths[:, None])):
+        raise ValueError("avail: expected every episode's real steps to come first and the padding after them")
+    last = np.arange(valid.shape[1])[None, :] == (lengths - 1)[:, None]
+    return valid, last
+
+
+class OfflineData:
+    """A dataset's trajectories as tensors: ``obs [N, H+1, m, d]``, ``state [N, H+1, S]``,
+    ``actions [N, H, m]`` (int64), ``avail [N, H, m, A]``, ``rewards [N, H, m]``, ``valid`` and
+    ``last [N, H]``; ``pairs`` (first, second, y) when the file has preference pairs, ``y[P]``
+    the fraction of agents that prefer ``first``."""
+
+    def __init__(self, spec: DatasetSpec, arrays: Mapping[str, np.ndarray], pairs, device: torch.device) -> None:
+        self.spec = spec
+        valid, last = step_masks(arrays["avail"])
+        chosen = np.take_along_axis(arrays["avail"], arrays["actions"].astype(np.int64)[..., None], axis=-1)[..., 0]
+        if not np.all(chosen | ~valid[..., None]):
+            n, t, i = np.argwhere(~chosen & valid[..., None])[0]
+            raise ValueError(f"actions: trajectory {n}, step {t}, agent {i} took an action its avail mask rules out")
+        self.obs = torch.as_tensor(arrays["obs"], dtype=torch.float32, device=device)
+        self.state = torch.as_tensor(arrays["state"], dtype=torch.float32, device=device)
+        self.actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=device)
+        self.avail = torch.as_tensor(arrays["avail"], dtype=torch.bool, device=device)
+        self.rewards = torch.as_tensor(arrays["rewards"], dtype=torch.float32, device=device)
+        self.valid = torch.as_tensor(valid, device=device)
+        self.last = torch.as_tensor(last, device=device)
+        self.pairs = None
+        if pairs is not None:
+            y = (np.asarray(pairs.labels) == 1).mean(axis=1)
+            self.pairs = (torch.as_tensor(pairs.first, device=device), torch.as_tensor(pairs.second, device=device),
+                          torch.as_tensor(y, dtype=torch.float32, device=device))
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def take(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trajectories at ``index`` as a dict of tensors."""
+        return {name: getattr(self, name)[index] for name in ("obs", "state", "actions", "avail", "rewards", "valid", "last")}
+
+
+def load_offline_data(dataset_path: str | os.PathLike, device: torch.device, need_pairs: bool = False) -> OfflineData:
+    """Read a dataset file (and its preference pairs when ``need_pairs``) into memory."""
+    from deep.data.hdf5 import DatasetReader
+
+    spec, arrays = load_dataset_arrays(dataset_path, ["obs", "state", "actions", "avail", "rewards"])
+    pairs = None
+    if need_pairs:
+        with DatasetReader(dataset_path) as reader:
+            pairs = reader.pairs()
+    return OfflineData(spec, arrays, pairs, device)
+
+
+class LocalNet(nn.Module):
+    """A network shared by all agents (one-hot agent id appended): ``obs [..., m, d] -> [..., m, out]``."""
+
+    def __init__(self, obs_dim: int, n_agents: int, hidden: int, layers: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim + n_agents, hidden, layers, out_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(with_agent_id(obs))
+
+
+class LinearMixer(nn.Module):
+    """State-conditioned linear mixing ``M_s[x] = sum_i w_i(s) x_i + b(s)`` with ``w_i(s) >= 0``
+    (absolute value of a hypernetwork's output, as in QMIX). ``state [..., S] -> (w [..., m], b [...])``."""
+
+    def __init__(self, state_dim: int, n_agents: int, hidden: int) -> None:
+        super().__init__()
+        self.weights = mlp(state_dim, hidden, 2, n_agents)
+        self.bias = mlp(state_dim, hidden, 2, 1)
+
+    def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.abs(self.weights(state)), self.bias(state).squeeze(-1)
+
+
+def taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``values [..., A]`` at ``actions [...]``."""
+    return values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_log_probs(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Log-softmax over available actions; rows with nothing available (padding) get uniform
+    log-probabilities instead of NaN (they are excluded from every loss)."""
+    any_avail = avail.any(dim=-1, keepdim=True)
+    return torch.log_softmax(masked(logits, avail | ~any_avail), dim=-1)
+
+
+def clipped_exponent_values(q: torch.Tensor, v: torch.Tensor, scale: torch.Tensor | float, temperature: float) -> torch.Tensor:
+    """``q`` lowered where ``scale (q - v)/temperature > MAX_WEIGHT_EXPONENT`` so that the
+    weight ``exp(scale (q - v)/temperature)`` computed from it stays finite."""
+    cap = MAX_WEIGHT_EXPONENT * temperature
+    return torch.where(scale * (q - v) > cap, v + cap / scale, q)
+
+
+def fit(
+    train_state: TrainingState,
+    total_steps: int,
+    step_fn: Callable[[int], dict[str, float]],
+    progress: bool,
+    desc: str,
+) -> list[dict[str, float]]:
+    """Run ``step_fn(step)`` from the checkpoint's step to ``total_steps``, checkpointing every
+    ``train_state.every`` steps; the history of per-step metrics lives in the checkpoint, so a
+    resumed run returns the whole history."""
+    history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
+    bar = progress_bar(total_steps, desc, progress, initial=train_state.step)
+    try:
+        while train_state.step < total_steps:
+            history.append(step_fn(train_state.step))
+            train_state.step += 1
+            bar.update(1)
+            if train_state.every and train_state.step % train_state.every == 0:
+                train_state.extra["history"] = json.dumps(history)
+            train_state.maybe_save()
+    finally:
+        bar.close()
+    train_state.extra["history"] = json.dumps(history)
+    train_state.save()
+    return history
+
+
+def save_model(path: Path, spec: DatasetSpec, config: Mapping[str, Any], policy: nn.Module, extra_modules: Mapping[str, nn.Module]) -> Path:
+    """Write the trained policy (and the value networks) with the dataset spec and config."""
+    obj = {"format": MODEL_FORMAT, "spec": json.dumps(spec.to_attrs()), "config": json.dumps(dict(config)),
+           "policy": policy.state_dict(), "modules": {k: m.state_dict() for k, m in extra_modules.items()}}
+    return atomic_torch_save(obj, path)
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[LocalNet, DatasetSpec, dict]:
+    """``(policy_net, spec, config)`` from a model file written by a trainer of this package."""
+    obj = load_versioned(path, MODEL_FORMAT, map_location=device)
+    spec = DatasetSpec.from_attrs(json.loads(obj["spec"]), str(path))
+    config = json.loads(obj["config"])
+    net = LocalNet(spec.obs_dim, spec.n_agents, config["hidden"], config["layers"], spec.n_actions).to(device)
+    net.load_state_dict(obj["policy"])
+    return net, spec, config
+
+
+def make_env(spec: DatasetSpec, batch_size: int, device: str | torch.device = "cpu"):
+    """A batched environment (``MPEBatch`` or ``SMAXBatch``) of the dataset's configuration."""
+    cfg = dict(spec.env_config)
+    if spec.env_name.startswith("smax_"):
+        from deep.envs.smax import SMAXBatch
+
+        return SMAXBatch(spec.env_name, batch_size, horizon=spec.horizon, device=device)
+    from deep.envs.mpe import ENV_NAMES, MPEBatch
+
+    if spec.env_name not in ENV_NAMES:
+        raise ValueError(f"env_name: expected an MPE or SMAX task, got {spec.env_name!r}")
+    kwargs = {"horizon": spec.horizon}
+    if "local_ratio" in cfg:
+        kwargs["local_ratio"] = cfg["local_ratio"]
+    if "num_agents" in cfg:
+        kwargs["num_agents"] = cfg["num_agents"]
+    return MPEBatch(spec.env_name, batch_size, device=device, **kwargs)
+
+
+def greedy_policy(policy_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """The argmax policy of ``policy_net`` over available actions."""
+
+    @torch.no_grad()
+    def act(obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
+        logits = policy_net(obs.float())
+        return logits.masked_fill(~avail, MASKED_LOGIT).argmax(dim=-1)
+
+    return act
+
+
+def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = EVAL_SEED_BASE,
+                        device: str | torch.device = "cpu") -> dict[str, float]:
+    """Greedy play of ``n_episodes`` episodes from seeds ``seed, seed + 1, ...``: mean team return
+    (mean over agents of the undiscounted return) and its std, and for SMAX the win rate."""
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
+    env = make_env(spec, n_episodes, device)
+    policy_net.eval()
+    batch = env.rollout(greedy_policy(policy_net), seed)
+    team = batch.returns().mean(axis=1)
+    out = {"return_mean": float(team.mean()), "return_std": float(team.std()), "episodes": int(n_episodes)}
+    if hasattr(env, "last_wins"):
+        out["win_rate"] = float(np.mean(env.last_wins))
+    return out
+
+
+def write_metrics(out_dir: Path, metrics: Mapping[str, Any]) -> Path:
+    return atomic_write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", out_dir / "metrics.json")
