@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 
 @contextlib.contextmanager
-def _silenced_stdout():
+def silenced_stdout():
     """Swallow what is printed to stdout, at the file-descriptor level: jaxmarl prints lines
     about optional submodules on import (past ``contextlib.redirect_stdout``), and stdout must
     stay clean for ``--json`` output."""
@@ -73,7 +73,7 @@ def _silenced_stdout():
         os.close(saved)
 
 
-with _silenced_stdout():
+with silenced_stdout():
     from jaxmarl.environments.mpe import SimpleReferenceMPE, SimpleSpreadMPE, SimpleTagMPE  # noqa: E402
     from jaxmarl.environments.mpe.default_params import DT  # noqa: E402
 
@@ -149,7 +149,8 @@ def global_state(name: str, env, state) -> jax.Array:
     return jnp.concatenate(parts)
 
 
-def _jax_device(device: str | torch.device):
+def jax_device(device: str | torch.device):
+    """The JAX device matching a torch device name (CPU, or the CUDA device of the same index)."""
     kind = torch.device(device).type
     if kind == "cpu":
         return jax.devices("cpu")[0]
@@ -161,7 +162,8 @@ def _jax_device(device: str | torch.device):
     raise ValueError(f"device: expected 'cpu' or 'cuda[:k]', got {device!r}")
 
 
-def _to_torch(x: jax.Array) -> torch.Tensor:
+def to_torch(x: jax.Array) -> torch.Tensor:
+    """A torch view of a JAX array through DLPack (no copy on CPU)."""
     return torch.from_dlpack(x)
 
 
@@ -250,7 +252,7 @@ class MPEBatch:
         self.name = name
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
-        self._jdev = _jax_device(self.device)
+        self._jdev = jax_device(self.device)
         self.prey_policy = prey_policy
         env = self.env
         agents = list(env.agents)
@@ -273,8 +275,8 @@ class MPEBatch:
         self.spec = MPESpec(name, ctrl_names, int(obs_dim), int(state_dim), int(n_actions), int(horizon), config)
         B, m = self.batch_size, self.spec.n_agents
         with jax.default_device(self._jdev):
-            self._avail = _to_torch(jnp.ones((B, m, self.spec.n_actions), dtype=bool))
-            self._zero_rewards = _to_torch(jnp.zeros((B, m), dtype=jnp.float32))
+            self._avail = to_torch(jnp.ones((B, m, self.spec.n_actions), dtype=bool))
+            self._zero_rewards = to_torch(jnp.zeros((B, m), dtype=jnp.float32))
         self._prey_avail = torch.ones((B, len(self._prey), N_MOVES), dtype=torch.bool, device=self.device)
         self.t: int | None = None
         self.seeds: np.ndarray | None = None
@@ -305,7 +307,7 @@ class MPEBatch:
                 out = self._reset_to_fn(keys, jax.device_put(initial_state, self._jdev))
         self._keys, self._state, obs, self._prey_obs, state_vec = out
         self.t = 0
-        return MPEStep(_to_torch(obs), _to_torch(state_vec), self._avail, self._zero_rewards,
+        return MPEStep(to_torch(obs), to_torch(state_vec), self._avail, self._zero_rewards,
                        torch.zeros(self.batch_size, dtype=torch.bool, device=self.device))
 
     def _actions_to_jax(self, actions, k: int, n_actions: int, field: str) -> jax.Array:
@@ -326,14 +328,14 @@ class MPEBatch:
             raise RuntimeError(f"step: the episodes ended after {self.spec.horizon} steps; call reset")
         a = self._actions_to_jax(actions, self.spec.n_agents, self.spec.n_actions, "actions")
         if self.prey_policy is not None:
-            prey_obs = _to_torch(self._prey_obs)
+            prey_obs = to_torch(self._prey_obs)
             prey_actions = self._actions_to_jax(self.prey_policy(prey_obs, self._prey_avail, self.t), len(self._prey), N_MOVES, "prey_policy output")
         else:
             prey_actions = None
         out = self._step_fn(self._keys, self._state, a, prey_actions)
         self._keys, self._state, obs, self._prey_obs, state_vec, rewards, done = out
         self.t += 1
-        return MPEStep(_to_torch(obs), _to_torch(state_vec), self._avail, _to_torch(rewards), _to_torch(done))
+        return MPEStep(to_torch(obs), to_torch(state_vec), self._avail, to_torch(rewards), to_torch(done))
 
     def rollout(
         self,

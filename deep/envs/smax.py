@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
-from deep.envs.mpe import MAX_SEED, Policy, UniformRandomPolicy, _jax_device, _silenced_stdout, _to_torch  # noqa: E402
+from deep.envs.mpe import MAX_SEED, Policy, UniformRandomPolicy, jax_device, silenced_stdout, to_torch  # noqa: E402
 
-with _silenced_stdout():
+with silenced_stdout():
     from jaxmarl.environments.smax import map_name_to_scenario  # noqa: E402
     from jaxmarl.environments.smax.heuristic_enemy_smax_env import HeuristicEnemySMAX  # noqa: E402
 
@@ -193,7 +193,7 @@ class SMAXBatch:
         self.map_name = map_name
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
-        self._jdev = _jax_device(self.device)
+        self._jdev = jax_device(self.device)
         env = self.env
         names = tuple(env.agents)
         config = {"map": map_name, "horizon": int(horizon), "enemy": "heuristic/closest", "won_battle_bonus": float(env.won_battle_bonus)}
@@ -225,8 +225,8 @@ class SMAXBatch:
         B, m = self.batch_size, self.spec.n_agents
         zeros = torch.zeros((B, m), dtype=torch.float32, device=self.device)
         false = torch.zeros(B, dtype=torch.bool, device=self.device)
-        self._avail, self._done_t = _to_torch(avail), false
-        return SMAXStep(_to_torch(obs), _to_torch(state_vec), self._avail, zeros, false, false)
+        self._avail, self._done_t = to_torch(avail), false
+        return SMAXStep(to_torch(obs), to_torch(state_vec), self._avail, zeros, false, false)
 
     def step(self, actions) -> SMAXStep:
         """Advance all B environments with ``actions [B, m]``; finished ones stay frozen and
@@ -252,7 +252,7 @@ class SMAXBatch:
         out = self._step_fn(self._keys, self._state, self._done, ja)
         self._keys, self._state, obs, state_vec, avail, rewards, self._done, won = out
         self.t += 1
-        step = SMAXStep(*(_to_torch(x) for x in (obs, state_vec, avail, rewards, self._done, won)))
+        step = SMAXStep(*(to_torch(x) for x in (obs, state_vec, avail, rewards, self._done, won)))
         self._avail, self._done_t = step.avail, step.done
         return step
 

@@ -138,7 +138,7 @@ def test_outputs_reach_torch_without_copy_on_cpu():
     import jax.numpy as jnp
 
     x = jnp.arange(12.0).reshape(3, 4)
-    t = mpe._to_torch(x)
+    t = mpe.to_torch(x)
     assert t.data_ptr() == x.unsafe_buffer_pointer()
     np.testing.assert_array_equal(t.numpy(), np.asarray(x))
 
