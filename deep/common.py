@@ -29,6 +29,11 @@ import numpy as np
 import torch
 
 TRAIN_STATE_FORMAT = "marlcov.deep-train-state/1"
+#: First reset seed of evaluation episodes, for every trainer of ``deep``: training and
+#: collection seeds stay below it, so a policy is never scored on the starts of its own data.
+EVAL_SEED_BASE = 2**31
+#: Largest reset seed of the environments (a uint32).
+MAX_ENV_SEED = 2**32 - 1
 
 C = TypeVar("C")
 
@@ -46,6 +51,18 @@ def seed_everything(seed: int) -> None:
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator on ``device`` seeded with ``seed``."""
     return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+
+
+def eval_seed_start(seed: int, n_episodes: int) -> int:
+    """First reset seed of evaluation run ``seed`` of ``n_episodes`` episodes: episode k gets
+    ``EVAL_SEED_BASE + seed * n_episodes + k``, so runs of different seeds never share an episode
+    and the same ``(seed, n_episodes)`` gives every evaluated policy the same environments."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    base = EVAL_SEED_BASE + int(seed) * int(n_episodes)
+    if base + int(n_episodes) - 1 > MAX_ENV_SEED:
+        raise ValueError(f"seed: {seed} with {n_episodes} episodes runs past the largest environment seed {MAX_ENV_SEED}")
+    return base
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

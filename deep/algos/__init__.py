@@ -23,10 +23,12 @@ import torch
 from torch import nn
 
 from deep.common import (
+    EVAL_SEED_BASE,
     MASKED_LOGIT,
     TrainingState,
     atomic_torch_save,
     atomic_write_text,
+    eval_seed_start,
     load_dataset_arrays,
     load_versioned,
     masked,
@@ -57,9 +59,6 @@ MODEL_FORMAT = "marlcov.deep-offline-policy/1"
 #: Largest exponent ``(Q - V)/temperature`` given to the behaviour-cloning weights: the weights
 #: only scale the policy loss, and exp of a larger value would overflow float32.
 MAX_WEIGHT_EXPONENT = 10.0
-#: Evaluation episodes start from seed ``EVAL_SEED_BASE + seed``, far from the small seeds that
-#: collection scripts use, so that a policy is not scored on the starts of its own dataset.
-EVAL_SEED_BASE = 1_000_000
 
 
 def step_masks(avail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,15 +105,17 @@ class OfflineData:
         return {name: getattr(self, name)[index] for name in ("obs", "state", "actions", "avail", "rewards", "valid", "last")}
 
 
-def load_offline_data(dataset_path: str | os.PathLike, device: torch.device, need_pairs: bool = False) -> OfflineData:
-    """Read a dataset file (and its preference pairs when ``need_pairs``) into memory."""
-    from deep.data.hdf5 import DatasetReader
+def load_offline_data(dataset_path: str | os.PathLike, device: torch.device, need_pairs: bool = False,
+                      pairs_path: str | os.PathLike | None = None) -> OfflineData:
+    """Read a dataset file (and its preference pairs when ``need_pairs``: those stored in the
+    dataset, or those of the pairs file ``pairs_path`` written for it) into memory."""
+    from deep.data.hdf5 import DatasetReader, read_pairs
 
     spec, arrays = load_dataset_arrays(dataset_path, ["obs", "state", "actions", "avail", "rewards"])
     pairs = None
     if need_pairs:
         with DatasetReader(dataset_path) as reader:
-            pairs = reader.pairs()
+            pairs = reader.pairs() if pairs_path is None else read_pairs(pairs_path, reader)
     return OfflineData(spec, arrays, pairs, device)
 
 
@@ -235,15 +236,16 @@ def greedy_policy(policy_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor
     return act
 
 
-def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = EVAL_SEED_BASE,
+def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = 0,
                         device: str | torch.device = "cpu") -> dict[str, float]:
-    """Greedy play of ``n_episodes`` episodes from seeds ``seed, seed + 1, ...``: mean team return
-    (mean over agents of the undiscounted return) and its std, and for SMAX the win rate."""
+    """Greedy play of ``n_episodes`` episodes from reset seed ``eval_seed_start(seed, n_episodes)``
+    on (``deep.common``; the seeds of every evaluator of ``deep``): mean team return (mean over
+    agents of the undiscounted return) and its std, and for SMAX the win rate."""
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
     env = make_env(spec, n_episodes, device)
     policy_net.eval()
-    batch = env.rollout(greedy_policy(policy_net), seed)
+    batch = env.rollout(greedy_policy(policy_net), eval_seed_start(seed, n_episodes))
     team = batch.returns().mean(axis=1)
     out = {"return_mean": float(team.mean()), "return_std": float(team.std()), "episodes": int(n_episodes)}
     if hasattr(env, "last_wins"):

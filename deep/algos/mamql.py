@@ -50,6 +50,7 @@ from deep.common import (
     atomic_torch_save,
     atomic_write_text,
     config_dict,
+    eval_seed_start,
     load_config,
     load_dataset_arrays,
     load_versioned,
@@ -424,15 +425,11 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
     return critic, reward_net, history
 
 
-#: First reset seed of evaluation episodes (the collection seeds of deep/ stay below it).
-EVAL_SEED_BASE = 2**31
-
-
 def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: int = 0, greedy: bool = True,
                    device: str | torch.device = "cpu") -> dict[str, Any]:
     """True return of the learned Boltzmann policy in the environment of its dataset (MPE or
     SMAX, through ``deep.algos.make_env``), ``n_episodes`` episodes from seed
-    ``EVAL_SEED_BASE + seed * n_episodes``: mean return per agent and its std over episodes,
+    ``deep.common.eval_seed_start(seed, n_episodes)``: mean return per agent and its std over episodes,
     and on SMAX the win rate."""
     from deep.algos import make_env
 
@@ -442,7 +439,7 @@ def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: 
     policy, _ = load_mamql(policy_path, dev, greedy=greedy, generator=torch_generator(seed, dev))
     spec = DatasetSpec.from_attrs(json.loads(load_versioned(policy_path, MAMQL_FORMAT, dev)["spec"]), str(policy_path))
     env = make_env(spec, n_episodes, dev)
-    batch = env.rollout(policy, EVAL_SEED_BASE + int(seed) * int(n_episodes), source="mamql")
+    batch = env.rollout(policy, eval_seed_start(seed, n_episodes), source="mamql")
     per_episode = batch.returns().mean(axis=1)
     out = {"env_name": spec.env_name, "n_episodes": int(n_episodes), "return_per_agent": float(per_episode.mean()),
            "return_std": float(per_episode.std())}

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 
 from deep.algos import (
-    EVAL_SEED_BASE,
     LinearMixer,
     LocalNet,
     OfflineData,
@@ -151,15 +150,16 @@ def _run_config(cfg: OMAPLConfig, dataset_path: Path, seed: int) -> dict[str, An
 
 def train_omapl(dataset_path: str | os.PathLike, config: OMAPLConfig | dict | str | os.PathLike | None = None,
                 out_dir: str | os.PathLike = "omapl_run", device: str = "cpu", seed: int = 0, progress: bool = True,
-                resume: bool = True, evaluate: bool = False) -> dict[str, Any]:
-    """Train O-MAPL on the preference pairs stored in ``dataset_path``.
+                resume: bool = True, evaluate: bool = False, pairs_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train O-MAPL on the preference pairs stored in ``dataset_path`` (or in the pairs file
+    ``pairs_path`` written for it, e.g. ``DATA.pairs.h5`` of ``marlcov deep label``).
 
     Args:
         config: an ``OMAPLConfig``, a dict of its fields or a JSON/YAML file.
         out_dir: receives ``train_state.pt`` (resumable checkpoint), ``model.pt`` and
             ``metrics.json``; a run killed at any point continues from the checkpoint.
-        evaluate: also play ``eval_episodes`` greedy episodes in the environment, from seed
-            ``EVAL_SEED_BASE + seed`` on.
+        evaluate: also play ``eval_episodes`` greedy episodes in the environment, evaluation
+            run ``seed`` (reset seeds from ``deep.common.eval_seed_start(seed, eval_episodes)``).
     Returns metrics: final loss terms, the per-step history, and the evaluation if asked.
     """
     cfg = load_config(OMAPLConfig, config)
@@ -167,14 +167,16 @@ def train_omapl(dataset_path: str | os.PathLike, config: OMAPLConfig | dict | st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    data: OfflineData = load_offline_data(dataset_path, dev, need_pairs=True)
+    data: OfflineData = load_offline_data(dataset_path, dev, need_pairs=True, pairs_path=pairs_path)
     spec = data.spec
     first, second, y = data.pairs
     model = OMAPLModel(spec.obs_dim, spec.state_dim, spec.n_agents, spec.n_actions, cfg).to(dev)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch_generator(seed, "cpu")
-    state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"model": model, "optim": optim}, {"batches": gen},
-                          _run_config(cfg, Path(dataset_path), seed))
+    run_config = _run_config(cfg, Path(dataset_path), seed)
+    if pairs_path is not None:
+        run_config["pairs"] = str(pairs_path)
+    state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"model": model, "optim": optim}, {"batches": gen}, run_config)
     if resume:
         state.load(dev)
 
@@ -194,12 +196,12 @@ def train_omapl(dataset_path: str | os.PathLike, config: OMAPLConfig | dict | st
     metrics: dict[str, Any] = {"algo": "omapl", "env": spec.env_name, "seed": int(seed), "steps": len(history),
                                "final": history[-1] if history else {}, "history": history}
     if evaluate:
-        metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, EVAL_SEED_BASE + seed, dev)
+        metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, seed, dev)
     write_metrics(out, metrics)
     return metrics
 
 
-def evaluate_omapl(model_path: str | os.PathLike, n_episodes: int = 32, seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict[str, float]:
+def evaluate_omapl(model_path: str | os.PathLike, n_episodes: int = 32, seed: int = 0, device: str = "cpu") -> dict[str, float]:
     """Greedy (argmax) play of a trained O-MAPL policy (``out_dir/model.pt``) in its
     environment: mean return, and the win rate on SMAX."""
     dev = resolve_device(device)

@@ -29,7 +29,6 @@ from typing import Any, Callable
 import torch
 
 from deep.algos import (
-    EVAL_SEED_BASE,
     LinearMixer,
     LocalNet,
     clipped_exponent_values,
@@ -158,8 +157,8 @@ def train_omiga(dataset_path: str | os.PathLike, config: OMIGAConfig | dict | st
         out_dir: receives ``train_state.pt`` (resumable), ``model.pt`` and ``metrics.json``.
         reward_fn: None for the dataset's true rewards, else ``r(obs, actions) -> [B, H, m]``
             (a reward model's prediction); a resumed run must be given the same one.
-        evaluate: also play ``eval_episodes`` greedy episodes in the environment, from seed
-            ``EVAL_SEED_BASE + seed`` on.
+        evaluate: also play ``eval_episodes`` greedy episodes in the environment, evaluation
+            run ``seed`` (reset seeds from ``deep.common.eval_seed_start(seed, eval_episodes)``).
     Returns metrics: final losses, per-step history, and the evaluation if asked.
     """
     cfg = load_config(OMIGAConfig, config)
@@ -194,12 +193,12 @@ def train_omiga(dataset_path: str | os.PathLike, config: OMIGAConfig | dict | st
     metrics: dict[str, Any] = {"algo": "omiga", "env": spec.env_name, "seed": int(seed), "rewards": run_config["rewards"],
                                "steps": len(history), "final": history[-1] if history else {}, "history": history}
     if evaluate:
-        metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, EVAL_SEED_BASE + seed, dev)
+        metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, seed, dev)
     write_metrics(out, metrics)
     return metrics
 
 
-def evaluate_omiga(model_path: str | os.PathLike, n_episodes: int = 32, seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict[str, float]:
+def evaluate_omiga(model_path: str | os.PathLike, n_episodes: int = 32, seed: int = 0, device: str = "cpu") -> dict[str, float]:
     """Greedy (argmax) play of a trained OMIGA policy (``out_dir/model.pt``): mean return, and
     the win rate on SMAX."""
     dev = resolve_device(device)

@@ -32,8 +32,10 @@ What is implemented:
   earlier agents' current policies take, so the agents select the same coordination pattern.
 
 Not implemented: the paper's exact critic regularisation and hyperparameters, and MA-MuJoCo.
-The noising and loss helpers below take numpy arrays or torch tensors alike (array API); they
-are the pieces a ``marlcov verify`` check of the diffusion model would share.
+The schedule, the noising, the denoising loss and the score of a noise prediction are
+``theory.objectives.score_decomposition``'s functions (``vp_alpha_bars``, ``noised_actions``,
+``denoising_loss``, ``score_from_noise``), the ones the ``score.denoising_score`` check of
+``marlcov verify`` evaluates on Gaussian-mixture behaviours.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from deep.common import (
     atomic_torch_save,
     atomic_write_text,
     config_dict,
+    eval_seed_start,
     load_config,
     load_versioned,
     mlp,
@@ -63,65 +66,11 @@ from deep.common import (
     torch_generator,
     with_agent_id,
 )
-from theory.objectives import namespace
+from theory.objectives.score_decomposition import denoising_loss, noised_actions, score_from_noise, vp_alpha_bars
 
 SCORE_DECOMPOSITION_FORMAT = "marlcov.deep-score-decomposition/1"
 MODES = ("sequential", "independent")
 TIME_EMBED = 16
-
-
-# ----------------------------------------------------------------------------- array-agnostic pieces
-def vp_alpha_bars(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> np.ndarray:
-    """``abar_t = prod_{s<=t} (1 - beta_s)``, t = 1..T, of the discretised variance-preserving
-    SDE: ``beta_t = 1 - exp(-beta_min / T - (beta_max - beta_min)(2t - 1) / (2 T^2))``. ``[T]``."""
-    if steps < 1:
-        raise ValueError(f"diffusion_steps: expected a positive integer, got {steps!r}")
-    t = np.arange(1, steps + 1, dtype=np.float64)
-    betas = 1.0 - np.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / steps**2)
-    return np.cumprod(1.0 - betas)
-
-
-def noised_actions(x0, eps, alpha_bar):
-    """``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` (``alpha_bar`` broadcast against ``x0``)."""
-    xp = namespace(x0, eps)
-    return xp.sqrt(alpha_bar) * x0 + xp.sqrt(1.0 - alpha_bar) * eps
-
-
-def denoising_loss(eps_pred, eps):
-    """``mean ||eps_pred - eps||^2``: squared error summed over the last axis, averaged over the rest."""
-    xp = namespace(eps_pred, eps)
-    return xp.mean(xp.sum((eps_pred - eps) ** 2, axis=-1))
-
-
-def score_from_noise(eps_pred, alpha_bar):
-    """``grad log p_t = -eps* / sigma_t`` with ``sigma_t = sqrt(1 - abar_t)``."""
-    xp = namespace(eps_pred)
-    return -eps_pred / xp.sqrt(1.0 - alpha_bar)
-
-
-def noised_gmm(weights, means, covs, alpha_bar):
-    """The law of ``x_t`` when ``x0`` is the Gaussian mixture ``(weights, means, covs)``: the
-    mixture with means ``sqrt(abar) m_k`` and covariances ``abar C_k + (1 - abar) I``."""
-    xp = namespace(means, covs)
-    D = means.shape[-1]
-    eye = xp.eye(D, dtype=covs.dtype)
-    return weights, math.sqrt(alpha_bar) * means, alpha_bar * covs + (1.0 - alpha_bar) * eye
-
-
-def prefix_noised_gmm(weights, means, covs, given: Sequence[int], target: Sequence[int], alpha_bar: float):
-    """The joint mixture of ``(x0[given], x_t[target])``: the given coordinates clean, the target
-    ones noised to level ``abar``, laid out ``given`` first. Conditioning it on the given block
-    (``conditional_log_density``) is the law that agent i's denoiser models."""
-    xp = namespace(means, covs)
-    g, t = list(given), list(target)
-    idx = xp.asarray(g + t)
-    m = xp.take(means, idx, axis=-1)
-    c = xp.take(xp.take(covs, idx, axis=-1), idx, axis=-2)
-    n_g, n = len(g), len(g) + len(t)
-    scale = xp.asarray([1.0] * n_g + [math.sqrt(alpha_bar)] * len(t), dtype=means.dtype)
-    noise = xp.asarray([0.0] * n_g + [1.0 - alpha_bar] * len(t), dtype=means.dtype)
-    eye = xp.eye(n, dtype=covs.dtype)
-    return weights, m * scale, c * scale[:, None] * scale[None, :] + eye * noise
 
 
 # ----------------------------------------------------------------------------- config
@@ -225,14 +174,16 @@ class Denoiser(torch.nn.Module):
 
 
 def diffusion_loss(denoiser: Denoiser, schedule: Schedule, obs, actions, prefix_dropout: float, generator: torch.Generator):
-    """The denoising loss of the sequential conditionals on a batch ``obs [B, m, d]``, clean
-    ``actions [B, m, da]``: each agent gets its own step t and noise; its prefix ``a_<i`` is
-    dropped (marginal model) with probability ``prefix_dropout``."""
+    """The denoising loss ``E ||eps_theta(x_t, t | o, a_<i) - eps||^2`` (theory's
+    ``denoising_loss`` on ``noised_actions``) of the sequential conditionals on a batch ``obs
+    [B, m, d]``, clean ``actions [B, m, da]``: each agent gets its own step t and noise (drawn in
+    that order from ``generator``, in the actions' dtype); its prefix ``a_<i`` is dropped
+    (marginal model) with probability ``prefix_dropout``."""
     B, m, _ = actions.shape
     dev = actions.device
     t = torch.randint(0, schedule.steps, (B, m), generator=generator, device=dev)
-    eps = torch.randn(actions.shape, generator=generator, device=dev)
-    ab = schedule.alpha_bars[t][..., None]
+    eps = torch.randn(actions.shape, generator=generator, device=dev, dtype=actions.dtype)
+    ab = schedule.alpha_bars[t][..., None].to(actions.dtype)
     keep = (torch.rand(B, m, 1, generator=generator, device=dev) >= prefix_dropout).float()
     mask = conditioning_mask(m, "sequential", dev) * keep
     return denoising_loss(denoiser(noised_actions(actions, eps, ab), t, obs, actions, mask), eps)
@@ -244,7 +195,7 @@ def agent_scores(denoiser, schedule: Schedule, obs, actions, t, eps, mode: str):
     (``"sequential"``) or ``grad_{a_i} log mu_t(a_i | o)`` (``"independent"``) at its noised
     action ``x_t = sqrt(abar_t) a_i + sigma_t eps_i``, ``t [B, m]`` step indices. ``[B, m, da]``."""
     m = actions.shape[1]
-    ab = schedule.alpha_bars[t][..., None]
+    ab = schedule.alpha_bars[t][..., None].to(actions.dtype)
     x_t = noised_actions(actions, eps, ab)
     eps_pred = denoiser(x_t, t, obs, actions, conditioning_mask(m, mode, actions.device))
     return score_from_noise(eps_pred, ab), eps_pred, x_t
@@ -260,7 +211,7 @@ def score_regulariser(denoiser, schedule: Schedule, obs, actions, mode: str, gen
     if eps is None:
         eps = torch.randn(actions.shape, generator=generator, device=actions.device)
     _, eps_pred, _ = agent_scores(denoiser, schedule, obs, actions.detach(), t, eps, mode)
-    ab = schedule.alpha_bars[t][..., None]
+    ab = schedule.alpha_bars[t][..., None].to(actions.dtype)
     x_t = noised_actions(actions, eps, ab)
     w = torch.sqrt(1.0 - ab)
     return (w * (eps_pred - eps) * x_t).sum(dim=(-1, -2)).mean()
@@ -485,14 +436,10 @@ def load_score_decomposition(path, device: str | torch.device = "cpu") -> tuple[
     return ActorPolicy(actor), denoiser, load_config(ScoreDecompositionConfig, json.loads(obj["config"]))
 
 
-#: First reset seed of evaluation episodes (the collection seeds stay below it).
-EVAL_SEED_BASE = 2**31
-
-
 def evaluate_continuous_policy(policy, env_name: str = "simple_spread_v3", n_episodes: int = 100, seed: int = 0,
                                env_kwargs: Mapping[str, Any] | None = None, batch_size: int = 250) -> dict[str, Any]:
     """True return of a continuous policy (callable or ``SCORE_DECOMPOSITION_FORMAT`` file) over
-    ``n_episodes`` episodes seeded from ``EVAL_SEED_BASE + seed * n_episodes``."""
+    ``n_episodes`` episodes seeded from ``deep.common.eval_seed_start(seed, n_episodes)`` on."""
     from deep.envs.mpe_continuous import ContinuousMPEBatch
 
     if isinstance(policy, (str, os.PathLike)):
@@ -501,7 +448,7 @@ def evaluate_continuous_policy(policy, env_name: str = "simple_spread_v3", n_epi
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
     B = min(int(batch_size), int(n_episodes))
     env = ContinuousMPEBatch(env_name, B, **dict(env_kwargs or {}))
-    base = EVAL_SEED_BASE + int(seed) * int(n_episodes)
+    base = eval_seed_start(seed, n_episodes)
     chunks = [env.rollout(policy, base + k, source="eval").returns() for k in range(0, n_episodes, B)]
     returns = np.concatenate(chunks)[:n_episodes]
     per_episode = returns.mean(axis=1)

@@ -1,7 +1,7 @@
 """Evaluation of the MARLHF pipeline (MARLHF paper, section 6, Tables 2-3 and Figure 2).
 
 * ``evaluate_policy``: the true test return per agent of a policy (greedy for VDN policies)
-  over many seeded environments. Test seeds start at ``EVAL_SEED_BASE``, a range the training
+  over many seeded environments. Test seeds start at ``deep.common.EVAL_SEED_BASE``, a range the training
   environments of ``online_vdn`` never reach.
 * ``reward_metrics``: the MSE between standardised predicted and standardised true per-step
   rewards (Table 2), each standardised over all steps, agents and trajectories of the
@@ -22,11 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from deep.common import progress_bar, resolve_device
+from deep.common import eval_seed_start, progress_bar, resolve_device
 
-#: First reset seed of evaluation episodes (training seeds stay below it).
-EVAL_SEED_BASE = 2**31
-MAX_ENV_SEED = 2**32 - 1
 #: A standard deviation below this is treated as zero (constant rewards) when standardising.
 STD_FLOOR = 1e-8
 
@@ -52,7 +49,7 @@ def evaluate_policy(
     """True return of ``policy`` (a policy callable or a policy file) over ``n_episodes``
     seeded episodes of ``env_name``.
 
-    Episode k is reset with seed ``EVAL_SEED_BASE + seed * n_episodes + k``; the same
+    Episode k is reset with seed ``EVAL_SEED_BASE + seed * n_episodes + k`` (``deep.common.eval_seed_start``); the same
     ``(seed, n_episodes)`` therefore gives the same environments to every policy evaluated.
     Returns ``returns [n_episodes, m]`` (list), ``per_agent`` means, ``return_per_agent`` (the
     mean over agents and episodes, the paper's "test return per agent"), ``return_std`` (std
@@ -64,9 +61,7 @@ def evaluate_policy(
         raise ValueError(f"n_episodes, batch_size: expected positive integers, got {n_episodes!r}, {batch_size!r}")
     dev = resolve_device(device)
     policy = _as_policy(policy, dev)
-    base = EVAL_SEED_BASE + int(seed) * int(n_episodes)
-    if base + n_episodes - 1 > MAX_ENV_SEED:
-        raise ValueError(f"seed: {seed} with {n_episodes} episodes runs past the largest environment seed {MAX_ENV_SEED}")
+    base = eval_seed_start(seed, n_episodes)
     B = min(int(batch_size), int(n_episodes))
     env = MPEBatch(env_name, B, device="cpu", **dict(env_kwargs or {}))
     n_batches = math.ceil(n_episodes / B)

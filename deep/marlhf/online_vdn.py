@@ -17,7 +17,7 @@ Proficiency levels, saved in ``deep.marlhf.vdn.POLICY_FORMAT``:
   ``unilateral_policy`` (n-1 experts and one rookie).
 
 Training environments are seeded from ``(seed, iteration)``; evaluation (``deep.marlhf.evaluate``)
-uses seeds from ``EVAL_SEED_BASE`` up, a range training does not reach. Environments step on
+uses seeds from ``deep.common.EVAL_SEED_BASE`` up, a range training does not reach. Environments step on
 the CPU (JaxMARL); learning runs on ``device``. The run resumes from ``train_state.pt`` (network,
 target, optimiser, replay buffer, generators, iteration) after an interruption.
 """

@@ -18,6 +18,7 @@ from deep.algos.mamql import (
     mamql_terms,
     marginalised_critics,
     recovered_rewards,
+    reward_loss,
     train_mamql,
 )
 from deep.data.hdf5 import DatasetWriter
@@ -27,6 +28,8 @@ from theory.objectives import mamql as theory_mamql
 pytestmark = pytest.mark.deep
 
 ATOL = 1e-5
+#: The deep loss and the theory function on the same float64 numbers.
+LOSS_ATOL = 1e-10
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +124,37 @@ def test_deep_loss_equals_the_checked_objective(seed, m, A, H, sweeps, lam, gamm
         q_taken = np.take_along_axis(qbar[:, :H], actions[..., i : i + 1], axis=-1)[..., 0]
         v_next = np.concatenate([v[:, 1:H], np.zeros((B, 1))], axis=1)
         want = theory_mamql.iq_learn_objective(q_taken, v_next, v[:, 0], gamma, c)
-        assert terms["objective"][i].item() == pytest.approx(float(want), abs=1e-8)
+        assert terms["objective"][i].item() == pytest.approx(float(want), abs=LOSS_ATOL)
+
+
+def test_reward_loss_matches_hand_computation():
+    """One agent, two actions, H = 2, gamma = 0.5: R(o_h, a_h) = table[h, a_h] = (1, -1) at
+    actions (0, 1); rbar = q_taken - gamma v_next = (2 - 0.5, 0.5 - 0); loss = mean of (R - rbar)^2."""
+    reward_net = FixedCritic([[[[1.0, 3.0]], [[0.0, -1.0]]]])  # [B=1, H=2, m=1, A=2]
+    terms = {"q_taken": torch.tensor([[[2.0], [0.5]]], dtype=torch.float64), "v_next": torch.tensor([[[1.0], [0.0]]], dtype=torch.float64),
+             "valid": torch.ones(1, 2, dtype=torch.bool)}
+    got = reward_loss(reward_net, torch.zeros(1, 3, 1, 1), torch.tensor([[[0], [1]]]), terms, 0.5)
+    assert got.item() == pytest.approx(((1.0 - 1.5) ** 2 + (-1.0 - 0.5) ** 2) / 2, abs=LOSS_ATOL)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 3), A=st.integers(2, 3), H=st.integers(1, 3), gamma=st.floats(0.0, 1.0))
+def test_reward_recovery_equals_the_checked_functions(seed, m, A, H, gamma):
+    """Reward recovery: ``recovered_rewards`` is theory's ``inverse_soft_bellman`` and
+    ``reward_loss`` its ``reward_regression_loss`` (the functions of the ``mamql.reward_recovery``
+    check) on the same float64 numbers, padding steps excluded."""
+    rng = np.random.default_rng(seed)
+    B = 3
+    table = rng.normal(size=(B, H, m) + (A,) * m)
+    actions = rng.integers(0, A, size=(B, H, m))
+    q_taken, v_next = rng.normal(size=(B, H, m)), rng.normal(size=(B, H, m))
+    valid = np.arange(H)[None, :] < rng.integers(1, H + 1, size=B)[:, None]
+    terms = {"q_taken": torch.as_tensor(q_taken), "v_next": torch.as_tensor(v_next), "valid": torch.as_tensor(valid)}
+    np.testing.assert_allclose(recovered_rewards(terms, gamma).numpy(), theory_mamql.inverse_soft_bellman(q_taken, v_next, gamma), atol=LOSS_ATOL)
+    got = reward_loss(FixedCritic(table), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions), terms, gamma)
+    r_pred = np.stack([table[(b, h, i, *actions[b, h])] for b in range(B) for h in range(H) for i in range(m)]).reshape(B, H, m)
+    want = theory_mamql.reward_regression_loss(r_pred[valid], q_taken[valid], v_next[valid], gamma)
+    assert got.item() == pytest.approx(float(want), abs=LOSS_ATOL)
 
 
 def test_unavailable_actions_get_no_probability():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep.common import TrainingState
-from deep.marlhf.evaluate import EVAL_SEED_BASE, evaluate_policy
+from deep.common import EVAL_SEED_BASE, TrainingState
+from deep.marlhf.evaluate import evaluate_policy
 from deep.marlhf.online_vdn import (
     TRAIN_SEED_SPAN,
     EpisodeReplay,

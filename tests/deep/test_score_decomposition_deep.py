@@ -19,8 +19,6 @@ from deep.algos.score_decomposition import (
     fit_score_decomposition,
     load_score_decomposition,
     noised_actions,
-    noised_gmm,
-    prefix_noised_gmm,
     sample_joint_actions,
     score_regulariser,
     train_score_decomposition,
@@ -32,6 +30,8 @@ from theory.objectives import score_decomposition as theory_sd
 pytestmark = pytest.mark.deep
 
 ATOL = 1e-6
+#: The deep loss and the theory function on the same float64 numbers.
+LOSS_ATOL = 1e-12
 #: abar of the "clean" step: the noised conditionals equal the clean ones up to O(1 - abar).
 CLEAN_ALPHA_BAR = 1.0 - 1e-5
 SCORE_RTOL = 2e-3
@@ -65,7 +65,7 @@ class GMMOracle(torch.nn.Module):
             ab = float(self.schedule.alpha_bars[t[0, i]])
             given_agents = [j for j in range(m) if mask[0, i, j] > 0]
             given = [k for j in given_agents for k in self.blocks[j]]
-            w, mu, cov = prefix_noised_gmm(self.w, self.m, self.c, given, self.blocks[i], ab)
+            w, mu, cov = theory_sd.prefix_noised_gmm(self.w, self.m, self.c, given, self.blocks[i], ab)
             z_given = torch.cat([actions[:, j].double() for j in given_agents], dim=-1) if given else torch.zeros(B, 0, dtype=torch.float64)
             n_g = len(given)
             with torch.enable_grad():  # the deep scores are read under no_grad
@@ -116,17 +116,6 @@ def test_score_regulariser_matches_hand_computation():
     assert a.grad.flatten().tolist() == pytest.approx([0.6 * 0.8 * -0.5, 0.6 * 0.8 * 0.5], abs=ATOL)
 
 
-def test_noised_gmm_is_the_prefix_noised_law_with_nothing_given():
-    rng = np.random.default_rng(0)
-    w, m, c = _random_gmm(rng, 3)
-    w1, m1, c1 = noised_gmm(w, m, c, 0.3)
-    w2, m2, c2 = prefix_noised_gmm(w, m, c, [], [0, 1, 2], 0.3)
-    assert np.allclose(m1, m2) and np.allclose(c1, c2) and np.allclose(w1, w2)
-    # variance preservation: a unit-variance coordinate stays unit-variance
-    _, _, c3 = noised_gmm(np.ones(1), np.zeros((1, 1)), np.ones((1, 1, 1)), 0.3)
-    assert c3[0, 0, 0] == pytest.approx(1.0)
-
-
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), m=st.integers(2, 3), da=st.integers(1, 2), mode=st.sampled_from(["sequential", "independent"]))
 def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da, mode):
@@ -157,6 +146,36 @@ def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da,
     score_regulariser(oracle, sched, torch.zeros(B, m, 1), a, mode, torch.Generator(), t, torch.zeros(B, m, da)).backward()
     ab = float(sched.alpha_bars[0])
     assert np.allclose(a.grad.double().numpy(), -(1 - ab) * math.sqrt(ab) / B * want, rtol=SCORE_RTOL, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), B=st.integers(1, 4), m=st.integers(1, 3), da=st.integers(1, 2), steps=st.integers(1, 5),
+       dropout=st.floats(0.0, 1.0), mode=st.sampled_from(["sequential", "independent"]))
+def test_deep_denoising_loss_and_scores_equal_the_checked_functions(seed, B, m, da, steps, dropout, mode):
+    """``diffusion_loss`` (float64 denoiser, random data) is theory's ``denoising_loss`` of its
+    noise predictions on ``noised_actions`` of the same draws (t, eps, prefix kept) recomputed in
+    numpy, the functions the ``score.denoising_score`` check evaluates; ``agent_scores`` is
+    ``score_from_noise`` of the predictions."""
+    torch.manual_seed(seed)
+    sched = Schedule(vp_alpha_bars(steps))
+    den = Denoiser(2, da, m, steps, 16, 2).double()
+    obs = torch.randn(B, m, 2, dtype=torch.float64)
+    actions = torch.randn(B, m, da, dtype=torch.float64)
+    seen = {}
+    den.register_forward_hook(lambda mod, inputs, out: seen.update(inputs=inputs, out=out.detach().numpy()))
+    loss = diffusion_loss(den, sched, obs, actions, dropout, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)  # the draws of diffusion_loss, in its order
+    t = torch.randint(0, steps, (B, m), generator=g)
+    eps = torch.randn(actions.shape, generator=g, dtype=torch.float64).numpy()
+    keep = (torch.rand(B, m, 1, generator=g) >= dropout).double().numpy()
+    ab = sched.alpha_bars[t].double().numpy()[..., None]
+    x_t, t_in, _, _, mask = seen["inputs"]
+    np.testing.assert_allclose(x_t.detach().numpy(), theory_sd.noised_actions(actions.numpy(), eps, ab), atol=LOSS_ATOL)
+    assert torch.equal(t_in, t)
+    np.testing.assert_array_equal(mask.numpy(), np.tril(np.ones((m, m)), -1) * keep)
+    np.testing.assert_allclose(loss.item(), theory_sd.denoising_loss(seen["out"], eps), atol=LOSS_ATOL)
+    scores, eps_pred, _ = agent_scores(den, sched, obs, actions, t, torch.as_tensor(eps), mode)
+    np.testing.assert_allclose(scores.numpy(), theory_sd.score_from_noise(eps_pred.numpy(), ab), atol=LOSS_ATOL)
 
 
 def _coordination_data(n, generator):

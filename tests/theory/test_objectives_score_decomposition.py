@@ -58,3 +58,35 @@ def test_sequential_composition_reproduces_any_joint_table(seed):
     rng = np.random.default_rng(seed)
     joint = rng.dirichlet(np.ones(12)).reshape(2, 3, 2)
     np.testing.assert_allclose(sd.compose_sequential(sd.sequential_conditionals(joint)), joint, atol=1e-12)
+
+
+def test_noised_gmm_is_the_prefix_noised_law_with_nothing_given():
+    w, m, c, _ = random_gmm(np.random.default_rng(0), n_agents=3, dims_per_agent=1, n_components=2)
+    w1, m1, c1 = sd.noised_gmm(w, m, c, 0.3)
+    w2, m2, c2 = sd.prefix_noised_gmm(w, m, c, [], [0, 1, 2], 0.3)
+    np.testing.assert_allclose(m1, m2)
+    np.testing.assert_allclose(c1, c2)
+    np.testing.assert_allclose(w1, w2)
+    # variance preservation: a unit-variance coordinate stays unit-variance
+    _, _, c3 = sd.noised_gmm(np.ones(1), np.zeros((1, 1)), np.ones((1, 1, 1)), 0.3)
+    assert c3[0, 0, 0] == pytest.approx(1.0)
+
+
+def test_prefix_noised_law_keeps_the_given_block_clean():
+    """Given block (0,) clean, target (1,) noised: mean (m_0, sqrt(abar) m_1), covariance
+    [[C_00, sqrt(abar) C_01], [sqrt(abar) C_10, abar C_11 + 1 - abar]] (hand-computed)."""
+    w, m, c = np.array([1.0]), np.array([[1.0, 2.0]]), np.array([[[2.0, 0.5], [0.5, 1.0]]])
+    _, m2, c2 = sd.prefix_noised_gmm(w, m, c, [0], [1], 0.25)
+    np.testing.assert_allclose(m2, [[1.0, 1.0]])
+    np.testing.assert_allclose(c2, [[[2.0, 0.25], [0.25, 0.25 + 0.75]]])
+
+
+def test_posterior_noise_mean_of_one_gaussian_by_hand():
+    """x0 ~ N(m, s0^2) in 1-D: E[eps | x_t] = sigma (x_t - sqrt(abar) m) / (abar s0^2 + sigma^2)."""
+    from proofs_checks.score_decomposition import posterior_noise_mean
+
+    ab, s0, mean, x = 0.36, 2.0, 1.0, np.array([[0.5]])
+    sigma = math.sqrt(1 - ab)
+    got = posterior_noise_mean(x, np.array([1.0]), np.array([[mean]]), np.array([[[s0**2]]]), np.sqrt(ab) * np.eye(1), ab, 1)
+    assert got[0, 0] == pytest.approx(sigma * (0.5 - 0.6 * mean) / (ab * s0**2 + sigma**2))
+    assert sd.score_from_noise(got, ab)[0, 0] == pytest.approx(sd.gmm_score(x, *sd.noised_gmm(np.ones(1), np.array([[mean]]), np.array([[[s0**2]]]), ab))[0, 0])

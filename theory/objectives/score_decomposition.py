@@ -7,6 +7,13 @@ conditional scores ``grad_a log mu(a) = sum_i grad_a log mu(a_i | a_<i)``. Indep
 regularisation uses the marginals instead, ``sum_i grad_{a_i} log mu_i(a_i)``: the score of the
 product of marginals, which is a different distribution when the data are multimodal.
 
+The diffusion model of the behaviour (section 4, a DDPM on the variance-preserving schedule)
+is trained by the denoising loss ``E ||eps_theta(x_t, t) - eps||^2`` on ``x_t = sqrt(abar_t) x_0 +
+sigma_t eps``, ``sigma_t = sqrt(1 - abar_t)``; its minimiser is ``E[eps | x_t] = -sigma_t grad log
+p_t(x_t)`` (Tweedie), so a trained denoiser gives the score ``-eps_theta / sigma_t`` of the noised
+behaviour ``p_t``. ``noised_gmm`` and ``prefix_noised_gmm`` are the laws of ``x_t`` (and of
+``(a_<i, x_t^i)``) when the behaviour is a Gaussian mixture, where every such score is exact.
+
 Here the behaviour is a Gaussian mixture (weights ``pi[K]``, means ``m[K, D]``, covariances
 ``C[K, D, D]``), agent i owning the coordinates ``blocks[i]`` (consecutive, in agent order), so
 every score is available in closed form; and a finite joint-action table for the coordination
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import math
 from typing import Sequence
+
+import numpy as np
 
 from . import logsumexp, namespace
 
@@ -32,6 +41,12 @@ __all__ = [
     "compose_sequential",
     "kl_regularised_policy",
     "miscoordination_mass",
+    "vp_alpha_bars",
+    "noised_actions",
+    "denoising_loss",
+    "score_from_noise",
+    "noised_gmm",
+    "prefix_noised_gmm",
 ]
 
 
@@ -190,3 +205,57 @@ def miscoordination_mass(joint_policy, payoff, tol: float = 1e-12):
     xp = namespace(joint_policy, payoff)
     bad = payoff < xp.max(payoff) - tol
     return xp.sum(xp.where(bad, joint_policy, xp.zeros_like(joint_policy)))
+
+
+def vp_alpha_bars(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> np.ndarray:
+    """``abar_t = prod_{s<=t} (1 - beta_s)``, t = 1..T, of the discretised variance-preserving
+    SDE: ``beta_t = 1 - exp(-beta_min / T - (beta_max - beta_min)(2t - 1) / (2 T^2))``. ``[T]``, float64."""
+    if steps < 1:
+        raise ValueError(f"diffusion_steps: expected a positive integer, got {steps!r}")
+    t = np.arange(1, steps + 1, dtype=np.float64)
+    betas = 1.0 - np.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / steps**2)
+    return np.cumprod(1.0 - betas)
+
+
+def noised_actions(x0, eps, alpha_bar):
+    """``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` (``alpha_bar`` broadcast against ``x0``)."""
+    xp = namespace(x0, eps)
+    return xp.sqrt(alpha_bar) * x0 + xp.sqrt(1.0 - alpha_bar) * eps
+
+
+def denoising_loss(eps_pred, eps):
+    """The denoising loss ``E ||eps_theta(x_t, t) - eps||^2``: squared error summed over the last
+    axis, averaged over the rest."""
+    xp = namespace(eps_pred, eps)
+    return xp.mean(xp.sum((eps_pred - eps) ** 2, axis=-1))
+
+
+def score_from_noise(eps_pred, alpha_bar):
+    """``grad log p_t = -eps* / sigma_t`` with ``sigma_t = sqrt(1 - abar_t)`` (Tweedie)."""
+    xp = namespace(eps_pred)
+    return -eps_pred / xp.sqrt(1.0 - alpha_bar)
+
+
+def noised_gmm(weights, means, covs, alpha_bar: float):
+    """The law of ``x_t`` when ``x0`` is the Gaussian mixture ``(weights, means, covs)``: the
+    mixture with means ``sqrt(abar) m_k`` and covariances ``abar C_k + (1 - abar) I``."""
+    xp = namespace(means, covs)
+    D = means.shape[-1]
+    eye = xp.eye(D, dtype=covs.dtype)
+    return weights, math.sqrt(alpha_bar) * means, alpha_bar * covs + (1.0 - alpha_bar) * eye
+
+
+def prefix_noised_gmm(weights, means, covs, given: Sequence[int], target: Sequence[int], alpha_bar: float):
+    """The joint mixture of ``(x0[given], x_t[target])``: the given coordinates clean, the target
+    ones noised to level ``abar``, laid out ``given`` first. Conditioning it on the given block
+    (``conditional_log_density``) is the law that agent i's denoiser models, ``mu_t(a_i | a_<i)``."""
+    xp = namespace(means, covs)
+    g, t = list(given), list(target)
+    idx = xp.asarray(g + t)
+    m = xp.take(means, idx, axis=-1)
+    c = xp.take(xp.take(covs, idx, axis=-1), idx, axis=-2)
+    n_g, n = len(g), len(g) + len(t)
+    scale = xp.asarray([1.0] * n_g + [math.sqrt(alpha_bar)] * len(t), dtype=means.dtype)
+    noise = xp.asarray([0.0] * n_g + [1.0 - alpha_bar] * len(t), dtype=means.dtype)
+    eye = xp.eye(n, dtype=covs.dtype)
+    return weights, m * scale, c * scale[:, None] * scale[None, :] + eye * noise
