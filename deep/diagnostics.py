@@ -231,7 +231,9 @@ class _Hasher:
 # ----------------------------------------------------------------------------- policies
 def load_policy(policy):
     """A reference policy: a callable ``(obs, avail, t) -> actions`` returned as is, or a path to a
-    ``torch.save``d callable (loaded with ``weights_only=False``: only open checkpoints you trust)."""
+    policy checkpoint of ``deep.marlhf.vdn`` (``expert.pt``, ``rookie_<steps>.pt``, an offline
+    VDN ``policy.pt``: its greedy policy), or to a ``torch.save``d callable (loaded with
+    ``weights_only=False``: only open checkpoints you trust)."""
     if policy is None or callable(policy):
         return policy
     path = Path(policy)
@@ -239,7 +241,11 @@ def load_policy(policy):
         raise ValueError(f"policy: {policy!r} is neither a callable nor an existing checkpoint file")
     import torch
 
+    from deep.marlhf.vdn import POLICY_FORMAT, load_policy as load_q_policy
+
     obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
+        return load_q_policy(path)
     if not callable(obj):
         raise ValueError(f"{path}: expected a saved callable policy (obs, avail, t) -> actions, got {type(obj).__name__}")
     return obj
@@ -417,8 +423,11 @@ def diagnose_hdf5(
     rookies: Mapping[str, Any] | None = None,
     episodes: int = SIMULATION_EPISODES,
     progress: Callable[[str], None] | None = None,
+    fit_features: bool = True,
 ) -> DiagnosticResult:
-    """The diagnostic of an HDF5 dataset (module docstring); arguments as in ``diagnose``."""
+    """The diagnostic of an HDF5 dataset (module docstring); arguments as in ``diagnose``.
+    ``fit_features=False`` keeps the standardisation of a given ``RandomFourierFeatures`` (to
+    compare several datasets on one feature map) instead of fitting it to this dataset."""
     say = progress or (lambda msg: None)
     notes: list[str] = []
     with DatasetReader(path) as reader:
@@ -436,7 +445,7 @@ def diagnose_hdf5(
         hasher_s = _Hasher(spec.state_dim, count_resolution)
         hasher_o = _Hasher(spec.obs_dim, count_resolution)
         keys_sa, keys_s, keys_oa = [], [], [[] for _ in range(m)]
-        fit = isinstance(fmap, RandomFourierFeatures)
+        fit = fit_features and isinstance(fmap, RandomFourierFeatures)
         total = np.zeros(getattr(fmap, "input_dim", 0))
         squares = np.zeros_like(total)
         count = 0

@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the local search's restarts")
     p.add_argument("--equilibrium", help="a Nash equilibrium policy of GAME, to report Theorem 4's bound")
     p.add_argument("--no-clip", action="store_true", help="drop the printed clipping at 0 and H (see the erratum marlhf.sbsm_clipping)")
+
+    from deep.cli import add_deep_parser
+
+    add_deep_parser(sub)
     return parser
 
 

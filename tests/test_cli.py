@@ -129,3 +129,24 @@ def test_sbsm_rejects_bad_delta(tmp_path, capsys):
     save_game(m1, tmp_path / "m1.json")
     code, _, err = run(capsys, "sbsm", tmp_path / "m1.json", tmp_path / "none.npz", "--delta", "1.5")
     assert code == 2 and "--delta" in err
+
+
+def test_deep_command_is_registered_without_importing_torch():
+    """``marlcov verify`` must run without the deep extra: building the parser (which
+    registers ``marlcov deep``) may not import torch or JAX."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from marlcov.cli import build_parser; p = build_parser(); "
+        "a = p.parse_args(['deep', 'label', 'x.h5']); "
+        "print(a.deep_command, 'torch' in sys.modules, 'jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["label", "False", "False"]
+
+
+def test_deep_command_missing_file_exits_2(tmp_path, capsys):
+    assert main(["deep", "label", str(tmp_path / "missing.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.h5" in err
