@@ -1,5 +1,6 @@
 """Shared plumbing of the deep trainers: seeding, devices, configs from files, progress bars,
-resumable training state and in-memory tensors of an HDF5 dataset.
+resumable training state, in-memory tensors of an HDF5 dataset and the step masks of its
+padded episodes.
 
 Resumable training: a trainer keeps its modules, optimisers and random generators in a
 ``TrainingState``; ``TrainingState.save`` writes ``{format, step, modules, generators, rng,
@@ -295,6 +296,26 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """A permutation of ``range(n)`` that depends only on ``(seed, epoch)``: data orders that
     a resumed run reproduces without saving them."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
+
+
+# ----------------------------------------------------------------------------- padded episodes
+def step_masks(avail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, last)``, bool ``[N, H]``, of episodes stored padded to ``H`` steps, from their
+    availability masks ``avail [N, H, m, A]``.
+
+    A dataset stores every episode padded to ``H`` steps (SMAX episodes end early;
+    ``deep.envs.smax``): a padded step has no action available to any agent. ``valid[n, t]``
+    is True for real steps (some action available) and ``last[n, t]`` for the final real step
+    of an episode, after which the value of the next state is 0 (the finite-horizon convention
+    of the papers; without padding, as in MPE, every step is real and the last is ``H - 1``).
+    ValueError when an episode's padding does not come after all its real steps.
+    """
+    valid = np.asarray(avail).any(axis=(2, 3))
+    lengths = valid.sum(axis=1)
+    if not np.all(valid == (np.arange(valid.shape[1])[None, :] < lengths[:, None])):
+        raise ValueError("avail: expected every episode's real steps to come first and the padding after them")
+    last = np.arange(valid.shape[1])[None, :] == (lengths - 1)[:, None]
+    return valid, last
 
 
 # ----------------------------------------------------------------------------- dataset tensors

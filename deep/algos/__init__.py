@@ -6,9 +6,10 @@ in memory with its step masks, the local networks, the linear state-conditioned 
 training loop with resumable checkpoints, and greedy evaluation in the environment.
 
 Step masks. A dataset stores every episode padded to ``H`` steps (SMAX episodes end early;
-``deep.envs.smax``). ``valid[n, t]`` is True for real steps (some action available) and
-``last[n, t]`` for the final real step of an episode, after which the value of the next state
-is 0 (the finite-horizon convention of both papers; for MPE the last step is ``H - 1``).
+``deep.envs.smax``). ``step_masks`` (``deep.common``, re-exported here) gives ``valid[n, t]``,
+True for real steps (some action available), and ``last[n, t]`` for the final real step of an
+episode, after which the value of the next state is 0 (the finite-horizon convention of both
+papers; for MPE the last step is ``H - 1``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from deep.common import (
     masked,
     mlp,
     progress_bar,
+    step_masks,
     with_agent_id,
 )
 from deep.data.schema import DatasetSpec
@@ -59,16 +61,6 @@ MODEL_FORMAT = "marlcov.deep-offline-policy/1"
 #: Largest exponent ``(Q - V)/temperature`` given to the behaviour-cloning weights: the weights
 #: only scale the policy loss, and exp of a larger value would overflow float32.
 MAX_WEIGHT_EXPONENT = 10.0
-
-
-def step_masks(avail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(valid, last)`` ``[N, H]`` from ``avail [N, H, m, A]`` (module docstring)."""
-    valid = np.asarray(avail).any(axis=(2, 3))
-    lengths = valid.sum(axis=1)
-    if not np.all(valid == (np.arange(valid.shape[1])[None, :] < lengths[:, None])):
-        raise ValueError("avail: expected every episode's real steps to come first and the padding after them")
-    last = np.arange(valid.shape[1])[None, :] == (lengths - 1)[:, None]
-    return valid, last
 
 
 class OfflineData:

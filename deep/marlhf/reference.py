@@ -4,7 +4,11 @@ pi_ref approximates the behaviour policy pi^b that generated the dataset, to bui
 reward of (3). One network, shared by all agents, maps agent i's local observation and its
 one-hot id to action logits; unavailable actions (``avail`` False) are masked out of the
 softmax, so pi_ref puts (numerically) zero mass on them. The loss is the mean negative
-log-likelihood of the dataset's actions over every trajectory, step and agent.
+log-likelihood of the dataset's actions over every real step and agent of every trajectory.
+
+Padded episodes (SMAX; ``deep.common.step_masks``): a padded step has nothing available and a
+filler action, so it says nothing about the behaviour policy. It is left out of the loss, of
+the reported NLL and accuracy, and of the check that recorded actions are available.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from deep.common import (
     progress_bar,
     resolve_device,
     seed_everything,
+    step_masks,
     with_agent_id,
 )
 
@@ -79,17 +84,28 @@ class PolicyNet(torch.nn.Module):
         return F.log_softmax(masked(self(obs), avail), dim=-1)
 
 
-def behaviour_cloning_loss(log_probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Mean of ``-log pi_ref(a | o)`` over all leading axes; ``log_probs [..., A]``, ``actions [...]``."""
-    return -log_probs.gather(-1, actions.long().unsqueeze(-1)).mean()
+def behaviour_cloning_loss(log_probs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``-log pi_ref(a | o)``: ``log_probs [..., A]``, ``actions [...]``. Without
+    ``valid``, over all leading axes; with ``valid [B, H]`` (real steps) and ``log_probs
+    [B, H, m, A]``, over the real steps and all agents only."""
+    nll = -log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return nll.mean() if valid is None else nll[valid].mean()
 
 
 def check_actions_available(actions: np.ndarray, avail: np.ndarray, where: str = "dataset") -> None:
-    """ValueError when a recorded action is marked unavailable (masks and actions disagree)."""
+    """ValueError when a recorded action of a real step is marked unavailable (masks and
+    actions disagree); ``actions [N, H, m]``, ``avail [N, H, m, A]``. Padded steps (nothing
+    available) hold a filler action and are not checked."""
+    try:
+        valid, _ = step_masks(avail)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     taken = np.take_along_axis(avail, actions.astype(np.int64)[..., None], axis=-1)[..., 0]
-    if not taken.all():
-        n = int((~taken).sum())
-        raise ValueError(f"{where}: field 'avail' marks {n} recorded action(s) as unavailable")
+    bad = ~taken & valid[..., None]
+    if bad.any():
+        n, t, i = np.argwhere(bad)[0]
+        raise ValueError(f"{where}: field 'avail' marks {int(bad.sum())} recorded action(s) of real steps as unavailable "
+                         f"(the first: trajectory {n}, step {t}, agent {i})")
 
 
 class ReferencePolicy:
@@ -129,17 +145,19 @@ def load_reference(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
 
 @torch.no_grad()
-def _metrics(net: PolicyNet, obs, actions, avail, idx: np.ndarray, prefix: str) -> dict[str, float]:
+def _metrics(net: PolicyNet, obs, actions, avail, valid, idx: np.ndarray, prefix: str) -> dict[str, float]:
+    """Mean NLL and accuracy of the greedy action over the real steps and agents of the
+    trajectories ``idx``."""
     if len(idx) == 0:
         return {}
     nll, correct, n = 0.0, 0.0, 0
     for k in range(0, len(idx), EVAL_CHUNK):
         sel = torch.as_tensor(idx[k : k + EVAL_CHUNK], device=obs.device)
         logp = net.log_probs(obs[sel], avail[sel])
-        a = actions[sel]
-        nll += float(-logp.gather(-1, a.unsqueeze(-1)).sum())
-        correct += float((logp.argmax(dim=-1) == a).sum())
-        n += a.numel()
+        a, v = actions[sel], valid[sel]
+        nll += float(-logp.gather(-1, a.unsqueeze(-1)).squeeze(-1)[v].sum())
+        correct += float((logp.argmax(dim=-1) == a)[v].sum())
+        n += int(v.sum()) * a.shape[-1]
     return {f"{prefix}_nll": nll / n, f"{prefix}_accuracy": correct / n}
 
 
@@ -154,7 +172,8 @@ def train_reference(
     """Behaviour cloning of pi_ref over every trajectory of the dataset.
 
     Writes ``reference.pt``, ``metrics.json``, ``config.json`` and the resumable
-    ``train_state.pt`` to ``out_dir``; returns a summary with train/validation NLL and accuracy.
+    ``train_state.pt`` to ``out_dir``; returns a summary with train/validation NLL and accuracy
+    (over real steps; padded steps count nowhere).
     A ``val_fraction`` of the trajectories (seeded) is held out to report generalisation.
     """
     cfg = load_config(ReferenceConfig, config)
@@ -168,6 +187,7 @@ def train_reference(
     obs = torch.as_tensor(arrays["obs"][:, :H], dtype=torch.float32, device=dev)
     actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
     avail = torch.as_tensor(arrays["avail"], device=dev)
+    valid = torch.as_tensor(step_masks(arrays["avail"])[0], device=dev)
     del arrays
     N = obs.shape[0]
     split = np.random.default_rng([seed, 2]).permutation(N)
@@ -197,7 +217,7 @@ def train_reference(
         if epoch != order_epoch:
             order_epoch, order = epoch, train_idx[epoch_permutation(len(train_idx), seed, epoch)]
         batch = torch.as_tensor(order[k * cfg.batch_size : (k + 1) * cfg.batch_size], device=dev)
-        loss = behaviour_cloning_loss(net.log_probs(obs[batch], avail[batch]), actions[batch])
+        loss = behaviour_cloning_loss(net.log_probs(obs[batch], avail[batch]), actions[batch], valid[batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -207,7 +227,7 @@ def train_reference(
         bar.update(1)
         if k == steps_per_epoch - 1:
             record = {"epoch": epoch + 1, "nll": running["loss"] / running["n"]}
-            record.update(_metrics(net, obs, actions, avail, val_idx, "val"))
+            record.update(_metrics(net, obs, actions, avail, valid, val_idx, "val"))
             history.append(record)
             running = {"loss": 0.0, "n": 0}
             bar.set_postfix(nll=f"{record['nll']:.3f}")
@@ -218,8 +238,8 @@ def train_reference(
     state.save()
 
     summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_trajectories": int(len(train_idx)), "val_trajectories": int(n_val)}
-    summary.update(_metrics(net, obs, actions, avail, train_idx, "train"))
-    summary.update(_metrics(net, obs, actions, avail, val_idx, "val"))
+    summary.update(_metrics(net, obs, actions, avail, valid, train_idx, "train"))
+    summary.update(_metrics(net, obs, actions, avail, valid, val_idx, "val"))
     metrics = {"summary": summary, "history": history}
     path = save_reference(out / "reference.pt", net, cfg, sizes, metrics)
     atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")

@@ -16,7 +16,7 @@ Loss (1), with R_{phi,i}(tau) = sum_h r_phi[h, i] and labels y_i in {+1, -1}:
 
 the expectation of (2) taken over both trajectories of every pair in the batch. Var_D(r_phi) is
 detached (no gradient flows through it). ``variance="dataset"`` (the default, as in the paper)
-computes it over every step and agent of every trajectory of the dataset file (it needs no labels,
+computes it over every real step and agent of every trajectory of the dataset file (it needs no labels,
 so the trajectories of held-out pairs count too), with no gradient, at the start of each epoch,
 and keeps it for that epoch (it is saved with the resumable state); ``variance="batch"`` uses the variance of
 the current batch's predictions instead. Both are floored at ``VAR_FLOOR``. ``variance="none"``
@@ -35,6 +35,13 @@ smoother.
 
 The saved model (``REWARD_MODEL_FORMAT``) also holds the mean and variance of r_phi over the
 whole dataset after training, which standardise it as in (4).
+
+Padded episodes (SMAX; ``deep.common.step_masks``): only real steps count. R_{phi,i}(tau) sums
+r_phi over the real steps of tau, (2) sums over pairs of consecutive real steps (h, h+1), and
+E_D, Var_D (and the batch variance) run over real steps only. The network still runs over the
+padded steps (r_phi is computed for every step, then masked): for the GRU this is exact because
+the padding comes after the real steps, so it never feeds the recurrence of a real one.
+Without padding (MPE) every step is real and the numbers are those of the unmasked formulas.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from deep.common import (
     progress_bar,
     resolve_device,
     seed_everything,
+    step_masks,
     with_agent_id,
 )
 
@@ -166,21 +174,34 @@ class RewardLoss(NamedTuple):
     variance: torch.Tensor
 
 
-def preference_nll(r_first: torch.Tensor, r_second: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def trajectory_returns(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """R_{phi,i}(tau) ``[B, m]``: the sum of ``rewards [B, H, m]`` over the real steps
+    (``valid [B, H]``; None: every step is real)."""
+    if valid is None:
+        return rewards.sum(dim=1)
+    return rewards.masked_fill(~valid[..., None], 0.0).sum(dim=1)
+
+
+def preference_nll(r_first: torch.Tensor, r_second: torch.Tensor, labels: torch.Tensor,
+                   valid_first: torch.Tensor | None = None, valid_second: torch.Tensor | None = None) -> torch.Tensor:
     """First term of (1): mean over pairs of ``sum_i -log sigma(y_i (R_i(tau1) - R_i(tau2)))``.
 
-    ``r_first``, ``r_second``: per-step rewards ``[P, H, m]``; ``labels`` ``[P, m]`` in {+1, -1}.
+    ``r_first``, ``r_second``: per-step rewards ``[P, H, m]``; ``labels`` ``[P, m]`` in {+1, -1};
+    ``valid_first``, ``valid_second`` ``[P, H]``: the real steps of each trajectory (None: all).
     ``-log sigma(x)`` is computed as ``softplus(-x)`` (no overflow for large margins).
     """
-    margin = labels.to(r_first.dtype) * (r_first.sum(dim=1) - r_second.sum(dim=1))
+    margin = labels.to(r_first.dtype) * (trajectory_returns(r_first, valid_first) - trajectory_returns(r_second, valid_second))
     return F.softplus(-margin).sum(dim=-1).mean()
 
 
-def temporal_mse(rewards: torch.Tensor) -> torch.Tensor:
-    """L_MSE (2): mean over trajectories of ``sum_{h=1}^{H-1} ||r[h+1, :] - r[h, :]||_2^2``;
-    ``rewards [B, H, m]``."""
-    diff = rewards[:, 1:] - rewards[:, :-1]
-    return diff.pow(2).sum(dim=(1, 2)).mean()
+def temporal_mse(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """L_MSE (2): mean over trajectories of ``sum_h ||r[h+1, :] - r[h, :]||_2^2`` over the pairs
+    of consecutive real steps; ``rewards [B, H, m]``, ``valid [B, H]`` (None: every step real)."""
+    sq = (rewards[:, 1:] - rewards[:, :-1]).pow(2)
+    if valid is not None:
+        # Real steps come first, so (h, h+1) are both real exactly when h+1 is.
+        sq = sq.masked_fill(~valid[:, 1:, None], 0.0)
+    return sq.sum(dim=(1, 2)).mean()
 
 
 def reward_model_loss(
@@ -189,15 +210,22 @@ def reward_model_loss(
     labels: torch.Tensor,
     alpha: float,
     variance: torch.Tensor | float | None = None,
+    valid_first: torch.Tensor | None = None,
+    valid_second: torch.Tensor | None = None,
 ) -> RewardLoss:
-    """Loss (1) on a batch of pairs. ``variance``: Var_D(r_phi) (over the training set), or
-    None for the variance of this batch's predictions; either way it is detached and floored
-    at ``VAR_FLOOR``. L_MSE averages over both trajectories of every pair."""
+    """Loss (1) on a batch of pairs: ``r_first``, ``r_second`` ``[P, H, m]``, ``labels [P, m]``.
+    ``variance``: Var_D(r_phi) (over the training set), or None for the variance of this
+    batch's predictions on real steps; either way it is detached and floored at ``VAR_FLOOR``.
+    L_MSE averages over both trajectories of every pair. ``valid_first``, ``valid_second``
+    ``[P, H]``: the real steps of padded trajectories (both or neither; None: every step real)."""
+    if (valid_first is None) != (valid_second is None):
+        raise ValueError("valid_first, valid_second: give the step masks of both trajectories of the pairs, or neither")
     both = torch.cat([r_first, r_second], dim=0)
-    nll = preference_nll(r_first, r_second, labels)
-    mse = temporal_mse(both)
+    valid = None if valid_first is None else torch.cat([valid_first, valid_second], dim=0)
+    nll = preference_nll(r_first, r_second, labels, valid_first, valid_second)
+    mse = temporal_mse(both, valid)
     if variance is None:
-        var = both.detach().var(unbiased=False)
+        var = (both.detach() if valid is None else both.detach()[valid]).var(unbiased=False)
     else:
         var = torch.as_tensor(variance, dtype=both.dtype, device=both.device).detach()
     var = var.clamp_min(VAR_FLOOR)
@@ -216,9 +244,10 @@ def predict_rewards(net: RewardNet, obs: torch.Tensor, actions: torch.Tensor, ch
     return out
 
 
-def reward_statistics(rewards: torch.Tensor) -> tuple[float, float]:
-    """``(E_D r_phi, Var_D r_phi)`` over all steps, agents and trajectories (population variance)."""
-    r = rewards.double()
+def reward_statistics(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[float, float]:
+    """``(E_D r_phi, Var_D r_phi)`` (population variance) of ``rewards [N, H, m]`` over all agents
+    and the real steps (``valid [N, H]``; None: every step) of every trajectory."""
+    r = rewards.double() if valid is None else rewards.double()[valid]
     return float(r.mean()), float(r.var(unbiased=False))
 
 
@@ -296,8 +325,8 @@ def train_reward_model(
     """Train r_phi on the preference pairs of a dataset with loss (1).
 
     Args:
-        dataset_path: HDF5 dataset (``deep.data``); only ``obs``, ``actions`` and the pairs
-            are read, never the true rewards.
+        dataset_path: HDF5 dataset (``deep.data``); only ``obs``, ``actions``, ``avail`` (for
+            the step masks of padded episodes) and the pairs are read, never the true rewards.
         config: ``RewardModelConfig``, a mapping or a JSON/YAML file.
         out_dir: receives ``reward_model.pt`` (the result), ``metrics.json``, ``config.json``
             and ``train_state.pt`` (the resumable state, saved every ``checkpoint_every`` steps).
@@ -313,10 +342,11 @@ def train_reward_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset_path = Path(dataset_path)
-    spec, arrays = load_dataset_arrays(dataset_path, ["obs", "actions"])
+    spec, arrays = load_dataset_arrays(dataset_path, ["obs", "actions", "avail"])
     H = spec.horizon
     obs = torch.as_tensor(arrays["obs"][:, :H], dtype=torch.float32, device=dev)
     actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
+    valid = torch.as_tensor(step_masks(arrays["avail"])[0], device=dev)
     del arrays
     pairs = _load_pairs(dataset_path, pairs_path)
     P = len(pairs)
@@ -346,7 +376,7 @@ def train_reward_model(
     running.update(json.loads(state.extra.get("running", "{}")))
 
     def dataset_variance() -> float:
-        return reward_statistics(predict_rewards(net, obs, actions))[1]
+        return reward_statistics(predict_rewards(net, obs, actions), valid)[1]
 
     bar = progress_bar(total, "reward model", cfg.progress, initial=state.step)
     net.train()
@@ -362,7 +392,7 @@ def train_reward_model(
         r = net(torch.cat([obs[i1], obs[i2]]), torch.cat([actions[i1], actions[i2]]))
         r1, r2 = r[: len(batch)], r[len(batch) :]
         var = {"dataset": state.extra.get("variance"), "batch": None, "none": 1.0}[cfg.variance]
-        loss = reward_model_loss(r1, r2, labels[batch], cfg.alpha_at(epoch), var)
+        loss = reward_model_loss(r1, r2, labels[batch], cfg.alpha_at(epoch), var, valid[i1], valid[i2])
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
         opt.step()
@@ -375,7 +405,7 @@ def train_reward_model(
         if k == steps_per_epoch - 1:
             record = {"epoch": epoch + 1, "loss": running["loss"] / running["n"], "nll": running["nll"] / running["n"], "mse": running["mse"] / running["n"]}
             if n_val:
-                record.update(_pair_metrics(net, obs, actions, first, second, labels, val_idx, "val"))
+                record.update(_pair_metrics(net, obs, actions, valid, first, second, labels, val_idx, "val"))
             history.append(record)
             running = {"loss": 0.0, "nll": 0.0, "mse": 0.0, "n": 0}
             bar.set_postfix(nll=f"{record['nll']:.3f}")
@@ -386,12 +416,12 @@ def train_reward_model(
     state.save()
 
     all_r = predict_rewards(net, obs, actions)
-    mean, var = reward_statistics(all_r)
+    mean, var = reward_statistics(all_r, valid)
     summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_pairs": int(len(train_idx)), "val_pairs": int(n_val),
                                "reward_mean": mean, "reward_var": var}
-    summary.update(_pair_metrics(net, obs, actions, first, second, labels, train_idx, "train"))
+    summary.update(_pair_metrics(net, obs, actions, valid, first, second, labels, train_idx, "train"))
     if n_val:
-        summary.update(_pair_metrics(net, obs, actions, first, second, labels, val_idx, "val"))
+        summary.update(_pair_metrics(net, obs, actions, valid, first, second, labels, val_idx, "val"))
     metrics = {"summary": summary, "history": history}
     model_path = save_reward_model(out / "reward_model.pt", net, cfg, sizes, mean, var, metrics)
     atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
@@ -400,12 +430,12 @@ def train_reward_model(
 
 
 @torch.no_grad()
-def _pair_metrics(net, obs, actions, first, second, labels, idx: np.ndarray, prefix: str) -> dict[str, float]:
+def _pair_metrics(net, obs, actions, valid, first, second, labels, idx: np.ndarray, prefix: str) -> dict[str, float]:
     """Mean NLL (first term of (1)) and label accuracy of r_phi on the pairs ``idx``."""
     if len(idx) == 0:
         return {}
     idx_t = torch.as_tensor(idx, device=obs.device)
-    R = predict_rewards(net, obs, actions).sum(dim=1)
+    R = trajectory_returns(predict_rewards(net, obs, actions), valid)
     d = R[first[idx_t]] - R[second[idx_t]]
     y = labels[idx_t]
     nll = float(F.softplus(-y * d).sum(dim=-1).mean())

@@ -4,10 +4,11 @@ Value decomposition (VDN): ``Q_tot(o, a) = sum_i Q_i(o_i, a_i)``, one network sh
 agents (local observation plus one-hot agent id -> Q-values of the agent's actions), trained by
 one-step Q-learning against a target network that is copied every ``target_update`` updates:
 
-    y_h = r_h + gamma * 1[h < H] * sum_i max_{a' available} Q'_i(o_{h+1,i}, a'),
+    y_h = r_h + gamma * 1[h < L] * sum_i max_{a' available} Q'_i(o_{h+1,i}, a'),
 
-no bootstrap after the last step (MPE episodes are truncated at H, and the objective (3) is a
-finite-horizon sum). The team reward of a dataset step is
+L the episode's last real step, after which nothing is bootstrapped (MPE episodes are truncated
+at H, SMAX episodes end early, and the objective (3) is a finite-horizon sum). The team reward
+of a dataset step is
 
     r_h = sum_i (r_phi(o_{h,i}, a_{h,i}) - E_D r_phi) / sqrt(Var_D r_phi)          (4)
           + beta * sum_i (log pi_ref(a_{h,i} | o_{h,i}) + log |A_{h,i}|),
@@ -15,8 +16,13 @@ finite-horizon sum). The team reward of a dataset step is
 the second line being the KL reward -beta log(pi_w / pi_ref) of (3) with pi_w replaced by the
 uniform 1/|A| (section 5.3: Q-learning has no explicit pi_w). |A_{h,i}| counts agent i's
 available actions at step h (the full action set in MPE). A batch is ``batch_size`` whole
-trajectories, every step of them used. The greedy policy takes the best available action of
-Q_i for each agent.
+trajectories, every real step of them used. The greedy policy takes the best available action
+of Q_i for each agent.
+
+Padded episodes (SMAX; ``deep.common.step_masks``): a padded step has nothing available and a
+filler action. Its rewards (both terms) are 0, it is not checked against ``avail``, and it is
+left out of the TD loss, which averages over real steps only. Without padding (MPE) every step
+is real and the numbers are those of the unmasked formulas.
 
 Policies (offline and online VDN alike) are saved as ``POLICY_FORMAT``: ``torch.save`` of a
 dict with ``format``, ``env_name``, ``network`` (JSON: obs_dim, n_actions, n_agents, hidden,
@@ -49,6 +55,7 @@ from deep.common import (
     progress_bar,
     resolve_device,
     seed_everything,
+    step_masks,
     torch_generator,
     with_agent_id,
 )
@@ -163,6 +170,13 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", eps
 
 
 # ----------------------------------------------------------------------------- rewards (3), (4)
+def step_mask_tensors(avail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``deep.common.step_masks`` of ``avail [N, H, m, A]`` as tensors on its device:
+    ``(valid, last)`` ``[N, H]``."""
+    valid, last = step_masks(avail.cpu().numpy())
+    return torch.as_tensor(valid, device=avail.device), torch.as_tensor(last, device=avail.device)
+
+
 def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-step KL reward of (3) with pi_w = 1/|A|: ``beta * sum_i (log pi_ref(a_i|o_i) + log |A_i|)``.
 
@@ -174,19 +188,25 @@ def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.T
 
 
 @torch.no_grad()
-def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float,
+                    valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The team reward of every dataset step, ``[N, H]``: ``r_std`` (4), ``kl`` (the KL reward
-    of (3) after the 1/|A| substitution) and ``total = r_std + kl``.
+    of (3) after the 1/|A| substitution) and ``total = r_std + kl``; all three are 0 on padded
+    steps.
 
     ``reward_model``: a ``TrainedRewardModel``; ``reference``: a ``ReferencePolicy`` (may be
-    None when ``beta == 0``); ``obs [N, H, m, d]`` the step observations.
+    None when ``beta == 0``); ``obs [N, H, m, d]`` the step observations, ``actions [N, H, m]``,
+    ``avail [N, H, m, A]``; ``valid [N, H]`` the real steps (None: ``step_masks`` of ``avail``).
     """
-    r_std = reward_model.standardised(obs, actions).sum(dim=-1)
+    if valid is None:
+        valid, _ = step_mask_tensors(avail)
+    r_std = reward_model.standardised(obs, actions).sum(dim=-1).masked_fill(~valid, 0.0)
     if beta > 0:
         if reference is None:
             raise ValueError("reference: a reference policy is needed when beta > 0")
         kl = torch.cat([kl_reward(reference.log_probs(obs[k : k + 2048], avail[k : k + 2048]), actions[k : k + 2048], avail[k : k + 2048], beta)
                         for k in range(0, obs.shape[0], 2048)])
+        kl = kl.masked_fill(~valid, 0.0)
     else:
         kl = torch.zeros_like(r_std)
     return {"r_std": r_std, "kl": kl, "total": r_std + kl}
@@ -201,19 +221,31 @@ def vdn_td_loss(
     avail: torch.Tensor,
     rewards: torch.Tensor,
     gamma: float,
+    valid: torch.Tensor | None = None,
+    last: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared TD error of Q_tot over whole trajectories.
+    """Mean squared TD error of Q_tot over the real steps of whole trajectories.
 
     ``obs [B, H+1, m, d]`` (the last entry is the final observation), ``actions [B, H, m]``,
-    ``avail [B, H, m, A]`` (of the step actions), ``rewards [B, H]`` team rewards.
+    ``avail [B, H, m, A]`` (of the step actions), ``rewards [B, H]`` team rewards; ``valid``
+    and ``last [B, H]`` (``deep.common.step_masks``, both or neither): the real steps and each
+    episode's last one, after which nothing is bootstrapped. Without them every step is real
+    and only step ``H - 1`` ends an episode.
     """
+    if (valid is None) != (last is None):
+        raise ValueError("valid, last: give both step masks or neither")
     H = actions.shape[1]
     q = q_net(obs[:, :H]).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(dim=-1)
     with torch.no_grad():
         q_next = masked(target_net(obs[:, 1:H]), avail[:, 1:]).max(dim=-1).values.sum(dim=-1)
         bootstrap = torch.cat([q_next, torch.zeros_like(q_next[:, :1])], dim=1)
+        if last is not None:
+            # The step after an episode's last real step is padding, whose masked max is
+            # MASKED_LOGIT: the finite horizon gives it the value 0 instead.
+            bootstrap = bootstrap.masked_fill(last, 0.0)
         target = rewards + gamma * bootstrap
-    return (q - target).pow(2).mean()
+    sq = (q - target).pow(2)
+    return sq.mean() if valid is None else sq[valid].mean()
 
 
 def fit_offline_vdn(
@@ -226,13 +258,17 @@ def fit_offline_vdn(
     state_path: str | os.PathLike | None = None,
     resume: bool = True,
     run_config: Mapping[str, Any] | None = None,
+    masks: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[AgentQNet, list[dict[str, float]]]:
     """Offline VDN on in-memory tensors (all on one device): ``obs [N, H+1, m, d]``,
-    ``actions [N, H, m]``, ``avail [N, H, m, A]``, team ``rewards [N, H]``. Batches of
-    ``batch_size`` trajectories are drawn with a seeded torch generator. With ``state_path``,
-    training resumes from / checkpoints to it. Returns the Q-network and the loss history."""
+    ``actions [N, H, m]``, ``avail [N, H, m, A]``, team ``rewards [N, H]``; ``masks``: the
+    step masks ``(valid, last)`` ``[N, H]`` of padded episodes (None: ``step_masks`` of
+    ``avail``). Batches of ``batch_size`` trajectories are drawn with a seeded torch generator.
+    With ``state_path``, training resumes from / checkpoints to it. Returns the Q-network and
+    the loss history."""
     cfg = config
     dev = obs.device
+    valid, last = step_mask_tensors(avail) if masks is None else masks
     N = obs.shape[0]
     seed_everything(seed)
     net = AgentQNet(obs.shape[-1], avail.shape[-1], obs.shape[-2], cfg.hidden, cfg.layers).to(dev)
@@ -254,7 +290,7 @@ def fit_offline_vdn(
     bar = progress_bar(cfg.updates, "offline VDN", cfg.progress, initial=state.step)
     while state.step < cfg.updates:
         idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen, device=dev)
-        loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma)
+        loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma, valid[idx], last[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -293,14 +329,16 @@ def train_offline_vdn(
     """The second step of the pipeline: offline VDN on ``r_std + KL reward`` over a dataset.
 
     Args:
-        dataset_path: HDF5 dataset; reads ``obs``, ``actions``, ``avail`` (not the rewards).
+        dataset_path: HDF5 dataset; reads ``obs``, ``actions``, ``avail`` (not the rewards);
+            episodes may be padded (``deep.common.step_masks``).
         reward_model_path: ``reward_model.pt`` of ``train_reward_model``.
         reference_path: ``reference.pt`` of ``train_reference`` (None allowed when beta = 0).
         config: ``OfflineVDNConfig``, mapping or JSON/YAML file.
         out_dir: receives ``policy.pt`` (``POLICY_FORMAT``), ``metrics.json``, ``config.json``
             and the resumable ``train_state.pt``.
 
-    Returns a summary: the policy path and the mean per-step r_std and KL reward on the dataset.
+    Returns a summary: the policy path and the mean per-step r_std and KL reward over the
+    dataset's real steps.
     """
     from deep.marlhf.reference import check_actions_available, load_reference
     from deep.marlhf.reward_model import load_reward_model
@@ -316,15 +354,17 @@ def train_offline_vdn(
     obs = torch.as_tensor(arrays["obs"], dtype=torch.float32, device=dev)
     actions = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
     avail = torch.as_tensor(arrays["avail"], device=dev)
+    valid, last = (torch.as_tensor(mask, device=dev) for mask in step_masks(arrays["avail"]))
     del arrays
     reward_model = load_reward_model(reward_model_path, dev)
     reference = load_reference(reference_path, dev) if reference_path is not None and cfg.beta > 0 else None
-    rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta)
+    rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta, valid)
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve()),
                   "reward_model": str(Path(reward_model_path).resolve()),
                   "reference": None if reference_path is None else str(Path(reference_path).resolve())}
-    net, history = fit_offline_vdn(obs, actions, avail, rew["total"], cfg, seed, out / "train_state.pt", resume, run_config)
-    summary = {"updates": cfg.updates, "beta": cfg.beta, "mean_r_std": float(rew["r_std"].mean()), "mean_kl_reward": float(rew["kl"].mean()),
+    net, history = fit_offline_vdn(obs, actions, avail, rew["total"], cfg, seed, out / "train_state.pt", resume, run_config, (valid, last))
+    summary = {"updates": cfg.updates, "beta": cfg.beta, "mean_r_std": float(rew["r_std"][valid].mean()),
+               "mean_kl_reward": float(rew["kl"][valid].mean()),
                "final_td_loss": history[-1]["td_loss"] if history else None}
     path = save_policy(out / "policy.pt", net, spec.env_name, cfg, {"trainer": "offline-vdn", "name": "offline-vdn", **{k: v for k, v in summary.items() if v is not None}})
     atomic_write_text(json.dumps({"summary": summary, "history": history}, indent=2) + "\n", out / "metrics.json")
