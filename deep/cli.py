@@ -126,15 +126,50 @@ def cmd_train_experts(args) -> int:
 
 
 def cmd_collect(args) -> int:
+    """Three kinds of dataset: a Table 1 mix on an MPE task from trained policies
+    (``--policies``), a Table 1 mix on a SMAX map from scripted behaviours, or with
+    ``--continuous`` a continuous-action spread dataset (``--expert-fraction``, ``--noise``)."""
     from deep.common import resolve_device
-    from deep.pipeline import collect_dataset, env_kwargs, env_name, section, stage_configs
+    from deep.pipeline import (MIXES, collect_continuous, collect_dataset, collect_smax_dataset, env_kwargs, env_name, section,
+                               smax_map, stage_configs)
 
-    env = env_name(args.env)
     config = _pipeline_config(args)
+
+    def not_with(kind: str, options: dict[str, Any]) -> None:
+        for option, value in options.items():
+            if value is not None:
+                raise GameError(f"{option}: not an option of {kind}")
+
+    def size_and_batch(env: str) -> tuple[int, int]:
+        collect = section(config, "collect", env)
+        n = args.trajectories if args.trajectories is not None else int(collect.get("trajectories", 1024))
+        return n, args.batch_size or int(collect.get("batch_size", 128))
+
+    if args.continuous:
+        not_with("--continuous collection (it takes --expert-fraction and --noise)",
+                 {"--mix": args.mix, "--policies": args.policies, "--epsilon": args.epsilon})
+        n, batch = size_and_batch(env_name(args.env))
+        res = collect_continuous(args.env, n, args.out, expert_fraction=0.5 if args.expert_fraction is None else args.expert_fraction,
+                                 noise=0.1 if args.noise is None else args.noise, seed=args.seed, batch_size=batch,
+                                 overwrite=args.overwrite)
+        return _report(args, res, f"wrote {res['n_trajectories']} continuous-action trajectories to {args.out}")
+    not_with("a Table 1 mix (--expert-fraction and --noise need --continuous)",
+             {"--expert-fraction": args.expert_fraction, "--noise": args.noise})
+    if args.mix is None:
+        raise GameError(f"--mix: required (one of {list(MIXES)}) unless --continuous is given")
+    smax = smax_map(args.env)
+    if smax is not None:
+        not_with("SMAX maps (their behaviours are the scripted ones of deep.envs.smax_behaviours)",
+                 {"--policies": args.policies, "--epsilon": args.epsilon})
+        n, batch = size_and_batch("smax_" + smax)
+        res = collect_smax_dataset(smax, args.mix, n, args.out, seed=args.seed, batch_size=batch, overwrite=args.overwrite)
+        return _report(args, res, f"wrote {res['n_trajectories']} trajectories ({args.mix}) of smax_{smax} to {args.out}")
+    env = env_name(args.env)
+    if args.policies is None:
+        raise GameError("--policies: required for MPE tasks (the directory of expert.pt and rookie_<steps>.pt from train-experts)")
+    n, batch = size_and_batch(env)
     collect = section(config, "collect", env)
-    n = args.trajectories if args.trajectories is not None else int(collect.get("trajectories", 1024))
-    res = collect_dataset(env, args.mix, n, args.policies, args.out, seed=args.seed,
-                          batch_size=args.batch_size or int(collect.get("batch_size", 128)),
+    res = collect_dataset(env, args.mix, n, args.policies, args.out, seed=args.seed, batch_size=batch,
                           epsilon=float(collect.get("epsilon", 0.0)) if args.epsilon is None else args.epsilon,
                           rookie_steps=collect.get("rookie_steps"),
                           env_options=env_kwargs(env, stage_configs(config, env)["online_vdn"]),
@@ -298,14 +333,19 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--env-steps", dest="env_steps", type=int, help="total environment steps (overrides the config)")
     seed(p)
 
-    p = add("collect", cmd_collect, "collect a Table 1 mix of expert/unilateral/rookie/trivial trajectories into HDF5", None)
-    p.add_argument("--env", required=True, help="spread, tag or reference")
-    p.add_argument("--mix", required=True, choices=list(MIXES))
+    p = add("collect", cmd_collect, "collect a Table 1 mix of expert/unilateral/rookie/trivial trajectories into HDF5 "
+            "(MPE from trained policies, SMAX from scripted ones), or a continuous-action spread dataset", None)
+    p.add_argument("--env", required=True, help="spread, tag or reference (MPE), or a SMAX map (3m, 2s3z, 5m_vs_6m, ...; smax_3m)")
+    p.add_argument("--mix", choices=list(MIXES), help="Table 1 mix (required unless --continuous)")
     p.add_argument("--trajectories", type=int, help="dataset size (default: the config's collect.trajectories)")
-    p.add_argument("--policies", required=True, help="directory of expert.pt and rookie_<steps>.pt (train-experts)")
+    p.add_argument("--policies", help="MPE only: directory of expert.pt and rookie_<steps>.pt (train-experts)")
     p.add_argument("--out", required=True, help="output DATA.h5")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="episodes played and written per chunk")
-    p.add_argument("--epsilon", type=float, help="exploration of the expert and rookie policies (default 0)")
+    p.add_argument("--epsilon", type=float, help="MPE only: exploration of the expert and rookie policies (default 0)")
+    p.add_argument("--continuous", action="store_true",
+                   help="spread with continuous actions: scripted landmark-assignment expert and uniform trajectories")
+    p.add_argument("--expert-fraction", dest="expert_fraction", type=float, help="with --continuous: share of expert trajectories (default 0.5)")
+    p.add_argument("--noise", type=float, help="with --continuous: std of the expert's Gaussian action noise (default 0.1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     seed(p)
 

@@ -45,6 +45,9 @@ ACTION_DIM = 2
 LANDMARK_OFFSET = 4
 #: Gain of the scripted landmark-seeking controller (force = gain * relative position, clipped).
 SEEK_GAIN = 2.0
+#: Reset seeds of ``collect_continuous_dataset(seed=k)`` start at ``k * SEED_STRIDE``, so datasets
+#: of different seeds share no episode (up to a million episodes each).
+SEED_STRIDE = 1_000_003
 
 ContinuousPolicy = Callable[[torch.Tensor, int], Any]
 
@@ -275,8 +278,11 @@ def collect_continuous_dataset(path: str | os.PathLike, n_expert: int, n_random:
     (source "expert") and ``n_random`` of ``UniformContinuousPolicy`` (source "random")."""
     if n_expert < 0 or n_random < 0 or n_expert + n_random < 1:
         raise ValueError(f"n_expert, n_random: expected non-negative counts with a positive sum, got {n_expert}, {n_random}")
+    last_seed = (MAX_SEED - n_expert - n_random + 1) // SEED_STRIDE
+    if not 0 <= int(seed) <= last_seed:
+        raise ValueError(f"seed: expected an integer in [0, {last_seed}] (reset seeds start at seed * {SEED_STRIDE}), got {seed!r}")
     batches = []
-    next_seed = int(seed) * 1_000_003
+    next_seed = int(seed) * SEED_STRIDE
     for count, policy, tag in ((n_expert, LandmarkAssignmentPolicy(num_agents, noise, seed), "expert"),
                                (n_random, UniformContinuousPolicy(seed + 1), "random")):
         done = 0
