@@ -38,9 +38,25 @@ same group sums give the coverage against dataset size (the first ``k`` groups, 
 ..: prefixes of the pairs), evaluated on the same anchor subset, where the last point (all
 pairs) is the full covariance on that subset. Each measure is non-increasing along the curve.
 
+Episodes that end early (SMAX) are stored padded to H steps; ``deep.common.step_masks`` gives
+their real steps. A padded step counts for nothing anywhere: not in the feature standardisation,
+the covariances, the bonus sums, the deviations, the histograms or the counts (the convention
+and what it means for Definition 1: ``theory.dataset_coverage``, "Episodes that end before H").
+A reference policy is queried only at real steps. The covariances span the steps up to the
+longest episode (``dataset.longest_episode`` of the report; ``accumulate_pairs``): beyond it
+every step is padding, whose blocks would be ``lambda I`` with no coupling to the others, so
+the bonus of every real step is unchanged and ``Sigma_r`` is smaller (its factorisations cost
+``(Hd)^3``).
+
+Checks come before the streaming passes: the options, the pairs, the feature map and the
+reference policy on one trajectory before anything else is read, then a pre-pass over
+``avail`` and ``actions`` alone (``read_episode_lengths``) checks every episode's layout
+(padding after its real steps, an available action for every agent at every real step,
+actions in range) and gives the lengths that the three passes use.
+
 Counts (OG-MARL's dataset analysis): the ratio of distinct (discretised state, joint action)
-pairs to transitions, of distinct discretised states, per agent of distinct (discretised
-observation, action); and ``unilateral_seen[i]``: the fraction of the anchors' unilateral
+pairs to transitions (real steps), of distinct discretised states, per agent of distinct
+(discretised observation, action); and ``unilateral_seen[i]``: the fraction of the anchors' unilateral
 alternatives (discretised state, (a_i, a*_{-i})) that occur in the data, the count analogue
 of the unilateral measure (the anchor's own action included). States are discretised on a
 grid of ``count_resolution``, in the units of the stored state.
@@ -48,6 +64,7 @@ grid of ``count_resolution``, in the units of the stored state.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -68,7 +85,8 @@ from theory.dataset_coverage import (
 )
 
 from .data.hdf5 import DatasetReader, read_pairs
-from .features import FeatureMap, RandomFourierFeatures, joint_action_index, make_feature_map
+from .data.schema import PAIRS_GROUP
+from .features import STD_FLOOR, FeatureMap, RandomFourierFeatures, all_joint_actions, joint_action_index, make_feature_map
 
 DEFAULT_BOOTSTRAP = 200
 #: Random-feature dimension of the diagnostic. Each bootstrap replicate and size prefix needs a
@@ -251,16 +269,47 @@ def load_policy(policy):
     return obj
 
 
-def _policy_actions(policy, obs: np.ndarray, avail: np.ndarray) -> np.ndarray:
-    """``policy`` applied at every step of a batch: obs ``[B, T, m, o]``, avail ``[B, T, m, A]`` -> ``[B, T, m]``."""
+def _policy_actions(policy, obs: np.ndarray, avail: np.ndarray, valid: np.ndarray | None = None,
+                    fallback: np.ndarray | None = None) -> np.ndarray:
+    """``policy`` applied at every real step of a batch: obs ``[B, T, m, o]``, avail ``[B, T, m, A]``,
+    ``valid [B, T]`` (default: every step real) -> ``[B, T, m]``. A padded step, where no action is
+    available, is not shown to the policy; it keeps ``fallback [B, T, m]`` (the recorded actions;
+    default 0), which no measure reads."""
     import torch
 
     B, T = avail.shape[:2]
-    out = np.empty((B, T, avail.shape[2]), dtype=np.int64)
+    out = np.zeros((B, T, avail.shape[2]), dtype=np.int64) if fallback is None else np.array(fallback, dtype=np.int64)
     for t in range(T):
-        a = policy(torch.as_tensor(obs[:, t], dtype=torch.float32), torch.as_tensor(avail[:, t]), t)
-        out[:, t] = np.asarray(a.cpu() if hasattr(a, "cpu") else a, dtype=np.int64)
+        rows = slice(None) if valid is None or valid[:, t].all() else np.flatnonzero(valid[:, t])
+        if isinstance(rows, np.ndarray) and rows.size == 0:
+            continue
+        a = policy(torch.as_tensor(obs[rows, t], dtype=torch.float32), torch.as_tensor(avail[rows, t]), t)
+        out[rows, t] = np.asarray(a.cpu() if hasattr(a, "cpu") else a, dtype=np.int64)
     return out
+
+
+def _step_masks(avail: np.ndarray, where: str = "avail", index: np.ndarray | None = None) -> np.ndarray:
+    """``valid [B, H]`` (True at real steps) from ``avail [B, H, m, A]``, checked: the padding of an
+    episode comes after its real steps, and every agent has an available action at every real
+    step. ValueError naming ``where``, the trajectory and the step otherwise."""
+    from deep.common import step_masks
+
+    avail = np.asarray(avail, dtype=bool)
+    idx = np.arange(avail.shape[0]) if index is None else np.asarray(index)
+    try:
+        valid, _ = step_masks(avail)
+    except ValueError:
+        real = avail.any(axis=(2, 3))
+        late = real[:, 1:] & ~real[:, :-1]
+        n, t = np.argwhere(late)[0]
+        raise ValueError(f"{where}: trajectory {int(idx[n])} has a real step {int(t) + 1} after a padded step {int(t)} "
+                         "(expected the padding of an episode after all its real steps)") from None
+    stuck = valid[:, :, None] & ~avail.any(axis=3)
+    if stuck.any():
+        n, t, i = np.argwhere(stuck)[0]
+        raise ValueError(f"{where}: trajectory {int(idx[n])}, step {int(t)}: agent {int(i)} has no available action at a "
+                         "real step (expected at least one, e.g. a no-op)")
+    return valid
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -297,41 +346,45 @@ class _AnchorEvaluation:
     def _kept(self, key: str) -> bool:
         return sum(x.size for x in self.hist[key]) < HISTOGRAM_SAMPLES
 
-    def add(self, ref, devs, avail, in_subset: np.ndarray) -> None:
+    def add(self, ref, devs, avail, in_subset: np.ndarray, valid: np.ndarray) -> None:
         """Anchors' features at the reference actions ``[B, H, d]`` and, per agent, at each of its
-        actions ``[B, H, A, d]`` (or None); ``in_subset`` marks the bootstrap anchors."""
+        actions ``[B, H, A, d]`` (or None); ``in_subset`` ``[B]`` marks the bootstrap anchors and
+        ``valid [B, H]`` the real steps (the only ones that count)."""
         model = self.models.point
         r = model.bonus(ref)
         d = None if devs is None else [_bonus_over(model, x) for x in devs]
-        self.point.add(r, d, avail)
+        self.point.add(r, d, avail, valid=valid)
         if self._kept("reference"):
-            self.hist["reference"].append(r.ravel())
+            self.hist["reference"].append(r[valid])
             if d is not None:
                 worst = np.max([np.where(avail[i], d[i], -np.inf).max(axis=-1) for i in range(self.m)], axis=0)
-                self.hist["worst_deviation"].append(worst.ravel())
+                self.hist["worst_deviation"].append(worst[valid])
         sub = np.flatnonzero(in_subset)
         if sub.size == 0 or not self.others:
             return
         a_sub = None if d is None else [x[sub] for x in avail]
-        self.point_sub.add(r[sub], None if d is None else [x[sub] for x in d], a_sub)
+        v_sub = valid[sub]
+        self.point_sub.add(r[sub], None if d is None else [x[sub] for x in d], a_sub, valid=v_sub)
         ref_sub = ref[sub]
         devs_sub = None if devs is None else [x[sub] for x in devs]
         for acc, other in zip(self.others, (*self.models.replicates, *self.models.sizes)):
-            acc.add(other.bonus(ref_sub), None if devs_sub is None else [_bonus_over(other, x) for x in devs_sub], a_sub)
+            acc.add(other.bonus(ref_sub), None if devs_sub is None else [_bonus_over(other, x) for x in devs_sub], a_sub,
+                    valid=v_sub)
 
-    def add_joint(self, joint, in_subset: np.ndarray) -> None:
-        """Features at every joint action ``[B, H, K, d]`` of anchors of the uniform subset."""
+    def add_joint(self, joint, in_subset: np.ndarray, valid: np.ndarray, available: np.ndarray) -> None:
+        """Features at every joint action ``[B, H, K, d]`` of anchors of the uniform subset, their
+        real steps ``valid [B, H]`` and available joint actions ``[B, H, K]``."""
         j = _bonus_over(self.models.point, joint)
-        self.point.add_uniform(j)
+        self.point.add_uniform(j, valid=valid, available=available)
         if self._kept("joint_max"):
-            self.hist["joint_max"].append(j.max(axis=-1).ravel())
+            self.hist["joint_max"].append(np.where(available, j, -np.inf).max(axis=-1)[valid])
         sub = np.flatnonzero(in_subset)
         if sub.size == 0 or not self.others:
             return
-        self.point_sub.add_uniform(j[sub])
+        self.point_sub.add_uniform(j[sub], valid=valid[sub], available=available[sub])
         joint_sub = joint[sub]
         for acc, other in zip(self.others, (*self.models.replicates, *self.models.sizes)):
-            acc.add_uniform(_bonus_over(other, joint_sub))
+            acc.add_uniform(_bonus_over(other, joint_sub), valid=valid[sub], available=available[sub])
 
 
 def _bonus_over(model: BonusModel, features: np.ndarray) -> np.ndarray:
@@ -345,13 +398,104 @@ def _fields_needed(fmap: FeatureMap, extra: Sequence[str]) -> list[str]:
     return sorted(set(fmap.fields) | set(extra))
 
 
+def _check_hdf5_options(*, lam, bootstrap, groups, bootstrap_anchors, reference_fraction, count_resolution, block,
+                        episodes) -> None:
+    """ValueError naming the first option out of its range; run before anything is read."""
+    def integer(name, value, low):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+    if not (isinstance(lam, (int, float, np.number)) and np.isfinite(lam) and lam > 0):
+        raise ValueError(f"lambda: expected a positive number, got {lam!r}")
+    integer("bootstrap", bootstrap, 0)
+    integer("groups", groups, 0)
+    integer("bootstrap_anchors", bootstrap_anchors, 0)
+    integer("block", block, 1)
+    integer("episodes", episodes, 1)
+    if not (isinstance(reference_fraction, (int, float, np.number)) and 0 < reference_fraction <= 1):
+        raise ValueError(f"reference_fraction: expected a value in (0, 1], got {reference_fraction!r}")
+    if not (isinstance(count_resolution, (int, float, np.number)) and np.isfinite(count_resolution) and count_resolution > 0):
+        raise ValueError(f"count_resolution: expected a positive number, got {count_resolution!r}")
+
+
+def read_episode_lengths(reader: DatasetReader, block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """Real steps of every trajectory, ``[N]`` int64 (its padding follows them), from ``avail``
+    and ``actions`` read batch by batch, nothing else: ValueError naming the file, the field and
+    the trajectory when a padded step comes before a real one, an agent has no available action
+    at a real step, or an action lies outside ``[0, n_actions)`` (padded steps included: the
+    feature maps are evaluated on whole trajectories)."""
+    nA = reader.spec.n_actions
+    lengths = np.zeros(len(reader), dtype=np.int64)
+    for idx, d in reader.iter_batches(block, fields=["avail", "actions"]):
+        lengths[idx] = _step_masks(d["avail"], f"{reader.path}: avail", idx).sum(axis=1)
+        acts = d["actions"]
+        if acts.size and (acts.min() < 0 or acts.max() >= nA):
+            n = int(idx[np.flatnonzero(((acts < 0) | (acts >= nA)).any(axis=(1, 2)))[0]])
+            raise ValueError(f"{reader.path}: actions: expected values in [0, {nA - 1}], trajectory {n} has {acts[n - idx[0]].min()}.."
+                             f"{acts[n - idx[0]].max()}")
+    return lengths
+
+
+def _open_hdf5(opener, path, *args):
+    """``opener(path, *args)``; h5py's OSError for a file that is not HDF5 (which does not name
+    the file) as a ValueError that does."""
+    try:
+        return opener(path, *args)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read as HDF5 ({' '.join(str(exc).split())})") from exc
+
+
+def _check_pairs(pairs, n_trajectories: int, n_agents: int, where) -> None:
+    """ValueError naming the file and field of pairs that do not fit the dataset."""
+    if len(pairs) == 0:
+        raise ValueError(f"{where}: pairs: the preference pairs are empty")
+    for name, idx in (("first", pairs.first), ("second", pairs.second)):
+        if idx.min() < 0 or idx.max() >= n_trajectories:
+            raise ValueError(f"{where}: pairs/{name}: expected trajectory indices in [0, {n_trajectories - 1}]")
+    if pairs.n_agents != n_agents:
+        raise ValueError(f"{where}: pairs/labels: expected {n_agents} labels per pair (one per agent), got {pairs.n_agents}")
+
+
+def _probe(reader: DatasetReader, fmap: FeatureMap, policy) -> None:
+    """The feature map, and the reference policy when there is one, on the first trajectory, so
+    that one that does not fit the dataset fails before the streaming passes."""
+    spec, H = reader.spec, reader.spec.horizon
+    n_file = getattr(fmap, "n_trajectories", None)
+    if n_file is not None and n_file < len(reader):
+        raise ValueError(f"features: the feature file has {n_file} trajectories, the dataset {reader.path} has {len(reader)}")
+    d = reader.read_fields(slice(0, 1), _fields_needed(fmap, ["actions", "avail", "obs", "state"]))
+    valid = _step_masks(d["avail"][:, :H], f"{reader.path}: avail", np.arange(1))
+    x = np.asarray(fmap(d, d["actions"][:, :H].astype(np.int64), np.arange(1)))
+    if x.shape != (1, H, fmap.dim):
+        raise ValueError(f"features: expected [B, H, d] = [1, {H}, {fmap.dim}] for one trajectory of {reader.path}, got {list(x.shape)}")
+    if not np.all(np.isfinite(x[valid])):
+        raise ValueError(f"features: not finite on trajectory 0 of {reader.path}")
+    if policy is None or not valid[0, 0]:
+        return
+    # On a copy: a stochastic policy's generator must give the same draws as without the probe.
+    try:
+        trial = copy.deepcopy(policy)
+    except Exception:  # noqa: BLE001 -- a policy that cannot be copied is simply not probed
+        return
+    try:
+        a = _policy_actions(trial, d["obs"][:, :1], d["avail"][:, :1])
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        # torch reports a policy built for other observation sizes as a RuntimeError.
+        why = " ".join(str(exc).split())
+        raise ValueError(f"policy: fails on the first step of {reader.path}: {type(exc).__name__}: {why}") from exc
+    if a.shape != (1, 1, spec.n_agents) or a.min() < 0 or a.max() >= spec.n_actions:
+        raise ValueError(f"policy: expected one action in [0, {spec.n_actions - 1}] per agent ({spec.n_agents}) on "
+                         f"{reader.path}, got {a.reshape(-1).tolist()}")
+
+
 def pair_groups(n_pairs: int, groups: int) -> np.ndarray:
     """Group of each pair in file order: ``G`` contiguous runs of (almost) equal length."""
     return (np.arange(n_pairs) * groups) // n_pairs if groups else np.zeros(n_pairs, dtype=np.int64)
 
 
 def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float = DEFAULT_LAMBDA, groups: int = 0,
-                     block: int = DEFAULT_BLOCK, memory_bytes: int = ACCUMULATOR_MEMORY_BYTES) -> tuple[CovarianceAccumulator, np.ndarray]:
+                     block: int = DEFAULT_BLOCK, memory_bytes: int = ACCUMULATOR_MEMORY_BYTES,
+                     horizon: int | None = None) -> tuple[CovarianceAccumulator, np.ndarray]:
     """``Sigma_r`` and ``Sigma_p`` of the preference pairs of an HDF5 dataset, streaming.
 
     Trajectories are read in contiguous blocks of ``block``; a pair whose members lie in blocks
@@ -360,9 +504,19 @@ def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float 
     once per partner block and never for the whole file at once. ``Sigma_p`` is added once per
     trajectory with its multiplicity (the number of pairs it belongs to), which is the sum over
     pairs of both members' outer products. Slot ``g`` of the accumulator holds the pairs of
-    group ``g`` (``pair_groups``). Returns the accumulator and the multiplicities ``[N]``.
+    group ``g`` (``pair_groups``). Padded steps (``avail`` all False) have feature 0: they add
+    nothing to ``Sigma_r`` and ``Sigma_p[h]`` sums over the trajectories running at h.
+    ``horizon`` (default: the dataset's H) keeps the first steps only, for datasets whose
+    episodes all end earlier (``read_episode_lengths``): the steps after it are padding, with
+    feature 0, whose blocks of ``Sigma_r`` and ``Sigma_p`` would be ``lambda I`` with no
+    coupling to the others, so dropping them leaves the bonus of every real step unchanged
+    (ValueError when a trajectory has a real step after ``horizon``). Returns the accumulator
+    (of that horizon) and the multiplicities ``[N]``.
     """
-    H, N, P = reader.spec.horizon, len(reader), len(pairs)
+    N, P = len(reader), len(pairs)
+    H = reader.spec.horizon if horizon is None else int(horizon)
+    if not 1 <= H <= reader.spec.horizon:
+        raise ValueError(f"horizon: expected a step count in [1, {reader.spec.horizon}], got {horizon!r}")
     if block < 1:
         raise ValueError(f"block: expected a positive integer, got {block!r}")
     acc = CovarianceAccumulator(H, fmap.dim, groups, lam, memory_bytes)
@@ -376,29 +530,37 @@ def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float 
     group_mult = np.stack([np.bincount(member[member_group == g], minlength=N) for g in range(groups)]).astype(np.float64) if groups else None
     bf, bs = f_idx // block, s_idx // block
     order = np.lexsort((s_idx, bs, f_idx, bf))
-    needed = _fields_needed(fmap, ["actions"])
+    needed = _fields_needed(fmap, ["actions", "avail"])
     n_blocks = -(-N // block)
 
     def block_features(b):
+        """Features ``[B, H, d]`` and real steps ``[B, H]`` of block b."""
         sl = slice(b * block, min((b + 1) * block, N))
+        index = np.arange(sl.start, sl.stop)
         d = reader.read_fields(sl, needed)
-        return fmap(d, d["actions"][:, :H], np.arange(sl.start, sl.stop))
+        valid = _step_masks(d["avail"], f"{reader.path}: avail", index)
+        if valid[:, H:].any():
+            n = int(index[np.flatnonzero(valid[:, H:].any(axis=1))[0]])
+            raise ValueError(f"horizon: trajectory {n} of {reader.path} has real steps after step {H - 1}")
+        return fmap(d, d["actions"][:, :H], index), valid[:, :H]
 
     starts = np.searchsorted(bf[order], np.arange(n_blocks + 1))
     for bi in range(n_blocks):
         lo = bi * block
         if multiplicity[lo:lo + block].sum() == 0:
             continue
-        F_i = block_features(bi)
-        acc.update_transitions(F_i, multiplicity[lo:lo + block], None if group_mult is None else group_mult[:, lo:lo + block])
+        F_i, V_i = block_features(bi)
+        acc.update_transitions(F_i, multiplicity[lo:lo + block], None if group_mult is None else group_mult[:, lo:lo + block],
+                               valid=V_i)
         rows = order[starts[bi]:starts[bi + 1]]
         for bj in np.unique(bs[rows]):
             sel = rows[bs[rows] == bj]
-            F_j = F_i if bj == bi else block_features(bj)
+            F_j, V_j = (F_i, V_i) if bj == bi else block_features(bj)
             for c in range(0, sel.size, PAIR_BATCH):
                 chunk = sel[c:c + PAIR_BATCH]
                 w = (group[chunk][None, :] == np.arange(groups)[:, None]).astype(np.float64) if groups else None
-                acc.update(F_i[f_idx[chunk] - lo], F_j[s_idx[chunk] - bj * block], w, transitions=False)
+                first, second = f_idx[chunk] - lo, s_idx[chunk] - bj * block
+                acc.update(F_i[first], F_j[second], w, transitions=False, valid_first=V_i[first], valid_second=V_j[second])
     return acc, multiplicity
 
 
@@ -427,20 +589,57 @@ def diagnose_hdf5(
 ) -> DiagnosticResult:
     """The diagnostic of an HDF5 dataset (module docstring); arguments as in ``diagnose``.
     ``fit_features=False`` keeps the standardisation of a given ``RandomFourierFeatures`` (to
-    compare several datasets on one feature map) instead of fitting it to this dataset."""
+    compare several datasets on one feature map) instead of fitting it to this dataset.
+
+    ValueError (FileNotFoundError for a missing file) naming the option, file or field, raised
+    before the streaming passes wherever the check does not need them."""
     say = progress or (lambda msg: None)
     notes: list[str] = []
-    with DatasetReader(path) as reader:
+    _check_hdf5_options(lam=lam, bootstrap=bootstrap, groups=groups, bootstrap_anchors=bootstrap_anchors,
+                        reference_fraction=reference_fraction, count_resolution=count_resolution, block=block,
+                        episodes=episodes if simulate else 1)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: dataset file not found")
+    if pairs_path is not None and not Path(pairs_path).is_file():
+        raise FileNotFoundError(f"{pairs_path}: pairs file not found")
+    with _open_hdf5(DatasetReader, path) as reader:
         spec = reader.spec
         H, m, nA, N = spec.horizon, spec.n_agents, spec.n_actions, len(reader)
-        pairs = read_pairs(pairs_path, reader) if pairs_path is not None else reader.pairs()
+        if N == 0:
+            raise ValueError(f"{path}: n_trajectories: the dataset has no trajectories")
+        if pairs_path is None and not reader.has_pairs():
+            raise ValueError(f"{path}: no preference pairs (group '{PAIRS_GROUP}'), which every coverage measure needs: label "
+                             "the dataset (marlcov deep label writes DATA.pairs.h5 beside it) or give its pairs file (--pairs-file)")
+        pairs = _open_hdf5(read_pairs, pairs_path, reader) if pairs_path is not None else reader.pairs()
         P = len(pairs)
-        if P == 0:
-            raise ValueError(f"{path}: the preference pairs are empty")
+        _check_pairs(pairs, N, m, pairs_path if pairs_path is not None else path)
         fmap = make_feature_map(features, spec, dim=feature_dim, seed=seed)
         pol = load_policy(policy)
+        _probe(reader, fmap, pol)
 
-        # Pass 0: feature standardisation and count keys.
+        # Pre-pass over avail and actions only (little to read): every check of the episodes.
+        say("episode lengths")
+        lengths = read_episode_lengths(reader, block)
+        # The covariances need only the steps up to the longest episode: the rest is padding.
+        H_c = int(lengths.max())
+        if H_c == 0:
+            raise ValueError(f"{path}: avail: no trajectory has a real step (an available action)")
+        if CovarianceAccumulator.max_slots(H_c, fmap.dim, memory_bytes) < 0:
+            need = CovarianceAccumulator.bytes_needed(H_c, fmap.dim, 0)
+            raise ValueError(f"memory_bytes: Sigma_r and Sigma_p of Hd = {H_c * fmap.dim} need {need / 2**30:.2f} GiB, over the "
+                             f"budget of {memory_bytes / 2**30:.2f} GiB; use a smaller feature dimension")
+        sim_env = None
+        if simulate:
+            if pol is None:
+                notes.append("simulate: no reference policy given; the simulator needs one, so it was not used")
+            elif H_c < H:
+                notes.append("simulate: the dataset's episodes end early, which the simulator's do not; it was not used")
+            else:
+                sim_env, why = _make_simulator(spec, episodes)
+                if sim_env is None:
+                    notes.append(f"simulate: {why}")
+
+        # Pass 0: feature standardisation and count keys, on the real steps.
         say("pass 0: statistics and counts")
         hasher_s = _Hasher(spec.state_dim, count_resolution)
         hasher_o = _Hasher(spec.obs_dim, count_resolution)
@@ -450,24 +649,27 @@ def diagnose_hdf5(
         squares = np.zeros_like(total)
         count = 0
         for idx, d in reader.iter_batches(block, fields=["state", "obs", "actions"]):
-            st = d["state"][:, :H].astype(np.float64)
-            ja = joint_action_index(d["actions"], nA)
+            valid = np.arange(H)[None, :] < lengths[idx][:, None]
+            st = d["state"][:, :H].astype(np.float64)[valid]
+            acts = d["actions"][:, :H][valid]
+            ja = joint_action_index(acts, nA)
             hs = hasher_s(st)
             keys_s.append(np.unique(hs))
             keys_sa.append(np.unique(hasher_s(st, ja)))
             for i in range(m):
-                keys_oa[i].append(np.unique(hasher_o(d["obs"][:, :H, i].astype(np.float64), d["actions"][..., i])))
+                keys_oa[i].append(np.unique(hasher_o(d["obs"][:, :H, i].astype(np.float64)[valid], acts[..., i])))
             if fit:
-                x = np.asarray(d[fmap.source][:, :H], dtype=np.float64).reshape(-1, fmap.input_dim)
+                x = np.asarray(d[fmap.source][:, :H], dtype=np.float64)
+                x = x.reshape(*x.shape[:2], fmap.input_dim)[valid]
                 total += x.sum(axis=0)
                 squares += (x * x).sum(axis=0)
                 count += x.shape[0]
+        n_trans = int(lengths.sum())
         if fit:
             fmap.mean = total / count
             std = np.sqrt(np.maximum(squares / count - fmap.mean ** 2, 0.0))
-            fmap.std = np.where(std < 1e-8, 1.0, std)
+            fmap.std = np.where(std < STD_FLOOR, 1.0, std)
         data_sa = np.unique(np.concatenate(keys_sa))
-        n_trans = N * H
         counts = {
             "resolution": count_resolution,
             "transitions": n_trans,
@@ -480,11 +682,11 @@ def diagnose_hdf5(
         del keys_sa, keys_s, keys_oa
 
         # Pass 1: covariances, pairs scheduled by blocks.
-        G = min(groups, P, max(CovarianceAccumulator.max_slots(H, fmap.dim, memory_bytes), 0))
+        G = min(groups, P, max(CovarianceAccumulator.max_slots(H_c, fmap.dim, memory_bytes), 0))
         if G < groups:
-            notes.append(f"bootstrap and size curve use {G} pair groups (memory budget {memory_bytes / 2**30:.1f} GiB, Hd = {H * fmap.dim})")
+            notes.append(f"bootstrap and size curve use {G} pair groups (memory budget {memory_bytes / 2**30:.1f} GiB, Hd = {H_c * fmap.dim})")
         say(f"pass 1: covariances over {P} pairs, {G} groups")
-        acc, multiplicity = accumulate_pairs(reader, pairs, fmap, lam, G, block, memory_bytes)
+        acc, multiplicity = accumulate_pairs(reader, pairs, fmap, lam, G, block, memory_bytes, horizon=H_c)
 
         # Bonus models: point, bootstrap replicates over groups, size prefixes.
         rng = np.random.default_rng(seed)
@@ -500,14 +702,6 @@ def diagnose_hdf5(
         models = _ModelSet(point, replicates, size_models)
 
         # Anchors.
-        sim_env = None
-        if simulate:
-            if pol is None:
-                notes.append("simulate: no reference policy given; the simulator needs one, so it was not used")
-            else:
-                sim_env, why = _make_simulator(spec, episodes)
-                if sim_env is None:
-                    notes.append(f"simulate: {why}")
         if pol is None:
             ranked = bradley_terry_scores(pairs.first, pairs.second, pairs.labels, N)
             in_pairs = multiplicity > 0
@@ -527,7 +721,7 @@ def diagnose_hdf5(
         perm = rng.permutation(n_anchor)
         in_subset_all = np.zeros(n_anchor, dtype=bool)
         in_subset_all[perm[:bootstrap_anchors]] = True
-        n_uniform = min(n_anchor, max(1, UNIFORM_EVALUATIONS // (H * joint_size))) if uniform else 0
+        n_uniform = min(n_anchor, max(1, UNIFORM_EVALUATIONS // (H_c * joint_size))) if uniform else 0
         in_uniform_all = np.zeros(n_anchor, dtype=bool)
         in_uniform_all[perm[:n_uniform]] = True
         if uniform and n_uniform < n_anchor:
@@ -535,15 +729,18 @@ def diagnose_hdf5(
         sorted_sa = data_sa
         say(f"pass 2: measures on {n_anchor} anchor trajectories")
         fields_anchor = _fields_needed(fmap, ["actions", "avail", "obs", "state"])
-        batch = max(1, min(block, EVAL_VECTORS // (H * max(m * nA, 1))))
+        batch = max(1, min(block, EVAL_VECTORS // (H_c * max(m * nA, 1))))
         can = {"unilateral": True, "uniform": uniform}
         if anchors is not None:
             for c in range(0, n_anchor, batch):
                 pos = np.arange(c, min(c + batch, n_anchor))
                 idx = anchors[pos]
                 d = reader.read_fields(idx, fields_anchor)
-                ref_actions = d["actions"][:, :H].astype(np.int64) if pol is None else _policy_actions(pol, d["obs"][:, :H], d["avail"][:, :H])
-                _evaluate_batch(evaluation, fmap, d, ref_actions, idx, in_subset_all[pos], in_uniform_all[pos], can, hasher_s, sorted_sa, H)
+                valid = np.arange(H_c)[None, :] < lengths[idx][:, None]
+                recorded = d["actions"][:, :H_c].astype(np.int64)
+                ref_actions = recorded if pol is None else _policy_actions(pol, d["obs"][:, :H_c], d["avail"][:, :H_c], valid, recorded)
+                _evaluate_batch(evaluation, fmap, d, ref_actions, idx, in_subset_all[pos], in_uniform_all[pos], can, hasher_s, sorted_sa,
+                                H_c, valid)
             simulator = None
         else:
             simulator = _simulate(sim_env, spec, pol, fmap, point, evaluation, in_subset_all, in_uniform_all, can, hasher_s,
@@ -553,9 +750,10 @@ def diagnose_hdf5(
         if not can["uniform"] and uniform:
             notes.append("uniform: the feature map gives no features at arbitrary joint actions")
 
-    return _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, fmap, spec, reader_info={
-        **_spec_dict_from(spec, path, N), "pairs": P}, simulator=simulator, notes=notes, n_rep=n_rep,
-        bootstrap_anchors=int(in_subset_all.sum()), can=can)
+    reader_info = {**_spec_dict_from(spec, path, N), "pairs": P, "pairs_file": None if pairs_path is None else str(pairs_path),
+                   "real_steps": n_trans, "padded_trajectories": int(np.sum(lengths < H)), "longest_episode": H_c}
+    return _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, fmap, spec, reader_info=reader_info,
+                     simulator=simulator, notes=notes, n_rep=n_rep, bootstrap_anchors=int(in_subset_all.sum()), can=can)
 
 
 def _spec_dict_from(spec, path, N) -> dict:
@@ -564,10 +762,14 @@ def _spec_dict_from(spec, path, N) -> dict:
 
 
 def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping, ref_actions: np.ndarray, idx,
-                    in_subset, in_uniform, can: dict, hasher, sorted_sa, H: int) -> None:
+                    in_subset, in_uniform, can: dict, hasher, sorted_sa, H: int, valid: np.ndarray | None = None) -> None:
     """Features of one batch of anchors at the reference, unilateral and joint actions; the
-    measures of every model, and the count of unilateral alternatives seen in the data."""
+    measures of every model, and the count of unilateral alternatives seen in the data. ``H``
+    is the number of leading steps evaluated (the covariances' horizon); only the real steps
+    ``valid [B, H]`` count (default: from ``d["avail"]``)."""
     m, nA = evaluation.m, evaluation.n_actions
+    if valid is None:
+        valid = _step_masks(d["avail"][:, :H])
     ref = fmap(d, ref_actions, idx)
     avail = [np.asarray(d["avail"][:, :H, i], dtype=bool) for i in range(m)]
     devs = None
@@ -576,9 +778,10 @@ def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping,
             devs = [fmap.unilateral(d, ref_actions, i, idx) for i in range(m)]
         except NotImplementedError:
             can["unilateral"] = False
-    evaluation.add(ref, devs, avail if devs is not None else None, in_subset)
+    evaluation.add(ref, devs, avail if devs is not None else None, in_subset, valid)
     rows = np.flatnonzero(in_uniform)
     step = max(1, EVAL_VECTORS // (H * nA ** m))
+    table = all_joint_actions(m, nA) if rows.size and can["uniform"] else None
     for c in range(0, rows.size if can["uniform"] else 0, step):
         chunk = rows[c:c + step]
         try:
@@ -586,7 +789,7 @@ def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping,
         except NotImplementedError:
             can["uniform"] = False
             break
-        evaluation.add_joint(joint, in_subset[chunk])
+        evaluation.add_joint(joint, in_subset[chunk], valid[chunk], _joint_available(avail, chunk, table))
     if devs is not None and "state" in d:
         state = np.asarray(d["state"][:, :H], dtype=np.float64)
         for i in range(m):
@@ -597,6 +800,15 @@ def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping,
             hit = (pos < sorted_sa.size) & (sorted_sa[np.minimum(pos, sorted_sa.size - 1)] == keys)
             evaluation.seen[i] += float((hit & avail[i]).sum())
             evaluation.seen_total[i] += float(avail[i].sum())
+
+
+def _joint_available(avail: Sequence[np.ndarray], rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``[len(rows), H, K]``: joint action k (``table [K, m]``, ``all_joint_actions`` order) is
+    available when each agent's action is; ``avail`` holds per agent ``[B, H, A]``."""
+    out = avail[0][rows][..., table[:, 0]]
+    for i in range(1, len(avail)):
+        out &= avail[i][rows][..., table[:, i]]
+    return out
 
 
 def _summaries(point: PlugInMeasures, point_sub: PlugInMeasures, reps: Sequence[PlugInMeasures]) -> dict:
@@ -721,7 +933,7 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
         return torch.as_tensor(pol(cur.obs, cur.avail, t)).to(torch.long)
 
     def uncertainty(d):
-        values = point.bonus(fmap(d, d["actions"][:, :H])).sum(axis=1)
+        values = np.where(_step_masks(d["avail"]), point.bonus(fmap(d, d["actions"][:, :H])), 0.0).sum(axis=1)
         se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
         return float(values.mean()), se
 
@@ -912,16 +1124,36 @@ def diagnose(path, policy=None, features: Any = "random", lam: float = DEFAULT_L
 
 def coverage_command(args) -> dict:
     """``marlcov coverage DATASET [--policy CKPT] [--features ...] [--lambda L] [--bootstrap R]
-    [--seed K] [--out DIR] [--pairs FILE]`` on an HDF5 dataset; reads these attributes of the
+    [--seed K] [--out DIR] [--pairs-file FILE]`` on an HDF5 dataset; reads these attributes of the
     argparse namespace (missing ones take their defaults): ``game`` (the dataset path, the first
     positional argument), ``policy``, ``features``, ``lam``, ``bootstrap``, ``seed``, ``out``,
-    ``pairs_file``, ``simulate``, ``feature_dim``."""
+    ``pairs_file``, ``simulate``, ``feature_dim``. Without ``pairs_file``, a dataset that holds
+    no pairs itself is read with ``DATA.pairs.h5`` beside it when there is one (where ``marlcov
+    deep label`` writes them)."""
     get = lambda name, default: getattr(args, name, default) if getattr(args, name, None) is not None else default  # noqa: E731
     kwargs = {"feature_dim": int(get("feature_dim", DEFAULT_FEATURE_DIM)), "simulate": bool(get("simulate", False))}
-    if get("pairs_file", None) is not None:
-        kwargs["pairs_path"] = args.pairs_file
+    pairs_file = get("pairs_file", None)
+    if pairs_file is None:
+        pairs_file = _default_pairs_file(args.game)
+    if pairs_file is not None:
+        kwargs["pairs_path"] = pairs_file
     return diagnose(args.game, get("policy", None), get("features", "random"), float(get("lam", DEFAULT_LAMBDA)),
                     int(get("bootstrap", DEFAULT_BOOTSTRAP)), int(get("seed", 0)), get("out", None), **kwargs)
+
+
+def _default_pairs_file(path) -> Path | None:
+    """``DATA.pairs.h5`` beside a dataset that holds no pairs itself, when it exists; else None
+    (and ``diagnose`` reports whatever is wrong with the dataset)."""
+    from deep.pipeline import pairs_path_for
+
+    candidate = pairs_path_for(path)
+    if not (candidate.is_file() and Path(path).is_file()):
+        return None
+    try:
+        with DatasetReader(path) as reader:
+            return None if reader.has_pairs() else candidate
+    except (OSError, ValueError):
+        return None
 
 
 def table_rows(out: Mapping) -> list[tuple[str, str]]:

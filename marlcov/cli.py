@@ -90,10 +90,19 @@ def cmd_nash_gap(args) -> int:
 
 
 def _dataset_coverage(args) -> int:
-    """Coverage diagnostics of an HDF5 dataset of deep/ (streaming; features from a map)."""
+    """Coverage diagnostics of an HDF5 dataset of deep/ (streaming; features from a map).
+    The library's errors about its input (ValueError, FileNotFoundError, and h5py's OSError for
+    a file that is not HDF5) name the file and field; they exit with status 2 as GameError."""
     from deep.diagnostics import coverage_command, table_rows
 
-    out = coverage_command(args)
+    try:
+        out = coverage_command(args)
+    except GameError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        raise GameError(" ".join(str(exc).split())) from exc
+    except OSError as exc:
+        raise GameError(f"{exc.filename or args.game}: {' '.join(str(exc).split())}") from exc
     if args.json:
         _print_json(out)
         return 0
@@ -291,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=200, help="HDF5 only: bootstrap replicates (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="HDF5 only: seed of features and bootstrap")
     p.add_argument("--out", help="HDF5 only: directory for the plots")
-    p.add_argument("--pairs-file", dest="pairs_file", help="HDF5 only: preference pairs in a separate file")
+    p.add_argument("--pairs-file", dest="pairs_file",
+                   help="HDF5 only: preference pairs in a separate file (default: DATA.pairs.h5 when DATA holds none)")
     p.add_argument("--simulate", action="store_true", help="HDF5 only: roll out deviations in the simulator")
     p.add_argument("--feature-dim", dest="feature_dim", type=int, help="HDF5 only: dimension of the feature map")
 

@@ -30,8 +30,9 @@ action at step h and ``A_i(s_h)`` agent i's available actions:
   actions, on the anchor states. ``a_i = a*_{i,h}`` is among the choices, so it is at least
   the single estimate, trajectory by trajectory. The mean over ``a_i`` instead of the maximum
   is reported as the uniform-deviation estimate ``uniform_deviation``;
-- uniform:     ``mean_b sum_h max_{a in A(s_h)} bonus_h(s_h, a)``, the maximum over all joint
-  actions, so at least the unilateral estimate of every agent on the same anchors.
+- uniform:     ``mean_b sum_h max_{a in A(s_h)} bonus_h(s_h, a)``, the maximum over all available
+  joint actions, so at least the unilateral estimate of every agent on the same anchors (when
+  the anchors' own actions are available).
 
 These are ``U_D`` of one-step deviations on the anchor states: the deviating policy is not
 allowed to move the state distribution. They equal ``max_{pi_i} U_D(pi_i, pi*_{-i})`` and
@@ -39,6 +40,24 @@ allowed to move the state distribution. They equal ``max_{pi_i} U_D(pi_i, pi*_{-
 otherwise states reachable only by deviating are not seen, and the simulator-based estimates
 of ``deep.diagnostics`` (or the exact dynamic programme of ``finite_game_coverage``) are the
 complement.
+
+Episodes that end before H (stored padded to H steps, as SMAX episodes are: ``deep.envs.smax``).
+Definition 1 is written for episodes of exactly H steps; an episode that ends at step L < H is
+one that enters an absorbing terminal state after its last real step, where the reward (0) and
+the transition (it stays) are known, so there is nothing to learn there and its feature is
+taken to be zero: ``psi(terminal, a) = 0`` for every action. Hence:
+
+- ``psi(tau) = sum_{h < L} psibar_h(s_h, a_h)``: padded steps add nothing to ``Sigma_r``;
+- ``Sigma_p[h]`` sums over the trajectories still running at step h only;
+- ``bonus_h = 0`` at a padded step for every joint action, so ``U_D(pi) = E_pi[sum of the bonus
+  over the real steps]``: a padded step adds nothing to any measure and offers no deviation;
+  the means are over anchor trajectories (a shorter episode adds fewer terms), not over steps.
+
+The accumulators take ``valid [B, H]`` (bool, True at real steps; ``deep.common.step_masks``) and
+never read the features of other steps. With every step real, the masked sums are those of the
+unmasked path bit for bit. A one-step deviation here never changes when an episode ends (the
+states are the anchors'), one more way in which the plug-in estimates differ from ``U_D`` of
+the deviating policy.
 """
 
 from __future__ import annotations
@@ -101,6 +120,16 @@ def _weight_rows(weights, n_slots: int, B: int, field: str) -> np.ndarray | None
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"{field}: expected finite non-negative weights")
     return w
+
+
+def _step_mask(valid, shape: tuple[int, int], field: str) -> np.ndarray | None:
+    """``valid`` as a bool array of ``shape`` ``[B, H]`` (None stays None: every step real)."""
+    if valid is None:
+        return None
+    v = np.asarray(valid)
+    if v.dtype != np.bool_ or v.shape != tuple(shape):
+        raise ValueError(f"{field}: expected a boolean mask of shape [B, H] = {list(shape)}, got {v.dtype} {list(v.shape)}")
+    return v
 
 
 def _cholesky_lower(a: np.ndarray, field: str) -> np.ndarray:
@@ -185,15 +214,21 @@ class CovarianceAccumulator:
         per = 8 * ((horizon * dim) ** 2 + horizon * dim * dim)
         return int(memory_bytes // per) - 1
 
-    def _check_features(self, x, field: str) -> np.ndarray:
+    def _check_features(self, x, field: str, valid=None, valid_field: str = "valid") -> tuple[np.ndarray, np.ndarray | None]:
+        """``(features [B, H, d] float64, valid [B, H] or None)``; the features of padded steps
+        are set to 0 (module docstring), so only real steps need to be finite."""
         arr = np.asarray(x, dtype=np.float64)
         if arr.ndim != 3 or arr.shape[1:] != (self.horizon, self.dim):
             raise ValueError(f"{field}: expected shape [B, H, d] = [B, {self.horizon}, {self.dim}], got {list(arr.shape)}")
+        v = _step_mask(valid, arr.shape[:2], valid_field)
+        if v is not None:
+            arr = np.where(v[..., None], arr, 0.0)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{field}: expected finite features")
-        return arr
+        return arr, v
 
-    def update(self, features_first, features_second, weights=None, transitions: bool = True) -> None:
+    def update(self, features_first, features_second, weights=None, transitions: bool = True,
+               valid_first=None, valid_second=None) -> None:
         """Add ``B`` preference pairs given by the per-step features of both trajectories.
 
         Args:
@@ -201,9 +236,11 @@ class CovarianceAccumulator:
             weights: optional ``[n_slots, B]`` non-negative weight of each pair in each slot.
             transitions: also add both trajectories to ``Sigma_p`` (the paper's definition);
                 False when ``Sigma_p`` is accumulated separately by ``update_transitions``.
+            valid_first, valid_second: optional ``[B, H]`` bool, True at the real steps of each
+                trajectory (default: all); padded steps have feature 0 (module docstring).
         """
-        first = self._check_features(features_first, "features_first")
-        second = self._check_features(features_second, "features_second")
+        first, v_first = self._check_features(features_first, "features_first", valid_first, "valid_first")
+        second, v_second = self._check_features(features_second, "features_second", valid_second, "valid_second")
         if first.shape != second.shape:
             raise ValueError(f"features_second: expected the shape of features_first {list(first.shape)}, got {list(second.shape)}")
         B = first.shape[0]
@@ -218,18 +255,24 @@ class CovarianceAccumulator:
             self.slot_pairs += w.sum(axis=1)
         if transitions:
             both = np.concatenate([first, second])
-            self.update_transitions(both, weights=None if w is None else np.concatenate([w, w], axis=1))
+            valid = None
+            if v_first is not None or v_second is not None:
+                real = np.ones(first.shape[:2], dtype=bool)
+                valid = np.concatenate([real if v_first is None else v_first, real if v_second is None else v_second])
+            self.update_transitions(both, weights=None if w is None else np.concatenate([w, w], axis=1), valid=valid)
 
-    def update_transitions(self, features, counts=None, weights=None) -> None:
-        """Add trajectories to ``Sigma_p`` only: ``Sigma_p[h] += sum_b c_b psi_h(b) psi_h(b)^T``.
+    def update_transitions(self, features, counts=None, weights=None, valid=None) -> None:
+        """Add trajectories to ``Sigma_p`` only: ``Sigma_p[h] += sum_b c_b psi_h(b) psi_h(b)^T``
+        over the trajectories ``b`` still running at step h.
 
         Args:
             features: ``[B, H, d]``.
             counts: optional ``[B]`` non-negative multiplicity of each trajectory in the point
                 sums (e.g. how many pairs it belongs to); default 1.
             weights: optional ``[n_slots, B]`` multiplicity in each slot; default ``counts``.
+            valid: optional ``[B, H]`` bool, True at real steps (default: all).
         """
-        x = self._check_features(features, "features")
+        x, v = self._check_features(features, "features", valid)
         B = x.shape[0]
         c = np.ones(B) if counts is None else np.asarray(counts, dtype=np.float64)
         if c.shape != (B,) or not np.all(np.isfinite(c)) or np.any(c < 0):
@@ -244,7 +287,11 @@ class CovarianceAccumulator:
                 continue
             scale = np.sqrt(coef[nz])[:, None]
             for h in range(self.horizon):
-                _syrk_into(self._p[k][h], by_step[h, nz] * scale)
+                if v is None:
+                    _syrk_into(self._p[k][h], by_step[h, nz] * scale)
+                else:
+                    running = v[nz, h]
+                    _syrk_into(self._p[k][h], by_step[h, nz[running]] * scale[running])
             self.transition_mass[k] += coef.sum()
 
     def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
@@ -422,6 +469,11 @@ class PlugInMeasures:
         return int(np.nanargmax(self.unilateral)) if np.any(np.isfinite(self.unilateral)) else -1
 
 
+def _sum_real_steps(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """``[B, H] -> [B]``: the sum over the real steps (all steps when ``valid`` is None)."""
+    return (x if valid is None else np.where(valid, x, 0.0)).sum(axis=1)
+
+
 class PlugInAccumulator:
     """Weighted means over anchor trajectories of the plug-in measures, batch by batch."""
 
@@ -433,24 +485,28 @@ class PlugInAccumulator:
         self._uniform = self._uniform_weight = 0.0
 
     def add(self, reference, deviations: Sequence | None = None, available: Sequence | None = None,
-            joint=None, weights=None) -> None:
+            joint=None, weights=None, valid=None) -> None:
         """Add ``B`` anchor trajectories.
 
         Args:
             reference: ``[B, H]`` bonus at the anchors' joint actions.
             deviations: per agent i, ``[B, H, A_i]`` bonus with agent i's action replaced by each
                 of its actions and the others' kept; None to skip the unilateral measures.
-            available: per agent, ``[B, H, A_i]`` bool availability (default: all available).
+            available: per agent, ``[B, H, A_i]`` bool availability (default: all available);
+                every real step needs at least one available action per agent.
             joint: ``[B, H, K]`` bonus at all K joint actions (None: uniform not accumulated here).
             weights: ``[B]`` anchor weights (default 1).
+            valid: ``[B, H]`` bool, True at real steps (default: all). The bonus of a padded
+                step is 0 whatever the arrays hold there (module docstring).
         """
         ref = np.asarray(reference, dtype=np.float64)
         B = ref.shape[0]
         w = np.ones(B) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.shape != (B,):
             raise ValueError(f"weights: expected [B] = [{B}], got {list(w.shape)}")
-        self._single += float(w @ ref.sum(axis=1))
-        self._weight += float(w.sum())
+        v = _step_mask(valid, ref.shape, "valid")
+        # Everything is computed before anything is added, so a batch refused leaves no trace.
+        uni, udev = np.zeros(self.n_agents), np.zeros(self.n_agents)
         if deviations is not None:
             if len(deviations) != self.n_agents:
                 raise ValueError(f"deviations: expected one array per agent ({self.n_agents}), got {len(deviations)}")
@@ -459,21 +515,47 @@ class PlugInAccumulator:
                 mask = np.ones(dev.shape, dtype=bool) if available is None else np.asarray(available[i], dtype=bool)
                 if mask.shape != dev.shape:
                     raise ValueError(f"available[{i}]: expected shape {list(dev.shape)}, got {list(mask.shape)}")
-                if not np.all(mask.any(axis=-1)):
-                    raise ValueError(f"available[{i}]: every step needs at least one available action")
-                worst = np.where(mask, dev, -np.inf).max(axis=-1).sum(axis=1)
-                mean = (np.where(mask, dev, 0.0).sum(axis=-1) / mask.sum(axis=-1)).sum(axis=1)
-                self._uni[i] += float(w @ worst)
-                self._udev[i] += float(w @ mean)
-        if joint is not None:
-            self.add_uniform(joint, w)
+                n_avail = mask.sum(axis=-1)
+                if not np.all(n_avail > 0 if v is None else (n_avail > 0) | ~v):
+                    raise ValueError(f"available[{i}]: every real step needs at least one available action")
+                worst = np.where(mask, dev, -np.inf).max(axis=-1)
+                # A padded step may have no available action: its -inf and 0/0 are masked out.
+                mean = np.where(mask, dev, 0.0).sum(axis=-1) / np.maximum(n_avail, 1)
+                uni[i] = float(w @ _sum_real_steps(worst, v))
+                udev[i] = float(w @ _sum_real_steps(mean, v))
+        uniform = None if joint is None else self._uniform_terms(joint, w, v, None)
+        self._single += float(w @ _sum_real_steps(ref, v))
+        self._weight += float(w.sum())
+        if deviations is not None:
+            self._uni += uni
+            self._udev += udev
+        if uniform is not None:
+            self._uniform += uniform[0]
+            self._uniform_weight += uniform[1]
 
-    def add_uniform(self, joint, weights=None) -> None:
-        """Add ``[B, H, K]`` joint-action bonuses to the uniform measure only."""
+    def add_uniform(self, joint, weights=None, valid=None, available=None) -> None:
+        """Add ``[B, H, K]`` joint-action bonuses to the uniform measure only (``weights`` and
+        ``valid`` as in ``add``); ``available`` ``[B, H, K]`` bool marks the available joint
+        actions (default: all), at least one at every real step."""
+        total, weight = self._uniform_terms(joint, weights, valid, available)
+        self._uniform += total
+        self._uniform_weight += weight
+
+    @staticmethod
+    def _uniform_terms(joint, weights, valid, available) -> tuple[float, float]:
+        """``(sum_b w_b sum_h max_a joint[b, h, a], sum_b w_b)`` over available ``a`` and real ``h``."""
         j = np.asarray(joint, dtype=np.float64)
         w = np.ones(j.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-        self._uniform += float(w @ j.max(axis=-1).sum(axis=1))
-        self._uniform_weight += float(w.sum())
+        v = _step_mask(valid, j.shape[:2], "valid")
+        if available is not None:
+            mask = np.asarray(available, dtype=bool)
+            if mask.shape != j.shape:
+                raise ValueError(f"available: expected shape {list(j.shape)}, got {list(mask.shape)}")
+            some = mask.any(axis=-1)
+            if not np.all(some if v is None else some | ~v):
+                raise ValueError("available: every real step needs at least one available joint action")
+            j = np.where(mask, j, -np.inf)
+        return float(w @ _sum_real_steps(j.max(axis=-1), v)), float(w.sum())
 
     def result(self) -> PlugInMeasures:
         def mean(total, weight):

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from marlcov.cli import main
@@ -28,3 +29,53 @@ def test_finite_game_needs_its_dataset(tmp_path, capsys):
     save_game(random_markov_game(1, (2, 2), 1, 0), tmp_path / "g.json")
     assert main(["coverage", str(tmp_path / "g.json")]) == 2
     assert "DATA" in capsys.readouterr().err
+
+
+def test_bad_hdf5_input_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
+    """No pairs in the file, a missing dataset or pairs file, a file that is not HDF5, a broken
+    padding layout: status 2 and one line on stderr, no traceback."""
+    import h5py
+
+    bare = write_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
+    text = tmp_path / "text.h5"
+    text.write_text("not HDF5")
+    hole = write_dataset(tmp_path / "hole.h5", N=6, H=3)
+    with h5py.File(hole, "r+") as f:
+        f["avail"][2, 0] = False
+    for argv, names in (
+        ([str(bare)], [str(bare), "pairs"]),
+        ([str(tmp_path / "missing.h5")], ["missing.h5", "not found"]),
+        ([str(hole), "--pairs-file", str(tmp_path / "nopairs.h5")], ["nopairs.h5", "not found"]),
+        ([str(text)], [str(text), "HDF5"]),
+        ([str(hole)], [str(hole), "avail", "trajectory 2"]),
+        ([str(hole), "--bootstrap", "-1"], ["bootstrap"]),
+    ):
+        code = main(["coverage", *argv, "--feature-dim", "8", "--json"])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("marlcov coverage: error: "), err
+        assert all(name in lines[0] for name in names), (names, lines[0])
+
+
+def test_padded_dataset_through_the_command(tmp_path, capsys):
+    lengths = np.array([1, 2, 3, 4, 4, 3, 2, 1, 4, 4])
+    path = write_dataset(tmp_path / "padded.h5", N=10, H=4, lengths=lengths, horizon=9)
+    code = main(["coverage", str(path), "--bootstrap", "3", "--feature-dim", "8", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert all(np.isfinite(doc[k]) for k in ("single", "unilateral", "uniform"))
+    assert doc["counts"]["transitions"] == lengths.sum() and doc["dataset"]["longest_episode"] == 4
+
+
+def test_pairs_file_beside_the_dataset_is_the_default(tmp_path, capsys):
+    """``marlcov deep label DATA.h5`` writes DATA.pairs.h5: ``marlcov coverage DATA.h5`` reads it."""
+    from deep.data import DatasetReader, write_pairs_file
+    from deep.data.preferences import label_dataset
+
+    path = write_dataset(tmp_path / "data.h5", N=8, H=2, with_pairs=False)
+    with DatasetReader(path) as reader:
+        write_pairs_file(tmp_path / "data.pairs.h5", label_dataset(reader, 2, seed=0), reader)
+    code = main(["coverage", str(path), "--bootstrap", "0", "--feature-dim", "8", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["dataset"]["pairs"] == 16 and doc["dataset"]["pairs_file"] == str(tmp_path / "data.pairs.h5")

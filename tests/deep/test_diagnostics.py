@@ -18,6 +18,7 @@ from deep.diagnostics import (
     reference_trajectories,
 )
 from deep.features import FileFeatures, RandomFourierFeatures, RewardModelFeatures, all_joint_actions, joint_action_index
+from theory.dataset_coverage import BonusModel
 from theory.coverage import coverage_measures, reward_covariance, step_features, transition_covariances
 from theory.games import random_markov_game
 from theory.io import save_dataset, save_game, save_policy
@@ -31,20 +32,48 @@ SUM_RTOL = 1e-10
 
 
 def write_dataset(path, *, N=40, H=4, m=2, nA=3, state_dim=3, obs_dim=2, seed=0, actions=None, states=None, pairs_per=3,
-                  returns=None, chunk=8):
-    """A small dataset file through the data layer's writer, with Bradley-Terry pairs."""
+                  returns=None, chunk=8, lengths=None, horizon=None, with_pairs=True):
+    """A small dataset file through the data layer's writer, with Bradley-Terry pairs (none
+    with ``with_pairs=False``). ``H`` steps are drawn; with ``lengths [N]`` (<= H) and/or
+    ``horizon`` (>= max length) the episodes are cut and padded as SMAX stores them (``padded``)."""
     rng = np.random.default_rng(seed)
-    spec = DatasetSpec("toy", {"horizon": H}, tuple(f"agent_{i}" for i in range(m)), obs_dim, state_dim, nA, H)
     acts = rng.integers(0, nA, size=(N, H, m)) if actions is None else actions
     st_ = rng.normal(size=(N, H + 1, state_dim)) if states is None else states
+    arrays = {"obs": rng.normal(size=(N, H + 1, m, obs_dim)), "state": st_, "actions": acts, "avail": np.ones((N, H, m, nA), bool),
+              "rewards": rng.random((N, H, m))}
+    if lengths is not None or horizon is not None:
+        arrays = padded(arrays, np.full(N, H) if lengths is None else lengths, H if horizon is None else horizon)
+    T = arrays["actions"].shape[1]
+    spec = DatasetSpec("toy", {"horizon": T}, tuple(f"agent_{i}" for i in range(m)), obs_dim, state_dim, nA, T)
     with DatasetWriter(path, spec, overwrite=True, chunk_trajectories=chunk) as w:
-        w.append(TrajectoryBatch(rng.normal(size=(N, H + 1, m, obs_dim)).astype(np.float32), st_.astype(np.float32),
-                                 acts.astype(np.int16), np.ones((N, H, m, nA), bool), rng.random((N, H, m)).astype(np.float32),
-                                 np.arange(N), "mix"))
+        w.append(TrajectoryBatch(arrays["obs"].astype(np.float32), arrays["state"].astype(np.float32), arrays["actions"].astype(np.int16),
+                                 arrays["avail"], arrays["rewards"].astype(np.float32), np.arange(N), "mix"))
         f, s = sample_pairs(N, pairs_per, seed)
         R = rng.random((N, m)) if returns is None else returns
-        w.write_pairs(label_pairs(R, f, s, seed=seed + 1))
+        if with_pairs:
+            w.write_pairs(label_pairs(R, f, s, seed=seed + 1))
     return path
+
+
+def padded(arrays, lengths, horizon, stop=0):
+    """Trajectories (``obs [N, T+1, m, o]``, ``state [N, T+1, s]``, ``actions [N, T, m]``,
+    ``avail [N, T, m, A]``, ``rewards [N, T, m]``) cut after ``lengths [N]`` (<= T) real steps and
+    padded to ``horizon`` steps as ``deep.envs.smax`` stores them: ``avail`` all False, action
+    ``stop``, reward 0, obs and state repeating the observation that follows the last real step."""
+    lengths = np.asarray(lengths)
+    T = arrays["actions"].shape[1]
+    real = np.arange(horizon)[None, :] < lengths[:, None]
+    seen = np.minimum(np.arange(horizon + 1)[None, :], lengths[:, None])
+    step = np.broadcast_to(np.minimum(np.arange(horizon), T - 1), real.shape)
+    out = {"obs": np.take_along_axis(arrays["obs"], seen[:, :, None, None], axis=1),
+           "state": np.take_along_axis(arrays["state"], seen[:, :, None], axis=1)}
+    for name in ("actions", "avail", "rewards"):
+        x = arrays[name]
+        out[name] = np.take_along_axis(x, step.reshape(*step.shape, *[1] * (x.ndim - 2)), axis=1).copy()
+    out["actions"][~real] = stop
+    out["avail"][~real] = False
+    out["rewards"][~real] = 0.0
+    return out
 
 
 def all_features(reader, fmap):
@@ -312,3 +341,172 @@ def test_simulator_deviations_on_mpe(tmp_path):
         assert agent["unilateral"] == max(c["value"] for c in cands.values()) and agent["estimator"] == "simulator"
     assert out["unilateral"] == max(a["unilateral"] for a in out["per_agent"])
     assert out["single"] == sim["single"]
+
+
+# ----------------------------------------------------------------------------- padded episodes
+#: The same measures from covariances of another size (padding dropped or kept) or summed in
+#: another order: float64 rounding of a few hundred terms.
+PAD_RTOL = 1e-9
+
+
+def zero_policy(obs, avail, t):
+    import torch
+
+    return torch.zeros(avail.shape[:2], dtype=torch.long)
+
+
+def fixed_features(spec, dim=8, seed=0):
+    """A random-feature map with its standardisation given, so that it is the same map whatever
+    the data (``fit_features=False``)."""
+    return RandomFourierFeatures.for_spec(spec, dim, seed=seed, mean=np.full(spec.state_dim, 0.1), std=np.full(spec.state_dim, 1.3))
+
+
+def measures(out):
+    """The numbers of a report that must not depend on how much padding the episodes carry."""
+    keys = [out["single"], out["unilateral"], out["uniform"]]
+    for a in out["per_agent"]:
+        keys += [a["unilateral"], a["plug_in"], a["uniform_deviation"]]
+    for name in ("single", "unilateral", "uniform"):
+        b = out["bootstrap"].get(name)
+        if b:
+            keys += [b["point"], b["low"], b["high"]]
+    for size in out["sizes"]:
+        keys += [size["single"], size["unilateral"], size["uniform"]]
+    c = out["counts"]
+    keys += [c["transitions"], c["joint_saco"], c["distinct_states"], *c["individual_saco"], *c.get("unilateral_seen", [])]
+    return np.array(keys, dtype=np.float64)
+
+
+def test_unpadded_measures_equal_definition_1_computed_in_memory(tmp_path):
+    """MPE-like data (every step real): the streamed diagnostic is the old formula, written here
+    on whole arrays: Sigma_r, Sigma_p from all pairs, then sums over all H steps of the bonus at
+    the reference, the best deviation of each agent and the best joint action."""
+    path = write_dataset(tmp_path / "d.h5", N=30, H=4, m=2, nA=3, seed=11)
+    with DatasetReader(path) as reader:
+        spec, pairs = reader.spec, reader.pairs()
+        d = reader.read_fields(slice(None), ["state", "actions"])
+    fmap = fixed_features(spec)
+    out = diagnose(path, zero_policy, fmap, lam=0.8, bootstrap=0, groups=0, fit_features=False)
+    X = fmap(d, d["actions"])
+    N, H, dim = X.shape
+    diff = (X[pairs.first] - X[pairs.second]).reshape(len(pairs), H * dim)
+    both = np.concatenate([X[pairs.first], X[pairs.second]])
+    model = BonusModel.from_covariances(0.8 * np.eye(H * dim) + diff.T @ diff, 0.8 * np.eye(dim) + np.einsum("bhd,bhe->hde", both, both))
+
+    def bonus_over(features):
+        return np.moveaxis(model.bonus(np.moveaxis(features, 2, 1)), 1, 2)
+
+    ref = np.zeros((N, H, 2), dtype=np.int64)
+    want_single = model.bonus(fmap(d, ref)).sum(axis=1).mean()
+    want_uni = [bonus_over(fmap.unilateral(d, ref, i)).max(axis=-1).sum(axis=1).mean() for i in range(2)]
+    want_uniform = bonus_over(fmap.joint(d, H)).max(axis=-1).sum(axis=1).mean()
+    assert out["single"] == pytest.approx(want_single, rel=PAD_RTOL)
+    np.testing.assert_allclose([a["plug_in"] for a in out["per_agent"]], want_uni, rtol=PAD_RTOL)
+    assert out["uniform"] == pytest.approx(want_uniform, rel=PAD_RTOL)
+    assert out["dataset"]["real_steps"] == N * H and out["dataset"]["padded_trajectories"] == 0
+    assert out["dataset"]["longest_episode"] == H
+
+
+@pytest.mark.parametrize("use_policy", [False, True])
+def test_padding_appended_to_episodes_leaves_the_diagnostic_unchanged(tmp_path, use_policy):
+    """The same episodes stored with H = 5 steps and with 4 more padding steps; and episodes of
+    lengths 1..5 stored padded to 5 and to 9 steps: the same report either way (counts, anchors,
+    bootstrap and size curve included)."""
+    N, H0, extra = 36, 5, 4
+    lengths = np.random.default_rng(3).integers(1, H0 + 1, size=N)
+    lengths[0] = H0
+    kw = dict(N=N, H=H0, seed=7, pairs_per=4)
+    policy = zero_policy if use_policy else None
+    opts = dict(bootstrap=6, groups=4, bootstrap_anchors=12, feature_dim=8, seed=2, block=5)
+    reports = {}
+    for name, more in (("full", {}), ("full+pad", {"horizon": H0 + extra}), ("cut", {"lengths": lengths}),
+                       ("cut+pad", {"lengths": lengths, "horizon": H0 + extra})):
+        path = write_dataset(tmp_path / f"{name}.h5", **kw, **more)
+        reports[name] = diagnose(path, policy, **opts)
+    for a, b in (("full", "full+pad"), ("cut", "cut+pad")):
+        np.testing.assert_allclose(measures(reports[b]), measures(reports[a]), rtol=PAD_RTOL, atol=PAD_RTOL)
+        assert reports[b]["worst_deviator"]["player"] == reports[a]["worst_deviator"]["player"]
+        assert reports[b]["reference"]["trajectories"] == reports[a]["reference"]["trajectories"]
+    cut = reports["cut+pad"]
+    assert cut["counts"]["transitions"] == cut["dataset"]["real_steps"] == lengths.sum()
+    assert cut["dataset"]["padded_trajectories"] == np.sum(lengths < H0 + extra) and cut["dataset"]["longest_episode"] == H0
+    # Cutting the episodes does change the data: fewer real steps, smaller sums.
+    assert cut["single"] < reports["full"]["single"]
+    assert all(np.isfinite(measures(r)).all() for r in reports.values())
+
+
+def test_a_reference_policy_is_asked_for_actions_at_real_steps_only(tmp_path):
+    """At a padded step no action is available: a policy would get an all-False mask there."""
+    seen = []
+
+    def strict(obs, avail, t):
+        import torch
+
+        assert bool(avail.any(dim=-1).all()), "the policy was shown a padded step"
+        seen.append(int(avail.shape[0]))
+        return torch.zeros(avail.shape[:2], dtype=torch.long)
+
+    lengths = np.array([3, 1, 2, 3, 2, 1, 3, 2])
+    path = write_dataset(tmp_path / "d.h5", N=8, H=3, lengths=lengths, horizon=6, seed=1)
+    out = diagnose(path, strict, bootstrap=0, groups=0, feature_dim=8)
+    assert np.isfinite(out["single"]) and np.isfinite(out["unilateral"]) and np.isfinite(out["uniform"])
+    # The probe's first step of trajectory 0 (a function is its own deep copy), then steps 0, 1, 2
+    # with 8, 6, 3 episodes running; none of steps 3-5.
+    assert seen == [1, 8, 6, 3]
+
+
+def _said(tmp_path, **kwargs):
+    messages = []
+    path = kwargs.pop("path")
+    with pytest.raises(ValueError) as err:
+        diagnose(path, progress=messages.append, bootstrap=0, groups=0, feature_dim=8, **kwargs)
+    return str(err.value), messages
+
+
+def test_every_check_fails_before_the_streaming_passes(tmp_path):
+    path = write_dataset(tmp_path / "d.h5", N=12, H=3)
+    for option, value, field in (("reference_fraction", 0.0, "reference_fraction"), ("lam", 0.0, "lambda"),
+                                 ("count_resolution", 0.0, "count_resolution"), ("bootstrap_anchors", -1, "bootstrap_anchors"),
+                                 ("block", 0, "block")):
+        msg, said = _said(tmp_path, path=path, **{option: value})
+        assert field in msg and said == [], (option, msg, said)
+    msg, said = _said(tmp_path, path=path, memory_bytes=1000)
+    assert "memory_bytes" in msg and not any(s.startswith("pass") for s in said)
+
+    def wrong_shape(obs, avail, t):
+        import torch
+
+        return torch.zeros(3, dtype=torch.long)
+
+    msg, said = _said(tmp_path, path=path, policy=wrong_shape)
+    assert msg.startswith("policy:") and said == []
+    np.save(tmp_path / "few.npy", np.zeros((5, 3, 4)))
+    msg, said = _said(tmp_path, path=path, features=str(tmp_path / "few.npy"))
+    assert "feature file has 5 trajectories" in msg and said == []
+
+
+def test_bad_episode_layouts_are_refused_before_the_streaming_passes(tmp_path):
+    import h5py
+
+    for name, tamper, expected in (
+        ("hole", lambda f: f["avail"].__setitem__((5, 1), False), "trajectory 5 has a real step 2 after a padded step 1"),
+        ("stuck", lambda f: f["avail"].__setitem__((7, 2, 1), False), "trajectory 7, step 2: agent 1 has no available action"),
+        ("pairs", lambda f: f["pairs/first"].__setitem__(0, 99), "pairs/first: expected trajectory indices in [0, 11]"),
+    ):
+        path = write_dataset(tmp_path / f"{name}.h5", N=12, H=3)
+        with h5py.File(path, "r+") as f:
+            tamper(f)
+        msg, said = _said(tmp_path, path=path)
+        assert str(path) in msg and expected in msg, msg
+        assert not any(s.startswith("pass") for s in said), said
+
+
+def test_a_dataset_without_pairs_is_refused_with_its_name(tmp_path):
+    path = write_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
+    msg, said = _said(tmp_path, path=path)
+    assert msg.startswith(f"{path}: no preference pairs") and "--pairs-file" in msg and said == []
+    with pytest.raises(FileNotFoundError, match="nothere.h5"):
+        diagnose(path, pairs_path=tmp_path / "nothere.h5")
+    (tmp_path / "text.h5").write_text("not HDF5")
+    with pytest.raises(ValueError, match="text.h5: cannot be read as HDF5"):
+        diagnose(tmp_path / "text.h5")

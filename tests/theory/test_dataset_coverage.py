@@ -289,3 +289,148 @@ def test_bad_input_raises():
     ds = sample_preference_dataset(random_markov_game(2, (2,), 3, seed=0), random_policy(random_markov_game(2, (2,), 3, seed=0), seed=0), 3, seed=0)
     with pytest.raises(GameError):
         finite_game_coverage(game, ds, random_policy(game, seed=0))
+
+
+# ----------------------------------------------------------------------------- padded episodes
+#: Bonus and measures of the same data in a matrix of another size (padding blocks added):
+#: the Cholesky factors of the real blocks see the same numbers in another blocking.
+PAD_RTOL = 1e-9
+
+
+def _masks(lengths, H):
+    return np.arange(H)[None, :] < np.asarray(lengths)[:, None]
+
+
+def _pad(x, H, fill):
+    """``x [B, H0, ...]`` with steps H0..H-1 appended, filled with ``fill`` (an array or a scalar)."""
+    extra = np.broadcast_to(fill, (x.shape[0], H - x.shape[1], *x.shape[2:]))
+    return np.concatenate([x, extra], axis=1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seeds, st.integers(1, 12), st.integers(1, 3), st.integers(1, 3), st.integers(0, 3))
+def test_masks_of_real_steps_only_give_the_unmasked_sums_bit_for_bit(seed, n, H, d, n_slots):
+    """With every step real, the masked path is the unmasked one (MPE datasets: unchanged)."""
+    rng = np.random.default_rng(seed)
+    first, second = random_pairs(rng, n, H, d)
+    w = poisson_weights(n, n_slots, rng) if n_slots else None
+    real = np.ones((n, H), dtype=bool)
+    plain, masked = CovarianceAccumulator(H, d, n_slots), CovarianceAccumulator(H, d, n_slots)
+    plain.update(first, second, w)
+    masked.update(first, second, w, valid_first=real, valid_second=real)
+    counts = rng.integers(0, 3, size=n).astype(float)
+    plain.update_transitions(first, counts)
+    masked.update_transitions(first, counts, valid=real)
+    for k in [None, *range(n_slots)]:
+        assert np.array_equal(plain.sigma_r(slot=k), masked.sigma_r(slot=k))
+        assert np.array_equal(plain.sigma_p(slot=k), masked.sigma_p(slot=k))
+
+    A = 3
+    ref, weights = rng.random((n, H)), rng.random(n) + 0.1
+    devs = [rng.random((n, H, A)) for _ in range(2)]
+    avail = [rng.random((n, H, A)) < 0.6 for _ in range(2)]
+    for a in avail:
+        a[..., 0] = True
+    joint = rng.random((n, H, A * A))
+    joint_avail = rng.random((n, H, A * A)) < 0.5
+    joint_avail[..., 0] = True
+    a, b = PlugInAccumulator(2), PlugInAccumulator(2)
+    a.add(ref, devs, avail, joint, weights)
+    b.add(ref, devs, avail, joint, weights, valid=real)
+    a.add_uniform(joint, weights, available=joint_avail)
+    b.add_uniform(joint, weights, valid=real, available=joint_avail)
+    ra, rb = a.result(), b.result()
+    assert ra.single == rb.single and ra.uniform == rb.uniform
+    assert np.array_equal(ra.unilateral, rb.unilateral) and np.array_equal(ra.uniform_deviation, rb.uniform_deviation)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeds, st.integers(2, 10), st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.booleans())
+def test_padding_steps_change_no_covariance_bonus_or_measure(seed, n, H0, d, extra, nan_padding):
+    """Trajectories of lengths <= H0, stored with H0 steps and again with ``extra`` more padding
+    steps holding garbage (NaN too: the padding is never read), give the same ``Sigma_p[h]``, the
+    same diagonal blocks of ``Sigma_r^-1`` and bonus on the real steps, and the same plug-in
+    measures; and both equal the unmasked computation with feature 0 at padded steps (the
+    absorbing terminal state of the module docstring)."""
+    rng = np.random.default_rng(seed)
+    H = H0 + extra
+    len_first, len_second = rng.integers(0, H0 + 1, size=n), rng.integers(0, H0 + 1, size=n)
+    first, second = random_pairs(rng, n, H0, d)
+    v1, v2 = _masks(len_first, H0), _masks(len_second, H0)
+    garbage = np.nan if nan_padding else 1e3
+    first[~v1], second[~v2] = garbage, garbage
+    lam = float(rng.uniform(0.2, 2.0))
+
+    short = CovarianceAccumulator(H0, d, lam=lam)
+    short.update(first, second, valid_first=v1, valid_second=v2)
+    long = CovarianceAccumulator(H, d, lam=lam)
+    long.update(_pad(first, H, garbage), _pad(second, H, garbage), valid_first=_masks(len_first, H),
+                valid_second=_masks(len_second, H))
+    absorbing = CovarianceAccumulator(H0, d, lam=lam)
+    absorbing.update(np.where(v1[..., None], first, 0.0), np.where(v2[..., None], second, 0.0))
+
+    Hd = H0 * d
+    np.testing.assert_array_equal(long.sigma_r()[:Hd, :Hd], short.sigma_r())
+    np.testing.assert_array_equal(long.sigma_r()[Hd:, Hd:], lam * np.eye(H * d - Hd))
+    assert not np.any(long.sigma_r()[:Hd, Hd:])
+    np.testing.assert_array_equal(long.sigma_p()[:H0], short.sigma_p())
+    np.testing.assert_array_equal(long.sigma_p()[H0:], np.broadcast_to(lam * np.eye(d), (extra, d, d)))
+    np.testing.assert_allclose(absorbing.sigma_r(), short.sigma_r(), rtol=SUM_RTOL, atol=SUM_RTOL * n)
+    np.testing.assert_allclose(absorbing.sigma_p(), short.sigma_p(), rtol=SUM_RTOL, atol=SUM_RTOL * n)
+
+    m_short, m_long = short.bonus_model(), long.bonus_model()
+    np.testing.assert_allclose(m_long.reward_blocks[:H0], m_short.reward_blocks, rtol=PAD_RTOL, atol=PAD_RTOL)
+    np.testing.assert_allclose(m_long.transition_inverse[:H0], m_short.transition_inverse, rtol=PAD_RTOL, atol=PAD_RTOL)
+
+    # Plug-in measures on anchors of lengths <= H0: bonus arrays of both models, padded steps garbage.
+    A, B = 3, n
+    len_anchor = rng.integers(0, H0 + 1, size=B)
+    x = rng.normal(size=(B, H0, A, A, d))
+    avail = [rng.random((B, H0, A)) < 0.6 for _ in range(2)]
+    for av in avail:
+        av[..., 0] = True
+    real = _masks(len_anchor, H0)
+    for av in avail:
+        av[~real] = False
+
+    def measures(model, H_model, garbage_fill):
+        feats = x if H_model == H0 else _pad(x, H_model, 0.0)
+        bonus = np.moveaxis(model.bonus(np.moveaxis(feats.reshape(B, H_model, A * A, d), 2, 1)), 1, 2).reshape(B, H_model, A, A)
+        valid = _masks(len_anchor, H_model)
+        bonus = np.where(valid[..., None, None], bonus, garbage_fill)
+        av = [a if H_model == H0 else _pad(a, H_model, False) for a in avail]
+        acc = PlugInAccumulator(2)
+        acc.add(bonus[..., 0, 0], [bonus[..., :, 0], bonus[..., 0, :]], av, valid=valid)
+        acc.add_uniform(bonus.reshape(B, H_model, A * A), valid=valid,
+                        available=(av[0][..., :, None] & av[1][..., None, :]).reshape(B, H_model, A * A))
+        return acc.result()
+
+    got_short, got_long = measures(m_short, H0, garbage), measures(m_long, H, garbage)
+    for name in ("single", "uniform", "unilateral", "uniform_deviation"):
+        np.testing.assert_allclose(getattr(got_long, name), getattr(got_short, name), rtol=PAD_RTOL, atol=PAD_RTOL)
+        assert np.all(np.isfinite(getattr(got_short, name)))
+
+    # The same measures by hand: sums over the real steps only, means over anchors.
+    bonus = np.moveaxis(m_short.bonus(np.moveaxis(x.reshape(B, H0, A * A, d), 2, 1)), 1, 2).reshape(B, H0, A, A)
+    want_single = np.where(real, bonus[..., 0, 0], 0.0).sum(axis=1).mean()
+    want_uni0 = np.where(real, np.where(avail[0], bonus[..., :, 0], -np.inf).max(axis=-1), 0.0).sum(axis=1).mean()
+    assert abs(got_short.single - want_single) <= PAD_RTOL * (1 + abs(want_single))
+    assert abs(got_short.unilateral[0] - want_uni0) <= PAD_RTOL * (1 + abs(want_uni0))
+
+
+def test_padded_steps_need_no_available_action_but_real_ones_do():
+    acc = PlugInAccumulator(1)
+    ref = np.ones((2, 3))
+    dev = [np.ones((2, 3, 2))]
+    avail = [np.ones((2, 3, 2), dtype=bool)]
+    avail[0][1, 2] = False
+    with pytest.raises(ValueError, match=r"available\[0\]: every real step"):
+        acc.add(ref, dev, avail)
+    acc.add(ref, dev, avail, valid=np.array([[True] * 3, [True, True, False]]))
+    assert acc.result().unilateral[0] == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="valid"):
+        acc.add(ref, dev, avail, valid=np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="available: every real step"):
+        acc.add_uniform(np.ones((1, 2, 4)), available=np.zeros((1, 2, 4), dtype=bool))
+    with pytest.raises(ValueError, match="valid_first"):
+        CovarianceAccumulator(2, 1).update(np.zeros((3, 2, 1)), np.zeros((3, 2, 1)), valid_first=np.ones((3, 2)))
