@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 
-from theory.coverage import reward_covariance, step_features, transition_covariances
-from theory.games import random_linear_markov_game, random_markov_game
-from theory.policies import random_policy
-from theory.preferences import PreferenceDataset
-from theory.values import nash_gap
+from marlcov.theory.coverage import reward_covariance, step_features, transition_covariances
+from marlcov.theory.games import random_linear_markov_game, random_markov_game
+from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import PreferenceDataset
+from marlcov.theory.values import nash_gap
 
 
 def best_of(fn, repeats: int) -> float:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from theory.dataset_coverage import CovarianceAccumulator
+from marlcov.theory.dataset_coverage import CovarianceAccumulator
 
 H, D = 25, 256
 PAIR_BATCH = 512

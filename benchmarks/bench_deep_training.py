@@ -29,12 +29,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from deep.data.hdf5 import DatasetWriter  # noqa: E402
-from deep.data.preferences import label_pairs, sample_pairs  # noqa: E402
-from deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
-from deep.marlhf.reference import PolicyNet, ReferencePolicy  # noqa: E402
-from deep.marlhf.reward_model import RewardModelConfig, RewardNet, TrainedRewardModel, train_reward_model  # noqa: E402
-from deep.marlhf.vdn import OfflineVDNConfig, fit_offline_vdn, offline_rewards  # noqa: E402
+from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
+from marlcov.deep.data.preferences import label_pairs, sample_pairs  # noqa: E402
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
+from marlcov.deep.marlhf.reference import PolicyNet, ReferencePolicy  # noqa: E402
+from marlcov.deep.marlhf.reward_model import RewardModelConfig, RewardNet, TrainedRewardModel, train_reward_model  # noqa: E402
+from marlcov.deep.marlhf.vdn import OfflineVDNConfig, fit_offline_vdn, offline_rewards  # noqa: E402
 
 OBS_DIM, N_AGENTS, N_ACTIONS, HORIZON, STATE_DIM = 18, 3, 5, 25, 54
 PAIRS_PER_TRAJECTORY = 10

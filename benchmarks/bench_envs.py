@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deep.envs.mpe import ENV_NAMES, HORIZON, MPEBatch, make_jax_env  # noqa: E402
+from marlcov.deep.envs.mpe import ENV_NAMES, HORIZON, MPEBatch, make_jax_env  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -68,7 +68,7 @@ def bare_episode_seconds(name: str, batch: int, repeats: int) -> float:
 
 
 def mpe2_steps_per_second(name: str, episodes: int) -> float:
-    from deep.envs.parity import mpe2_env
+    from marlcov.deep.envs.parity import mpe2_env
 
     env = mpe2_env(name)
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linear_games.matrix_games import all_equilibria, zero_sum_solve  # noqa: E402
+from marlcov.linear_games.matrix_games import all_equilibria, zero_sum_solve  # noqa: E402
 
 
 def _best_of(fn, repeats: int) -> tuple[float, object]:

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from theory.policies import joint_action_probs
-from theory.preferences import PreferenceDataset
-from linear_games.sbsm import (
+from marlcov.theory.policies import joint_action_probs
+from marlcov.theory.preferences import PreferenceDataset
+from marlcov.linear_games.sbsm import (
     GameSpec,
     optimistic_best_responses,
     pessimistic_values,

@@ -1,6 +1,6 @@
 """Independent units of work ("cells") run in parallel: local processes or a Ray cluster.
 
-A ``Cell`` names a function by import path (``"deep.compare:algorithm_cell"``), its keyword
+A ``Cell`` names a function by import path (``"marlcov.deep.compare:algorithm_cell"``), its keyword
 arguments and the JSON file its result goes to. ``run_cells`` runs the cells whose result file
 is missing and reads the others back, so a killed run continues where it stopped (a cell's
 trainer also resumes from its own ``train_state.pt``). The result of every cell is the JSON
@@ -62,7 +62,7 @@ def _function(path: str) -> Callable[..., dict[str, Any]]:
 
 
 def _write_result(result: Mapping[str, Any], path: str) -> None:
-    from deep.common import atomic_write_text
+    from marlcov.deep.common import atomic_write_text
 
     atomic_write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", path)
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from theory.games import GameError
+from marlcov.theory.games import GameError
 
 DEFAULT_OUT = "marlcov-deep"
 #: Modules of the ``deep`` extra; a command that misses one says how to install it.
@@ -45,7 +45,7 @@ def _set_threads(threads: int | None) -> None:
 def _pipeline_config(args) -> dict[str, Any]:
     """The ``--scale`` pipeline config updated by ``--config`` (a pipeline config, or a flat
     config of the command's stage section)."""
-    from deep.pipeline import TOP_LEVEL, _read_mapping, load_pipeline_config
+    from marlcov.deep.pipeline import TOP_LEVEL, _read_mapping, load_pipeline_config
 
     override = None
     if getattr(args, "config", None):
@@ -58,8 +58,8 @@ def _pipeline_config(args) -> dict[str, Any]:
 
 def _stage_config(args, env: str, overrides: dict[str, Any]) -> Any:
     """The validated dataclass of the command's stage for ``env``, with command-line overrides."""
-    from deep.common import load_config
-    from deep.pipeline import section, stage_configs
+    from marlcov.deep.common import load_config
+    from marlcov.deep.pipeline import section, stage_configs
 
     config = _pipeline_config(args)
     cls = type(stage_configs(config, env)[args.stage_section])
@@ -69,7 +69,7 @@ def _stage_config(args, env: str, overrides: dict[str, Any]) -> Any:
 
 
 def _dataset_env(path: str) -> str:
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     if not Path(path).exists():
         raise GameError(f"{path}: dataset file not found")
@@ -113,8 +113,8 @@ def _guarded(func: Callable[[Any], int]) -> Callable[[Any], int]:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_train_experts(args) -> int:
-    from deep.marlhf.online_vdn import train_behaviour_policies
-    from deep.pipeline import env_name
+    from marlcov.deep.marlhf.online_vdn import train_behaviour_policies
+    from marlcov.deep.pipeline import env_name
 
     env = env_name(args.env)
     cfg = _stage_config(args, env, {"total_env_steps": args.env_steps})
@@ -129,8 +129,8 @@ def cmd_collect(args) -> int:
     """Three kinds of dataset: a Table 1 mix on an MPE task from trained policies
     (``--policies``), a Table 1 mix on a SMAX map from scripted behaviours, or with
     ``--continuous`` a continuous-action spread dataset (``--expert-fraction``, ``--noise``)."""
-    from deep.common import resolve_device
-    from deep.pipeline import (MIXES, collect_continuous, collect_dataset, collect_smax_dataset, env_kwargs, env_name, section,
+    from marlcov.deep.common import resolve_device
+    from marlcov.deep.pipeline import (MIXES, collect_continuous, collect_dataset, collect_smax_dataset, env_kwargs, env_name, section,
                                smax_map, stage_configs)
 
     config = _pipeline_config(args)
@@ -178,7 +178,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from deep.pipeline import label_dataset_file, section
+    from marlcov.deep.pipeline import label_dataset_file, section
 
     if not Path(args.data).exists():
         raise GameError(f"{args.data}: dataset file not found")
@@ -190,8 +190,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_train_reward(args) -> int:
-    from deep.marlhf.reward_model import train_reward_model
-    from deep.pipeline import pairs_path_for
+    from marlcov.deep.marlhf.reward_model import train_reward_model
+    from marlcov.deep.pipeline import pairs_path_for
 
     env = _dataset_env(args.data)
     cfg = _stage_config(args, env, {"alpha": args.alpha, "model": args.model, "epochs": args.epochs, "variance": args.variance})
@@ -204,7 +204,7 @@ def cmd_train_reward(args) -> int:
 
 
 def cmd_train_reference(args) -> int:
-    from deep.marlhf.reference import train_reference
+    from marlcov.deep.marlhf.reference import train_reference
 
     env = _dataset_env(args.data)
     cfg = _stage_config(args, env, {"epochs": args.epochs})
@@ -213,7 +213,7 @@ def cmd_train_reference(args) -> int:
 
 
 def cmd_train_policy(args) -> int:
-    from deep.marlhf.vdn import train_offline_vdn
+    from marlcov.deep.marlhf.vdn import train_offline_vdn
 
     env = _dataset_env(args.data)
     cfg = _stage_config(args, env, {"beta": args.beta, "updates": args.updates})
@@ -224,10 +224,10 @@ def cmd_train_policy(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from deep.marlhf.evaluate import evaluate_policy, plot_reward_trajectory, reward_metrics
-    from deep.marlhf.reward_model import load_reward_model
-    from deep.marlhf.vdn import load_policy
-    from deep.pipeline import env_kwargs, env_name, section, stage_configs
+    from marlcov.deep.marlhf.evaluate import evaluate_policy, plot_reward_trajectory, reward_metrics
+    from marlcov.deep.marlhf.reward_model import load_reward_model
+    from marlcov.deep.marlhf.vdn import load_policy
+    from marlcov.deep.pipeline import env_kwargs, env_name, section, stage_configs
 
     policy = load_policy(args.policy, args.device)
     env = env_name(args.env) if args.env else policy.env_name
@@ -252,8 +252,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from deep.common import resolve_device
-    from deep.pipeline import reproduce
+    from marlcov.deep.common import resolve_device
+    from marlcov.deep.pipeline import reproduce
 
     if args.seeds < 1:
         raise GameError(f"--seeds: expected a positive integer, got {args.seeds}")
@@ -276,8 +276,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from deep.common import resolve_device
-    from deep.compare import run_compare
+    from marlcov.deep.common import resolve_device
+    from marlcov.deep.compare import run_compare
 
     if args.seeds < 1:
         raise GameError(f"--seeds: expected a positive integer, got {args.seeds}")
@@ -302,9 +302,9 @@ def cmd_compare(args) -> int:
 # ----------------------------------------------------------------------------- parser
 def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``deep`` and its sub-commands on ``subparsers`` (of the top-level parser)."""
-    from deep.compare import ALGOS as COMPARE_ALGOS
-    from deep.compare import OMIGA_REWARDS
-    from deep.pipeline import MIXES, SCALES, TABLES
+    from marlcov.deep.compare import ALGOS as COMPARE_ALGOS
+    from marlcov.deep.compare import OMIGA_REWARDS
+    from marlcov.deep.pipeline import MIXES, SCALES, TABLES
 
     deep = subparsers.add_parser("deep", help="the MARLHF pipeline on MPE: collect, label, train, evaluate, reproduce",
                                  description="The MARLHF pipeline on MPE (see docs/deep_pipeline.md).")

@@ -326,7 +326,7 @@ def load_dataset_arrays(
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """``(spec, arrays)``: the trajectory datasets ``fields`` of an HDF5 dataset, read in
     batches into preallocated numpy arrays (one copy in memory, none of the others)."""
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     with DatasetReader(dataset_path) as reader:
         layout = reader.spec.field_layout()

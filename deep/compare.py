@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from deep.cells import Cell, default_workers, run_cells
+from marlcov.deep.cells import Cell, default_workers, run_cells
 
 ALGOS = ("marlhf", "omapl", "omiga", "mamql", "score-decomposition")
 DISCRETE_ALGOS = ("marlhf", "omapl", "omiga", "mamql")
@@ -93,7 +93,7 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
     (``deep.envs.mpe_continuous``); ``pairs`` the file holding its preference pairs, or None."""
     import h5py
 
-    from deep.data.schema import DATASET_FORMAT
+    from marlcov.deep.data.schema import DATASET_FORMAT
 
     p = Path(path)
     if not p.exists():
@@ -105,8 +105,8 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"--dataset: {p} is not an HDF5 file ({exc})") from None
     if fmt == DATASET_FORMAT:
-        from deep.data.hdf5 import DatasetReader
-        from deep.pipeline import pairs_path_for
+        from marlcov.deep.data.hdf5 import DatasetReader
+        from marlcov.deep.pipeline import pairs_path_for
 
         with DatasetReader(p) as reader:
             spec, n, has_pairs = reader.spec, len(reader), reader.has_pairs()
@@ -114,7 +114,7 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
         pairs = str(side) if side.exists() else (str(p) if has_pairs else None)
         return {"path": str(p), "env": spec.env_name, "action_space": "discrete", "n_actions": spec.n_actions,
                 "n_trajectories": n, "horizon": spec.horizon, "n_agents": spec.n_agents, "pairs": pairs}
-    from deep.envs.mpe_continuous import CONTINUOUS_DATASET_FORMAT, read_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import CONTINUOUS_DATASET_FORMAT, read_continuous_dataset
 
     if fmt != CONTINUOUS_DATASET_FORMAT:
         raise ValueError(f"--dataset: {p} has attribute 'format' {fmt!r}; expected {DATASET_FORMAT!r} or {CONTINUOUS_DATASET_FORMAT!r}")
@@ -126,13 +126,13 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
 def env_of(name: str) -> str:
     """The dataset ``env_name`` of ``--env``: an MPE task or alias (``spread``), or a SMAX map
     as ``smax_3m`` or ``3m``."""
-    from deep.pipeline import ENV_ALIASES
+    from marlcov.deep.pipeline import ENV_ALIASES
 
     if name in ENV_ALIASES:
         return ENV_ALIASES[name]
     if name in ENV_ALIASES.values() or name.startswith("smax_"):
         return name
-    from deep.envs.smax import ENV_PREFIX, MAP_NAMES
+    from marlcov.deep.envs.smax import ENV_PREFIX, MAP_NAMES
 
     if name in MAP_NAMES:
         return ENV_PREFIX + name
@@ -164,7 +164,7 @@ def load_compare_config(scale: str | None = "small", source: str | os.PathLike |
     ``deep/configs/<scale>.json`` (with its per-environment overrides), updated by
     ``deep/configs/compare_<scale>.json``, updated by ``source`` (a file or a mapping).
     Unknown top-level keys raise ValueError."""
-    from deep.pipeline import CONFIG_DIR, SCALES, _read_mapping, load_pipeline_config, merge
+    from marlcov.deep.pipeline import CONFIG_DIR, SCALES, _read_mapping, load_pipeline_config, merge
 
     if scale is not None and scale not in SCALES:
         raise ValueError(f"--scale: expected one of {list(SCALES)}, got {scale!r}")
@@ -184,15 +184,15 @@ def load_compare_config(scale: str | None = "small", source: str | os.PathLike |
 
 def trainer_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     """The validated config dataclasses of every trainer for ``env`` (ValueError naming the section)."""
-    from deep.algos.mamql import MAMQLConfig
-    from deep.algos.omapl import OMAPLConfig
-    from deep.algos.omiga import OMIGAConfig
-    from deep.algos.score_decomposition import ScoreDecompositionConfig
-    from deep.common import load_config
-    from deep.marlhf.reference import ReferenceConfig
-    from deep.marlhf.reward_model import RewardModelConfig
-    from deep.marlhf.vdn import OfflineVDNConfig
-    from deep.pipeline import section
+    from marlcov.deep.algos.mamql import MAMQLConfig
+    from marlcov.deep.algos.omapl import OMAPLConfig
+    from marlcov.deep.algos.omiga import OMIGAConfig
+    from marlcov.deep.algos.score_decomposition import ScoreDecompositionConfig
+    from marlcov.deep.common import load_config
+    from marlcov.deep.marlhf.reference import ReferenceConfig
+    from marlcov.deep.marlhf.reward_model import RewardModelConfig
+    from marlcov.deep.marlhf.vdn import OfflineVDNConfig
+    from marlcov.deep.pipeline import section
 
     classes = {"omapl": OMAPLConfig, "omiga": OMIGAConfig, "mamql": MAMQLConfig, "score_decomposition": ScoreDecompositionConfig,
                "reward_model": RewardModelConfig, "reference": ReferenceConfig, "offline_vdn": OfflineVDNConfig}
@@ -220,8 +220,8 @@ def evaluate_discrete(policy, spec, n_episodes: int, seed: int, batch_size: int,
     ``deep.common.eval_seed_start(seed, n_episodes) + j`` (as every evaluator of ``deep``). Returns ``return_per_agent`` (mean over
     episodes and agents), ``return_std`` (over episodes), ``episodes`` and, on SMAX,
     ``win_rate``."""
-    from deep.algos import make_env
-    from deep.common import eval_seed_start
+    from marlcov.deep.algos import make_env
+    from marlcov.deep.common import eval_seed_start
 
     B = min(int(batch_size), int(n_episodes))
     env = make_env(spec, B, device)
@@ -255,7 +255,7 @@ class PredictedReward:
     """OMIGA's ``reward_fn``: the standardised predictions of a MARLHF reward model."""
 
     def __init__(self, path: str | os.PathLike, device) -> None:
-        from deep.marlhf.reward_model import load_reward_model
+        from marlcov.deep.marlhf.reward_model import load_reward_model
 
         self.model = load_reward_model(path, device)
         self.name = f"reward-model:{Path(path).resolve()}"
@@ -267,7 +267,7 @@ class PredictedReward:
 # ----------------------------------------------------------------------------- cells
 def reward_model_cell(dataset: str, pairs: str, config: Mapping[str, Any], out_dir: str, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Train (or resume) the MARLHF reward model of one seed in ``out_dir``; returns its summary."""
-    from deep.marlhf.reward_model import train_reward_model
+    from marlcov.deep.marlhf.reward_model import train_reward_model
 
     out = Path(out_dir)
     if not (out / "reward_model.pt").exists():
@@ -286,7 +286,7 @@ def algorithm_cell(variant: str, dataset: str, pairs: str | None, configs: Mappi
     "curve", "train"}``."""
     import torch
 
-    from deep.common import resolve_device
+    from marlcov.deep.common import resolve_device
 
     dev = resolve_device(device)
     out = Path(out_dir)
@@ -294,8 +294,8 @@ def algorithm_cell(variant: str, dataset: str, pairs: str | None, configs: Mappi
     n, batch = int(evaluate["episodes"]), int(evaluate["batch_size"])
     side_pairs = None if pairs in (None, dataset) else pairs
     if variant == "score-decomposition":
-        from deep.algos.score_decomposition import evaluate_continuous_policy, train_score_decomposition
-        from deep.envs.mpe_continuous import read_continuous_dataset
+        from marlcov.deep.algos.score_decomposition import evaluate_continuous_policy, train_score_decomposition
+        from marlcov.deep.envs.mpe_continuous import read_continuous_dataset
 
         res = train_score_decomposition(dataset, configs["score_decomposition"], out, dev, seed, progress=False)
         spec, _ = read_continuous_dataset(dataset)
@@ -306,13 +306,13 @@ def algorithm_cell(variant: str, dataset: str, pairs: str | None, configs: Mappi
         train = {k: v for k, v in res.items() if k.startswith("final_") or k == "dataset_return_per_agent"}
         return {"variant": variant, "seed": int(seed), **ev, "curve": _curve(history, CURVE_METRICS[variant]), "train": train}
 
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     with DatasetReader(dataset) as reader:
         spec = reader.spec
     if variant == "marlhf":
-        from deep.marlhf.reference import train_reference
-        from deep.marlhf.vdn import load_policy, train_offline_vdn
+        from marlcov.deep.marlhf.reference import train_reference
+        from marlcov.deep.marlhf.vdn import load_policy, train_offline_vdn
 
         vcfg = dict(configs["offline_vdn"])
         ref = None
@@ -325,20 +325,20 @@ def algorithm_cell(variant: str, dataset: str, pairs: str | None, configs: Mappi
         metrics = json.loads((out / "vdn" / "metrics.json").read_text())
         policy, history, train = load_policy(out / "vdn" / "policy.pt", dev), metrics["history"], metrics["summary"]
     elif variant == "omapl":
-        from deep.algos import greedy_policy, load_policy
-        from deep.algos.omapl import train_omapl
+        from marlcov.deep.algos import greedy_policy, load_policy
+        from marlcov.deep.algos.omapl import train_omapl
 
         res = train_omapl(dataset, configs["omapl"], out, dev, seed, progress=False, pairs_path=side_pairs)
         policy, history, train = greedy_policy(load_policy(out / "model.pt", dev)[0]), res["history"], res["final"]
     elif variant in ("omiga", "omiga-predicted"):
-        from deep.algos import greedy_policy, load_policy
-        from deep.algos.omiga import train_omiga
+        from marlcov.deep.algos import greedy_policy, load_policy
+        from marlcov.deep.algos.omiga import train_omiga
 
         reward_fn = PredictedReward(reward_model, dev) if variant == "omiga-predicted" else None
         res = train_omiga(dataset, configs["omiga"], out, dev, seed, progress=False, reward_fn=reward_fn)
         policy, history, train = greedy_policy(load_policy(out / "model.pt", dev)[0]), res["history"], res["final"]
     elif variant == "mamql":
-        from deep.algos.mamql import load_mamql, train_mamql
+        from marlcov.deep.algos.mamql import load_mamql, train_mamql
 
         res = train_mamql(dataset, configs["mamql"], out, dev, seed, progress=False)
         policy = load_mamql(res["policy"], dev, greedy=True)[0]
@@ -366,7 +366,7 @@ def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Seque
                   out_dir: str | os.PathLike, device: str = "cpu") -> tuple[list[Cell], list[Cell]]:
     """The two waves of cells (module docstring): reward models and the variants that need
     none, then ``marlhf`` and ``omiga-predicted``."""
-    from deep.common import config_dict
+    from marlcov.deep.common import config_dict
 
     root = Path(out_dir).resolve() / "cells"
     plain = {k: (config_dict(v) if hasattr(v, "__dataclass_fields__") else dict(v)) for k, v in configs.items()}
@@ -378,7 +378,7 @@ def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Seque
     for seed in seeds:
         rm_dir = root / REWARD_VARIANT / f"seed{seed}"
         if needs_rm:
-            first.append(Cell(f"{REWARD_VARIANT}/seed{seed}", "deep.compare:reward_model_cell",
+            first.append(Cell(f"{REWARD_VARIANT}/seed{seed}", "marlcov.deep.compare:reward_model_cell",
                               {"dataset": dataset, "pairs": pairs, "config": plain["reward_model"], "out_dir": str(rm_dir),
                                "seed": int(seed), "device": device}, str(rm_dir / "result.json")))
         for v in variants:
@@ -387,7 +387,7 @@ def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Seque
                       "evaluate": plain["evaluate"], "device": device}
             if v in needs_rm:
                 kwargs["reward_model"] = str(rm_dir / "reward_model.pt")
-            (second if v in needs_rm else first).append(Cell(f"{v}/seed{seed}", "deep.compare:algorithm_cell", kwargs, str(d / "result.json")))
+            (second if v in needs_rm else first).append(Cell(f"{v}/seed{seed}", "marlcov.deep.compare:algorithm_cell", kwargs, str(d / "result.json")))
     return first, second
 
 
@@ -492,7 +492,7 @@ def run_compare(dataset: str | os.PathLike, algos: str | Sequence[str], seeds: i
     ``min(cells, cpu_count)``, or Ray at ``ray_address``; ``threads`` torch threads per cell).
     Writes ``compare.json``, ``compare.md`` and ``curves.png`` into ``out_dir``; returns the
     content of ``compare.json`` with the paths added."""
-    from deep.common import atomic_write_text
+    from marlcov.deep.common import atomic_write_text
 
     names = parse_algos(algos)
     if not isinstance(seeds, (int, np.integer)) or seeds < 1:

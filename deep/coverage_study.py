@@ -1,6 +1,6 @@
 """How the coverage measures rank the Table 1 mixes and predict the MARLHF test return.
 
-``python -m deep.coverage_study --runs DIR [DIR ...] --out DIR`` reads run directories written
+``python -m marlcov.deep.coverage_study --runs DIR [DIR ...] --out DIR`` reads run directories written
 by ``marlcov deep reproduce table2`` (``DIR/<env>/data/<mix>.h5``, ``.pairs.h5``,
 ``policies/expert.pt``, ``table2.json``) and, for every environment found:
 
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from theory.coverage import DEFAULT_LAMBDA
+from marlcov.theory.coverage import DEFAULT_LAMBDA
 
 from .pipeline import ENV_LABELS, MIX_LABELS, MIXES, pairs_path_for
 
@@ -66,8 +66,8 @@ TARGETS = {"return": "test return per agent", "mse": "reward MSE (standardised)"
 def shared_feature_map(datasets: Sequence[Path], dim: int, seed: int):
     """One random-feature map of the global state for the datasets of an environment, its
     standardisation fitted on the union of the states of ``datasets`` (every stored step)."""
-    from deep.data import DatasetReader
-    from deep.features import RandomFourierFeatures
+    from marlcov.deep.data import DatasetReader
+    from marlcov.deep.features import RandomFourierFeatures
 
     with DatasetReader(datasets[0]) as reader:
         fmap = RandomFourierFeatures.for_spec(reader.spec, dim, "state", seed=seed)
@@ -116,8 +116,8 @@ def mix_coverage(run_env: Path, mix: str, fmap, out_path: Path, settings: Mappin
     """The coverage record of one mix's dataset, computed once and cached at ``out_path``.
     ``settings``: ``bootstrap``, ``bootstrap_anchors``, ``episodes``, ``feature_dim``, ``seed``,
     ``simulate`` (a cache made with other settings is refused)."""
-    from deep.common import atomic_write_text
-    from deep.diagnostics import diagnose_hdf5
+    from marlcov.deep.common import atomic_write_text
+    from marlcov.deep.diagnostics import diagnose_hdf5
 
     settings = dict(settings)
     if out_path.exists():
@@ -151,10 +151,10 @@ def bonus_split(run_env: Path, mixes: Sequence[str], fmap, out_path: Path, setti
     expert checkpoint or a simulator. Cached at ``out_path`` like ``mix_coverage``."""
     import torch
 
-    from deep.common import atomic_write_text
-    from deep.data import DatasetReader
-    from deep.data.hdf5 import read_pairs
-    from deep.diagnostics import _make_simulator, _rollout, accumulate_pairs, load_policy
+    from marlcov.deep.common import atomic_write_text
+    from marlcov.deep.data import DatasetReader
+    from marlcov.deep.data.hdf5 import read_pairs
+    from marlcov.deep.diagnostics import _make_simulator, _rollout, accumulate_pairs, load_policy
 
     key = {"mixes": list(mixes), "episodes": settings["episodes"], "feature_dim": settings["feature_dim"], "seed": settings["seed"]}
     if out_path.exists():
@@ -271,8 +271,8 @@ def run_study(runs: Sequence[str | Path], out: str | Path, *, bootstrap: int = D
               feature_dim: int = DEFAULT_FEATURE_DIM, seed: int = 0, simulate: bool = True, envs: Sequence[str] | None = None,
               log=None) -> dict[str, Any]:
     """The study over the run directories ``runs`` (module docstring); returns the JSON dict."""
-    from deep.common import atomic_write_text
-    from deep.pipeline import env_name
+    from marlcov.deep.common import atomic_write_text
+    from marlcov.deep.pipeline import env_name
 
     say = log or (lambda line: None)
     out = Path(out)
@@ -375,8 +375,8 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deep.coverage_study --runs DIR [DIR ...] --out DIR``."""
-    p = argparse.ArgumentParser(prog="python -m deep.coverage_study", description=__doc__.split("\n\n")[0])
+    """``python -m marlcov.deep.coverage_study --runs DIR [DIR ...] --out DIR``."""
+    p = argparse.ArgumentParser(prog="python -m marlcov.deep.coverage_study", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="run directories of 'marlcov deep reproduce table2'")
     p.add_argument("--out", required=True, help="directory for coverage_study.json/.md and the per-mix caches")
     p.add_argument("--env", action="append", help="only these environments (spread, tag, reference); repeatable")

@@ -73,8 +73,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from theory.coverage import DEFAULT_LAMBDA
-from theory.dataset_coverage import (
+from marlcov.theory.coverage import DEFAULT_LAMBDA
+from marlcov.theory.dataset_coverage import (
     ACCUMULATOR_MEMORY_BYTES,
     BonusModel,
     CovarianceAccumulator,
@@ -259,7 +259,7 @@ def load_policy(policy):
         raise ValueError(f"policy: {policy!r} is neither a callable nor an existing checkpoint file")
     import torch
 
-    from deep.marlhf.vdn import POLICY_FORMAT, load_policy as load_q_policy
+    from marlcov.deep.marlhf.vdn import POLICY_FORMAT, load_policy as load_q_policy
 
     obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
@@ -292,7 +292,7 @@ def _step_masks(avail: np.ndarray, where: str = "avail", index: np.ndarray | Non
     """``valid [B, H]`` (True at real steps) from ``avail [B, H, m, A]``, checked: the padding of an
     episode comes after its real steps, and every agent has an available action at every real
     step. ValueError naming ``where``, the trajectory and the step otherwise."""
-    from deep.common import step_masks
+    from marlcov.deep.common import step_masks
 
     avail = np.asarray(avail, dtype=bool)
     idx = np.arange(avail.shape[0]) if index is None else np.asarray(index)
@@ -884,7 +884,7 @@ def _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, f
 def _make_simulator(spec, episodes: int):
     """An ``MPEBatch`` reproducing the dataset's environment, or ``(None, reason)``."""
     try:
-        from deep.envs import mpe
+        from marlcov.deep.envs import mpe
     except ImportError as exc:
         return None, f"the MPE simulator is unavailable ({exc})"
     if spec.env_name not in mpe.ENV_NAMES:
@@ -925,7 +925,7 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
     every rollout from the same reset seeds (common random numbers for the comparisons)."""
     import torch
 
-    from deep.envs.mpe import UniformRandomPolicy
+    from marlcov.deep.envs.mpe import UniformRandomPolicy
 
     H, m, nA = spec.horizon, spec.n_agents, spec.n_actions
 
@@ -983,7 +983,7 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
 # ----------------------------------------------------------------------------- finite games
 def diagnose_finite(game, data, policy, lam: float = DEFAULT_LAMBDA, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> DiagnosticResult:
     """The diagnostic of a finite-game preference dataset: exact measures from streamed covariances."""
-    from theory.io import load_dataset, load_game, load_policy as load_game_policy
+    from marlcov.theory.io import load_dataset, load_game, load_policy as load_game_policy
 
     game_obj = load_game(game) if isinstance(game, (str, os.PathLike)) else game
     ds = load_dataset(data, game_obj) if isinstance(data, (str, os.PathLike)) else data
@@ -1144,7 +1144,7 @@ def coverage_command(args) -> dict:
 def _default_pairs_file(path) -> Path | None:
     """``DATA.pairs.h5`` beside a dataset that holds no pairs itself, when it exists; else None
     (and ``diagnose`` reports whatever is wrong with the dataset)."""
-    from deep.pipeline import pairs_path_for
+    from marlcov.deep.pipeline import pairs_path_for
 
     candidate = pairs_path_for(path)
     if not (candidate.is_file() and Path(path).is_file()):

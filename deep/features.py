@@ -258,7 +258,7 @@ class RewardModelFeatures(FeatureMap):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, spec, device: str = "cpu", **kwargs) -> "RewardModelFeatures":
         """A reward model saved by ``deep.marlhf.reward_model`` (``load_reward_model``)."""
-        from deep.marlhf.reward_model import load_reward_model
+        from marlcov.deep.marlhf.reward_model import load_reward_model
 
         return cls(load_reward_model(path, device), spec.n_agents, spec.n_actions, spec.obs_dim, device=device, name=str(path), **kwargs)
 

@@ -124,11 +124,11 @@ def section(config: Mapping[str, Any], name: str, env: str | None = None) -> dic
 
 def stage_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     """The trainers' config dataclasses of ``env``, validated (ValueError naming the field)."""
-    from deep.common import load_config
-    from deep.marlhf.online_vdn import OnlineVDNConfig
-    from deep.marlhf.reference import ReferenceConfig
-    from deep.marlhf.reward_model import RewardModelConfig
-    from deep.marlhf.vdn import OfflineVDNConfig
+    from marlcov.deep.common import load_config
+    from marlcov.deep.marlhf.online_vdn import OnlineVDNConfig
+    from marlcov.deep.marlhf.reference import ReferenceConfig
+    from marlcov.deep.marlhf.reward_model import RewardModelConfig
+    from marlcov.deep.marlhf.vdn import OfflineVDNConfig
 
     out = {}
     for name, cls in (("online_vdn", OnlineVDNConfig), ("reward_model", RewardModelConfig),
@@ -191,7 +191,7 @@ def behaviour_checkpoints(policies_dir: str | os.PathLike, rookie_steps: int | N
 
 def smax_map(name: str) -> str | None:
     """The SMAX map of ``--env`` (``3m`` or ``smax_3m``), or None when ``name`` names no SMAX map."""
-    from deep.envs.smax import ENV_PREFIX, MAP_NAMES
+    from marlcov.deep.envs.smax import ENV_PREFIX, MAP_NAMES
 
     bare = name[len(ENV_PREFIX):] if name.startswith(ENV_PREFIX) else name
     return bare if bare in MAP_NAMES else None
@@ -213,7 +213,7 @@ def _play_mix(batch_env, jobs: Sequence[MixJob], mix: str, counts: Mapping[str, 
     environments) and stream the trajectories into the HDF5 file ``out_path`` (written
     atomically). Trajectory k of the file is reset with seed ``base + k`` (base drawn from
     ``seed``, below ``COLLECT_SEED_SPAN``). Returns the summary of ``collect_dataset``."""
-    from deep.data.hdf5 import DatasetWriter
+    from marlcov.deep.data.hdf5 import DatasetWriter
 
     n_trajectories = sum(job.count for job in jobs)
     B = batch_env.batch_size
@@ -268,8 +268,8 @@ def collect_dataset(
     ``epsilon``: exploration of the expert and rookie policies. Returns ``{"path", "mix",
     "counts", "n_trajectories", "env", "mean_return_per_source"}``.
     """
-    from deep.envs.mpe import MPEBatch
-    from deep.marlhf.online_vdn import level_policy, trivial_policy, unilateral_policy
+    from marlcov.deep.envs.mpe import MPEBatch
+    from marlcov.deep.marlhf.online_vdn import level_policy, trivial_policy, unilateral_policy
 
     env = env_name(env)
     counts = mix_counts(mix, int(n_trajectories))
@@ -278,7 +278,7 @@ def collect_dataset(
     needs_levels = counts["expert"] + counts["unilateral"] + counts["rookie"] > 0
     expert_path, rookie_path = behaviour_checkpoints(policies_dir, rookie_steps) if needs_levels else (None, None)
     if needs_levels:
-        from deep.marlhf.vdn import load_policy
+        from marlcov.deep.marlhf.vdn import load_policy
 
         for path in (expert_path, rookie_path):
             load_policy(path, "cpu", env_name=env)
@@ -319,12 +319,12 @@ def collect_smax_dataset(
     ``rookie_prob`` defaults to ``ROOKIE_PROB`` (0.6). Behaviour k of ``SOURCES`` draws from a
     generator seeded with ``seed + k``; environments and policies run on the CPU. Returns the
     summary of ``collect_dataset`` plus ``win_rate_per_source`` and ``rookie_prob``."""
-    from deep.envs.smax import HORIZON, SMAXBatch
-    from deep.envs.smax_behaviours import ROOKIE_PROB, behaviour_policy
+    from marlcov.deep.envs.smax import HORIZON, SMAXBatch
+    from marlcov.deep.envs.smax_behaviours import ROOKIE_PROB, behaviour_policy
 
     name = smax_map(env)
     if name is None:
-        from deep.envs.smax import MAP_NAMES
+        from marlcov.deep.envs.smax import MAP_NAMES
 
         raise ValueError(f"--env: expected a SMAX map from {list(MAP_NAMES)} (optionally prefixed 'smax_'), got {env!r}")
     counts = mix_counts(mix, int(n_trajectories))
@@ -361,7 +361,7 @@ def collect_continuous(
     "counts", "n_trajectories", "noise", "mean_return_per_source"}``."""
     import h5py
 
-    from deep.envs.mpe_continuous import CONTINUOUS_ENV_NAMES, collect_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import CONTINUOUS_ENV_NAMES, collect_continuous_dataset
 
     name = env_name(env)
     if name not in CONTINUOUS_ENV_NAMES:
@@ -398,8 +398,8 @@ def label_dataset_file(dataset_path: str | os.PathLike, out_path: str | os.PathL
                        pairs_per_trajectory: int = 10, steepness: float = 5.0, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """Bradley-Terry labels (one per agent) for ``pairs_per_trajectory * N`` pairs of a dataset,
     written to a pairs file (default ``pairs_path_for(dataset_path)``)."""
-    from deep.data.hdf5 import DatasetReader, write_pairs_file
-    from deep.data.preferences import label_dataset
+    from marlcov.deep.data.hdf5 import DatasetReader, write_pairs_file
+    from marlcov.deep.data.preferences import label_dataset
 
     out = Path(out_path) if out_path is not None else pairs_path_for(dataset_path)
     with DatasetReader(dataset_path) as reader:
@@ -425,7 +425,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    from deep.common import atomic_write_text
+    from marlcov.deep.common import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
@@ -464,7 +464,7 @@ class Reproduction:
 
     # -- shared stages
     def policies(self) -> Path:
-        from deep.marlhf.online_vdn import train_behaviour_policies
+        from marlcov.deep.marlhf.online_vdn import train_behaviour_policies
 
         d = self.dir / "policies"
         rookies = [d / f"rookie_{int(s)}.pt" for s in self.cfg["online_vdn"].rookie_steps]
@@ -491,7 +491,7 @@ class Reproduction:
 
     # -- per-seed stages
     def _reward_config(self, alpha: float | None):
-        from deep.common import load_config
+        from marlcov.deep.common import load_config
 
         cfg = self.cfg["reward_model"]
         if alpha is not None and alpha != cfg.alpha:
@@ -515,7 +515,7 @@ class Reproduction:
         return self.dir / "runs" / mix / f"seed{seed}" / tag
 
     def reward_model(self, mix: str, seed: int, alpha: float | None = None) -> Path:
-        from deep.marlhf.reward_model import train_reward_model
+        from marlcov.deep.marlhf.reward_model import train_reward_model
 
         data = self.dataset(mix)
         cfg = self._reward_config(alpha)
@@ -525,7 +525,7 @@ class Reproduction:
         return d / "reward_model.pt"
 
     def reference(self, mix: str, seed: int) -> Path:
-        from deep.marlhf.reference import train_reference
+        from marlcov.deep.marlhf.reference import train_reference
 
         data = self.dataset(mix)
         d = self.reference_dir(mix, seed)
@@ -535,10 +535,10 @@ class Reproduction:
     def evaluated_policy(self, mix: str, seed: int, beta: float | None = None, alpha: float | None = None) -> dict[str, Any]:
         """Offline VDN and its evaluation for one (mix, seed, beta, alpha); returns the
         evaluation record (``eval.json``)."""
-        from deep.common import load_config
-        from deep.marlhf.evaluate import evaluate_policy, reward_metrics
-        from deep.marlhf.reward_model import load_reward_model
-        from deep.marlhf.vdn import train_offline_vdn
+        from marlcov.deep.common import load_config
+        from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
+        from marlcov.deep.marlhf.reward_model import load_reward_model
+        from marlcov.deep.marlhf.vdn import train_offline_vdn
 
         data = self.dataset(mix)
         rm = self.reward_model(mix, seed, alpha)
@@ -568,8 +568,8 @@ class Reproduction:
         return _read_json(d / "eval.json")
 
     def plot(self, mix: str, models: Mapping[str, Path], name: str) -> Path:
-        from deep.marlhf.evaluate import plot_reward_trajectory
-        from deep.marlhf.reward_model import load_reward_model
+        from marlcov.deep.marlhf.evaluate import plot_reward_trajectory
+        from marlcov.deep.marlhf.reward_model import load_reward_model
 
         path = self.dir / "plots" / name
         loaded = {label: load_reward_model(p, self.device) for label, p in models.items()}
@@ -604,7 +604,7 @@ def learning_cell(env: str, config: Mapping[str, Any], out_dir: str, device: str
 def _learning_cells(rep: Reproduction, specs: Sequence[Mapping[str, Any]]) -> list[Any]:
     """Cells of ``learning_cell`` for ``specs`` (``stage``, ``mix``, ``seed``, optional ``beta``,
     ``alpha``); the result file of each lies in the directory of the stage it ends with."""
-    from deep.cells import Cell
+    from marlcov.deep.cells import Cell
 
     cells = []
     for sp in specs:
@@ -613,7 +613,7 @@ def _learning_cells(rep: Reproduction, specs: Sequence[Mapping[str, Any]]) -> li
         d = {"reward_model": lambda: rep.reward_model_dir(mix, seed, alpha), "reference": lambda: rep.reference_dir(mix, seed),
              "policy": lambda: rep.policy_dir(mix, seed, beta, alpha)}[stage]()
         key = f"{stage} {mix} seed {seed}" + ("" if beta is None else f" beta {_fmt_beta(beta)}") + ("" if alpha is None else f" alpha {_fmt_beta(alpha)}")
-        cells.append(Cell(key, "deep.pipeline:learning_cell",
+        cells.append(Cell(key, "marlcov.deep.pipeline:learning_cell",
                           {"env": rep.env, "config": rep.config, "out_dir": str(rep.root.resolve()), "device": rep.device,
                            "stage": stage, "mix": mix, "seed": seed, "beta": beta, "alpha": alpha}, str(d.resolve() / CELL_RESULT)))
     return cells
@@ -624,7 +624,7 @@ def run_learning_cells(rep: Reproduction, specs: Sequence[Mapping[str, Any]], pa
     with the options ``parallel`` (``workers``, ``ray_address``, ``threads``; default: local
     processes, one per CPU); the stages run in the cells computed now are added to ``rep.ran``.
     Returns the records in the order of ``specs``."""
-    from deep.cells import default_workers, run_cells
+    from marlcov.deep.cells import default_workers, run_cells
 
     opts = dict(parallel or {})
     cells = _learning_cells(rep, specs)
@@ -717,7 +717,7 @@ def run_table3(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, 
 def write_table_markdown(out_dir: str | os.PathLike, table: str) -> Path:
     """``OUT/<table>.md`` in the paper's layout from every ``OUT/<env>/<table>.json``
     (written atomically)."""
-    from deep.common import atomic_write_text
+    from marlcov.deep.common import atomic_write_text
 
     root = Path(out_dir)
     results = {env: _read_json(root / env / f"{table}.json") for env in ENV_LABELS if (root / env / f"{table}.json").exists()}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.games import MarkovGame
-from theory.preferences import PreferenceDataset, label_pairs
+from marlcov.theory.games import MarkovGame
+from marlcov.theory.preferences import PreferenceDataset, label_pairs
 
 #: Table 4, rows ``b_1, b_2``, columns ``a_1, a_2``: the maximising row player's reward.
 TABLE4_M1 = np.array([[0.5, 1.0], [0.0, 0.5]])

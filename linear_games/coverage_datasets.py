@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from theory.coverage import DEFAULT_LAMBDA, Coverage, coverage_measures
-from theory.games import GameError, MarkovGame
-from theory.policies import Policy, check_policy, replace_player, uniform_policy
-from theory.preferences import PreferenceDataset, mixture_dataset, sample_preference_dataset
+from marlcov.theory.coverage import DEFAULT_LAMBDA, Coverage, coverage_measures
+from marlcov.theory.games import GameError, MarkovGame
+from marlcov.theory.policies import Policy, check_policy, replace_player, uniform_policy
+from marlcov.theory.preferences import PreferenceDataset, mixture_dataset, sample_preference_dataset
 
 
 @dataclass(frozen=True)

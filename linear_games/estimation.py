@@ -50,9 +50,9 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import minimize
 
-from theory.coverage import DEFAULT_LAMBDA, reward_covariance, step_features
-from theory.games import GameError, MarkovGame
-from theory.preferences import PreferenceDataset
+from marlcov.theory.coverage import DEFAULT_LAMBDA, reward_covariance, step_features
+from marlcov.theory.games import GameError, MarkovGame
+from marlcov.theory.preferences import PreferenceDataset
 
 DEFAULT_DELTA = 0.1
 

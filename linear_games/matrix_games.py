@@ -30,7 +30,7 @@ from math import comb
 import numpy as np
 from scipy.optimize import linprog
 
-from theory.tolerances import PIVOT_ATOL, PROB_ATOL, VALUE_ATOL
+from marlcov.theory.tolerances import PIVOT_ATOL, PROB_ATOL, VALUE_ATOL
 
 __all__ = [
     "ZeroSumSolution",

@@ -37,12 +37,12 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import minimize
 
-from theory.coverage import DEFAULT_LAMBDA
-from theory.games import GameError, MarkovGame, check_distribution
-from theory.policies import Policy, check_policy, joint_action_probs
-from theory.preferences import PreferenceDataset
-from theory.tolerances import PIVOT_ATOL, VALUE_ATOL
-from theory.values import best_response, evaluate_policy, nash_gap
+from marlcov.theory.coverage import DEFAULT_LAMBDA
+from marlcov.theory.games import GameError, MarkovGame, check_distribution
+from marlcov.theory.policies import Policy, check_policy, joint_action_probs
+from marlcov.theory.preferences import PreferenceDataset
+from marlcov.theory.tolerances import PIVOT_ATOL, VALUE_ATOL
+from marlcov.theory.values import best_response, evaluate_policy, nash_gap
 
 from .estimation import DEFAULT_DELTA, DEFAULT_RIDGE, RewardConfidence, feature_map, reward_confidence
 

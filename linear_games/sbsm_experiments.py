@@ -25,11 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from theory.coverage import coverage_measures
-from theory.games import GameError, MarkovGame, random_linear_markov_game
-from theory.policies import Policy, random_policy, replace_player, uniform_policy
-from theory.tolerances import VALUE_ATOL
-from theory.values import best_response, evaluate_policy, nash_gap
+from marlcov.theory.coverage import coverage_measures
+from marlcov.theory.games import GameError, MarkovGame, random_linear_markov_game
+from marlcov.theory.policies import Policy, random_policy, replace_player, uniform_policy
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import best_response, evaluate_policy, nash_gap
 
 from .constructions import table4_equilibria, table4_games, theorem3_dataset
 from .coverage_datasets import single_policy_dataset, uniform_dataset, unilateral_dataset

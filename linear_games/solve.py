@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.games import GameError, MarkovGame
-from theory.tolerances import VALUE_ATOL
+from marlcov.theory.games import GameError, MarkovGame
+from marlcov.theory.tolerances import VALUE_ATOL
 
 from .matrix_games import all_equilibria, zero_sum_solve
 

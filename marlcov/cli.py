@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from theory.games import GameError
+from marlcov.theory.games import GameError
 
 EXIT_BAD_INPUT = 2
 EXIT_CHECK_ERROR = 1
@@ -37,8 +37,8 @@ def _fmt(x: float) -> str:
 
 # ----------------------------------------------------------------------------------------- solve
 def cmd_solve(args) -> int:
-    from linear_games.solve import solve_one_shot
-    from theory.io import load_game
+    from marlcov.linear_games.solve import solve_one_shot
+    from marlcov.theory.io import load_game
 
     game = load_game(args.game)
     result = solve_one_shot(game)
@@ -65,8 +65,8 @@ def cmd_solve(args) -> int:
 
 # -------------------------------------------------------------------------------------- nash-gap
 def cmd_nash_gap(args) -> int:
-    from theory.io import load_game, load_policy
-    from theory.values import nash_gap
+    from marlcov.theory.io import load_game, load_policy
+    from marlcov.theory.values import nash_gap
 
     game = load_game(args.game)
     policy = load_policy(args.policy, game)
@@ -93,7 +93,7 @@ def _dataset_coverage(args) -> int:
     """Coverage diagnostics of an HDF5 dataset of deep/ (streaming; features from a map).
     The library's errors about its input (ValueError, FileNotFoundError, and h5py's OSError for
     a file that is not HDF5) name the file and field; they exit with status 2 as GameError."""
-    from deep.diagnostics import coverage_command, table_rows
+    from marlcov.deep.diagnostics import coverage_command, table_rows
 
     try:
         out = coverage_command(args)
@@ -120,8 +120,8 @@ def _dataset_coverage(args) -> int:
 
 # ---------------------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
-    from theory.io import load_game, load_policy, save_dataset
-    from theory.preferences import sample_preference_dataset
+    from marlcov.theory.io import load_game, load_policy, save_dataset
+    from marlcov.theory.preferences import sample_preference_dataset
 
     if args.pairs < 0:
         raise GameError(f"--pairs: expected a non-negative integer, got {args.pairs}")
@@ -145,8 +145,8 @@ def cmd_coverage(args) -> int:
         return _dataset_coverage(args)
     if args.data is None:
         raise GameError("DATA: a finite game needs its preference dataset (.npz) after GAME")
-    from theory.coverage import coverage_measures
-    from theory.io import load_dataset, load_game, load_policy
+    from marlcov.theory.coverage import coverage_measures
+    from marlcov.theory.io import load_dataset, load_game, load_policy
 
     if args.policy is None:
         raise GameError("--policy: required for a finite game (the reference joint policy pi*)")
@@ -183,8 +183,8 @@ def cmd_coverage(args) -> int:
 
 # ------------------------------------------------------------------------------------------ sbsm
 def cmd_sbsm(args) -> int:
-    from linear_games.sbsm import sbsm_json
-    from theory.io import load_dataset, load_game, load_policy
+    from marlcov.linear_games.sbsm import sbsm_json
+    from marlcov.theory.io import load_dataset, load_game, load_policy
 
     for name in ("delta", "c_r", "c_p", "constant", "lam"):
         value = getattr(args, name)
@@ -227,8 +227,8 @@ def cmd_sbsm(args) -> int:
 
 # ---------------------------------------------------------------------------------------- verify
 def cmd_verify(args) -> int:
-    from proofs_checks.registry import CheckContext, run_check, select
-    from proofs_checks.report import write_report
+    from marlcov.proofs_checks.registry import CheckContext, run_check, select
+    from marlcov.proofs_checks.report import write_report
 
     try:
         checks = select(args.only)
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--equilibrium", help="a Nash equilibrium policy of GAME, to report Theorem 4's bound")
     p.add_argument("--no-clip", action="store_true", help="drop the printed clipping at 0 and H (see the erratum marlhf.sbsm_clipping)")
 
-    from deep.cli import add_deep_parser
+    from marlcov.deep.cli import add_deep_parser
 
     add_deep_parser(sub)
     return parser

@@ -7,10 +7,10 @@ import itertools
 
 import numpy as np
 
-from theory.games import random_markov_game
-from theory.objectives import mamql
-from theory.policies import random_policy, replace_player
-from theory.soft_games import (
+from marlcov.theory.games import random_markov_game
+from marlcov.theory.objectives import mamql
+from marlcov.theory.policies import random_policy, replace_player
+from marlcov.theory.soft_games import (
     logit_qre,
     marginal_mdp,
     regularised_nash_gap,

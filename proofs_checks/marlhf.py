@@ -8,13 +8,13 @@ import numpy as np
 import sympy as sp
 from scipy.linalg import null_space
 
-from linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from theory.coverage import coverage_measures, step_features
-from theory.games import MarkovGame, random_markov_game
-from theory.policies import random_policy, uniform_policy
-from theory.preferences import bradley_terry_probability, sample_preference_dataset, trajectory_returns
-from theory.tolerances import VALUE_ATOL
-from theory.values import nash_gap
+from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
+from marlcov.theory.coverage import coverage_measures, step_features
+from marlcov.theory.games import MarkovGame, random_markov_game
+from marlcov.theory.policies import random_policy, uniform_policy
+from marlcov.theory.preferences import bradley_terry_probability, sample_preference_dataset, trajectory_returns
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import nash_gap
 
 from .registry import CheckContext, Verdict, check
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from linear_games.coverage_datasets import unilateral_dataset
-from linear_games.sbsm import sbsm
-from linear_games.sbsm_experiments import lemma_checks, table4_experiment, theorem4_experiment, theorem4_figure
-from theory.policies import deterministic_policy, uniform_policy
-from theory.tolerances import VALUE_ATOL
-from theory.values import nash_gap
+from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
+from marlcov.linear_games.coverage_datasets import unilateral_dataset
+from marlcov.linear_games.sbsm import sbsm
+from marlcov.linear_games.sbsm_experiments import lemma_checks, table4_experiment, theorem4_experiment, theorem4_figure
+from marlcov.theory.policies import deterministic_policy, uniform_policy
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import nash_gap
 
 from .registry import CheckContext, Verdict, check
 

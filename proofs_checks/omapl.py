@@ -16,10 +16,10 @@ import cvxpy as cp
 import numpy as np
 import sympy as sp
 
-from theory.games import random_markov_game
-from theory.objectives import omapl
-from theory.policies import joint_action_probs, random_policy
-from theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
+from marlcov.theory.games import random_markov_game
+from marlcov.theory.objectives import omapl
+from marlcov.theory.policies import joint_action_probs, random_policy
+from marlcov.theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
 
 from .registry import CheckContext, Verdict, check
 

@@ -8,9 +8,9 @@ import warnings
 import cvxpy as cp
 import numpy as np
 
-from theory.objectives import omiga
-from theory.policies import joint_action_probs
-from theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
+from marlcov.theory.objectives import omiga
+from marlcov.theory.policies import joint_action_probs
+from marlcov.theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
 
 from .omapl import CLARABEL_TIGHT, EXACT_ATOL, random_mixed_game
 from .registry import CheckContext, Verdict, check

@@ -21,12 +21,12 @@ EVIDENCE_KINDS = ("exact", "symbolic", "statistical", "counterexample")
 
 #: Modules holding checks, one per paper; imported on first use of the registry.
 CHECK_MODULES = (
-    "proofs_checks.marlhf",
-    "proofs_checks.marlhf_sbsm",
-    "proofs_checks.omapl",
-    "proofs_checks.omiga",
-    "proofs_checks.mamql",
-    "proofs_checks.score_decomposition",
+    "marlcov.proofs_checks.marlhf",
+    "marlcov.proofs_checks.marlhf_sbsm",
+    "marlcov.proofs_checks.omapl",
+    "marlcov.proofs_checks.omiga",
+    "marlcov.proofs_checks.mamql",
+    "marlcov.proofs_checks.score_decomposition",
 )
 
 

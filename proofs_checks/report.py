@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.io import atomic_write, write_json
+from marlcov.theory.io import atomic_write, write_json
 
 from .registry import CheckContext, CheckResult
 

@@ -10,7 +10,7 @@ import numpy as np
 import sympy as sp
 from scipy.stats import norm
 
-from theory.objectives import score_decomposition as sd
+from marlcov.theory.objectives import score_decomposition as sd
 
 from .registry import CheckContext, Verdict, check
 

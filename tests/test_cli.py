@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from linear_games.constructions import table4_equilibria, table4_games
+from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.cli import main
-from theory.coverage import coverage_measures
-from theory.games import random_linear_markov_game
-from theory.io import load_dataset, save_game, save_policy
-from theory.policies import random_policy
-from theory.values import nash_gap
+from marlcov.theory.coverage import coverage_measures
+from marlcov.theory.games import random_linear_markov_game
+from marlcov.theory.io import load_dataset, save_game, save_policy
+from marlcov.theory.policies import random_policy
+from marlcov.theory.values import nash_gap
 
 
 def run(capsys, *argv):
@@ -99,9 +99,9 @@ def test_verify_unknown_id(tmp_path, capsys):
 
 
 def test_sbsm_json_on_table4_with_unilateral_data(tmp_path, capsys):
-    from linear_games.coverage_datasets import unilateral_dataset
-    from linear_games.constructions import theorem3_dataset
-    from theory.io import save_dataset
+    from marlcov.linear_games.coverage_datasets import unilateral_dataset
+    from marlcov.linear_games.constructions import theorem3_dataset
+    from marlcov.theory.io import save_dataset
 
     m1, _ = table4_games()
     eq1 = table4_equilibria()[0]

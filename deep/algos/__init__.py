@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deep.common import (
+from marlcov.deep.common import (
     EVAL_SEED_BASE,
     MASKED_LOGIT,
     TrainingState,
@@ -38,7 +38,7 @@ from deep.common import (
     step_masks,
     with_agent_id,
 )
-from deep.data.schema import DatasetSpec
+from marlcov.deep.data.schema import DatasetSpec
 
 __all__ = [
     "MODEL_FORMAT",
@@ -101,7 +101,7 @@ def load_offline_data(dataset_path: str | os.PathLike, device: torch.device, nee
                       pairs_path: str | os.PathLike | None = None) -> OfflineData:
     """Read a dataset file (and its preference pairs when ``need_pairs``: those stored in the
     dataset, or those of the pairs file ``pairs_path`` written for it) into memory."""
-    from deep.data.hdf5 import DatasetReader, read_pairs
+    from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
 
     spec, arrays = load_dataset_arrays(dataset_path, ["obs", "state", "actions", "avail", "rewards"])
     pairs = None
@@ -202,10 +202,10 @@ def make_env(spec: DatasetSpec, batch_size: int, device: str | torch.device = "c
     """A batched environment (``MPEBatch`` or ``SMAXBatch``) of the dataset's configuration."""
     cfg = dict(spec.env_config)
     if spec.env_name.startswith("smax_"):
-        from deep.envs.smax import SMAXBatch
+        from marlcov.deep.envs.smax import SMAXBatch
 
         return SMAXBatch(spec.env_name, batch_size, horizon=spec.horizon, device=device)
-    from deep.envs.mpe import ENV_NAMES, MPEBatch
+    from marlcov.deep.envs.mpe import ENV_NAMES, MPEBatch
 
     if spec.env_name not in ENV_NAMES:
         raise ValueError(f"env_name: expected an MPE or SMAX task, got {spec.env_name!r}")

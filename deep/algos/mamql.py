@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from deep.common import (
+from marlcov.deep.common import (
     MASKED_LOGIT,
     TrainingState,
     atomic_torch_save,
@@ -60,8 +60,8 @@ from deep.common import (
     seed_everything,
     torch_generator,
 )
-from deep.data.schema import DatasetSpec
-from theory.objectives.mamql import (
+from marlcov.deep.data.schema import DatasetSpec
+from marlcov.theory.objectives.mamql import (
     boltzmann_policy,
     inverse_soft_bellman,
     iq_learn_objective,
@@ -431,7 +431,7 @@ def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: 
     SMAX, through ``deep.algos.make_env``), ``n_episodes`` episodes from seed
     ``deep.common.eval_seed_start(seed, n_episodes)``: mean return per agent and its std over episodes,
     and on SMAX the win rate."""
-    from deep.algos import make_env
+    from marlcov.deep.algos import make_env
 
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")

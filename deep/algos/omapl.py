@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from deep.algos import (
+from marlcov.deep.algos import (
     LinearMixer,
     LocalNet,
     OfflineData,
@@ -51,8 +51,8 @@ from deep.algos import (
     taken,
     write_metrics,
 )
-from deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
-from theory.objectives import omapl, omiga
+from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
+from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMAPLConfig", "OMAPLModel", "omapl_losses", "train_omapl", "evaluate_omapl"]
 

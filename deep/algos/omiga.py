@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from deep.algos import (
+from marlcov.deep.algos import (
     LinearMixer,
     LocalNet,
     clipped_exponent_values,
@@ -41,8 +41,8 @@ from deep.algos import (
     taken,
     write_metrics,
 )
-from deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
-from theory.objectives import omapl, omiga
+from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
+from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMIGAConfig", "OMIGAModel", "RewardFn", "omiga_losses", "train_omiga", "evaluate_omiga"]
 

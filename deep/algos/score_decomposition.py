@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     atomic_torch_save,
     atomic_write_text,
@@ -66,7 +66,7 @@ from deep.common import (
     torch_generator,
     with_agent_id,
 )
-from theory.objectives.score_decomposition import denoising_loss, noised_actions, score_from_noise, vp_alpha_bars
+from marlcov.theory.objectives.score_decomposition import denoising_loss, noised_actions, score_from_noise, vp_alpha_bars
 
 SCORE_DECOMPOSITION_FORMAT = "marlcov.deep-score-decomposition/1"
 MODES = ("sequential", "independent")
@@ -440,7 +440,7 @@ def evaluate_continuous_policy(policy, env_name: str = "simple_spread_v3", n_epi
                                env_kwargs: Mapping[str, Any] | None = None, batch_size: int = 250) -> dict[str, Any]:
     """True return of a continuous policy (callable or ``SCORE_DECOMPOSITION_FORMAT`` file) over
     ``n_episodes`` episodes seeded from ``deep.common.eval_seed_start(seed, n_episodes)`` on."""
-    from deep.envs.mpe_continuous import ContinuousMPEBatch
+    from marlcov.deep.envs.mpe_continuous import ContinuousMPEBatch
 
     if isinstance(policy, (str, os.PathLike)):
         policy = load_score_decomposition(policy)[0]
@@ -467,7 +467,7 @@ def train_score_decomposition(dataset_path: str | os.PathLike,
     resumable ``train_state.pt``. Returns the metrics: final losses, the dataset's mean return
     per agent, and with ``eval_episodes > 0`` the learned policy's true return.
     """
-    from deep.envs.mpe_continuous import read_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import read_continuous_dataset
 
     cfg = load_config(ScoreDecompositionConfig, config)
     dev = resolve_device(device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.preferences import bradley_terry_probability
+from marlcov.theory.preferences import bradley_terry_probability
 
 from .hdf5 import DEFAULT_READ_BATCH, DatasetReader
 from .schema import PreferencePairs

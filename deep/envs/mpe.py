@@ -77,7 +77,7 @@ with silenced_stdout():
     from jaxmarl.environments.mpe import SimpleReferenceMPE, SimpleSpreadMPE, SimpleTagMPE  # noqa: E402
     from jaxmarl.environments.mpe.default_params import DT  # noqa: E402
 
-from deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
 
 ENV_NAMES = ("simple_spread_v3", "simple_tag_v3", "simple_reference_v3")
 HORIZON = 25

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import torch
 
-from deep.envs.mpe import DEFAULT_LOCAL_RATIO, HORIZON, MAX_SEED, global_state  # first: it imports jaxmarl with its prints silenced
+from marlcov.deep.envs.mpe import DEFAULT_LOCAL_RATIO, HORIZON, MAX_SEED, global_state  # first: it imports jaxmarl with its prints silenced
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

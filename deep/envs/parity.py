@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from deep.envs.mpe import HORIZON, N_MOVES, MPEBatch
+from marlcov.deep.envs.mpe import HORIZON, N_MOVES, MPEBatch
 
 MPE2_MODULES = {
     "simple_spread_v3": "mpe2.simple_spread_v3",

@@ -42,8 +42,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
-from deep.envs.mpe import MAX_SEED, Policy, UniformRandomPolicy, jax_device, silenced_stdout, to_torch  # noqa: E402
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
+from marlcov.deep.envs.mpe import MAX_SEED, Policy, UniformRandomPolicy, jax_device, silenced_stdout, to_torch  # noqa: E402
 
 with silenced_stdout():
     from jaxmarl.environments.smax import map_name_to_scenario  # noqa: E402

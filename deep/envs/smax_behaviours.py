@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deep.envs.smax import N_MOVEMENT_ACTIONS, STOP_ACTION
+from marlcov.deep.envs.smax import N_MOVEMENT_ACTIONS, STOP_ACTION
 
 #: Movement actions of SMAX (``_decode_discrete_actions``): unit vectors north, east, south, west.
 NORTH, EAST, SOUTH, WEST = 0, 1, 2, 3

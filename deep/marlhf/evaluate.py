@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from deep.common import eval_seed_start, progress_bar, resolve_device, step_masks
+from marlcov.deep.common import eval_seed_start, progress_bar, resolve_device, step_masks
 
 #: A standard deviation below this is treated as zero (constant rewards) when standardising.
 STD_FLOOR = 1e-8
@@ -34,7 +34,7 @@ STD_FLOOR = 1e-8
 
 def _as_policy(policy, device):
     if isinstance(policy, (str, os.PathLike)):
-        from deep.marlhf.vdn import load_policy
+        from marlcov.deep.marlhf.vdn import load_policy
 
         return load_policy(policy, device)
     return policy
@@ -46,13 +46,13 @@ def batched_env(env_name: str, batch_size: int, env_kwargs: Mapping[str, Any] | 
     ``env_kwargs``."""
     kwargs = dict(env_kwargs or {})
     if env_name.startswith("smax_"):
-        from deep.envs.smax import SMAXBatch
+        from marlcov.deep.envs.smax import SMAXBatch
 
         unknown = sorted(set(kwargs) - {"horizon"})
         if unknown:
             raise ValueError(f"env_kwargs: a SMAX map takes only 'horizon', got {unknown} for {env_name!r}")
         return SMAXBatch(env_name, batch_size, device="cpu", **kwargs)
-    from deep.envs.mpe import MPEBatch
+    from marlcov.deep.envs.mpe import MPEBatch
 
     return MPEBatch(env_name, batch_size, device="cpu", **kwargs)
 
@@ -127,7 +127,7 @@ def reward_metrics(reward_model, dataset_path: str | os.PathLike, device: str | 
     steps, agent) of the squared change of the standardised reward (lower is smoother);
     ``n_samples``: the number of (trajectory, real step, agent) triples.
     """
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     dev = resolve_device(device)
     sums = np.zeros(9, dtype=np.float64)  # p, p^2, t, t^2, pt, dp^2, dt^2 (raw), count, pair count
@@ -176,7 +176,7 @@ def plot_reward_trajectory(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     dev = resolve_device(device)
     with DatasetReader(dataset_path) as reader:
@@ -215,7 +215,7 @@ def plot_reward_trajectory(
 
 def predicted_reward_stats(reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> tuple[float, float]:
     """``(mean, std)`` of r_phi over every real step, agent and trajectory of a dataset."""
-    from deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.hdf5 import DatasetReader
 
     dev = resolve_device(device)
     s = np.zeros(2)

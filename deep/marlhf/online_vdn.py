@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
     config_dict,
@@ -44,7 +44,7 @@ from deep.common import (
     seed_everything,
     torch_generator,
 )
-from deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_policy, vdn_td_loss
+from marlcov.deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_policy, vdn_td_loss
 
 #: Training environments draw their seeds below this; evaluation seeds start here.
 TRAIN_SEED_SPAN = 2**31
@@ -165,7 +165,7 @@ def train_behaviour_policies(
     Returns ``{"expert": path, "rookies": {steps: path}, "levels": [...]}`` where each level
     records its env steps and greedy test return per agent.
     """
-    from deep.envs.mpe import MPEBatch
+    from marlcov.deep.envs.mpe import MPEBatch
 
     cfg = load_config(OnlineVDNConfig, config)
     dev = resolve_device(device)
@@ -205,7 +205,7 @@ def train_behaviour_policies(
     pending = sorted(int(s) for s in cfg.rookie_steps if not any(lv.get("target_steps") == int(s) for lv in levels))
 
     def save_level(name: str, env_steps: int, target_steps: int | None) -> dict[str, Any]:
-        from deep.marlhf.evaluate import evaluate_policy
+        from marlcov.deep.marlhf.evaluate import evaluate_policy
 
         level = "expert" if name == "expert" else "rookie"
         meta = {"trainer": "online-vdn", "name": name, "level": level, "env_steps": env_steps, "seed": int(seed)}
@@ -286,7 +286,7 @@ class JointPolicy:
 
 def trivial_policy(n_agents: int, seed: int = 0) -> JointPolicy:
     """Every agent uniform over its available actions (the "trivial" behaviour of Table 1)."""
-    from deep.envs.mpe import UniformRandomPolicy
+    from marlcov.deep.envs.mpe import UniformRandomPolicy
 
     uniform = UniformRandomPolicy(seed)
     return JointPolicy([uniform] * n_agents, ["trivial"] * n_agents, "trivial")

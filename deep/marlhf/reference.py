@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     atomic_torch_save,
     atomic_write_text,

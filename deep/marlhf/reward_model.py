@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     atomic_torch_save,
     atomic_write_text,
@@ -300,7 +300,7 @@ def load_reward_model(path: str | os.PathLike, device: str | torch.device = "cpu
 
 # ----------------------------------------------------------------------------- training
 def _load_pairs(dataset_path: Path, pairs_path: str | os.PathLike | None):
-    from deep.data.hdf5 import DatasetReader, read_pairs
+    from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
 
     with DatasetReader(dataset_path) as reader:
         if pairs_path is None:

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     atomic_torch_save,
     atomic_write_text,
@@ -340,8 +340,8 @@ def train_offline_vdn(
     Returns a summary: the policy path and the mean per-step r_std and KL reward over the
     dataset's real steps.
     """
-    from deep.marlhf.reference import check_actions_available, load_reference
-    from deep.marlhf.reward_model import load_reward_model
+    from marlcov.deep.marlhf.reference import check_actions_available, load_reference
+    from marlcov.deep.marlhf.reward_model import load_reward_model
 
     cfg = load_config(OfflineVDNConfig, config)
     dev = resolve_device(device)

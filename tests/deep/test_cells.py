@@ -1,4 +1,4 @@
-"""deep.cells: cells run inline, in local processes and as Ray tasks; existing results are
+"""marlcov.deep.cells: cells run inline, in local processes and as Ray tasks; existing results are
 read back, failures name the cell. The cell function is ``builtins:dict`` (its keyword
 arguments are its result), importable in any worker."""
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deep.cells import Cell, default_workers, run_cell, run_cells
+from marlcov.deep.cells import Cell, default_workers, run_cell, run_cells
 
 pytestmark = pytest.mark.deep
 

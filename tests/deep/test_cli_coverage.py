@@ -23,8 +23,8 @@ def test_marlcov_coverage_on_an_hdf5_dataset(tmp_path, capsys):
 
 
 def test_finite_game_needs_its_dataset(tmp_path, capsys):
-    from theory.games import random_markov_game
-    from theory.io import save_game
+    from marlcov.theory.games import random_markov_game
+    from marlcov.theory.io import save_game
 
     save_game(random_markov_game(1, (2, 2), 1, 0), tmp_path / "g.json")
     assert main(["coverage", str(tmp_path / "g.json")]) == 2
@@ -70,8 +70,8 @@ def test_padded_dataset_through_the_command(tmp_path, capsys):
 
 def test_pairs_file_beside_the_dataset_is_the_default(tmp_path, capsys):
     """``marlcov deep label DATA.h5`` writes DATA.pairs.h5: ``marlcov coverage DATA.h5`` reads it."""
-    from deep.data import DatasetReader, write_pairs_file
-    from deep.data.preferences import label_dataset
+    from marlcov.deep.data import DatasetReader, write_pairs_file
+    from marlcov.deep.data.preferences import label_dataset
 
     path = write_dataset(tmp_path / "data.h5", N=8, H=2, with_pairs=False)
     with DatasetReader(path) as reader:

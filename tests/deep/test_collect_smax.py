@@ -13,11 +13,11 @@ import torch
 
 pytestmark = pytest.mark.deep
 
-from deep.data.hdf5 import DatasetReader, read_pairs  # noqa: E402
-from deep.envs.mpe_continuous import read_continuous_dataset  # noqa: E402
-from deep.envs.smax import STOP_ACTION, SMAXBatch, episode_lengths, episode_wins  # noqa: E402
-from deep.envs.smax_behaviours import FocusFirePolicy, UniformAvailablePolicy, behaviour_policy  # noqa: E402
-from deep.pipeline import MIXES, SOURCES, collect_smax_dataset, mix_counts  # noqa: E402
+from marlcov.deep.data.hdf5 import DatasetReader, read_pairs  # noqa: E402
+from marlcov.deep.envs.mpe_continuous import read_continuous_dataset  # noqa: E402
+from marlcov.deep.envs.smax import STOP_ACTION, SMAXBatch, episode_lengths, episode_wins  # noqa: E402
+from marlcov.deep.envs.smax_behaviours import FocusFirePolicy, UniformAvailablePolicy, behaviour_policy  # noqa: E402
+from marlcov.deep.pipeline import MIXES, SOURCES, collect_smax_dataset, mix_counts  # noqa: E402
 from marlcov.cli import main  # noqa: E402
 
 B = 8

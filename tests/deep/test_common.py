@@ -1,4 +1,4 @@
-"""deep.common: devices, seeding, configs from files, atomic resumable training state.
+"""marlcov.deep.common: devices, seeding, configs from files, atomic resumable training state.
 
 Also holds ``write_synthetic_dataset``, the tiny offline dataset with a known reward that the
 other tests of deep.marlhf train on.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from deep.common import (
+from marlcov.deep.common import (
     TrainingState,
     epoch_permutation,
     load_config,
@@ -23,9 +23,9 @@ from deep.common import (
     seed_everything,
     torch_generator,
 )
-from deep.data.hdf5 import DatasetWriter
-from deep.data.preferences import label_pairs, sample_pairs
-from deep.data.schema import DatasetSpec, TrajectoryBatch
+from marlcov.deep.data.hdf5 import DatasetWriter
+from marlcov.deep.data.preferences import label_pairs, sample_pairs
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
 
 pytestmark = pytest.mark.deep
 

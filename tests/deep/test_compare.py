@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep.cli import add_deep_parser
-from deep.compare import (
+from marlcov.deep.cli import add_deep_parser
+from marlcov.deep.compare import (
     comparison_markdown,
     comparison_rows,
     load_compare_config,
@@ -21,10 +21,10 @@ from deep.compare import (
     summary,
     trainer_configs,
 )
-from deep.data.hdf5 import DatasetWriter
-from deep.envs.mpe import MPEBatch, UniformRandomPolicy
-from deep.pipeline import label_dataset_file, pairs_path_for
-from theory.games import GameError
+from marlcov.deep.data.hdf5 import DatasetWriter
+from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy
+from marlcov.deep.pipeline import label_dataset_file, pairs_path_for
+from marlcov.theory.games import GameError
 
 pytestmark = pytest.mark.deep
 
@@ -68,7 +68,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def continuous_dataset(tmp_path_factory):
-    from deep.envs.mpe_continuous import collect_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import collect_continuous_dataset
 
     path = tmp_path_factory.mktemp("continuous") / "spread_continuous.h5"
     return collect_continuous_dataset(path, 4, 4, batch_size=4)

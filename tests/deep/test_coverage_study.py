@@ -1,4 +1,4 @@
-"""deep.coverage_study: joins of coverage records with table2.json and the rank correlations."""
+"""marlcov.deep.coverage_study: joins of coverage records with table2.json and the rank correlations."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deep.coverage_study import MEASURES, correlate, main, rank_correlations, run_study
-from deep.pipeline import MIXES, label_dataset_file
+from marlcov.deep.coverage_study import MEASURES, correlate, main, rank_correlations, run_study
+from marlcov.deep.pipeline import MIXES, label_dataset_file
 
 from .test_diagnostics import write_dataset
 
@@ -115,8 +115,8 @@ def test_the_reference_policy_may_be_a_pipeline_checkpoint(tmp_path):
     """``expert.pt`` of the behaviour policies (deep.marlhf.vdn format) loads as its greedy policy."""
     import torch
 
-    from deep.diagnostics import load_policy
-    from deep.marlhf.vdn import AgentQNet, GreedyPolicy, save_policy
+    from marlcov.deep.diagnostics import load_policy
+    from marlcov.deep.marlhf.vdn import AgentQNet, GreedyPolicy, save_policy
 
     torch.manual_seed(0)
     net = AgentQNet(obs_dim=2, n_actions=3, n_agents=2, hidden=8, layers=2)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep.data import DatasetReader, DatasetSpec, DatasetWriter, PreferencePairs, TrajectoryBatch
-from deep.data.preferences import label_pairs, sample_pairs
-from deep.diagnostics import (
+from marlcov.deep.data import DatasetReader, DatasetSpec, DatasetWriter, PreferencePairs, TrajectoryBatch
+from marlcov.deep.data.preferences import label_pairs, sample_pairs
+from marlcov.deep.diagnostics import (
     accumulate_pairs,
     bradley_terry_scores,
     coverage_command,
@@ -17,13 +17,13 @@ from deep.diagnostics import (
     format_table,
     reference_trajectories,
 )
-from deep.features import FileFeatures, RandomFourierFeatures, RewardModelFeatures, all_joint_actions, joint_action_index
-from theory.dataset_coverage import BonusModel
-from theory.coverage import coverage_measures, reward_covariance, step_features, transition_covariances
-from theory.games import random_markov_game
-from theory.io import save_dataset, save_game, save_policy
-from theory.policies import random_policy
-from theory.preferences import sample_preference_dataset
+from marlcov.deep.features import FileFeatures, RandomFourierFeatures, RewardModelFeatures, all_joint_actions, joint_action_index
+from marlcov.theory.dataset_coverage import BonusModel
+from marlcov.theory.coverage import coverage_measures, reward_covariance, step_features, transition_covariances
+from marlcov.theory.games import random_markov_game
+from marlcov.theory.io import save_dataset, save_game, save_policy
+from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import sample_preference_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -321,9 +321,9 @@ def test_bad_inputs_name_the_field(tmp_path):
 
 @pytest.mark.slow
 def test_simulator_deviations_on_mpe(tmp_path):
-    from deep.data import write_pairs_file
-    from deep.data.preferences import label_dataset
-    from deep.envs.mpe import MPEBatch, UniformRandomPolicy
+    from marlcov.deep.data import write_pairs_file
+    from marlcov.deep.data.preferences import label_dataset
+    from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy
 
     env = MPEBatch("simple_spread_v3", 8)
     path = tmp_path / "mpe.h5"

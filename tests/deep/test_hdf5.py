@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from deep.data.hdf5 import DatasetReader, DatasetWriter, read_pairs, write_pairs_file
-from deep.data.schema import DATASET_FORMAT, DatasetSpec, PreferencePairs, TrajectoryBatch
+from marlcov.deep.data.hdf5 import DatasetReader, DatasetWriter, read_pairs, write_pairs_file
+from marlcov.deep.data.schema import DATASET_FORMAT, DatasetSpec, PreferencePairs, TrajectoryBatch
 
 pytestmark = pytest.mark.deep
 
@@ -110,7 +110,7 @@ def test_killed_writer_leaves_no_file_at_final_path(tmp_path):
 import os, signal, sys
 sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_hdf5 import SPEC, make_batch
-from deep.data.hdf5 import DatasetWriter
+from marlcov.deep.data.hdf5 import DatasetWriter
 w = DatasetWriter({str(final)!r}, SPEC, chunk_trajectories=2)
 w.append(make_batch(6, 0))
 w.append(make_batch(3, 1))
@@ -178,7 +178,7 @@ def test_pairs_in_file_and_in_a_separate_file(tmp_path):
 def test_mpe_rollouts_round_trip(tmp_path):
     import torch
 
-    from deep.envs.mpe import MPEBatch, UniformRandomPolicy
+    from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy
 
     env = MPEBatch("simple_spread_v3", 3)
     spec = env.spec.dataset_spec()

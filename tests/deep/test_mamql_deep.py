@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep.algos.mamql import (
+from marlcov.deep.algos.mamql import (
     MAMQLConfig,
     demonstration_mask,
     fit_mamql,
@@ -21,9 +21,9 @@ from deep.algos.mamql import (
     reward_loss,
     train_mamql,
 )
-from deep.data.hdf5 import DatasetWriter
-from deep.data.schema import DatasetSpec, TrajectoryBatch
-from theory.objectives import mamql as theory_mamql
+from marlcov.deep.data.hdf5 import DatasetWriter
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
+from marlcov.theory.objectives import mamql as theory_mamql
 
 pytestmark = pytest.mark.deep
 
@@ -214,7 +214,7 @@ def test_training_imitates_the_expert_and_recovers_its_reward(tmp_path):
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     """N updates in one go, and a run killed after N/2 + 1 updates (checkpoint at N/2) then
     resumed, give identical parameters; two runs with one seed are identical."""
-    from deep.common import load_dataset_arrays
+    from marlcov.deep.common import load_dataset_arrays
 
     path = _write_demo_dataset(tmp_path / "d.h5", n=16)
     _, arrays = load_dataset_arrays(path, ["obs", "actions", "avail"])
@@ -264,7 +264,7 @@ def test_config_validation():
 def test_end_to_end_on_mpe_spread(tmp_path):
     """A tiny simple_spread dataset (expert-tagged and rookie-tagged halves), trained on the
     expert half and evaluated in the environment."""
-    from deep.envs.mpe import MPEBatch, UniformRandomPolicy
+    from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy
 
     env = MPEBatch("simple_spread_v3", 8, horizon=5)
     expert = env.rollout(UniformRandomPolicy(0), 0, source="collect", agent_policy=["expert"] * 3)
@@ -304,8 +304,8 @@ def test_padding_steps_do_not_change_the_objective(seed, pad, sweeps):
 def test_end_to_end_on_smax_3m_with_early_ends(tmp_path):
     """SMAX 3m episodes end early (padded steps with nothing available): training and
     evaluation run, and the evaluation reports a win rate."""
-    from deep.envs.mpe import UniformRandomPolicy
-    from deep.envs.smax import SMAXBatch
+    from marlcov.deep.envs.mpe import UniformRandomPolicy
+    from marlcov.deep.envs.smax import SMAXBatch
 
     env = SMAXBatch("3m", 8, horizon=20)
     batch = env.rollout(UniformRandomPolicy(0), 0, source="expert")

@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep.common import step_masks
-from deep.marlhf.reference import PolicyNet, behaviour_cloning_loss, check_actions_available
-from deep.marlhf.reward_model import RewardNet, reward_model_loss, reward_statistics
-from deep.marlhf.vdn import AgentQNet, offline_rewards, vdn_td_loss
+from marlcov.deep.common import step_masks
+from marlcov.deep.marlhf.reference import PolicyNet, behaviour_cloning_loss, check_actions_available
+from marlcov.deep.marlhf.reward_model import RewardNet, reward_model_loss, reward_statistics
+from marlcov.deep.marlhf.vdn import AgentQNet, offline_rewards, vdn_td_loss
 
 pytestmark = pytest.mark.deep
 
@@ -301,13 +301,13 @@ def test_marlhf_end_to_end_on_smax_3m_with_early_ends(tmp_path):
     """Reward model, reference and offline VDN on a tiny 3m dataset whose episodes end early,
     then evaluation by ``deep.marlhf.evaluate`` and by ``marlcov deep compare``'s MARLHF cell:
     both play the same episodes and report the same return and win rate."""
-    from deep.compare import algorithm_cell
-    from deep.data.hdf5 import DatasetWriter
-    from deep.data.preferences import label_pairs, sample_pairs
-    from deep.envs.mpe import UniformRandomPolicy
-    from deep.envs.smax import SMAXBatch
-    from deep.marlhf.evaluate import evaluate_policy, reward_metrics
-    from deep.marlhf.reward_model import load_reward_model, train_reward_model
+    from marlcov.deep.compare import algorithm_cell
+    from marlcov.deep.data.hdf5 import DatasetWriter
+    from marlcov.deep.data.preferences import label_pairs, sample_pairs
+    from marlcov.deep.envs.mpe import UniformRandomPolicy
+    from marlcov.deep.envs.smax import SMAXBatch
+    from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
+    from marlcov.deep.marlhf.reward_model import load_reward_model, train_reward_model
 
     H, B = 20, 8
     env = SMAXBatch("3m", B, horizon=H)

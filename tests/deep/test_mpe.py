@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from deep.envs import mpe
-from deep.envs.mpe import ENV_NAMES, HORIZON, MPE_DT, MPEBatch, UniformRandomPolicy
-from deep.envs.parity import parity_report, random_joint_actions
+from marlcov.deep.envs import mpe
+from marlcov.deep.envs.mpe import ENV_NAMES, HORIZON, MPE_DT, MPEBatch, UniformRandomPolicy
+from marlcov.deep.envs.parity import parity_report, random_joint_actions
 
 pytestmark = pytest.mark.deep
 

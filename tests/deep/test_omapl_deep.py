@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.deep
 
-from deep.algos import step_masks  # noqa: E402
-from deep.algos.omapl import OMAPLConfig, omapl_losses, train_omapl  # noqa: E402
-from deep.common import TrainingState  # noqa: E402
-from deep.data.hdf5 import DatasetWriter  # noqa: E402
-from deep.data.schema import DatasetSpec, PreferencePairs, TrajectoryBatch  # noqa: E402
-from theory.objectives import omapl as omapl_np  # noqa: E402
-from theory.objectives import omiga as omiga_np  # noqa: E402
+from marlcov.deep.algos import step_masks  # noqa: E402
+from marlcov.deep.algos.omapl import OMAPLConfig, omapl_losses, train_omapl  # noqa: E402
+from marlcov.deep.common import TrainingState  # noqa: E402
+from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
+from marlcov.deep.data.schema import DatasetSpec, PreferencePairs, TrajectoryBatch  # noqa: E402
+from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
+from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
 
 #: float64 evaluations of one formula in two array libraries agree to rounding.
 #: The deep losses and the theory functions on the same float64 numbers (absolute, and relative

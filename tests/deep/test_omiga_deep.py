@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.deep
 
-from deep.algos import step_masks  # noqa: E402
-from deep.algos.omiga import OMIGAConfig, evaluate_omiga, omiga_losses, train_omiga  # noqa: E402
-from deep.common import TrainingState  # noqa: E402
-from deep.data.hdf5 import DatasetWriter  # noqa: E402
-from deep.envs.mpe import MPEBatch, UniformRandomPolicy  # noqa: E402
+from marlcov.deep.algos import step_masks  # noqa: E402
+from marlcov.deep.algos.omiga import OMIGAConfig, evaluate_omiga, omiga_losses, train_omiga  # noqa: E402
+from marlcov.deep.common import TrainingState  # noqa: E402
+from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
+from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy  # noqa: E402
 from tests.deep.test_omapl_deep import LOSS_ATOL, LOSS_RTOL, write_synthetic_dataset  # noqa: E402
-from theory.objectives import omapl as omapl_np  # noqa: E402
-from theory.objectives import omiga as omiga_np  # noqa: E402
+from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
+from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_trajectories": 8, "lr": 3e-3, "checkpoint_every": 10}
 #: Gradient descent on Proposition 4.4's objective gets this close to its closed-form minimiser.
@@ -155,7 +155,7 @@ def test_greedy_evaluation_on_mpe(tmp_path):
 
 
 def test_trains_on_a_marlhf_reward_model(dataset, tmp_path):
-    from deep.marlhf.reward_model import RewardNet, TrainedRewardModel
+    from marlcov.deep.marlhf.reward_model import RewardNet, TrainedRewardModel
 
     torch.manual_seed(0)
     model = TrainedRewardModel(RewardNet(4, 3, 2, hidden=8, layers=2), mean=0.0, var=1.0, meta={})
@@ -165,7 +165,7 @@ def test_trains_on_a_marlhf_reward_model(dataset, tmp_path):
 
 
 def test_config_from_a_json_file(dataset, tmp_path):
-    from deep.common import save_config
+    from marlcov.deep.common import save_config
 
     path = save_config(OMIGAConfig(**{**TINY, "steps": 3}), tmp_path / "omiga.json")
     metrics = train_omiga(dataset, path, tmp_path / "run", progress=False)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from deep.common import EVAL_SEED_BASE, TrainingState
-from deep.marlhf.evaluate import evaluate_policy
-from deep.marlhf.online_vdn import (
+from marlcov.deep.common import EVAL_SEED_BASE, TrainingState
+from marlcov.deep.marlhf.evaluate import evaluate_policy
+from marlcov.deep.marlhf.online_vdn import (
     TRAIN_SEED_SPAN,
     EpisodeReplay,
     JointPolicy,
@@ -19,7 +19,7 @@ from deep.marlhf.online_vdn import (
     trivial_policy,
     unilateral_policy,
 )
-from deep.marlhf.vdn import POLICY_FORMAT, load_policy
+from marlcov.deep.marlhf.vdn import POLICY_FORMAT, load_policy
 
 pytestmark = pytest.mark.deep
 
@@ -130,7 +130,7 @@ def test_evaluate_policy_is_seeded_and_matches_rollout_returns():
     assert r1["return_per_agent"] == pytest.approx(returns.mean())
     assert r1["per_agent"] == pytest.approx(returns.mean(axis=0).tolist())
     assert r1["return_std"] == pytest.approx(returns.mean(axis=1).std())
-    from deep.envs.mpe import MPEBatch
+    from marlcov.deep.envs.mpe import MPEBatch
 
     direct = MPEBatch(ENV, B).rollout(trivial_policy(3, seed=0), EVAL_SEED_BASE + 2 * 12).returns()
     assert np.allclose(returns[:B], direct)

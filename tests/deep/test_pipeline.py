@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep.cli import add_deep_parser
-from deep.data.hdf5 import DatasetReader, read_pairs
-from deep.marlhf.evaluate import evaluate_policy, reward_metrics
-from deep.marlhf.reward_model import load_reward_model
-from deep.pipeline import (
+from marlcov.deep.cli import add_deep_parser
+from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
+from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
+from marlcov.deep.marlhf.reward_model import load_reward_model
+from marlcov.deep.pipeline import (
     MIXES,
     SOURCES,
     load_pipeline_config,
@@ -26,7 +26,7 @@ from deep.pipeline import (
     stage_configs,
     write_table_markdown,
 )
-from theory.games import GameError
+from marlcov.theory.games import GameError
 
 pytestmark = pytest.mark.deep
 

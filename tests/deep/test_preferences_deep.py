@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from deep.data.hdf5 import DatasetReader, DatasetWriter
-from deep.data.preferences import (
+from marlcov.deep.data.hdf5 import DatasetReader, DatasetWriter
+from marlcov.deep.data.preferences import (
     DEFAULT_STEEPNESS,
     label_dataset,
     label_pairs,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep.common import TrainingState
-from deep.marlhf.reference import (
+from marlcov.deep.common import TrainingState
+from marlcov.deep.marlhf.reference import (
     PolicyNet,
     ReferenceConfig,
     behaviour_cloning_loss,

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from deep.common import TrainingState
-from deep.marlhf import reward_model
-from deep.marlhf.evaluate import plot_reward_trajectory, reward_metrics
-from deep.marlhf.reward_model import (
+from marlcov.deep.common import TrainingState
+from marlcov.deep.marlhf import reward_model
+from marlcov.deep.marlhf.evaluate import plot_reward_trajectory, reward_metrics
+from marlcov.deep.marlhf.reward_model import (
     VAR_FLOOR,
     RewardModelConfig,
     RewardNet,
@@ -24,7 +24,7 @@ from deep.marlhf.reward_model import (
     train_reward_model,
 )
 from tests.deep.test_common import best_actions, write_synthetic_dataset
-from theory.preferences import bradley_terry_probability
+from marlcov.theory.preferences import bradley_terry_probability
 
 pytestmark = pytest.mark.deep
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep.algos.score_decomposition import (
+from marlcov.deep.algos.score_decomposition import (
     Denoiser,
     Schedule,
     ScoreDecompositionConfig,
@@ -25,7 +25,7 @@ from deep.algos.score_decomposition import (
     transitions,
     vp_alpha_bars,
 )
-from theory.objectives import score_decomposition as theory_sd
+from marlcov.theory.objectives import score_decomposition as theory_sd
 
 pytestmark = pytest.mark.deep
 
@@ -314,7 +314,7 @@ def test_fit_resumes_exactly_and_is_deterministic(tmp_path):
 
 def test_end_to_end_on_continuous_spread(tmp_path):
     """Collect a tiny continuous-action simple_spread dataset, train, save, load, evaluate."""
-    from deep.envs.mpe_continuous import collect_continuous_dataset, read_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import collect_continuous_dataset, read_continuous_dataset
 
     path = collect_continuous_dataset(tmp_path / "c.h5", n_expert=8, n_random=8, horizon=5, batch_size=8, seed=0)
     spec, traj = read_continuous_dataset(path)
@@ -343,7 +343,7 @@ def test_continuous_actions_push_agents_in_their_direction(tmp_path):
     """Against the same start and zero actions, u = (1, 0) changes an agent's velocity along +x
     only and u = (0, -1) along -y only, by the same amount in every environment (JaxMARL
     decodes (a[2] - a[1], a[4] - a[3]) of the 5-vector built here; collisions act alike in both)."""
-    from deep.envs.mpe_continuous import ContinuousMPEBatch, read_continuous_dataset, write_continuous_dataset
+    from marlcov.deep.envs.mpe_continuous import ContinuousMPEBatch, read_continuous_dataset, write_continuous_dataset
 
     env = ContinuousMPEBatch("simple_spread_v3", 8, horizon=5)
     obs0 = env.reset(0)

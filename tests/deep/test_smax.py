@@ -7,8 +7,8 @@ import torch
 
 pytestmark = pytest.mark.deep
 
-from deep.data.hdf5 import DatasetReader, DatasetWriter  # noqa: E402
-from deep.envs.smax import (  # noqa: E402
+from marlcov.deep.data.hdf5 import DatasetReader, DatasetWriter  # noqa: E402
+from marlcov.deep.envs.smax import (  # noqa: E402
     ENV_NAMES,
     STOP_ACTION,
     SMAXBatch,
@@ -152,9 +152,9 @@ def test_episode_limit():
 
 def test_collect_label_train_evaluate_chain(tmp_path, env, focus_batch, random_batch):
     """The MARLHF chain on SMAX: collect, label, train O-MAPL and OMIGA, evaluate the win rate."""
-    from deep.algos.omapl import evaluate_omapl, train_omapl
-    from deep.algos.omiga import train_omiga
-    from deep.data.preferences import label_dataset
+    from marlcov.deep.algos.omapl import evaluate_omapl, train_omapl
+    from marlcov.deep.algos.omiga import train_omiga
+    from marlcov.deep.data.preferences import label_dataset
 
     path = tmp_path / "3m.h5"
     with DatasetWriter(path, env.spec.dataset_spec()) as writer:

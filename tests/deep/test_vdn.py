@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from deep.common import TrainingState
-from deep.marlhf.reference import train_reference
-from deep.marlhf.reward_model import train_reward_model
-from deep.marlhf.vdn import (
+from marlcov.deep.common import TrainingState
+from marlcov.deep.marlhf.reference import train_reference
+from marlcov.deep.marlhf.reward_model import train_reward_model
+from marlcov.deep.marlhf.vdn import (
     POLICY_FORMAT,
     AgentQNet,
     GreedyPolicy,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linear_games.matrix_games import (
+from marlcov.linear_games.matrix_games import (
     DegenerateGameError,
     Equilibrium,
     EquilibriumSet,
@@ -20,7 +20,7 @@ from linear_games.matrix_games import (
     lemke_howson,
     nash_gap_bimatrix,
 )
-from theory.tolerances import PROB_ATOL, VALUE_ATOL
+from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 # Agreement with nashpy, as sets of strategy profiles (the brief's figure).
 AGREE_ATOL = 1e-8
@@ -356,7 +356,7 @@ def test_equilibria_invariant_under_affine_payoffs(game, scale, shift):
 
 
 def test_zero_sum_bimatrix_agrees_with_lp():
-    from linear_games.matrix_games import zero_sum_solve
+    from marlcov.linear_games.matrix_games import zero_sum_solve
 
     rng = np.random.default_rng(7)
     A = rng.standard_normal((5, 4))

@@ -3,11 +3,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from linear_games.constructions import TABLE4_M1, TABLE4_M2, table4_equilibria, table4_games, theorem3_dataset
-from proofs_checks.marlhf import table4_gap_sum_symbolic, table4_policy
-from theory.coverage import coverage_measures
-from theory.tolerances import VALUE_ATOL
-from theory.values import nash_gap
+from marlcov.linear_games.constructions import TABLE4_M1, TABLE4_M2, table4_equilibria, table4_games, theorem3_dataset
+from marlcov.proofs_checks.marlhf import table4_gap_sum_symbolic, table4_policy
+from marlcov.theory.coverage import coverage_measures
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import nash_gap
 
 probabilities = st.floats(0.0, 1.0)
 

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from linear_games.coverage_datasets import (
+from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
+from marlcov.linear_games.coverage_datasets import (
     combined,
     mixture_coverage_dataset,
     single_policy_dataset,
@@ -12,9 +12,9 @@ from linear_games.coverage_datasets import (
     unilateral_dataset,
     unilateral_deviations,
 )
-from theory.coverage import coverage_measures
-from theory.games import GameError, random_linear_markov_game
-from theory.policies import deterministic_policy, uniform_policy
+from marlcov.theory.coverage import coverage_measures
+from marlcov.theory.games import GameError, random_linear_markov_game
+from marlcov.theory.policies import deterministic_policy, uniform_policy
 
 
 def _pure_equilibrium_game():

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
-from linear_games.estimation import (
+from marlcov.linear_games.estimation import (
     bradley_terry_mle_constrained,
     bradley_terry_mle_ridge,
     confidence_radius,
@@ -14,10 +14,10 @@ from linear_games.estimation import (
     reward_mle,
     trajectory_feature_differences,
 )
-from theory.coverage import reward_covariance
-from theory.games import random_linear_markov_game
-from theory.policies import uniform_policy
-from theory.preferences import sample_preference_dataset
+from marlcov.theory.coverage import reward_covariance
+from marlcov.theory.games import random_linear_markov_game
+from marlcov.theory.policies import uniform_policy
+from marlcov.theory.preferences import sample_preference_dataset
 
 SOLVER_TOL = 1e-5
 

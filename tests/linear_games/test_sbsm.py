@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from linear_games.coverage_datasets import unilateral_dataset
-from linear_games.estimation import reward_confidence
-from linear_games.sbsm import (
+from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
+from marlcov.linear_games.coverage_datasets import unilateral_dataset
+from marlcov.linear_games.estimation import reward_confidence
+from marlcov.linear_games.sbsm import (
     MAX_ENUMERATED_POLICIES,
     bimatrix_equilibrium,
     deterministic_class_size,
@@ -25,13 +25,13 @@ from linear_games.sbsm import (
     surrogate_objective,
     theorem4_bound,
 )
-from linear_games.sbsm_experiments import table4_experiment, two_player_markov_equilibrium
+from marlcov.linear_games.sbsm_experiments import table4_experiment, two_player_markov_equilibrium
 from tests.theory.brute_force import all_deterministic_policies
-from theory.coverage import transition_covariances
-from theory.games import GameError, MarkovGame, random_linear_markov_game, random_markov_game
-from theory.policies import random_policy, uniform_policy
-from theory.preferences import sample_preference_dataset
-from theory.values import best_response, evaluate_policy, nash_gap
+from marlcov.theory.coverage import transition_covariances
+from marlcov.theory.games import GameError, MarkovGame, random_linear_markov_game, random_markov_game
+from marlcov.theory.policies import random_policy, uniform_policy
+from marlcov.theory.preferences import sample_preference_dataset
+from marlcov.theory.values import best_response, evaluate_policy, nash_gap
 
 TOL = 1e-9
 

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from linear_games.solve import solve_one_shot
+from marlcov.linear_games.solve import solve_one_shot
 from marlcov.cli import main
-from theory.games import GameError, MarkovGame, random_markov_game
-from theory.io import save_game
-from theory.tolerances import VALUE_ATOL
-from theory.values import nash_gap
+from marlcov.theory.games import GameError, MarkovGame, random_markov_game
+from marlcov.theory.io import save_game
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import nash_gap
 
 
 def one_shot(A, B):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linear_games.matrix_games import ZeroSumSolution, zero_sum_solve
-from theory.tolerances import PROB_ATOL, VALUE_ATOL
+from marlcov.linear_games.matrix_games import ZeroSumSolution, zero_sum_solve
+from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 METHODS = ["highs", "cvxpy"]
 

@@ -3,11 +3,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proofs_checks.marlhf import per_step_design, regularised_reward_fit, theorem3_single_coverage_limit
-from proofs_checks.registry import CheckContext, Verdict, run_check, select
-from theory.games import random_markov_game
-from theory.policies import random_policy
-from theory.preferences import sample_preference_dataset
+from marlcov.proofs_checks.marlhf import per_step_design, regularised_reward_fit, theorem3_single_coverage_limit
+from marlcov.proofs_checks.registry import CheckContext, Verdict, run_check, select
+from marlcov.theory.games import random_markov_game
+from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import sample_preference_dataset
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -64,7 +64,7 @@ def test_marlhf_checks_are_deterministic_for_a_seed():
 
 
 def test_markdown_table_escapes_pipes_in_cells():
-    from proofs_checks.report import markdown
+    from marlcov.proofs_checks.report import markdown
 
     doc = {
         "settings": {"quick": True, "seed": 0, "python": "3"},

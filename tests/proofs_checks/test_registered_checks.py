@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from proofs_checks.registry import CheckContext, run_check, select
+from marlcov.proofs_checks.registry import CheckContext, run_check, select
 
 PREFIXES = ("omapl", "omiga", "mamql", "score")
 
@@ -57,7 +57,7 @@ def omapl_results(tmp_path_factory):
 def test_prop4_2_counterexample_reproduces(omapl_results):
     import numpy as np
 
-    from proofs_checks.omapl import PreferenceInstance, LocalTables, _mixer_from_params, preference_objective, extreme_v_objective
+    from marlcov.proofs_checks.omapl import PreferenceInstance, LocalTables, _mixer_from_params, preference_objective, extreme_v_objective
 
     _, out = omapl_results
     ce = json.loads((out / "omapl_prop4_2_counterexample.json").read_text())

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from theory.coverage import (
+from marlcov.theory.coverage import (
     bonus_terms,
     coverage_measures,
     dataset_bonus,
@@ -11,10 +11,10 @@ from theory.coverage import (
     reward_covariance,
     transition_covariances,
 )
-from theory.games import GameError, random_linear_markov_game, random_markov_game
-from theory.policies import random_policy, replace_player
-from theory.preferences import sample_preference_dataset
-from theory.tolerances import VALUE_ATOL
+from marlcov.theory.games import GameError, random_linear_markov_game, random_markov_game
+from marlcov.theory.policies import random_policy, replace_player
+from marlcov.theory.preferences import sample_preference_dataset
+from marlcov.theory.tolerances import VALUE_ATOL
 
 from .brute_force import all_deterministic_policies, expected_return
 

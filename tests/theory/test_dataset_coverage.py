@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.coverage import bonus_terms, coverage_measures, reward_covariance, step_features, transition_covariances
-from theory.dataset_coverage import (
+from marlcov.theory.coverage import bonus_terms, coverage_measures, reward_covariance, step_features, transition_covariances
+from marlcov.theory.dataset_coverage import (
     BonusModel,
     CovarianceAccumulator,
     PlugInAccumulator,
@@ -19,9 +19,9 @@ from theory.dataset_coverage import (
     multinomial_weights,
     poisson_weights,
 )
-from theory.games import GameError, MarkovGame, random_linear_markov_game, random_markov_game
-from theory.policies import deterministic_policy, random_policy
-from theory.preferences import sample_preference_dataset
+from marlcov.theory.games import GameError, MarkovGame, random_linear_markov_game, random_markov_game
+from marlcov.theory.policies import deterministic_policy, random_policy
+from marlcov.theory.preferences import sample_preference_dataset
 
 #: Agreement demanded between the streaming path and the exact one (the issue's 1e-8).
 EXACT_ATOL = 1e-8

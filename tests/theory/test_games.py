@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from theory.games import GameError, MarkovGame, linear_markov_game, random_linear_markov_game, random_markov_game
+from marlcov.theory.games import GameError, MarkovGame, linear_markov_game, random_linear_markov_game, random_markov_game
 
 
 def small_game(**overrides):

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from theory.games import GameError, random_linear_markov_game, random_markov_game
-from theory.io import (
+from marlcov.theory.games import GameError, random_linear_markov_game, random_markov_game
+from marlcov.theory.io import (
     load_dataset,
     load_game,
     load_policy,
@@ -12,8 +12,8 @@ from theory.io import (
     save_game,
     save_policy,
 )
-from theory.policies import random_policy
-from theory.preferences import sample_preference_dataset
+from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import sample_preference_dataset
 
 
 @pytest.mark.parametrize("suffix", [".json", ".npz"])

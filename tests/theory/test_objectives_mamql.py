@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.objectives import mamql
+from marlcov.theory.objectives import mamql
 
 
 def test_marginalise_hand_value():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proofs_checks.omapl import (
+from marlcov.proofs_checks.omapl import (
     GROUPS,
     SECOND_DIFF_TOL,
     random_direction,
@@ -17,7 +17,7 @@ from proofs_checks.omapl import (
     preference_objective,
     second_difference,
 )
-from theory.objectives import omapl
+from marlcov.theory.objectives import omapl
 
 
 def test_linear_mix_hand_value():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.objectives import omiga
+from marlcov.theory.objectives import omiga
 
 
 def test_closed_form_hand_value():

@@ -4,9 +4,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from theory.games import GameError, random_markov_game
-from theory.policies import random_policy
-from theory.preferences import (
+from marlcov.theory.games import GameError, random_markov_game
+from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import (
     PreferenceDataset,
     bradley_terry_probability,
     label_pairs,

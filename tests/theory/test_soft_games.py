@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory.games import random_markov_game
-from theory.policies import random_policy, replace_player
-from theory.soft_games import (
+from marlcov.theory.games import random_markov_game
+from marlcov.theory.policies import random_policy, replace_player
+from marlcov.theory.soft_games import (
     boltzmann_residual,
     inverse_soft_bellman,
     logit_qre,

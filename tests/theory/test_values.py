@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from theory.games import random_linear_markov_game, random_markov_game
-from theory.policies import check_policy, deterministic_policy, random_policy, replace_player, uniform_policy
-from theory.tolerances import VALUE_ATOL
-from theory.values import best_response, evaluate_policy, nash_gap, optimal_joint_values
+from marlcov.theory.games import random_linear_markov_game, random_markov_game
+from marlcov.theory.policies import check_policy, deterministic_policy, random_policy, replace_player, uniform_policy
+from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.values import best_response, evaluate_policy, nash_gap, optimal_joint_values
 
 from .brute_force import all_deterministic_policies, expected_return
 
