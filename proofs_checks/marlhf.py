@@ -16,7 +16,7 @@ from marlcov.theory.preferences import bradley_terry_probability, sample_prefere
 from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
 
@@ -50,6 +50,11 @@ def table4_gap_sum_symbolic() -> sp.Expr:
     "Theorem 3 (Table 4): every product policy is at best a 0.5-Nash equilibrium in one of M1, M2, "
     "which a dataset covering only the equilibria cannot tell apart.",
     "exact",
+    source=Source(
+        "For any algorithm and constant  $C > 0$ , there exists a Markov game and a compliant dataset with  $U_{\\mathcal{D}}(\\pi^*) \\leq C$  such that the output policy is at most an 0.5-Nash equilibrium.",
+        "Theorem 3 (restatement of Theorem 1), Appendix A.1, with Table 4",
+        verbatim=True,
+    ),
 )
 def theorem3(ctx: CheckContext) -> Verdict:
     m1, m2 = table4_games()
@@ -94,6 +99,11 @@ def theorem3(ctx: CheckContext) -> Verdict:
     PAPER,
     "The proof of Theorem 3 draws labels y ~ Ber(exp(r(tau) - r(tau'))).",
     "symbolic",
+    source=Source(
+        "y_i \\sim \\text{Ber}(\\exp(r_1(\\tau_i) - r_1(\\tau'_i)))",
+        "proof of Theorem 3, Appendix A.1 (the dataset)",
+        verbatim=True,
+    ),
 )
 def bt_bernoulli_exp(ctx: CheckContext) -> Verdict:
     x = sp.symbols("x", real=True)
@@ -146,6 +156,11 @@ def theorem3_single_coverage_limit() -> sp.Expr:
     PAPER,
     "In the proof of Theorem 3, with enough samples the compliant dataset has U_D(pi*) <= C for any constant C > 0.",
     "exact",
+    source=Source(
+        "As the dataset covers the Nash equilibrium for both games, with enough samples, we have  $U_{\\mathcal{D}}(\\pi^*) \\leq C$  for any constant  $C$ .",
+        "proof of Theorem 3, Appendix A.1",
+        verbatim=True,
+    ),
 )
 def theorem3_coverage(ctx: CheckContext) -> Verdict:
     m1, _ = table4_games()
@@ -183,6 +198,11 @@ def theorem3_coverage(ctx: CheckContext) -> Verdict:
     "Assumption 1 writes the reward as r_i(s_h, a_h) = <psi(s_h), theta_{h,i}>, and section 4.1 measures "
     "||psi(s_h, a_h)||_{[Sigma_r]^-1} with Sigma_r of size Hd x Hd.",
     "exact",
+    source=Source(
+        "r_i(s_h, \\mathbf{a}_h) = \\langle \\psi(s_h), \\theta_{h,i} \\rangle",
+        "Assumption 1, section 3; U_D(pi), section 4.1",
+        verbatim=True,
+    ),
 )
 def assumption1_reward_features(ctx: CheckContext) -> Verdict:
     m1, _ = table4_games()
@@ -222,6 +242,11 @@ def assumption1_reward_features(ctx: CheckContext) -> Verdict:
     "Section 5.3: substituting 1/|A| for pi_w in the KL reward makes a Q-learner prefer, among deterministic "
     "policies, the reference policy's most likely action (the closest deterministic policy to pi_ref).",
     "exact",
+    source=Source(
+        "the replaced reward is equivalent to encouraging the agent to match its deterministic choices with the actions most preferred by the reference policy. In other words, it seeks the closest element in the deterministic policy family to the reference policy",
+        "section 5.3, after equation (4)",
+        verbatim=True,
+    ),
 )
 def kl_uniform_substitution(ctx: CheckContext) -> Verdict:
     from scipy.special import rel_entr
@@ -289,6 +314,11 @@ def regularised_reward_fit(X: np.ndarray, y: np.ndarray, D: np.ndarray, alpha: f
     "Section 5.2: trajectory-level preferences leave per-step rewards unidentified (spreading reward along a "
     "trajectory is equivalent to summing it at the last step), and the time-axis MSE term picks the smoothest member.",
     "exact",
+    source=Source(
+        "When calculating NLL losses, spreading the reward signal along the trajectories is equivalent to summing it at the last time step (Figure 2a).",
+        "section 5.2, item 1, and equations (1)-(2)",
+        verbatim=True,
+    ),
 )
 def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
     game = random_markov_game(2, (2,), 4, ctx.seed)

@@ -13,7 +13,7 @@ from marlcov.theory.policies import deterministic_policy, uniform_policy
 from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
-from .registry import CheckContext, Verdict, check
+from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
 
@@ -27,6 +27,11 @@ GAP_ZERO = 1e-6
     "Theorem 3 through SBSM: on data covering only the equilibria of Table 4, SBSM's output is at best a "
     "0.5-Nash equilibrium in one of M1, M2; adding the unilateral deviations drives its gap to 0.",
     "statistical",
+    source=Source(
+        "If the dataset has unilateral coverage on the Nash equilibrium policy, there exists an algorithm that can output an approximate Nash equilibrium policy.",
+        "Theorem 2 (informal), section 4.3; Algorithms 2-4, Appendix A.2",
+        verbatim=True,
+    ),
 )
 def theorem3_sbsm(ctx: CheckContext) -> Verdict:
     ns = (100, 1000) if ctx.quick else (100, 1000, 10000)
@@ -56,6 +61,11 @@ def theorem3_sbsm(ctx: CheckContext) -> Verdict:
     "Algorithms 2-4 as printed (C_r and C_P by their formulas, Q clipped at 0 and H) output an approximate "
     "Nash equilibrium under unilateral coverage.",
     "exact",
+    source=Source(
+        "\\underline{Q}_{h,i}^\\pi(\\cdot, \\cdot) = \\max\\{\\langle \\psi(\\cdot, \\cdot), w_{h,i} \\rangle - C_{\\mathbb{P}}[\\psi(\\cdot, \\cdot)^\\top [\\Sigma_{\\mathcal{D},h}^\\mathbb{P}]^{-1} \\psi(\\cdot, \\cdot)]^{1/2}, 0\\}",
+        "Algorithm 2, line 5 (and Algorithm 3, line 5), Appendix A.2",
+        verbatim=True,
+    ),
 )
 def sbsm_clipping(ctx: CheckContext) -> Verdict:
     m1, _ = table4_games()
@@ -99,6 +109,11 @@ def sbsm_clipping(ctx: CheckContext) -> Verdict:
     "4 max_i max_{pi_i} E_{pi_i, pi*_-i}[sum_h C_P||psi||_{Sigma_p^-1} + C_r||psibar||_{Sigma_r^-1}], "
     "so the gap vanishes under unilateral coverage.",
     "statistical",
+    source=Source(
+        "Set  $\\lambda = 1$  for Algorithm 4. With probability  $1 - \\delta$ , we have",
+        "Theorem 4, Appendix A.2",
+        verbatim=True,
+    ),
 )
 def theorem4(ctx: CheckContext) -> Verdict:
     ns = (100, 1000, 10000) if ctx.quick else (100, 1000, 10_000, 100_000)
@@ -161,6 +176,11 @@ def theorem4(ctx: CheckContext) -> Verdict:
     "Lemmas 1-3: with probability >= 1 - delta the true reward lies in [r_under, r_bar] within 2 C_r ||psibar||, "
     "V_under^pi <= V^pi, V_bar^dagger >= V^dagger, and the value errors are bounded by the bonus sums.",
     "statistical",
+    source=Source(
+        "V_{1,i}^\\pi(s_1) - \\underline{V}_{1,i}^\\pi(s_1) &\\leq \\mathbb{E}_\\pi \\left[ 2C_{\\mathbb{P}} \\sum_{h=1}^H",
+        "Lemma 3, Appendix A.2",
+        verbatim=True,
+    ),
 )
 def lemmas1_3(ctx: CheckContext) -> Verdict:
     n_seeds = 10 if ctx.quick else 40

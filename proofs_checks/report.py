@@ -10,7 +10,7 @@ import numpy as np
 
 from marlcov.theory.io import atomic_write, write_json
 
-from .registry import CheckContext, CheckResult
+from .registry import CheckContext, CheckResult, reproduce_command
 
 SCHEMA = "marlcov.verify/1"
 
@@ -42,8 +42,14 @@ def result_record(result: CheckResult, ctx: CheckContext) -> dict:
         "kind": chk.kind,
         "summary": "" if v is None else v.summary,
         "seeds": [] if v is None else v.seeds,
+        "source": {"quote": chk.source.quote, "location": chk.source.location, "verbatim": chk.source.verbatim},
+        "reproduce": reproduce_command(chk, ctx),
+        "falsified_by": chk.falsified_by,
+        "mutations": dict(chk.mutations),
         "settings": {"quick": ctx.quick, "seed": ctx.seed},
     }
+    if result.mutation is not None:
+        record["mutation"] = result.mutation
     if v is not None:
         if v.printed:
             record["printed"] = v.printed
@@ -52,6 +58,7 @@ def result_record(result: CheckResult, ctx: CheckContext) -> dict:
             record["counterexample"] = v.counterexample
         if v.figures:
             record["figures"] = v.figures
+            record["captions"] = {name: v.captions.get(name, "") for name in v.figures}
     if result.error:
         record["error"] = result.error
     return _jsonable(record)
@@ -80,7 +87,7 @@ def write_report(results: list[CheckResult], ctx: CheckContext) -> dict:
 
 
 def markdown(doc: dict) -> str:
-    """A report readable on its own: a summary table, then each check's claim and evidence."""
+    """A report readable on its own: a summary table, then each check's claim, source and evidence."""
     s = doc["settings"]
     lines = [
         "# marlcov verify",
@@ -89,7 +96,9 @@ def markdown(doc: dict) -> str:
         "",
         "Verdicts: **holds** (the claim as printed is confirmed), **erratum** (as printed it is wrong;",
         "the corrected statement holds), **refuted** (a counterexample is saved beside this file),",
-        "**error** (the check itself failed to run).",
+        "**proof-gap** (the printed proof does not establish the printed statement; no counterexample",
+        "found), **definitional** (true by construction: no planted mutation can change it),",
+        "**error** (the check itself failed to run). See docs/verify.md.",
         "",
         "| id | paper | verdict | key figure | seconds |",
         "|---|---|---|---|---|",
@@ -99,14 +108,26 @@ def markdown(doc: dict) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     for c in doc["checks"]:
         lines += ["", f"## `{c['id']}` — {c['verdict']}", "", f"*{c['paper']}* ({c['kind']} evidence).", "", f"Claim: {c['claim']}", ""]
+        src = c.get("source")
+        if src:
+            how = "verbatim" if src["verbatim"] else "paraphrase, not verbatim"
+            lines += [f"Printed ({src['location']}; {how}):", "", "> " + src["quote"].replace("\n", "\n> "), ""]
         if "printed" in c:
             lines += [f"As printed: {c['printed']}", "", f"Corrected: {c['corrected']}", ""]
         if "counterexample" in c:
             lines += [f"Counterexample: `counterexample_{c['id']}.json`.", ""]
+        if c.get("falsified_by"):
+            lines += ["Planted mutations that must change the verdict:", ""]
+            lines += [f"- `{name}`: {c['mutations'].get(name, '')}" for name in c["falsified_by"]] + [""]
+        if "reproduce" in c:
+            lines += [f"Reproduce: `{c['reproduce']}`", ""]
         if c["evidence"]:
             lines += ["Evidence:", "", "```json", json.dumps(c["evidence"], indent=1), "```", ""]
         for fig in c.get("figures", []):
             lines += [f"![{c['id']}]({fig})", ""]
+            caption = c.get("captions", {}).get(fig)
+            if caption:
+                lines += [f"*{caption}*", ""]
         if "error" in c:
             lines += ["Error:", "", "```", c["error"].rstrip(), "```", ""]
     return "\n".join(lines) + "\n"
