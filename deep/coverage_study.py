@@ -1,6 +1,6 @@
 """How the coverage measures rank the Table 1 mixes and predict the MARLHF test return.
 
-``python -m marlcov.deep.coverage_study --runs DIR [DIR ...] --out DIR`` reads run directories written
+``marlcov deep study --runs DIR [DIR ...] --out DIR`` reads run directories written
 by ``marlcov deep reproduce table2`` (``DIR/<env>/data/<mix>.h5``, ``.pairs.h5``,
 ``policies/expert.pt``, ``table2.json``) and, for every environment found:
 
@@ -30,10 +30,8 @@ for ``U_D`` and a positive one for the counts.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -374,39 +372,5 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m marlcov.deep.coverage_study --runs DIR [DIR ...] --out DIR``."""
-    p = argparse.ArgumentParser(prog="python -m marlcov.deep.coverage_study", description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="run directories of 'marlcov deep reproduce table2'")
-    p.add_argument("--out", required=True, help="directory for coverage_study.json/.md and the per-mix caches")
-    p.add_argument("--env", action="append", help="only these environments (spread, tag, reference); repeatable")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap replicates")
-    p.add_argument("--bootstrap-anchors", type=int, default=DEFAULT_BOOTSTRAP_ANCHORS, help="anchors the replicates are evaluated on")
-    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help="simulated rollouts per policy")
-    p.add_argument("--feature-dim", type=int, default=DEFAULT_FEATURE_DIM, help="random-feature dimension d")
-    p.add_argument("--seed", type=int, default=0, help="feature draw, bootstrap and anchor subsets")
-    p.add_argument("--no-simulate", action="store_true", help="plug-in deviations only (no rollouts)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = p.parse_args(argv)
-    for name in ("bootstrap", "bootstrap_anchors", "episodes", "feature_dim"):
-        if getattr(args, name) < (0 if name == "bootstrap" else 1):
-            print(f"--{name.replace('_', '-')}: expected a {'non-negative' if name == 'bootstrap' else 'positive'} integer, "
-                  f"got {getattr(args, name)}", file=sys.stderr)
-            return 2
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    try:
-        result = run_study(args.runs, args.out, bootstrap=args.bootstrap, bootstrap_anchors=args.bootstrap_anchors,
-                           episodes=args.episodes, feature_dim=args.feature_dim, seed=args.seed, simulate=not args.no_simulate,
-                           envs=args.env, log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (ValueError, FileNotFoundError) as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    print(markdown(result))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit("the coverage study is now a command of the one console script: marlcov deep study --runs DIR ... --out DIR")

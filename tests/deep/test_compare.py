@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from marlcov.deep.cli import add_deep_parser
+from marlcov.cli.deep import add_deep_parser
 from marlcov.deep.compare import (
     comparison_markdown,
     comparison_rows,

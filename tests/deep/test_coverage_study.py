@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from marlcov.deep.coverage_study import MEASURES, correlate, main, rank_correlations, run_study
+from marlcov.cli import main as cli_main
+from marlcov.deep.coverage_study import MEASURES, correlate, rank_correlations, run_study
 from marlcov.deep.pipeline import MIXES, label_dataset_file
 
 from .test_diagnostics import write_dataset
@@ -105,9 +106,9 @@ def test_study_joins_table2_with_the_coverage_records(tmp_path):
 
 
 def test_bad_runs_directory_is_an_error(tmp_path, capsys):
-    assert main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["deep", "study", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "--runs" in capsys.readouterr().err
-    assert main(["--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--bootstrap", "-1"]) == 2
+    assert cli_main(["deep", "study", "--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--bootstrap", "-1"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marlcov.deep.cli import add_deep_parser
+from marlcov.cli.deep import add_deep_parser
 from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
 from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
 from marlcov.deep.marlhf.reward_model import load_reward_model

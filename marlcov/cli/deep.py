@@ -1,8 +1,9 @@
-"""``marlcov deep``: the MARLHF pipeline stage by stage, and ``reproduce`` for whole tables.
+"""``marlcov deep``: the MARLHF pipeline stage by stage, ``reproduce`` for whole tables,
+``compare`` across algorithms and ``study`` (coverage measures against test returns).
 
 ``add_deep_parser(subparsers)`` registers the ``deep`` command and its sub-commands on the
 top-level parser of ``marlcov.cli``; each sub-command sets ``func``, which returns the exit
-status. Bad input raises ``theory.games.GameError`` naming the option or file. Every
+status. Bad input raises ``marlcov.theory.games.GameError`` naming the option or file. Every
 sub-command takes ``--json`` (one JSON document on stdout; stage logs go to stderr),
 ``--config FILE`` (a pipeline config with sections, or a flat config of that stage's trainer,
 overriding the ``--scale`` defaults of ``deep/configs``), ``--device`` and ``--threads``.
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from marlcov.cli._common import print_json
 from marlcov.theory.games import GameError
 
 DEFAULT_OUT = "marlcov-deep"
@@ -24,10 +26,6 @@ DEEP_EXTRA_MODULES = ("torch", "jax", "jaxmarl", "tqdm", "yaml", "mpe2")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
-
-
 def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -79,7 +77,7 @@ def _dataset_env(path: str) -> str:
 
 def _report(args, out: dict[str, Any], title: str) -> int:
     if args.json:
-        _print_json(out)
+        print_json(out)
         return 0
     print(title)
     for key, value in out.items():
@@ -268,7 +266,7 @@ def cmd_reproduce(args) -> int:
            "json": str(Path(args.out) / res["env"] / f"{args.table}.json"), "ran": res["ran"],
            "results": res["rows"] if args.table == "table2" else res["columns"]}
     if args.json:
-        _print_json(out)
+        print_json(out)
         return 0
     print(markdown.read_text())
     print(f"results: {out['json']}; table: {markdown}; plots: {Path(args.out) / res['env'] / 'plots'}")
@@ -291,11 +289,30 @@ def cmd_compare(args) -> int:
         print(f"marlcov deep compare: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        _print_json({k: res[k] for k in ("env", "dataset", "algos", "omiga_reward", "scale", "seeds", "evaluate", "rows",
+        print_json({k: res[k] for k in ("env", "dataset", "algos", "omiga_reward", "scale", "seeds", "evaluate", "rows",
                                           "reward_models", "json", "markdown", "curves_png")})
         return 0
     print(Path(res["markdown"]).read_text())
     print(f"results: {res['json']}; table: {res['markdown']}; learning curves: {res['curves_png']}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    """The coverage measures of the Table 1 mixes against the MARLHF test return (docs/dataset_coverage.md)."""
+    from marlcov.deep.coverage_study import markdown, run_study
+
+    for name in ("bootstrap", "bootstrap_anchors", "episodes", "feature_dim"):
+        value = getattr(args, name)
+        if value < (0 if name == "bootstrap" else 1):
+            kind = "non-negative" if name == "bootstrap" else "positive"
+            raise GameError(f"--{name.replace('_', '-')}: expected a {kind} integer, got {value}")
+    result = run_study(args.runs, args.out, bootstrap=args.bootstrap, bootstrap_anchors=args.bootstrap_anchors,
+                       episodes=args.episodes, feature_dim=args.feature_dim, seed=args.seed, simulate=not args.no_simulate,
+                       envs=args.env, log=None if args.quiet else _log)
+    if args.json:
+        print_json(result)
+        return 0
+    print(markdown(result))
     return 0
 
 
@@ -410,4 +427,21 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="marlcov-compare", help="run directory (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no cell log on stderr")
     parallel(p)
+
+    from marlcov.deep.coverage_study import (DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_ANCHORS, DEFAULT_EPISODES,
+                                             DEFAULT_FEATURE_DIM)
+
+    p = add("study", cmd_study, "coverage measures of the Table 1 mixes against the MARLHF test return and reward MSE", None)
+    p.add_argument("--runs", nargs="+", required=True, help="run directories of 'marlcov deep reproduce table2'")
+    p.add_argument("--out", required=True, help="directory for coverage_study.json/.md and the per-mix caches")
+    p.add_argument("--env", action="append", help="only these environments (spread, tag, reference); repeatable")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap replicates (default %(default)s)")
+    p.add_argument("--bootstrap-anchors", dest="bootstrap_anchors", type=int, default=DEFAULT_BOOTSTRAP_ANCHORS,
+                   help="anchors the replicates are evaluated on (default %(default)s)")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help="simulated rollouts per policy (default %(default)s)")
+    p.add_argument("--feature-dim", dest="feature_dim", type=int, default=DEFAULT_FEATURE_DIM,
+                   help="random-feature dimension d (default %(default)s)")
+    p.add_argument("--no-simulate", dest="no_simulate", action="store_true", help="plug-in deviations only (no rollouts)")
+    p.add_argument("--quiet", action="store_true", help="no log on stderr")
+    seed(p)
     return deep

@@ -1,0 +1,5 @@
+import sys
+
+from marlcov.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""``marlcov solve``, ``nash-gap``, ``sample``, ``coverage`` and ``sbsm``: the commands on finite games."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from marlcov.cli._common import console, fmt, print_json
+from marlcov.theory.games import GameError
+
+
+# ----------------------------------------------------------------------------------------- solve
+def cmd_solve(args) -> int:
+    from marlcov.linear_games.solve import solve_one_shot
+    from marlcov.theory.io import load_game
+
+    game = load_game(args.game)
+    result = solve_one_shot(game)
+    if args.json:
+        print_json(result)
+        return 0
+    con = console()
+    title = f"{game.name or Path(args.game).name}: {'zero-sum (constant-sum)' if result['zero_sum'] else 'general-sum'}"
+    if result["value"] is not None:
+        title += f", value for player 0 = {fmt(result['value'])}"
+    table = Table(title=title)
+    table.add_column("#")
+    table.add_column("player 0 (rows)")
+    table.add_column("player 1 (columns)")
+    table.add_column("payoffs")
+    for k, eq in enumerate(result["equilibria"]):
+        x, y = eq["strategies"]
+        table.add_row(str(k), " ".join(fmt(v) for v in x), " ".join(fmt(v) for v in y), ", ".join(fmt(v) for v in eq["payoffs"]))
+    con.print(table)
+    if not result.get("complete", True):
+        con.print("[yellow]The game is degenerate: the list may miss equilibria (components of equilibria are shown by their vertices found).[/yellow]")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- nash-gap
+def cmd_nash_gap(args) -> int:
+    from marlcov.theory.io import load_game, load_policy
+    from marlcov.theory.values import nash_gap
+
+    game = load_game(args.game)
+    policy = load_policy(args.policy, game)
+    gap = nash_gap(game, policy)
+    out = {
+        "nash_gap": gap.total,
+        "per_player": gap.per_player.tolist(),
+        "values": gap.values.tolist(),
+        "best_response_values": gap.best_response_values.tolist(),
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    table = Table(title=f"Nash gap = {fmt(gap.total)}")
+    for col in ("player", "V^pi", "V^dagger", "gap"):
+        table.add_column(col)
+    for i in range(game.n_players):
+        table.add_row(str(i), fmt(gap.values[i]), fmt(gap.best_response_values[i]), fmt(gap.per_player[i]))
+    console().print(table)
+    return 0
+
+
+def _dataset_coverage(args) -> int:
+    """Coverage diagnostics of an HDF5 dataset of deep/ (streaming; features from a map).
+    The library's errors about its input (ValueError, FileNotFoundError, and h5py's OSError for
+    a file that is not HDF5) name the file and field; they exit with status 2 as GameError."""
+    from marlcov.deep.diagnostics import coverage_command, table_rows
+
+    try:
+        out = coverage_command(args)
+    except GameError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        raise GameError(" ".join(str(exc).split())) from exc
+    except OSError as exc:
+        raise GameError(f"{exc.filename or args.game}: {' '.join(str(exc).split())}") from exc
+    if args.json:
+        print_json(out)
+        return 0
+    table = Table(title=f"Coverage of {args.game} (lambda = {fmt(out['lambda'])}, features: {out['features']})")
+    table.add_column("measure")
+    table.add_column("value [bootstrap 95% interval]")
+    for name, value in table_rows(out):
+        table.add_row(name, value)
+    con = console()
+    con.print(table)
+    for note in out.get("notes", []):
+        con.print(f"note: {note}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    from marlcov.theory.io import load_game, load_policy, save_dataset
+    from marlcov.theory.preferences import sample_preference_dataset
+
+    if args.pairs < 0:
+        raise GameError(f"--pairs: expected a non-negative integer, got {args.pairs}")
+    if not np.isfinite(args.steepness):
+        raise GameError(f"--steepness: expected a finite number, got {args.steepness}")
+    game = load_game(args.game)
+    policy = load_policy(args.policy, game)
+    ds = sample_preference_dataset(game, policy, args.pairs, seed=args.seed, steepness=args.steepness)
+    save_dataset(ds, args.out)
+    out = {"path": str(args.out), "pairs": ds.n_pairs}
+    if args.json:
+        print_json(out)
+    else:
+        console().print(f"wrote {ds.n_pairs} preference pairs to {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- coverage
+def cmd_coverage(args) -> int:
+    if Path(args.game).suffix.lower() in (".h5", ".hdf5"):
+        return _dataset_coverage(args)
+    if args.data is None:
+        raise GameError("DATA: a finite game needs its preference dataset (.npz) after GAME")
+    from marlcov.theory.coverage import coverage_measures
+    from marlcov.theory.io import load_dataset, load_game, load_policy
+
+    if args.policy is None:
+        raise GameError("--policy: required for a finite game (the reference joint policy pi*)")
+    game = load_game(args.game)
+    ds = load_dataset(args.data, game)
+    policy = load_policy(args.policy, game)
+    cov = coverage_measures(game, ds, policy, lam=args.lam)
+    out = {
+        "lambda": cov.lam,
+        "single": cov.single,
+        "unilateral": cov.unilateral,
+        "uniform": cov.uniform,
+        "worst_deviator": {"player": cov.worst_player, "value": cov.unilateral},
+        "per_player": cov.per_player.tolist(),
+        "worst_deviation": {"format": "marlcov.policy/1", "player": cov.worst_player, "probs": cov.worst_deviation.tolist()},
+        "features": "game" if game.features is not None else "one-hot",
+        "pairs": ds.n_pairs,
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    table = Table(title=f"Coverage of {args.data} (lambda = {fmt(cov.lam)}, {ds.n_pairs} pairs, {out['features']} features)")
+    table.add_column("measure")
+    table.add_column("value")
+    table.add_row("single U_D(pi*)", fmt(cov.single))
+    for i, v in enumerate(cov.per_player):
+        table.add_row(f"unilateral, player {i}", fmt(v))
+    table.add_row("unilateral (max)", fmt(cov.unilateral))
+    table.add_row("uniform", fmt(cov.uniform))
+    console().print(table)
+    console().print(f"worst deviator: player {cov.worst_player}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sbsm
+def cmd_sbsm(args) -> int:
+    from marlcov.linear_games.sbsm import sbsm_json
+    from marlcov.theory.io import load_dataset, load_game, load_policy
+
+    for name in ("delta", "c_r", "c_p", "constant", "lam"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise GameError(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+    if not args.delta < 1:
+        raise GameError(f"--delta: expected a number in (0, 1), got {args.delta}")
+    game = load_game(args.game)
+    ds = load_dataset(args.data, game)
+    equilibrium = None if args.equilibrium is None else load_policy(args.equilibrium, game)
+    out = sbsm_json(
+        game,
+        ds,
+        equilibrium=equilibrium,
+        delta=args.delta,
+        c_r=args.c_r,
+        c_p=args.c_p,
+        policy_class=args.policy_class,
+        lam=args.lam,
+        seed=args.seed,
+        constant=args.constant,
+        clip=not args.no_clip,
+    )
+    if args.json:
+        print_json(out)
+        return 0
+    table = Table(title=f"pessimistic SBSM on {args.data} ({out['policy_class']}, {'exact' if out['exact'] else 'best found'})")
+    table.add_column("quantity")
+    table.add_column("value")
+    table.add_row("surrogate sum_i [Vbar^dagger - Vunder^pi]", fmt(out["surrogate"]))
+    if out["lower_bound"] is not None:
+        table.add_row("lower bound on the minimum", fmt(out["lower_bound"]))
+    table.add_row("C_r / C_P", f"{fmt(out['c_r'])} / {fmt(out['c_p'])}")
+    table.add_row("true Nash gap of the output", fmt(out["nash_gap"]))
+    if out["bound"] is not None:
+        table.add_row("Theorem 4 bound (printed / summed over players)", f"{fmt(out['bound'])} / {fmt(out['bound_summed'])}")
+    console().print(table)
+    return 0
