@@ -18,18 +18,27 @@ from typing import Sequence
 
 import numpy as np
 
-from .tolerances import PROB_ATOL, REWARD_ATOL
+from .tolerances import PROB_ATOL, REWARD_ATOL, VALUE_ATOL
 
 
 class GameError(ValueError):
     """A game, policy or dataset is malformed; the message names the field and the expectation."""
 
 
+_NON_REAL_KINDS = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numbers", "O": "non-numeric or ragged entries"}
+
+
 def _as_float_array(value, field_name: str) -> np.ndarray:
+    """``value`` as float64; strings, booleans and complex numbers are refused, not converted
+    (``np.asarray("0.5", float)`` would silently parse, a complex array drop its imaginary part)."""
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise GameError(f"{field_name}: expected an array of numbers ({exc})") from None
+        array = np.asarray(value)
+    except (TypeError, ValueError, RecursionError):
+        raise GameError(f"{field_name}: expected an array of numbers (ragged or non-numeric entries found)") from None
+    if array.dtype.kind not in "iuf":
+        found = _NON_REAL_KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
+        raise GameError(f"{field_name}: expected real numbers, found {found}")
+    array = array.astype(np.float64, copy=False)
     if not np.all(np.isfinite(array)):
         raise GameError(f"{field_name}: expected finite numbers, found NaN or infinity")
     return array
@@ -104,8 +113,9 @@ class MarkovGame:
             if psi.shape[:-1] == (S, *actions):
                 psi = np.broadcast_to(psi, (H, *psi.shape))
             if psi.ndim < 2 or psi.shape[:-1] != (H, S, *actions):
+                shape = list(psi.shape) if psi.ndim <= 2 * (m + 3) else f"{psi.ndim} axes"
                 raise GameError(
-                    f"features: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] = {[H, S, *actions, 'd']}, got {list(psi.shape)}"
+                    f"features: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] = {[H, S, *actions, 'd']}, got {shape}"
                 )
             object.__setattr__(self, "features", psi)
         if self.theta is not None:
@@ -114,11 +124,14 @@ class MarkovGame:
                 raise GameError("theta: given without features; a linear reward needs both")
             d = self.features.shape[-1]
             if th.shape != (H, m, d):
-                raise GameError(f"theta: expected shape [H, m, d] = {[H, m, d]}, got {list(th.shape)}")
+                shape = list(th.shape) if th.ndim <= 6 else f"{th.ndim} axes"
+                raise GameError(f"theta: expected shape [H, m, d] = {[H, m, d]} (d = {d}, the last axis of features), got {shape}")
             implied = np.einsum("h...d,hid->hi...", self.features, th)
-            if not np.allclose(implied, R, atol=1e-9, rtol=0):
-                err = float(np.max(np.abs(implied - R)))
-                raise GameError(f"theta: rewards <psi, theta> differ from rewards by up to {err:.3g}")
+            err = float(np.max(np.abs(implied - R)))
+            if err > VALUE_ATOL:
+                raise GameError(
+                    f"features, theta: Assumption 1 needs rewards = <features, theta>; they differ by up to {err:.3g}"
+                )
             object.__setattr__(self, "theta", th)
         object.__setattr__(self, "_validated", True)
 

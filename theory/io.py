@@ -1,9 +1,14 @@
-"""Versioned file formats of DESIGN.md: games, policies and preference datasets.
+"""Versioned file formats of docs/formats.md: games, policies and preference datasets.
 
 Games and policies are JSON or NPZ (chosen by the file suffix); datasets are NPZ. A reader
-refuses a file whose ``format`` it does not know, or whose fields disagree, with a GameError
-naming the file and the field. Writers go through a temporary file and a rename, so a crash
-never leaves a half-written file.
+refuses a file it cannot use with a one-line GameError naming the file and the field: an
+unknown ``format``, an unknown field, a field of the wrong type (strings, booleans or complex
+numbers where real numbers are expected), a shape that disagrees with the declared sizes, a
+truncated or corrupt file, pickled data (never loaded), and arrays over ``MEMORY_BUDGET_BYTES``
+(refused from the NPY header, before anything is allocated).
+
+Every file the package writes goes through ``atomic_write`` (module ``atomic``): a temporary
+file beside the target, then a rename, so a killed writer never leaves a half-written file.
 
 In NPZ, a policy's ``probs`` (ragged when players have different action counts) is stored as
 arrays ``probs_0, probs_1, ...``; a single stacked ``probs`` array ``[m, H, S, A]`` is also read.
@@ -11,66 +16,46 @@ arrays ``probs_0, probs_1, ...``; a single stacked ``probs`` array ``[m, H, S, A
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
+from .atomic import (
+    atomic_save,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_many,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    save_figure,
+    write_json,
+)
 from .games import GameError, MarkovGame
 from .policies import Policy, check_policy
 from .preferences import PreferenceDataset
+from .safe_read import MAX_JSON_BYTES, MEMORY_BUDGET_BYTES, load_mapping, short_repr
+
+__all__ = [
+    "DATASET_FORMAT", "GAME_FORMAT", "MAX_JSON_BYTES", "MEMORY_BUDGET_BYTES", "POLICY_FORMAT",
+    "atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_many", "atomic_write_text",
+    "check_output_dir", "check_output_file", "game_to_dict", "load_dataset", "load_game",
+    "load_policy", "merge_verify_checks", "policy_to_dict", "save_dataset", "save_figure",
+    "save_game", "save_policy", "write_json",
+]
 
 GAME_FORMAT = "marlcov.game/1"
 POLICY_FORMAT = "marlcov.policy/1"
 DATASET_FORMAT = "marlcov.prefs/1"
 
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, lambda fh: json.dump(obj, fh, indent=1))
+GAME_FIELDS = ("format", "n_players", "n_states", "action_sizes", "horizon", "initial_state",
+               "transitions", "rewards", "features", "theta", "name")
+DATASET_FIELDS = ("format", "states", "actions", "prefs")
 
 
 def _file_error(path, message: str) -> GameError:
     return GameError(f"{path}: {message}")
-
-
-def _load_mapping(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise _file_error(path, "no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            with open(path) as fh:
-                data = json.load(fh)
-            if not isinstance(data, dict):
-                raise _file_error(path, "expected a JSON object at the top level")
-            return data
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
-    except (json.JSONDecodeError, ValueError, OSError) as exc:
-        if isinstance(exc, GameError):
-            raise
-        raise _file_error(path, f"cannot be read as {suffix[1:].upper()} ({exc})") from None
-    raise _file_error(path, f"unknown suffix {suffix!r}; expected .json or .npz")
 
 
 def _scalar(value):
@@ -84,7 +69,13 @@ def _check_format(path, data: dict, expected: str) -> None:
     if fmt is None:
         raise _file_error(path, f"field 'format' is missing; expected {expected!r}")
     if fmt != expected:
-        raise _file_error(path, f"field 'format' is {fmt!r}; this reader knows only {expected!r}")
+        raise _file_error(path, f"field 'format' is {short_repr(fmt)}; this reader knows only {expected!r}")
+
+
+def _check_known_fields(path, data: dict, known) -> None:
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise _file_error(path, f"unknown field(s) {short_repr(unknown)}; expected only {list(known)}")
 
 
 def _require(path, data: dict, key: str):
@@ -96,8 +87,37 @@ def _require(path, data: dict, key: str):
 def _int_field(path, data: dict, key: str) -> int:
     value = _scalar(_require(path, data, key))
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise _file_error(path, f"field {key!r}: expected an integer, got {value!r}")
+        raise _file_error(path, f"field {key!r}: expected an integer, got {short_repr(value)}")
     return int(value)
+
+
+_KIND_NAMES = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numbers", "O": "mixed or ragged entries",
+               "M": "dates", "m": "time deltas", "V": "records"}
+
+
+def _real_array(path, key: str, raw, shape: tuple | None = None) -> np.ndarray:
+    """``raw`` as float64, refusing non-real entries (a string "0.5" is not a probability)."""
+    try:
+        arr = np.asarray(raw)
+    except (TypeError, ValueError, RecursionError):
+        raise _file_error(path, f"field {key!r}: expected a numeric array (ragged or non-numeric entries found)") from None
+    if arr.dtype.kind not in "iuf":
+        found = _KIND_NAMES.get(arr.dtype.kind, f"dtype {arr.dtype}")
+        raise _file_error(path, f"field {key!r}: expected real numbers, found {found}")
+    if shape is not None and arr.shape != shape:
+        raise _file_error(path, f"field {key!r}: expected shape {short_repr(list(shape))}, got {short_repr(list(arr.shape))}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise _file_error(path, f"field {key!r}: expected finite numbers, found NaN or infinity")
+    return arr
+
+
+def _int_array(path, key: str, raw) -> np.ndarray:
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "iu":
+        found = "real numbers" if arr.dtype.kind == "f" else _KIND_NAMES.get(arr.dtype.kind, f"dtype {arr.dtype}")
+        raise _file_error(path, f"field {key!r}: expected an integer array, found {found}")
+    return arr
 
 
 def game_to_dict(game: MarkovGame) -> dict:
@@ -134,7 +154,7 @@ def _to_jsonable(obj):
 
 def _save_npz(path, arrays: dict) -> None:
     payload = {k: np.asarray(v) for k, v in arrays.items()}
-    atomic_write(path, lambda fh: np.savez_compressed(fh, **payload), binary=True)
+    atomic_save(path, lambda fh: np.savez_compressed(fh, **payload))
 
 
 def save_game(game: MarkovGame, path: str | os.PathLike) -> None:
@@ -148,34 +168,29 @@ def save_game(game: MarkovGame, path: str | os.PathLike) -> None:
 
 def load_game(path: str | os.PathLike) -> MarkovGame:
     """Read a ``marlcov.game/1`` file; every declared size is checked against the arrays."""
-    data = _load_mapping(path)
+    data = load_mapping(path)
     _check_format(path, data, GAME_FORMAT)
+    _check_known_fields(path, data, GAME_FIELDS)
     m = _int_field(path, data, "n_players")
     S = _int_field(path, data, "n_states")
     H = _int_field(path, data, "horizon")
-    s1 = _int_field(path, data, "initial_state")
-    sizes = np.asarray(_require(path, data, "action_sizes"))
-    if sizes.ndim != 1 or sizes.shape[0] != m or not np.issubdtype(sizes.dtype, np.integer):
-        raise _file_error(path, f"field 'action_sizes': expected a list of {m} integers, got {sizes.tolist()}")
+    _int_field(path, data, "initial_state")
+    for key, value, low in (("n_players", m, 1), ("n_states", S, 1), ("horizon", H, 1)):
+        if value < low:
+            raise _file_error(path, f"field {key!r}: expected an integer >= {low}, got {value}")
+    sizes = _int_array(path, "action_sizes", _require(path, data, "action_sizes"))
+    if sizes.ndim != 1 or sizes.shape[0] != m or np.any(sizes < 1):
+        raise _file_error(path, f"field 'action_sizes': expected a list of {m} positive integers (n_players), got {short_repr(sizes.tolist())}")
     actions = tuple(int(a) for a in sizes)
-
-    def array(key: str, shape: tuple | None) -> np.ndarray:
-        raw = _require(path, data, key)
-        try:
-            arr = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise _file_error(path, f"field {key!r}: expected a numeric array (ragged or non-numeric entries found)") from None
-        if shape is not None and arr.shape != shape:
-            raise _file_error(path, f"field {key!r}: expected shape {list(shape)}, got {list(arr.shape)}")
-        return arr
-
-    P = array("transitions", (H, S, *actions, S))
-    R = array("rewards", (H, m, S, *actions))
-    psi = array("features", None) if "features" in data else None
-    theta = array("theta", None) if "theta" in data else None
+    P = _real_array(path, "transitions", _require(path, data, "transitions"), (H, S, *actions, S))
+    R = _real_array(path, "rewards", _require(path, data, "rewards"), (H, m, S, *actions))
+    psi = _real_array(path, "features", data["features"]) if "features" in data else None
+    theta = _real_array(path, "theta", data["theta"]) if "theta" in data else None
     name = _scalar(data.get("name"))
+    if name is not None and not isinstance(name, str):
+        raise _file_error(path, f"field 'name': expected a string, got {short_repr(name)}")
     try:
-        return MarkovGame(P, R, s1, psi, theta, None if name is None else str(name))
+        return MarkovGame(P, R, int(_scalar(data["initial_state"])), psi, theta, name)
     except GameError as exc:
         raise _file_error(path, str(exc)) from None
 
@@ -191,23 +206,39 @@ def save_policy(policy: Policy, path: str | os.PathLike) -> None:
         write_json(path, _to_jsonable(policy_to_dict(policy)))
 
 
-def load_policy(path: str | os.PathLike, game: MarkovGame) -> Policy:
-    """Read a ``marlcov.policy/1`` file and validate it against ``game``."""
-    data = _load_mapping(path)
-    _check_format(path, data, POLICY_FORMAT)
+def _policy_arrays(path, data: dict, n_players: int) -> list:
+    """The per-player arrays of a policy file: ``probs`` (a list, or stacked in NPZ), or the
+    NPZ arrays ``probs_0 .. probs_{m-1}``; any other field is refused."""
     if "probs" in data:
+        _check_known_fields(path, data, ("format", "probs"))
         probs = data["probs"]
         if isinstance(probs, np.ndarray):
+            if probs.ndim != 4:
+                raise _file_error(path, f"field 'probs': expected a stacked array [m, H, S, A], got shape {short_repr(list(probs.shape))}")
             probs = list(probs)
-    else:
-        keys = sorted((k for k in data if k.startswith("probs_")), key=lambda k: int(k.split("_")[1]))
-        if not keys:
-            raise _file_error(path, "field 'probs' is missing")
-        probs = [data[k] for k in keys]
-    if not isinstance(probs, list):
-        raise _file_error(path, "field 'probs': expected a list over players of arrays [H, S, A_i]")
+        if not isinstance(probs, list):
+            raise _file_error(path, "field 'probs': expected a list over players of arrays [H, S, A_i]")
+        return probs
+    keys = [f"probs_{i}" for i in range(n_players)]
+    _check_known_fields(path, data, ("format", "probs", *keys))
+    missing = [k for k in keys if k not in data]
+    if len(missing) == n_players:
+        raise _file_error(path, "field 'probs' is missing (or, in NPZ, 'probs_0' .. 'probs_{m-1}')")
+    if missing:
+        raise _file_error(path, f"field {missing[0]!r} is missing; the game has {n_players} players")
+    return [data[k] for k in keys]
+
+
+def load_policy(path: str | os.PathLike, game: MarkovGame) -> Policy:
+    """Read a ``marlcov.policy/1`` file and validate it against ``game``."""
+    data = load_mapping(path)
+    _check_format(path, data, POLICY_FORMAT)
+    probs = _policy_arrays(path, data, game.n_players)
+    if len(probs) != game.n_players:
+        raise _file_error(path, f"field 'probs': expected {game.n_players} players (the game's n_players), got {len(probs)}")
+    arrays = [_real_array(path, f"probs[{i}]", p) for i, p in enumerate(probs)]
     try:
-        return check_policy(probs, game, field_name="probs")
+        return check_policy(arrays, game, field_name="probs")
     except GameError as exc:
         raise _file_error(path, str(exc)) from None
 
@@ -222,15 +253,44 @@ def save_dataset(dataset: PreferenceDataset, path: str | os.PathLike) -> None:
 def load_dataset(path: str | os.PathLike, game: MarkovGame | None = None) -> PreferenceDataset:
     """Read a preference dataset NPZ; with ``game``, check sizes and index ranges against it."""
     if Path(path).suffix.lower() != ".npz":
-        raise _file_error(path, "expected an .npz preference dataset")
-    data = _load_mapping(path)
+        raise _file_error(path, "expected an .npz preference dataset (marlcov.prefs/1)")
+    data = load_mapping(path)
     _check_format(path, data, DATASET_FORMAT)
+    _check_known_fields(path, data, DATASET_FIELDS)
+    arrays = {key: _int_array(path, key, _require(path, data, key)) for key in DATASET_FIELDS[1:]}
     try:
-        ds = PreferenceDataset(
-            _require(path, data, "states"), _require(path, data, "actions"), _require(path, data, "prefs")
-        )
+        ds = PreferenceDataset(arrays["states"], arrays["actions"], arrays["prefs"])
         if game is not None:
             ds.check_against(game)
     except GameError as exc:
         raise _file_error(path, str(exc)) from None
     return ds
+
+
+def dataset_nbytes(n_pairs: int, horizon: int, n_players: int) -> int:
+    """Bytes of a sampled preference dataset held in memory (int64 states, actions, prefs)."""
+    return 8 * n_pairs * (2 * (horizon + 1) + 2 * horizon * n_players + n_players)
+
+
+
+def merge_verify_checks(report: str | os.PathLike, checks: list[dict], settings: dict) -> list[dict]:
+    """The ``checks`` of a ``verify.json`` about to replace ``report``: a partial run
+    (``verify --only``) into a folder that holds a report keeps that report's other checks, in
+    their order, with the re-run ones replaced by id and new ones appended. A report made with
+    other ``settings`` (quick/full, seed) or one that cannot be read is refused, not overwritten.
+    """
+    report = Path(report)
+    if not report.exists():
+        return list(checks)
+    old = load_mapping(report)
+    old_checks = old.get("checks")
+    if not isinstance(old_checks, list) or not all(isinstance(c, dict) and "id" in c for c in old_checks):
+        raise _file_error(report, "field 'checks': expected a list of checks with ids; not merging into it "
+                                  "(choose another --out, or remove the file)")
+    old_settings = {k: (old.get("settings") or {}).get(k) for k in settings}
+    if old_settings != dict(settings):
+        raise _file_error(report, f"field 'settings' is {short_repr(old_settings)}, this run {short_repr(dict(settings))}; "
+                                  "not merging a partial run into it (choose another --out, or the same settings)")
+    new = {c["id"]: c for c in checks}
+    merged = [new.pop(c["id"], c) for c in old_checks]
+    return merged + [c for c in checks if c["id"] in new]
