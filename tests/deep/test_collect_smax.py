@@ -31,14 +31,6 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def env():
     return SMAXBatch("3m", B)

@@ -44,14 +44,6 @@ TINY = {
 TOLERANCE = 1e-9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """16 simple_spread_v3 episodes: 8 of a uniform policy tagged expert (MAMQL's

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 pytestmark = [pytest.mark.deep, pytest.mark.slow]
 
@@ -29,14 +28,6 @@ B = 8
 EPISODES = 16
 #: Small settings: the point is the padded layout, not the precision of the estimates.
 OPTIONS = {"bootstrap": 4, "groups": 4, "bootstrap_anchors": 8, "feature_dim": 8, "seed": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """HDF5 dataset layer: chunked round trip, tags, pairs, format checks, atomic finalisation."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -32,14 +32,6 @@ ATOL = 1e-5
 LOSS_ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FixedCritic(torch.nn.Module):
     """A critic whose output ``[B, T, m, A, .., A]`` is a given table, whatever the observation."""
 

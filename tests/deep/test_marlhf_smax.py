@@ -27,14 +27,6 @@ GARBAGE = 1000.0
 FILLER = 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _masks(avail):
     valid, last = step_masks(np.asarray(avail))
     return torch.as_tensor(valid), torch.as_tensor(last)

@@ -54,15 +54,6 @@ def write_synthetic_dataset(path, n=24, horizon=6, n_agents=2, obs_dim=4, state_
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run ~10x faster on one thread than on a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("omapl") / "data.h5")

@@ -32,15 +32,6 @@ TINY = {"n_envs": B, "total_env_steps": B * H * 4, "rookie_steps": [B * H * 2], 
         "epsilon_decay_steps": B * H * 4, "eval_episodes": B, "target_update": 3, "checkpoint_every": 1, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for the whole module: results are compared across runs, and float sums
-    may differ between thread counts."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

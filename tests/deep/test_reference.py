@@ -23,14 +23,6 @@ LOSS_ATOL = 1e-6
 TINY = {"hidden": 32, "layers": 2, "epochs": 15, "batch_size": 16, "val_fraction": 0.25, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_masked_log_probs_and_loss_match_hand_computation():
     """One linear layer (layers=1): logits = W [o, onehot(i)] + b; with action 2 masked for
     agent 1, its softmax runs over actions 0 and 1 only."""

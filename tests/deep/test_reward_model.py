@@ -28,15 +28,6 @@ from marlcov.theory.preferences import bradley_terry_probability
 
 pytestmark = pytest.mark.deep
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train faster on one thread than on contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 LOSS_ATOL = 1e-5
 
 # A linear reward model r = w . [o, onehot(i), onehot(a)] + b on obs_dim = 1, m = 2, |A| = 2.

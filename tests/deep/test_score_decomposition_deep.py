@@ -37,14 +37,6 @@ CLEAN_ALPHA_BAR = 1.0 - 1e-5
 SCORE_RTOL = 2e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class GMMOracle(torch.nn.Module):
     """The exact noise predictor of a Gaussian-mixture behaviour (no observation dependence):
     for agent i, ``-sigma_t grad log p(x_t^i | a_given)`` from the theory module's conditional

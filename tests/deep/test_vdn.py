@@ -28,14 +28,6 @@ pytestmark = pytest.mark.deep
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_kl_reward_is_beta_times_log_ref_plus_log_action_count():
     """Section 5.3: with pi_w = 1/|A|, -beta log(pi_w / pi_ref) = beta (log pi_ref + log |A|),
     summed over agents; |A| counts the available actions."""
