@@ -107,3 +107,9 @@ def test_top_level_verify_runs_a_check():
     first = next(iter(all_checks()))
     (result,) = marlcov.verify([first])
     assert result.check.id == first and result.status != "error", result.error
+
+
+def test_version_is_the_distributions():
+    import marlcov
+
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == marlcov.__version__
