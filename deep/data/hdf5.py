@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
+from marlcov.theory.games import GameError
+from marlcov.theory.safe_read import MEMORY_BUDGET_BYTES, short_repr
 
 from .schema import (
     DATASET_FORMAT,
@@ -28,12 +30,17 @@ from .schema import (
     DatasetSpec,
     PreferencePairs,
     TrajectoryBatch,
+    int_attr,
+    json_attr,
+    str_attr,
 )
 
 DEFAULT_CHUNK_TRAJECTORIES = 64
 DEFAULT_COMPRESSION = "gzip"
 DEFAULT_COMPRESSION_LEVEL = 4
 DEFAULT_READ_BATCH = 1024
+#: The largest trajectory (all its fields) a reader accepts: a batch of them must fit in memory.
+MAX_TRAJECTORY_BYTES = 64 * 2**20
 
 
 def _temporary_path(path: Path) -> Path:
@@ -46,14 +53,65 @@ def _commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _open_hdf5(path: Path) -> h5py.File:
+    """``path`` opened read-only; GameError naming the file when it is missing or not HDF5."""
+    if not path.exists():
+        raise GameError(f"{path}: no such file")
+    if not path.is_file():
+        raise GameError(f"{path}: is a directory; expected an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise GameError(f"{path}: cannot be read as HDF5 ({short_repr(' '.join(str(exc).split()), 80)})") from None
+
+
 def _check_format(f: h5py.File, expected: Sequence[str], path: Path) -> str:
     if FORMAT_ATTR not in f.attrs:
-        raise ValueError(f"{path}: attribute '{FORMAT_ATTR}' is missing; expected one of {list(expected)}")
+        raise GameError(f"{path}: attribute '{FORMAT_ATTR}' is missing; expected one of {list(expected)}")
     value = f.attrs[FORMAT_ATTR]
-    value = value.decode() if isinstance(value, bytes) else str(value)
+    value = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     if value not in expected:
-        raise ValueError(f"{path}: attribute '{FORMAT_ATTR}' is {value!r}; this reader knows {list(expected)}")
+        raise GameError(f"{path}: attribute '{FORMAT_ATTR}' is {short_repr(value)}; this reader knows {list(expected)}")
     return value
+
+
+def _hdf5_name(group: h5py.Group, name: str) -> str:
+    return f"{group.name.strip('/')}/{name}".lstrip("/")
+
+
+def _dataset(group: h5py.Group, name: str, where: str) -> h5py.Dataset:
+    if name not in group:
+        raise GameError(f"{where}: {_hdf5_name(group, name)}: dataset is missing")
+    ds = group[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise GameError(f"{where}: {_hdf5_name(group, name)}: is a group; expected a dataset")
+    return ds
+
+
+def _check_dtype(ds: h5py.Dataset, expected: np.dtype, where: str) -> None:
+    name = ds.name.lstrip("/")
+    kind = ds.dtype.kind
+    ok = {"f": kind == "f", "i": kind in "iu", "u": kind in "iu", "b": kind == "b" or (kind in "iu" and ds.dtype.itemsize == 1)}
+    if not ok.get(expected.kind, False):
+        want = {"f": "floating point", "i": "integer", "u": "integer", "b": "boolean"}[expected.kind]
+        raise GameError(f"{where}: {name}: expected {want} values, got dtype {short_repr(str(ds.dtype))}")
+
+
+def _check_trajectory_datasets(f: h5py.File, spec: DatasetSpec, n: int, where: str) -> None:
+    """Every trajectory dataset exists with the spec's dtype kind and shape ``[n, ...]``, and
+    one trajectory of all of them fits ``MAX_TRAJECTORY_BYTES``."""
+    row_bytes = 0
+    for name, (dtype, shape) in spec.field_layout().items():
+        ds = _dataset(f, name, where)
+        _check_dtype(ds, dtype, where)
+        if ds.shape != (n, *shape):
+            expected = [n, *shape]
+            raise GameError(f"{where}: {name}: expected shape {short_repr(expected)} (n_trajectories, "
+                            f"horizon, agent_names, obs_dim, state_dim, n_actions of the attributes), got {short_repr(list(ds.shape))}")
+        row_bytes += int(np.prod(shape, dtype=np.int64)) * ds.dtype.itemsize
+    if row_bytes > MAX_TRAJECTORY_BYTES:
+        raise GameError(f"{where}: one trajectory takes {row_bytes / 2**20:.3g} MiB (obs_dim, state_dim, horizon), "
+                        f"over the reader's limit of {MAX_TRAJECTORY_BYTES // 2**20} MiB")
 
 
 def _write_pairs_group(f: h5py.File, pairs: PreferencePairs, n_trajectories: int, n_agents: int, compression: str | None) -> None:
@@ -75,10 +133,40 @@ def _write_pairs_group(f: h5py.File, pairs: PreferencePairs, n_trajectories: int
         g.attrs[key] = value if isinstance(value, (str, int, float, np.integer, np.floating)) else json.dumps(value)
 
 
-def _read_pairs_group(g: h5py.Group) -> PreferencePairs:
+def _read_pairs_group(g: h5py.Group, where: str, n_trajectories: int | None = None) -> PreferencePairs:
+    """The pairs of group ``g``, checked: index and label datasets present, integer, of one
+    length ``P`` (labels ``[P, m]`` in {+1, -1}, probs in [0, 1]) and indices in range."""
+    arrays = {}
+    for name, kind, ndim in (("first", "i", 1), ("second", "i", 1), ("labels", "i", 2), ("probs", "f", 2)):
+        if name == "probs" and name not in g:
+            continue
+        ds = _dataset(g, name, where)
+        _check_dtype(ds, np.dtype(kind), where)
+        field = _hdf5_name(g, name)
+        if ds.ndim != ndim:
+            raise GameError(f"{where}: {field}: expected {ndim} axes, got shape {short_repr(list(ds.shape))}")
+        if ds.size * ds.dtype.itemsize > MEMORY_BUDGET_BYTES:
+            raise GameError(f"{where}: {field}: takes {ds.size * ds.dtype.itemsize / 2**30:.3g} GiB, over the reader's budget")
+        arrays[name] = ds[()]
+    P = len(arrays["first"])
+    for name in ("second", "labels", "probs"):
+        if name in arrays and len(arrays[name]) != P:
+            raise GameError(f"{where}: {_hdf5_name(g, name)}: expected {P} rows (one per pair, as first), got {len(arrays[name])}")
+    if n_trajectories is not None:
+        for name in ("first", "second"):
+            idx = arrays[name]
+            if idx.size and (idx.min() < 0 or idx.max() >= n_trajectories):
+                raise GameError(f"{where}: {_hdf5_name(g, name)}: expected trajectory indices in [0, {n_trajectories - 1}], "
+                                f"found {int(idx.min())}..{int(idx.max())}")
+    if not np.all(np.isin(arrays["labels"], (-1, 1))):
+        raise GameError(f"{where}: {_hdf5_name(g, 'labels')}: expected values in {{+1, -1}}")
+    if "probs" in arrays and not np.all((arrays["probs"] >= 0) & (arrays["probs"] <= 1)):
+        raise GameError(f"{where}: {_hdf5_name(g, 'probs')}: expected probabilities in [0, 1]")
     attrs = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()}
-    probs = g["probs"][()] if "probs" in g else None
-    return PreferencePairs(g["first"][()], g["second"][()], g["labels"][()], probs, attrs)
+    try:
+        return PreferencePairs(arrays["first"], arrays["second"], arrays["labels"], arrays.get("probs"), attrs)
+    except ValueError as exc:
+        raise GameError(f"{where}: {g.name.strip('/')}/{exc}") from None
 
 
 class DatasetWriter:
@@ -190,7 +278,7 @@ class DatasetWriter:
             self._file = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -208,21 +296,28 @@ class DatasetReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
+        self._file = _open_hdf5(self.path)
+        where = str(self.path)
         try:
             _check_format(self._file, [DATASET_FORMAT], self.path)
             attrs = self._file.attrs
-            self.spec = DatasetSpec.from_attrs(attrs, str(self.path))
-            self.uuid = str(attrs["uuid"])
-            self.n_trajectories = int(attrs["n_trajectories"])
-            self.source_names = np.asarray(json.loads(attrs.get("source_names", "[]")), dtype=str)
-            self.policy_names = np.asarray(json.loads(attrs.get("policy_names", "[]")), dtype=str)
-            missing = [name for name in TRAJECTORY_FIELDS if name not in self._file]
-            if missing:
-                raise ValueError(f"{self.path}: missing dataset(s) {missing}")
+            self.spec = DatasetSpec.from_attrs(attrs, where)
+            self.uuid = str_attr(attrs, "uuid", where)
+            self.n_trajectories = int_attr(attrs, "n_trajectories", where)
+            self.source_names = self._names(attrs, "source_names")
+            self.policy_names = self._names(attrs, "policy_names")
+            _check_trajectory_datasets(self._file, self.spec, self.n_trajectories, where)
         except Exception:
             self._file.close()
             raise
+
+    def _names(self, attrs, key: str) -> np.ndarray:
+        if key not in attrs:
+            return np.asarray([], dtype=str)
+        names = json_attr(attrs, key, list, str(self.path), "a JSON list of tag names")
+        if not all(isinstance(n, str) for n in names):
+            raise GameError(f"{self.path}: attribute {key!r}: expected a JSON list of strings, got {short_repr(names)}")
+        return np.asarray(names, dtype=str)
 
     def __len__(self) -> int:
         return self.n_trajectories
@@ -230,18 +325,38 @@ class DatasetReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "DatasetReader":
+    def __enter__(self) -> DatasetReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _decode(self, name: str, values: np.ndarray) -> np.ndarray:
-        if name == "source":
-            return self.source_names[values] if values.size else values.astype(str)
-        if name == "agent_policy":
-            return self.policy_names[values] if values.size else values.astype(str)
+    def _decode(self, name: str, values: np.ndarray, rows) -> np.ndarray:
+        """Tags as strings; every other field checked for values the schema cannot hold (a
+        NaN observation, an action outside ``[0, n_actions)``), naming the trajectory."""
+        names = {"source": (self.source_names, "source_names"), "agent_policy": (self.policy_names, "policy_names")}
+        if name in names:
+            table, attr = names[name]
+            if not values.size:
+                return values.astype(str)
+            bad = (values < 0) | (values >= len(table))
+            if bad.any():
+                self._refuse(name, rows, bad, f"expected indices into attribute {attr!r} (0..{len(table) - 1})")
+            return table[values]
+        if values.dtype.kind == "f":
+            bad = ~np.isfinite(values)
+            if bad.any():
+                self._refuse(name, rows, bad, "expected finite numbers, found NaN or infinity")
+        elif name == "actions":
+            bad = (values < 0) | (values >= self.spec.n_actions)
+            if bad.any():
+                self._refuse(name, rows, bad, f"expected values in [0, {self.spec.n_actions - 1}] (n_actions)")
         return values
+
+    def _refuse(self, name: str, rows, bad: np.ndarray, what: str) -> None:
+        first = int(np.argwhere(bad.reshape(len(bad), -1).any(axis=1))[0, 0])
+        row = rows.start + first if isinstance(rows, slice) else int(np.asarray(rows)[first])
+        raise GameError(f"{self.path}: {name}, trajectory {row}: {what}")
 
     def read_fields(self, index, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Arrays of ``fields`` (default: all) for ``index``: a slice, or integer indices in any
@@ -251,7 +366,9 @@ class DatasetReader:
         if unknown:
             raise ValueError(f"fields: unknown {unknown}; expected names from {list(TRAJECTORY_FIELDS)}")
         if isinstance(index, slice):
-            return {name: self._decode(name, self._file[name][index]) for name in fields}
+            start, stop, step = index.indices(self.n_trajectories)
+            rows = slice(start, stop, step) if step == 1 else np.arange(start, stop, step)
+            return {name: self._decode(name, self._file[name][index], rows) for name in fields}
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_trajectories):
             raise ValueError(f"index: expected trajectory indices in [0, {self.n_trajectories - 1}]")
@@ -260,7 +377,7 @@ class DatasetReader:
         for name in fields:
             ds = self._file[name]
             block = ds[unique] if unique.size else np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
-            out[name] = self._decode(name, block[inverse])
+            out[name] = self._decode(name, block[inverse], idx)
         return out
 
     def read(self, index) -> TrajectoryBatch:
@@ -304,8 +421,8 @@ class DatasetReader:
     def pairs(self) -> PreferencePairs:
         """The preference pairs stored in this dataset file."""
         if PAIRS_GROUP not in self._file:
-            raise ValueError(f"{self.path}: no group '{PAIRS_GROUP}'; label the dataset first or read a pairs file with read_pairs")
-        return _read_pairs_group(self._file[PAIRS_GROUP])
+            raise GameError(f"{self.path}: no group '{PAIRS_GROUP}'; label the dataset first or read a pairs file with read_pairs")
+        return _read_pairs_group(self._file[PAIRS_GROUP], str(self.path), self.n_trajectories)
 
 
 def write_pairs_file(path: str | os.PathLike, pairs: PreferencePairs, dataset: DatasetReader, *, overwrite: bool = False) -> Path:
@@ -328,13 +445,23 @@ def write_pairs_file(path: str | os.PathLike, pairs: PreferencePairs, dataset: D
 
 
 def read_pairs(path: str | os.PathLike, dataset: DatasetReader | None = None) -> PreferencePairs:
-    """Preference pairs from a pairs file or a dataset file; with ``dataset`` given, a pairs
-    file must have been written for that dataset (same uuid)."""
+    """Preference pairs from a pairs file or a dataset file. With ``dataset`` given, the pairs
+    must belong to it, whatever kind of file holds them: a pairs file's ``dataset_uuid``, or a
+    dataset file's ``uuid``, must be ``dataset.uuid``, and every index must be a trajectory of it."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
         fmt = _check_format(f, [PAIRS_FORMAT, DATASET_FORMAT], path)
-        if fmt == PAIRS_FORMAT and dataset is not None and str(f.attrs["dataset_uuid"]) != dataset.uuid:
-            raise ValueError(f"{path}: attribute 'dataset_uuid' is {str(f.attrs['dataset_uuid'])!r}, but {dataset.path} has uuid {dataset.uuid!r}")
+        if dataset is not None:
+            key = "dataset_uuid" if fmt == PAIRS_FORMAT else "uuid"
+            owner = str_attr(f.attrs, key, str(path))
+            if owner != dataset.uuid:
+                raise GameError(f"{path}: attribute {key!r} is {short_repr(owner)}, but {dataset.path} has uuid "
+                                f"{dataset.uuid!r}: these pairs belong to another dataset")
         if PAIRS_GROUP not in f:
-            raise ValueError(f"{path}: no group '{PAIRS_GROUP}'")
-        return _read_pairs_group(f[PAIRS_GROUP])
+            raise GameError(f"{path}: no group '{PAIRS_GROUP}'")
+        n = None if dataset is None else dataset.n_trajectories
+        pairs = _read_pairs_group(f[PAIRS_GROUP], str(path), n)
+    if dataset is not None and pairs.n_agents != dataset.spec.n_agents:
+        raise GameError(f"{path}: {PAIRS_GROUP}/labels: expected {dataset.spec.n_agents} labels per pair "
+                        f"(the agents of {dataset.path}), got {pairs.n_agents}")
+    return pairs

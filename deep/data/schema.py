@@ -39,10 +39,13 @@ are stored.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from marlcov.theory.games import GameError
+from marlcov.theory.safe_read import short_repr
 
 DATASET_FORMAT = "marlcov.deep-dataset/1"
 PAIRS_FORMAT = "marlcov.deep-pairs/1"
@@ -98,19 +101,67 @@ class DatasetSpec:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any], where: str = "dataset") -> "DatasetSpec":
-        missing = [k for k in ("env_name", "env_config", "agent_names", "obs_dim", "state_dim", "n_actions", "horizon") if k not in attrs]
+    def from_attrs(cls, attrs: Mapping[str, Any], where: str = "dataset") -> DatasetSpec:
+        """The spec of a file's attributes; GameError naming ``where`` and the attribute when
+        one is missing or of the wrong kind."""
+        missing = [k for k in SPEC_ATTRS if k not in attrs]
         if missing:
-            raise ValueError(f"{where}: missing attribute(s) {missing}")
+            raise GameError(f"{where}: missing attribute(s) {missing}")
+        env_config = json_attr(attrs, "env_config", dict, where, "a JSON object")
+        agent_names = json_attr(attrs, "agent_names", list, where, "a JSON list of agent names")
+        if not agent_names or not all(isinstance(a, str) for a in agent_names):
+            raise GameError(f"{where}: attribute 'agent_names': expected a non-empty JSON list of strings, got {short_repr(agent_names)}")
         return cls(
-            env_name=str(attrs["env_name"]),
-            env_config=json.loads(attrs["env_config"]),
-            agent_names=tuple(json.loads(attrs["agent_names"])),
-            obs_dim=int(attrs["obs_dim"]),
-            state_dim=int(attrs["state_dim"]),
-            n_actions=int(attrs["n_actions"]),
-            horizon=int(attrs["horizon"]),
+            env_name=str_attr(attrs, "env_name", where),
+            env_config=env_config,
+            agent_names=tuple(agent_names),
+            obs_dim=int_attr(attrs, "obs_dim", where, low=1),
+            state_dim=int_attr(attrs, "state_dim", where, low=1),
+            n_actions=int_attr(attrs, "n_actions", where, low=1),
+            horizon=int_attr(attrs, "horizon", where, low=1),
         )
+
+
+SPEC_ATTRS = ("env_name", "env_config", "agent_names", "obs_dim", "state_dim", "n_actions", "horizon")
+
+#: Largest declared size of one attribute (an integer beyond it is a corrupt file, not a dataset).
+MAX_ATTR_INT = 2**40
+
+
+def _attr_value(attrs: Mapping[str, Any], key: str, where: str):
+    if key not in attrs:
+        raise GameError(f"{where}: attribute {key!r} is missing")
+    value = attrs[key]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return value
+
+
+def str_attr(attrs: Mapping[str, Any], key: str, where: str) -> str:
+    value = _attr_value(attrs, key, where)
+    if not isinstance(value, str):
+        raise GameError(f"{where}: attribute {key!r}: expected a string, got {short_repr(value)}")
+    return value
+
+
+def int_attr(attrs: Mapping[str, Any], key: str, where: str, low: int = 0) -> int:
+    value = _attr_value(attrs, key, where)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= MAX_ATTR_INT:
+        raise GameError(f"{where}: attribute {key!r}: expected an integer in [{low}, 2^40], got {short_repr(value)}")
+    return int(value)
+
+
+def json_attr(attrs: Mapping[str, Any], key: str, kind: type, where: str, expected: str):
+    text = str_attr(attrs, key, where)
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise GameError(f"{where}: attribute {key!r}: expected {expected} as JSON text, got {short_repr(text)}") from None
+    if not isinstance(value, kind):
+        raise GameError(f"{where}: attribute {key!r}: expected {expected}, got {short_repr(value)}")
+    return value
 
 
 def _tag_array(value: str | Sequence[str] | np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -172,7 +223,7 @@ class TrajectoryBatch:
         if self.agent_policy.shape != (B, spec.n_agents):
             raise ValueError(f"agent_policy: expected shape {[B, spec.n_agents]}, got {list(self.agent_policy.shape)}")
 
-    def take(self, index) -> "TrajectoryBatch":
+    def take(self, index) -> TrajectoryBatch:
         return TrajectoryBatch(
             self.obs[index], self.state[index], self.actions[index], self.avail[index],
             self.rewards[index], self.seed[index], self.source[index], self.agent_policy[index],
