@@ -36,11 +36,14 @@ EVIDENCE_KINDS = ("exact", "symbolic", "statistical", "counterexample")
 #: Modules holding checks, one or more per paper; imported on first use of the registry.
 CHECK_MODULES = (
     "marlcov.proofs_checks.marlhf",
+    "marlcov.proofs_checks.marlhf_sec5",
     "marlcov.proofs_checks.marlhf_tables",
-    "marlcov.proofs_checks.marlhf_bounds",
     "marlcov.proofs_checks.marlhf_sbsm",
+    "marlcov.proofs_checks.marlhf_bounds",
+    "marlcov.proofs_checks.marlhf_lemmas",
     "marlcov.proofs_checks.marlhf_identifiable",
     "marlcov.proofs_checks.omapl",
+    "marlcov.proofs_checks.omapl_extraction",
     "marlcov.proofs_checks.omiga",
     "marlcov.proofs_checks.mamql",
     "marlcov.proofs_checks.score_decomposition",
