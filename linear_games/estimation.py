@@ -47,12 +47,12 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import minimize
 
-from marlcov.theory.coverage import DEFAULT_LAMBDA, reward_covariance, step_features
+from marlcov.theory.coverage import DEFAULT_LAMBDA, reward_gram, reward_widths, step_features
 from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.preferences import PreferenceDataset
+from marlcov.theory.ridge_forms import RidgeGram
 
 DEFAULT_DELTA = 0.1
 
@@ -200,36 +200,28 @@ def confidence_radius(d: int, horizon: int, n: int, delta: float = DEFAULT_DELTA
     return float(constant * np.sqrt((d * horizon + np.log(1.0 / delta)) / (lam**2 * n_eff) + d))
 
 
-def reward_widths(features: np.ndarray, sigma_r: np.ndarray) -> np.ndarray:
-    """``||psibar_h(s, a)||_{Sigma_r^-1}`` at every ``(h, s, a)``, shape ``[H, S, A..]``.
-
-    Only block (h, h) of ``Sigma_r^{-1}`` enters, so the inverse is formed once by Cholesky.
-    """
-    H, d = features.shape[0], features.shape[-1]
-    flat = features.reshape(H, -1, d)
-    inv = cho_solve(cho_factor(sigma_r, lower=True), np.eye(H * d))
-    blocks = inv.reshape(H, d, H, d)[np.arange(H), :, np.arange(H), :]
-    quad = np.einsum("hkd,hde,hke->hk", flat, blocks, flat)
-    return np.sqrt(np.maximum(quad, 0.0)).reshape(features.shape[:-1])
-
-
 @dataclass(frozen=True)
 class RewardConfidence:
     """The MLE, the confidence set ``Theta`` and the optimistic / pessimistic rewards.
 
     Attributes:
         theta_hat: ``[H, m, d]``.
-        sigma_r: ``Sigma_r`` (``Hd x Hd``, ``lambda I`` once).
+        gram: ``Sigma_r`` (``lambda I`` once) as a ``RidgeGram`` (never dense when the Woodbury form is cheaper).
         radius: ``C_r``.
         width: ``||psibar_h(s, a)||_{Sigma_r^-1}``, shape ``[H, S, A..]``.
         r_hat: ``<psi_h(s, a), theta_hat_{h,i}>``, shape ``[H, m, S, A..]``.
     """
 
     theta_hat: np.ndarray
-    sigma_r: np.ndarray
+    gram: RidgeGram
     radius: float
     width: np.ndarray
     r_hat: np.ndarray
+
+    @property
+    def sigma_r(self) -> np.ndarray:
+        """``Sigma_r`` as a dense ``Hd x Hd`` array."""
+        return self.gram.dense()
 
     @property
     def r_bar(self) -> np.ndarray:
@@ -247,7 +239,7 @@ class RewardConfidence:
         if theta.shape != self.theta_hat.shape:
             raise GameError(f"theta: expected shape {list(self.theta_hat.shape)}, got {list(theta.shape)}")
         diff = (theta - self.theta_hat).transpose(1, 0, 2).reshape(theta.shape[1], -1)
-        return np.sqrt(np.maximum(np.einsum("ik,kl,il->i", diff, self.sigma_r, diff), 0.0))
+        return np.sqrt(self.gram.norm_squared(diff))
 
     def contains(self, theta: np.ndarray) -> np.ndarray:
         """Whether each player's ``theta_i`` lies in ``Theta``; shape ``[m]``."""
@@ -277,10 +269,10 @@ def reward_confidence(
     """
     H, d = features.shape[0], features.shape[-1]
     theta_hat = reward_mle(features, dataset, method, ridge)
-    sigma_r = reward_covariance(features, dataset, lam)
+    gram = reward_gram(features, dataset, lam)
     if c_r is None:
         c_r = confidence_radius(d, H, dataset.n_pairs, delta, lam, constant)
     elif not np.isfinite(c_r) or c_r < 0:
         raise ValueError(f"c_r: expected a non-negative number, got {c_r}")
     r_hat = np.einsum("h...d,hid->hi...", features, theta_hat)
-    return RewardConfidence(theta_hat, sigma_r, float(c_r), reward_widths(features, sigma_r), r_hat)
+    return RewardConfidence(theta_hat, gram, float(c_r), reward_widths(features, gram), r_hat)

@@ -19,9 +19,9 @@ therefore take ``clip`` and ``constant`` as arguments and report which was used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

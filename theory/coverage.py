@@ -23,6 +23,7 @@ from scipy.linalg import cho_factor, cho_solve
 from .games import GameError, MarkovGame
 from .policies import Policy, check_policy, replace_player
 from .preferences import PreferenceDataset
+from .ridge_forms import RidgeGram, prefers_woodbury
 from .values import best_response, evaluate_policy, optimal_joint_values
 
 DEFAULT_LAMBDA = 1.0
@@ -40,8 +41,21 @@ def step_features(features: np.ndarray, states: np.ndarray, actions: np.ndarray)
         actions: ``[..., H, m]``.
     Returns:
         ``[..., H, d]``.
+
+    The gather is made step by step from ``step_table(features, h)``, so a feature map that is a
+    broadcast view over ``h`` (one-hot features) is never copied ``H`` times.
     """
-    return np.ascontiguousarray(features).reshape(-1, features.shape[-1])[_flat_indices(features, states, actions)]
+    H, d = features.shape[0], features.shape[-1]
+    out = np.empty((*states.shape[:-1], H, d))
+    for h in range(H):
+        rows = np.ravel_multi_index((states[..., h], *np.moveaxis(actions[..., h, :], -1, 0)), features.shape[1:-1])
+        out[..., h, :] = step_table(features, h)[rows]
+    return out
+
+
+def step_table(features: np.ndarray, h: int) -> np.ndarray:
+    """``psi_h`` as a ``[S * |A|, d]`` table (a view when ``features[h]`` is contiguous)."""
+    return features[h].reshape(-1, features.shape[-1])
 
 
 def _check_lambda(lam: float) -> float:
@@ -57,33 +71,55 @@ def _flat_indices(features: np.ndarray, states: np.ndarray, actions: np.ndarray)
     return np.ravel_multi_index((np.arange(H), states[..., :H], *np.moveaxis(actions, -1, 0)), features.shape[:-1])
 
 
-def reward_covariance(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
-    """``Sigma_r`` (Hd x Hd), accumulated over chunks of pairs: one gather and one matrix product each."""
+def pair_differences(features: np.ndarray, dataset: PreferenceDataset, sl: slice = slice(None)) -> np.ndarray:
+    """``D``: rows ``psi(tau_n) - psi(tau'_n)`` in R^{Hd} (block h is step h) for the pairs ``sl``; ``[n, Hd]``."""
+    phi = step_features(features, dataset.states[sl], dataset.actions[sl])
+    return (phi[:, 0] - phi[:, 1]).reshape(phi.shape[0], features.shape[0] * features.shape[-1])
+
+
+def reward_gram(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> RidgeGram:
+    """``Sigma_r = lambda I + D^T D`` as a ``RidgeGram``: the ``N x Hd`` rows ``D`` when the Woodbury
+    form is cheaper (``N`` small against ``Hd``), else ``D^T D`` accumulated over chunks of pairs."""
     lam = _check_lambda(lam)
     H, d = features.shape[0], features.shape[-1]
-    table = np.ascontiguousarray(features).reshape(-1, d)
-    sigma = lam * np.eye(H * d)
+    if prefers_woodbury(dataset.n_pairs, H * d):
+        return RidgeGram.from_rows(lam, pair_differences(features, dataset), d)
+    gram = np.zeros((H * d, H * d))
     for start in range(0, dataset.n_pairs, CHUNK_PAIRS):
-        sl = slice(start, start + CHUNK_PAIRS)
-        rows = _flat_indices(features, dataset.states[sl], dataset.actions[sl])
-        diff = (table[rows[:, 0]] - table[rows[:, 1]]).reshape(-1, H * d)
-        sigma += diff.T @ diff
-    return sigma
+        diff = pair_differences(features, dataset, slice(start, start + CHUNK_PAIRS))
+        gram += diff.T @ diff
+    return RidgeGram.from_gram(lam, gram, d)
+
+
+def reward_covariance(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """``Sigma_r`` (Hd x Hd) as a dense array."""
+    return reward_gram(features, dataset, lam).dense()
+
+
+def visit_counts(features: np.ndarray, dataset: PreferenceDataset) -> np.ndarray:
+    """``n_h(s, a)`` over both trajectories of every pair, shape ``[H, S * |A|]``."""
+    H = features.shape[0]
+    n_sa = int(np.prod(features.shape[1:-1]))
+    flat = _flat_indices(features, dataset.states, dataset.actions).ravel()
+    return np.bincount(flat, minlength=H * n_sa).reshape(H, n_sa).astype(np.float64)
+
+
+def transition_grams(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> list[RidgeGram]:
+    """``Sigma_p[h] = lambda I + Psi_h^T diag(n_h) Psi_h`` per step: the visited rows ``sqrt(n_h) psi_h``
+    (at most ``2N``), so the cost is one counting pass whatever the number of samples."""
+    lam = _check_lambda(lam)
+    counts = visit_counts(features, dataset)
+    out = []
+    for h in range(features.shape[0]):
+        seen = np.flatnonzero(counts[h])
+        rows = np.sqrt(counts[h, seen])[:, None] * step_table(features, h)[seen]
+        out.append(RidgeGram.from_rows(lam, rows, features.shape[-1]))
+    return out
 
 
 def transition_covariances(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
-    """``Sigma_p[h]`` for every step, shape ``[H, d, d]``; both trajectories of a pair count.
-
-    The sum of outer products over samples equals ``Psi_h^T diag(n_h) Psi_h`` with ``n_h(s, a)``
-    the visit counts at step h, so the cost is one pass of counting plus ``H`` products of the
-    size of the feature table, whatever the number of samples.
-    """
-    lam = _check_lambda(lam)
-    H, d = features.shape[0], features.shape[-1]
-    table = np.ascontiguousarray(features).reshape(H, -1, d)
-    counts = np.bincount(_flat_indices(features, dataset.states, dataset.actions).ravel(), minlength=table.shape[0] * table.shape[1])
-    weighted = table * counts.reshape(H, -1, 1)
-    return lam * np.eye(d) + np.matmul(weighted.transpose(0, 2, 1), table)
+    """``Sigma_p[h]`` for every step, shape ``[H, d, d]``; both trajectories of a pair count."""
+    return np.stack([g.dense() for g in transition_grams(features, dataset, lam)])
 
 
 def _quadratic_forms(vectors: np.ndarray, spd: np.ndarray) -> np.ndarray:
@@ -111,7 +147,7 @@ class BonusTerms:
 
 
 def bonus_terms(features: np.ndarray, sigma_r: np.ndarray, sigma_p: np.ndarray) -> BonusTerms:
-    """Both uncertainty terms at every ``(h, s, a)``.
+    """Both uncertainty terms at every ``(h, s, a)`` from dense ``Sigma_r`` and ``Sigma_p``.
 
     ``||psibar_h||_{Sigma_r^-1}`` needs only block (h, h) of ``Sigma_r^{-1}``; the inverse is taken
     once by Cholesky and every quadratic form is a batched contraction.
@@ -129,13 +165,37 @@ def bonus_terms(features: np.ndarray, sigma_r: np.ndarray, sigma_p: np.ndarray) 
     )
 
 
+def reward_widths(features: np.ndarray, gram: RidgeGram, reference: np.ndarray | None = None) -> np.ndarray:
+    """``||psibar_h(s, a) - cbar_h||_{Sigma_r^-1}`` at every ``(h, s, a)``, shape ``[H, S, A..]``.
+
+    ``reference``: ``c[H, d]`` (None: 0, the paper's ``||psibar_h(s, a)||_{Sigma_r^-1}``).
+    """
+    H = features.shape[0]
+    forms = [gram.block_forms(h, step_table(features, h), None if reference is None else reference[h]) for h in range(H)]
+    return np.sqrt(np.stack(forms)).reshape(features.shape[:-1])
+
+
+def transition_widths(features: np.ndarray, grams: list[RidgeGram]) -> np.ndarray:
+    """``||psi_h(s, a)||_{Sigma_p[h]^-1}`` at every ``(h, s, a)``, shape ``[H, S, A..]``."""
+    forms = [g.block_forms(0, step_table(features, h)) for h, g in enumerate(grams)]
+    return np.sqrt(np.stack(forms)).reshape(features.shape[:-1])
+
+
 def dataset_bonus(game: MarkovGame, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> BonusTerms:
     """The bonus terms of ``dataset`` under the feature map of ``game`` (one-hot if it has none)."""
     dataset.check_against(game)
-    features = game.features if game.features is not None else game.with_one_hot_features().features
-    return bonus_terms(
-        features, reward_covariance(features, dataset, lam), transition_covariances(features, dataset, lam)
-    )
+    features = game_features(game)
+    return BonusTerms(reward_widths(features, reward_gram(features, dataset, lam)),
+                      transition_widths(features, transition_grams(features, dataset, lam)))
+
+
+def game_features(game: MarkovGame) -> np.ndarray:
+    """``psi[H, S, A.., d]``: the game's features, or one-hot ones (a broadcast view over ``h``)."""
+    if game.features is not None:
+        return game.features
+    shape = (game.n_states, *game.action_sizes)
+    d = int(np.prod(shape))
+    return np.broadcast_to(np.eye(d).reshape(*shape, d), (game.horizon, *shape, d))
 
 
 def policy_uncertainty(game: MarkovGame, bonus: np.ndarray, policy: Policy) -> float:

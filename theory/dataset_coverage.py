@@ -55,7 +55,7 @@ taken to be zero: ``psi(terminal, a) = 0`` for every action. Hence:
 
 The accumulators take ``valid [B, H]`` (bool, True at real steps; ``deep.common.step_masks``) and
 never read the features of other steps. With every step real, the masked sums are those of the
-unmasked path bit for bit. A one-step deviation here never changes when an episode ends (the
+unmasked path up to float64 rounding. A one-step deviation here never changes when an episode ends (the
 states are the anchors'), one more way in which the plug-in estimates differ from ``U_D`` of
 the deviating policy.
 """

@@ -18,3 +18,7 @@ VALUE_ATOL = 1e-9
 #: Pivoting/degeneracy tolerance of the matrix-game solvers: a payoff difference below this
 #: counts as a tie, a probability below it as zero.
 PIVOT_ATOL = 1e-10
+
+#: Relative rank tolerance of the identifiable subspaces (``theory.identifiable``): a singular value
+#: of a step's centred feature table below ``RANK_RTOL`` times the largest counts as zero.
+RANK_RTOL = 1e-10

@@ -309,8 +309,8 @@ def _pad(x, H, fill):
 
 @settings(max_examples=15, deadline=None)
 @given(seeds, st.integers(1, 12), st.integers(1, 3), st.integers(1, 3), st.integers(0, 3))
-def test_masks_of_real_steps_only_give_the_unmasked_sums_bit_for_bit(seed, n, H, d, n_slots):
-    """With every step real, the masked path is the unmasked one (MPE datasets: unchanged)."""
+def test_masks_of_real_steps_only_give_the_unmasked_sums(seed, n, H, d, n_slots):
+    """With every step real, the masked path is the unmasked one up to float64 rounding (MPE datasets: unchanged)."""
     rng = np.random.default_rng(seed)
     first, second = random_pairs(rng, n, H, d)
     w = poisson_weights(n, n_slots, rng) if n_slots else None
@@ -322,8 +322,8 @@ def test_masks_of_real_steps_only_give_the_unmasked_sums_bit_for_bit(seed, n, H,
     plain.update_transitions(first, counts)
     masked.update_transitions(first, counts, valid=real)
     for k in [None, *range(n_slots)]:
-        assert np.array_equal(plain.sigma_r(slot=k), masked.sigma_r(slot=k))
-        assert np.array_equal(plain.sigma_p(slot=k), masked.sigma_p(slot=k))
+        np.testing.assert_allclose(masked.sigma_r(slot=k), plain.sigma_r(slot=k), rtol=SUM_RTOL, atol=SUM_RTOL * n)
+        np.testing.assert_allclose(masked.sigma_p(slot=k), plain.sigma_p(slot=k), rtol=SUM_RTOL, atol=SUM_RTOL * n)
 
     A = 3
     ref, weights = rng.random((n, H)), rng.random(n) + 0.1
@@ -340,8 +340,8 @@ def test_masks_of_real_steps_only_give_the_unmasked_sums_bit_for_bit(seed, n, H,
     a.add_uniform(joint, weights, available=joint_avail)
     b.add_uniform(joint, weights, valid=real, available=joint_avail)
     ra, rb = a.result(), b.result()
-    assert ra.single == rb.single and ra.uniform == rb.uniform
-    assert np.array_equal(ra.unilateral, rb.unilateral) and np.array_equal(ra.uniform_deviation, rb.uniform_deviation)
+    for name in ("single", "uniform", "unilateral", "uniform_deviation"):
+        np.testing.assert_allclose(getattr(rb, name), getattr(ra, name), rtol=SUM_RTOL, atol=SUM_RTOL)
 
 
 @settings(max_examples=20, deadline=None)
@@ -370,11 +370,13 @@ def test_padding_steps_change_no_covariance_bonus_or_measure(seed, n, H0, d, ext
     absorbing.update(np.where(v1[..., None], first, 0.0), np.where(v2[..., None], second, 0.0))
 
     Hd = H0 * d
-    np.testing.assert_array_equal(long.sigma_r()[:Hd, :Hd], short.sigma_r())
-    np.testing.assert_array_equal(long.sigma_r()[Hd:, Hd:], lam * np.eye(H * d - Hd))
-    assert not np.any(long.sigma_r()[:Hd, Hd:])
-    np.testing.assert_array_equal(long.sigma_p()[:H0], short.sigma_p())
-    np.testing.assert_array_equal(long.sigma_p()[H0:], np.broadcast_to(lam * np.eye(d), (extra, d, d)))
+    # Padded steps hold exact zeros, but BLAS may block the larger matrix differently: equal up to rounding.
+    sum_atol = SUM_RTOL * n * (1.0 + lam)
+    np.testing.assert_allclose(long.sigma_r()[:Hd, :Hd], short.sigma_r(), rtol=SUM_RTOL, atol=sum_atol)
+    np.testing.assert_allclose(long.sigma_r()[Hd:, Hd:], lam * np.eye(H * d - Hd), rtol=SUM_RTOL, atol=sum_atol)
+    np.testing.assert_allclose(long.sigma_r()[:Hd, Hd:], 0.0, atol=sum_atol)
+    np.testing.assert_allclose(long.sigma_p()[:H0], short.sigma_p(), rtol=SUM_RTOL, atol=sum_atol)
+    np.testing.assert_allclose(long.sigma_p()[H0:], np.broadcast_to(lam * np.eye(d), (extra, d, d)), rtol=SUM_RTOL, atol=sum_atol)
     np.testing.assert_allclose(absorbing.sigma_r(), short.sigma_r(), rtol=SUM_RTOL, atol=SUM_RTOL * n)
     np.testing.assert_allclose(absorbing.sigma_p(), short.sigma_p(), rtol=SUM_RTOL, atol=SUM_RTOL * n)
 
