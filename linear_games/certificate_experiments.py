@@ -18,9 +18,9 @@ identifiable reward set (one-step two-player games: the exact mixed minimiser), 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
