@@ -22,7 +22,9 @@ section 6.1); this module only batches, jit-compiles and hands arrays to torch:
 * simple_tag_v3: the three adversaries (predators) are the controlled agents and share the
   team reward ``10 x collisions``; the prey follows a fixed policy, any callable of the policy
   protocol below (default: uniform random, drawn inside the compiled step from the
-  environment's own key, so an episode is reproducible from its seed).
+  environment's own key, so an episode is reproducible from its seed). The MARLHF paper's
+  prey is a pretrained recurrent actor (``tag_prey.py``); a prey policy with a ``reset(seeds)``
+  method is reset with the episodes.
 * simple_spread_v3 and simple_reference_v3 mix each agent's own and the global reward with
   ``local_ratio`` (0.5, JaxMARL's and PettingZoo's default, which the paper's configuration
   leaves unchanged).
@@ -78,6 +80,7 @@ with silenced_stdout():
     from jaxmarl.environments.mpe.default_params import DT  # noqa: E402
 
 from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch  # noqa: E402
+from marlcov.deep.envs.tag_prey import prey_policy_from_spec  # noqa: E402
 
 ENV_NAMES = ("simple_spread_v3", "simple_tag_v3", "simple_reference_v3")
 HORIZON = 25
@@ -225,7 +228,9 @@ class MPEBatch:
         local_ratio: own/global reward mix of spread and reference (ignored by tag).
         num_agents: agents (and landmarks) of simple_spread_v3.
         prey_policy: simple_tag_v3 only: a policy for the prey (``k = 1``), or None for the
-            uniform random prey drawn from the environment's keys.
+            uniform random prey drawn from the environment's keys, or a configuration string
+            of ``tag_prey.prey_policy_from_spec`` (``"uniform"``, ``"marlhf:PATH"``: the MARLHF
+            paper's pretrained prey), which the dataset's ``env_config`` then records.
         device: ``"cpu"`` or ``"cuda"``; the jax computation and the returned tensors live there.
     """
 
@@ -237,11 +242,14 @@ class MPEBatch:
         horizon: int = HORIZON,
         local_ratio: float = DEFAULT_LOCAL_RATIO,
         num_agents: int = 3,
-        prey_policy: Policy | None = None,
+        prey_policy: Policy | str | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        prey_spec = None
+        if isinstance(prey_policy, str):
+            prey_spec, prey_policy = prey_policy, prey_policy_from_spec(prey_policy, device=device)
         if prey_policy is not None and name != "simple_tag_v3":
             raise ValueError(f"prey_policy: only simple_tag_v3 has a prey, got it for {name!r}")
         mode = "internal" if prey_policy is None else "external"
@@ -260,7 +268,7 @@ class MPEBatch:
             self._ctrl = [agents.index(a) for a in env.adversaries]
             self._prey = [agents.index(a) for a in env.good_agents]
             config = {"horizon": int(horizon), "num_adversaries": 3, "num_good_agents": 1, "num_obstacles": 2,
-                      "prey_policy": "uniform" if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__)}
+                      "prey_policy": prey_spec or ("uniform" if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__))}
         else:
             self._ctrl = list(range(len(agents)))
             self._prey = []
@@ -299,6 +307,9 @@ class MPEBatch:
         ``initial_state``: optional batched JaxMARL ``State`` to start from instead of the
         seeded random one (used by the parity tests)."""
         self.seeds = self._seed_array(seeds)
+        if hasattr(self.prey_policy, "reset"):
+            # A stateful prey (the MARLHF paper's recurrent one) restarts with the episodes.
+            self.prey_policy.reset(self.seeds)
         with jax.default_device(self._jdev):
             keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(self.seeds.astype(np.uint32)))
             if initial_state is None:
