@@ -95,7 +95,7 @@ _KIND_NAMES = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numb
                "M": "dates", "m": "time deltas", "V": "records"}
 
 
-def _real_array(path, key: str, raw, shape: tuple | None = None) -> np.ndarray:
+def _real_array(path, key: str, raw, shape: tuple | None = None, declared: str = "") -> np.ndarray:
     """``raw`` as float64, refusing non-real entries (a string "0.5" is not a probability)."""
     try:
         arr = np.asarray(raw)
@@ -105,7 +105,8 @@ def _real_array(path, key: str, raw, shape: tuple | None = None) -> np.ndarray:
         found = _KIND_NAMES.get(arr.dtype.kind, f"dtype {arr.dtype}")
         raise _file_error(path, f"field {key!r}: expected real numbers, found {found}")
     if shape is not None and arr.shape != shape:
-        raise _file_error(path, f"field {key!r}: expected shape {short_repr(list(shape))}, got {short_repr(list(arr.shape))}")
+        why = f" ({declared})" if declared else ""
+        raise _file_error(path, f"field {key!r}: expected shape {short_repr(list(shape))}{why}, got {short_repr(list(arr.shape))}")
     arr = arr.astype(np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
         raise _file_error(path, f"field {key!r}: expected finite numbers, found NaN or infinity")
@@ -182,8 +183,10 @@ def load_game(path: str | os.PathLike) -> MarkovGame:
     if sizes.ndim != 1 or sizes.shape[0] != m or np.any(sizes < 1):
         raise _file_error(path, f"field 'action_sizes': expected a list of {m} positive integers (n_players), got {short_repr(sizes.tolist())}")
     actions = tuple(int(a) for a in sizes)
-    P = _real_array(path, "transitions", _require(path, data, "transitions"), (H, S, *actions, S))
-    R = _real_array(path, "rewards", _require(path, data, "rewards"), (H, m, S, *actions))
+    P = _real_array(path, "transitions", _require(path, data, "transitions"), (H, S, *actions, S),
+                    "[H, S, A_1..A_m, S] from horizon, n_states, action_sizes")
+    R = _real_array(path, "rewards", _require(path, data, "rewards"), (H, m, S, *actions),
+                    "[H, m, S, A_1..A_m] from horizon, n_players, n_states, action_sizes")
     psi = _real_array(path, "features", data["features"]) if "features" in data else None
     theta = _real_array(path, "theta", data["theta"]) if "theta" in data else None
     name = _scalar(data.get("name"))

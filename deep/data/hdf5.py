@@ -307,6 +307,8 @@ class DatasetReader:
             self.source_names = self._names(attrs, "source_names")
             self.policy_names = self._names(attrs, "policy_names")
             _check_trajectory_datasets(self._file, self.spec, self.n_trajectories, where)
+            for name in ("source", "agent_policy"):
+                self._decode(name, self._file[name][()], slice(0, self.n_trajectories))
         except Exception:
             self._file.close()
             raise
