@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from marlcov.theory.games import GameError
 from marlcov.theory.safe_read import MEMORY_BUDGET_BYTES, short_repr
 

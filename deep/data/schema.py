@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from marlcov.theory.games import GameError
 from marlcov.theory.safe_read import short_repr
 
