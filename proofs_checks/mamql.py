@@ -229,14 +229,24 @@ def expert_trajectories(Pbar: np.ndarray, pi_i: np.ndarray, s1: int) -> tuple[np
     return np.array(states), np.array(actions), np.array(probs)
 
 
-def iq_objective_of_critic(q_bar: np.ndarray, lam: float, states: np.ndarray, actions: np.ndarray, probs: np.ndarray) -> float:
-    """The shared IQ-Learn criterion (no regulariser) of a critic on the enumerated expert trajectories."""
+def iq_objective_of_critic(
+    q_bar: np.ndarray, lam: float, states: np.ndarray, actions: np.ndarray, probs: np.ndarray, reg_coef: float = 0.0
+) -> float:
+    """The shared IQ-Learn criterion (``phi(x) = x - reg_coef x^2``) of a critic on the enumerated expert trajectories."""
     H = q_bar.shape[0]
     V = np.concatenate([mamql.soft_value(q_bar, lam), np.zeros((1, q_bar.shape[1]))])
     steps = np.arange(H)
     q_taken = q_bar[steps, states[:, :-1], actions]
     v_next = V[steps + 1, states[:, 1:]]
-    return float(mamql.iq_learn_objective(q_taken, v_next, V[0, states[:, 0]], weights=probs))
+    return float(mamql.iq_learn_objective(q_taken, v_next, V[0, states[:, 0]], reg_coef=reg_coef, weights=probs))
+
+
+def implied_expert_rewards(q_bar: np.ndarray, lam: float, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``x = qbar_h(s_h, a_h) - V_{h+1}(s_{h+1})`` along each enumerated trajectory, ``[N, H]``: the argument of ``phi``."""
+    H = q_bar.shape[0]
+    V = np.concatenate([mamql.soft_value(q_bar, lam), np.zeros((1, q_bar.shape[1]))])
+    steps = np.arange(H)
+    return mamql.inverse_soft_bellman(q_bar[steps, states[:, :-1], actions], V[steps + 1, states[:, 1:]])
 
 
 @check(

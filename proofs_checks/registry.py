@@ -46,6 +46,7 @@ CHECK_MODULES = (
     "marlcov.proofs_checks.omapl_extraction",
     "marlcov.proofs_checks.omiga",
     "marlcov.proofs_checks.mamql",
+    "marlcov.proofs_checks.mamql_concavity",
     "marlcov.proofs_checks.score_decomposition",
 )
 
