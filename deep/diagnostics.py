@@ -67,9 +67,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,7 @@ from marlcov.theory.dataset_coverage import (
     bootstrap_summary,
     finite_game_coverage,
 )
+from marlcov.theory.tolerances import RANK_RTOL
 
 from .data.hdf5 import DatasetReader, read_pairs
 from .data.schema import PAIRS_GROUP
@@ -144,6 +146,7 @@ class DiagnosticResult:
     figures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     histograms: dict = field(default_factory=dict, repr=False)
+    identifiable: dict | None = None
 
     def to_json(self) -> dict:
         out = {
@@ -152,6 +155,7 @@ class DiagnosticResult:
             "unilateral": self.unilateral,
             "uniform": self.uniform,
             "worst_deviator": {"player": self.worst_player, "value": self.unilateral},
+            "identifiable": self.identifiable,
             "per_agent": self.per_agent,
             "bootstrap": self.bootstrap,
             "counts": self.counts,
@@ -259,7 +263,8 @@ def load_policy(policy):
         raise ValueError(f"policy: {policy!r} is neither a callable nor an existing checkpoint file")
     import torch
 
-    from marlcov.deep.marlhf.vdn import POLICY_FORMAT, load_policy as load_q_policy
+    from marlcov.deep.marlhf.vdn import POLICY_FORMAT
+    from marlcov.deep.marlhf.vdn import load_policy as load_q_policy
 
     obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
@@ -320,6 +325,7 @@ class _ModelSet:
     point: BonusModel
     replicates: list
     sizes: list
+    identifiable: BonusModel | None = None
 
 
 class _AnchorEvaluation:
@@ -330,6 +336,7 @@ class _AnchorEvaluation:
         self.m, self.n_actions = n_agents, n_actions
         self.point = PlugInAccumulator(n_agents)
         self.point_sub = PlugInAccumulator(n_agents)
+        self.ident = None if models.identifiable is None else PlugInAccumulator(n_agents)
         self.others = [PlugInAccumulator(n_agents) for _ in (*models.replicates, *models.sizes)]
         self.hist = {"reference": [], "worst_deviation": [], "joint_max": []}
         self.seen = np.zeros(n_agents)
@@ -354,6 +361,10 @@ class _AnchorEvaluation:
         r = model.bonus(ref)
         d = None if devs is None else [_bonus_over(model, x) for x in devs]
         self.point.add(r, d, avail, valid=valid)
+        if self.ident is not None:
+            ident = self.models.identifiable
+            self.ident.add(ident.bonus(ref), None if devs is None else [_bonus_over(ident, x) for x in devs], avail,
+                           valid=valid)
         if self._kept("reference"):
             self.hist["reference"].append(r[valid])
             if d is not None:
@@ -376,6 +387,8 @@ class _AnchorEvaluation:
         real steps ``valid [B, H]`` and available joint actions ``[B, H, K]``."""
         j = _bonus_over(self.models.point, joint)
         self.point.add_uniform(j, valid=valid, available=available)
+        if self.ident is not None:
+            self.ident.add_uniform(_bonus_over(self.models.identifiable, joint), valid=valid, available=available)
         if self._kept("joint_max"):
             self.hist["joint_max"].append(np.where(available, j, -np.inf).max(axis=-1)[valid])
         sub = np.flatnonzero(in_subset)
@@ -699,7 +712,7 @@ def diagnose_hdf5(
         replicates = [acc.bonus_model(coefficients=v[r]) for r in range(n_rep)]
         prefix_groups = sorted({int(2 ** k) for k in range(int(np.log2(G)) + 1)} - {G}) if G >= 2 else []
         size_models = [acc.bonus_model(coefficients=(np.arange(G) < k).astype(np.float64)) for k in prefix_groups]
-        models = _ModelSet(point, replicates, size_models)
+        models = _ModelSet(point, replicates, size_models, point.with_reference(acc.feature_mean()))
 
         # Anchors.
         if pol is None:
@@ -872,12 +885,32 @@ def _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, f
                       "unilateral": _finite_or_none(np.nanmax(sub.unilateral)) if np.any(np.isfinite(sub.unilateral)) else None,
                       "uniform": _finite_or_none(sub.uniform), "per_agent": [_finite_or_none(x) for x in sub.unilateral]})
     hist = {k: np.concatenate(v) if v else np.zeros(0) for k, v in evaluation.hist.items()}
+    identifiable = None if evaluation.ident is None else _identifiable_json(evaluation.ident.result(), acc, can)
     return DiagnosticResult(
         lam=acc.lam, single=float(single), unilateral=float(per_agent_values[worst]) if has_uni else float("nan"),
         uniform=_finite_or_none(point.uniform), worst_player=worst, per_agent=per_agent, bootstrap=boot, counts=counts,
         sizes=sizes, reference=reference, features=fmap.describe(), dataset=reader_info, simulator=simulator,
-        notes=notes, histograms=hist,
+        notes=notes, histograms=hist, identifiable=identifiable,
     )
+
+
+def _identifiable_json(point: PlugInMeasures, acc: CovarianceAccumulator, can) -> dict:
+    """The identifiable plug-in measures (reward term of ``psi_h - c_h``) with the reference and rank rule."""
+    has_uni = can["unilateral"] and np.any(np.isfinite(point.unilateral))
+    worst = int(np.nanargmax(point.unilateral)) if has_uni else -1
+    return {
+        "single": _finite_or_none(point.single),
+        "unilateral": _finite_or_none(point.unilateral[worst]) if has_uni else None,
+        "uniform": _finite_or_none(point.uniform),
+        "worst_deviator": {"player": worst, "value": _finite_or_none(point.unilateral[worst]) if has_uni else None},
+        "per_agent": [_finite_or_none(x) for x in point.unilateral],
+        "estimator": "plug-in",
+        "reference": "c_h = mean of psi_h over the data's trajectories running at step h",
+        "constant_directions": acc.constant_directions().tolist(),
+        "rank_rule": (f"a direction of step h is one of constant projection when the centred second moment of the "
+                      f"data's psi_h has an eigenvalue <= {RANK_RTOL:g} times its largest along it; psi_h - c_h "
+                      "cancels every such direction, so they add nothing to the identifiable reward term"),
+    }
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -983,7 +1016,8 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
 # ----------------------------------------------------------------------------- finite games
 def diagnose_finite(game, data, policy, lam: float = DEFAULT_LAMBDA, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> DiagnosticResult:
     """The diagnostic of a finite-game preference dataset: exact measures from streamed covariances."""
-    from marlcov.theory.io import load_dataset, load_game, load_policy as load_game_policy
+    from marlcov.theory.io import load_dataset, load_game
+    from marlcov.theory.io import load_policy as load_game_policy
 
     game_obj = load_game(game) if isinstance(game, (str, os.PathLike)) else game
     ds = load_dataset(data, game_obj) if isinstance(data, (str, os.PathLike)) else data
@@ -1026,6 +1060,11 @@ def diagnose_finite(game, data, policy, lam: float = DEFAULT_LAMBDA, bootstrap: 
                   "dim": int(game_obj.features.shape[-1]) if game_obj.features is not None else int(np.prod(bonus.shape[1:]))},
         dataset={"path": str(data), "format": "npz", "pairs": ds.n_pairs, "horizon": H, "agents": [f"player_{i}" for i in range(m)]},
         histograms={"reference": bonus.ravel()},
+        identifiable={"single": fc.identifiable.single, "unilateral": fc.identifiable.unilateral,
+                      "uniform": fc.identifiable.uniform,
+                      "worst_deviator": {"player": fc.identifiable.worst_player, "value": fc.identifiable.unilateral},
+                      "per_agent": fc.identifiable.per_player.tolist(), "estimator": "exact",
+                      "reference": "c_h = E_pi*[psi_h(s_h, a_h)] (theory.identifiable.policy_reference)"},
     )
 
 

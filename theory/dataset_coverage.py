@@ -62,17 +62,18 @@ the deviating policy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.linalg import blas, lapack
 
 from .coverage import DEFAULT_LAMBDA, Coverage, measures_from_bonus, step_features
 from .games import MarkovGame
+from .identifiable import policy_reference
 from .policies import Policy, check_policy
 from .preferences import PreferenceDataset
-
+from .tolerances import RANK_RTOL
 
 #: Bootstrap intervals are central percentile intervals of this probability.
 BOOTSTRAP_LEVEL = 0.95
@@ -203,6 +204,9 @@ class CovarianceAccumulator:
         self.n_pairs = 0
         self.slot_pairs = np.zeros(self.n_slots)
         self.transition_mass = np.zeros(self.n_slots + 1)
+        # Point sums of psi_h and of the trajectories running at step h, for the identifiable reference.
+        self.feature_sums = np.zeros((self.horizon, self.dim))
+        self.step_mass = np.zeros(self.horizon)
 
     @staticmethod
     def bytes_needed(horizon: int, dim: int, n_slots: int) -> int:
@@ -281,6 +285,9 @@ class CovarianceAccumulator:
         if w is None:
             w = np.broadcast_to(c, (self.n_slots, B))
         by_step = np.ascontiguousarray(x.transpose(1, 0, 2))
+        running = np.ones((B, self.horizon)) if v is None else v.astype(np.float64)
+        self.feature_sums += np.einsum("b,bh,hbd->hd", c, running, by_step)
+        self.step_mass += c @ running
         for k, coef in enumerate([c, *w]):
             nz = np.flatnonzero(coef)
             if nz.size == 0:
@@ -294,7 +301,7 @@ class CovarianceAccumulator:
                     _syrk_into(self._p[k][h], by_step[h, nz[running]] * scale[running])
             self.transition_mass[k] += coef.sum()
 
-    def merge(self, other: "CovarianceAccumulator") -> "CovarianceAccumulator":
+    def merge(self, other: CovarianceAccumulator) -> CovarianceAccumulator:
         """Add the sums of ``other`` (same horizon, dimension, slots and lambda) into this one."""
         if (other.horizon, other.dim, other.n_slots, other.lam) != (self.horizon, self.dim, self.n_slots, self.lam):
             raise ValueError("other: expected an accumulator of the same horizon, dim, n_slots and lambda")
@@ -305,7 +312,32 @@ class CovarianceAccumulator:
         self.n_pairs += other.n_pairs
         self.slot_pairs += other.slot_pairs
         self.transition_mass += other.transition_mass
+        self.feature_sums += other.feature_sums
+        self.step_mass += other.step_mass
         return self
+
+    def feature_mean(self) -> np.ndarray:
+        """``c_h``: the mean of ``psi_h`` over the trajectories running at step h (point counts), ``[H, d]``;
+        0 at a step no trajectory reaches. An affine combination of the data's features, so
+        ``psi_h - c_h`` lies in the span of the within-step differences: the identifiable reference
+        (``theory.identifiable``)."""
+        return self.feature_sums / np.maximum(self.step_mass, 1.0)[:, None] * (self.step_mass > 0)[:, None]
+
+    def constant_directions(self, rtol: float = RANK_RTOL) -> np.ndarray:
+        """Per step, how many directions every feature of the data projects onto identically: the
+        eigenvalues of the centred second moment ``sum_b psi psi^T / n - c c^T`` at most ``rtol`` times
+        the largest (all ``d`` when every feature of the step coincides), ``[H]`` ints."""
+        out = np.zeros(self.horizon, dtype=np.int64)
+        for h in range(self.horizon):
+            if self.step_mass[h] <= 0:
+                out[h] = self.dim
+                continue
+            mean = self.feature_sums[h] / self.step_mass[h]
+            centred = _symmetric(self._p[0][h]) / self.step_mass[h] - np.outer(mean, mean)
+            eig = np.linalg.eigvalsh(centred)
+            top = max(float(eig[-1]), 0.0)
+            out[h] = int(np.sum(eig <= rtol * top)) if top > 0 else self.dim
+        return out
 
     def _coefficients(self, slot: int | None, coefficients) -> np.ndarray:
         """Coefficients over ``[point, slot_1..slot_K]`` of the sums a covariance is made of."""
@@ -341,7 +373,7 @@ class CovarianceAccumulator:
             out += coef[k] * np.stack([_symmetric(m) for m in self._p[k]])
         return out
 
-    def bonus_model(self, slot: int | None = None, coefficients=None) -> "BonusModel":
+    def bonus_model(self, slot: int | None = None, coefficients=None) -> BonusModel:
         """The bonus of the point sums, of one slot, or of a combination of slots."""
         return BonusModel.from_covariances(self.sigma_r(slot, coefficients), self.sigma_p(slot, coefficients))
 
@@ -357,9 +389,18 @@ class BonusModel:
 
     reward_blocks: np.ndarray
     transition_inverse: np.ndarray
+    reference: np.ndarray | None = None
+
+    def with_reference(self, reference: np.ndarray) -> BonusModel:
+        """The identifiable bonus: the reward term of ``psi_h - c_h`` (``reference`` ``c[H, d]``), the
+        transition term unchanged (``theory.identifiable``)."""
+        c = np.asarray(reference, dtype=np.float64)
+        if c.shape != (self.horizon, self.dim) or not np.all(np.isfinite(c)):
+            raise ValueError(f"reference: expected finite numbers of shape [H, d] = {[self.horizon, self.dim]}")
+        return BonusModel(self.reward_blocks, self.transition_inverse, c)
 
     @classmethod
-    def from_covariances(cls, sigma_r: np.ndarray, sigma_p: np.ndarray) -> "BonusModel":
+    def from_covariances(cls, sigma_r: np.ndarray, sigma_p: np.ndarray) -> BonusModel:
         sigma_p = np.asarray(sigma_p, dtype=np.float64)
         if sigma_p.ndim != 3 or sigma_p.shape[1] != sigma_p.shape[2]:
             raise ValueError(f"sigma_p: expected shape [H, d, d], got {list(sigma_p.shape)}")
@@ -392,9 +433,15 @@ class BonusModel:
         quad = np.empty((2, flat.shape[0], H))
         for start in range(0, flat.shape[0], BONUS_CHUNK):
             by_step = flat[start:start + BONUS_CHUNK].transpose(1, 0, 2)
-            prod = np.matmul(by_step, both)
-            quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., :d], by_step)
-            quad[1, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., d:], by_step)
+            if self.reference is None:
+                prod = np.matmul(by_step, both)
+                quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., :d], by_step)
+                quad[1, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., d:], by_step)
+            else:
+                z = by_step - self.reference[:, None, :]
+                quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", np.matmul(z, self.reward_blocks), z)
+                quad[1, start:start + BONUS_CHUNK] = np.einsum(
+                    "hnd,hnd->nh", np.matmul(by_step, self.transition_inverse), by_step)
         root = np.sqrt(np.maximum(quad, 0.0))
         return root[0].reshape(*lead, H), root[1].reshape(*lead, H)
 
@@ -410,7 +457,8 @@ class BonusModel:
             raise ValueError(f"features: expected last axis d = {self.dim}, got {list(x.shape)}")
         if not 0 <= h < self.horizon:
             raise ValueError(f"h: expected a step in [0, {self.horizon - 1}], got {h}")
-        r = np.einsum("...d,de,...e->...", x, self.reward_blocks[h], x)
+        z = x if self.reference is None else x - self.reference[h]
+        r = np.einsum("...d,de,...e->...", z, self.reward_blocks[h], z)
         p = np.einsum("...d,de,...e->...", x, self.transition_inverse[h], x)
         return np.sqrt(np.maximum(r, 0.0)) + np.sqrt(np.maximum(p, 0.0))
 
@@ -584,6 +632,7 @@ class FiniteGameCoverage:
 
     Attributes:
         coverage: Definition 1 from the streamed covariances (equals ``coverage_measures``).
+        identifiable: the identifiable measures (equal ``theory.identifiable.identifiable_measures``).
         bonus: the bonus table ``[H, S, A..]``.
         replicates: ``{"single": [R], "unilateral": [R], "uniform": [R], "per_player": [R, m]}``.
         bootstrap: ``bootstrap_summary`` of each measure, plus ``per_player`` (a list).
@@ -593,6 +642,7 @@ class FiniteGameCoverage:
     bonus: np.ndarray
     replicates: dict
     bootstrap: dict
+    identifiable: Coverage
 
 
 def game_features(game: MarkovGame) -> np.ndarray:
@@ -626,8 +676,11 @@ def finite_game_coverage(
         sl = slice(start, start + batch_pairs)
         phi = step_features(features, dataset.states[sl], dataset.actions[sl])
         acc.update(phi[:, 0], phi[:, 1], weights[:, sl] if n_bootstrap else None)
-    bonus = bonus_grid(acc.bonus_model(), features)
+    point = acc.bonus_model()
+    bonus = bonus_grid(point, features)
     cov = measures_from_bonus(game, bonus, policy, acc.lam)
+    ident = measures_from_bonus(game, bonus_grid(point.with_reference(policy_reference(game, policy, features)), features),
+                                policy, acc.lam)
     reps = {"single": np.empty(n_bootstrap), "unilateral": np.empty(n_bootstrap), "uniform": np.empty(n_bootstrap),
             "per_player": np.empty((n_bootstrap, game.n_players))}
     for k in range(n_bootstrap):
@@ -638,5 +691,5 @@ def finite_game_coverage(
     summary["per_player"] = [bootstrap_summary(cov.per_player[i], reps["per_player"][:, i]) for i in range(game.n_players)]
     summary["unit"] = "pair"
     summary["replicates"] = int(n_bootstrap)
-    return FiniteGameCoverage(cov, bonus, reps, summary)
+    return FiniteGameCoverage(cov, bonus, reps, summary, ident)
 

@@ -18,9 +18,10 @@ from marlcov.deep.diagnostics import (
     reference_trajectories,
 )
 from marlcov.deep.features import FileFeatures, RandomFourierFeatures, RewardModelFeatures, all_joint_actions, joint_action_index
-from marlcov.theory.dataset_coverage import BonusModel
 from marlcov.theory.coverage import coverage_measures, reward_covariance, step_features, transition_covariances
+from marlcov.theory.dataset_coverage import BonusModel
 from marlcov.theory.games import random_markov_game
+from marlcov.theory.identifiable import identifiable_measures
 from marlcov.theory.io import save_dataset, save_game, save_policy
 from marlcov.theory.policies import random_policy
 from marlcov.theory.preferences import sample_preference_dataset
@@ -143,6 +144,10 @@ def test_finite_npz_diagnostic_agrees_with_the_exact_measures(tmp_path):
     assert out["sizes"][-1]["single"] == pytest.approx(exact.single, abs=EXACT_ATOL)
     assert all((tmp_path / "figs" / n).exists() for n in ("unilateral_per_agent.png", "bonus_histograms.png", "coverage_vs_size.png"))
     json.dumps(out)
+    ident = identifiable_measures(game, ds, policy, 0.5)
+    for key in ("single", "unilateral", "uniform"):
+        assert abs(out["identifiable"][key] - getattr(ident, key)) <= EXACT_ATOL
+    assert out["identifiable"]["worst_deviator"]["player"] == ident.worst_player
 
 
 def test_hdf5_diagnostic_report(tmp_path):
@@ -215,6 +220,7 @@ def test_unilateral_coverage_separates_pure_expert_from_mix_unilateral(tmp_path)
         results[name] = diagnose(path, expert_policy, bootstrap=0, feature_dim=32, groups=0)
     pure, mixed = results["pure"], results["mix"]
     assert pure["unilateral"] > 1.5 * mixed["unilateral"]
+    assert pure["identifiable"]["unilateral"] > 1.5 * mixed["identifiable"]["unilateral"]
     assert abs(pure["single"] - mixed["single"]) < 0.5 * (pure["unilateral"] - mixed["unilateral"])
 
 
@@ -405,6 +411,14 @@ def test_unpadded_measures_equal_definition_1_computed_in_memory(tmp_path):
     assert out["uniform"] == pytest.approx(want_uniform, rel=PAD_RTOL)
     assert out["dataset"]["real_steps"] == N * H and out["dataset"]["padded_trajectories"] == 0
     assert out["dataset"]["longest_episode"] == H
+    # Identifiable: the reward term of psi_h - c_h, c_h the mean of psi_h over both trajectories of every pair.
+    model = model.with_reference(both.mean(axis=0))
+    ident = out["identifiable"]
+    assert ident["single"] == pytest.approx(model.bonus(fmap(d, ref)).sum(axis=1).mean(), rel=PAD_RTOL)
+    np.testing.assert_allclose(ident["per_agent"], [bonus_over(fmap.unilateral(d, ref, i)).max(axis=-1).sum(axis=1).mean()
+                                                    for i in range(2)], rtol=PAD_RTOL)
+    assert ident["uniform"] == pytest.approx(bonus_over(fmap.joint(d, H)).max(axis=-1).sum(axis=1).mean(), rel=PAD_RTOL)
+    assert len(ident["constant_directions"]) == H and "rank_rule" in ident
 
 
 @pytest.mark.parametrize("use_policy", [False, True])

@@ -436,3 +436,25 @@ def test_padded_steps_need_no_available_action_but_real_ones_do():
         acc.add_uniform(np.ones((1, 2, 4)), available=np.zeros((1, 2, 4), dtype=bool))
     with pytest.raises(ValueError, match="valid_first"):
         CovarianceAccumulator(2, 1).update(np.zeros((3, 2, 1)), np.zeros((3, 2, 1)), valid_first=np.ones((3, 2)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seeds, st.integers(3, 20), st.integers(1, 3), st.integers(2, 4), st.integers(1, 2))
+def test_constant_directions_and_feature_mean_of_the_accumulator(seed, n, H, d, constant):
+    """Features with ``constant`` coordinates fixed per step: that many directions of constant projection
+    are found at every step, the mean is the plain mean, and a feature that leaves the constant value is
+    seen by the identifiable reward term (the directions are constant on the data only)."""
+    rng = np.random.default_rng(seed)
+    first, second = random_pairs(rng, n, H, d + constant)
+    offsets = rng.normal(size=(H, constant))
+    first[..., d:], second[..., d:] = offsets, offsets
+    acc = CovarianceAccumulator(H, d + constant)
+    acc.update(first, second)
+    assert np.all(acc.constant_directions() == constant)
+    np.testing.assert_allclose(acc.feature_mean(), np.concatenate([first, second]).mean(axis=0), rtol=SUM_RTOL, atol=SUM_RTOL)
+    model = acc.bonus_model().with_reference(acc.feature_mean())
+    moved = first.copy()
+    moved[..., d:] += 1.0  # a feature off the data's constant value: the identifiable reward term sees it
+    r_same, _ = model.terms(first)
+    r_moved, _ = model.terms(moved)
+    assert np.all(r_moved > r_same)
