@@ -16,7 +16,9 @@ by ``marlcov deep reproduce table2`` (``DIR/<env>/data/<mix>.h5``, ``.pairs.h5``
 2. joins them with the per-seed test return and reward MSE of ``table2.json``;
    Beside them, ``U_D(pi*)`` split into its two terms, the reward term ``||psibar_h||_{Sigma_r^-1}``
    and the transition term ``||psi||_{Sigma_p[h]^-1}``, on the same pi* rollouts for every mix
-   (``OUT/<run>/<env>/bonus_split.json``), to show which covariance drives the ranking;
+   (``OUT/<run>/<env>/bonus_split.json``), to show which covariance drives the ranking; and the
+   identifiable measures (``theory.identifiable``: the reward term of ``psi_h - c_h``, invariant to
+   the reward offsets preferences cannot see), plug-in estimates on the same anchors;
 3. reports Spearman and Kendall rank correlations (``scipy.stats``) between each measure and
    the return and the MSE, over the points (mix, learning seed) and over the per-mix means,
    with p-values and the number of points;
@@ -32,8 +34,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +56,9 @@ MEASURES: dict[str, tuple[str, str]] = {
     "unilateral": ("unilateral U_D (simulated deviations)", "lower"),
     "unilateral_plugin": ("unilateral U_D (plug-in, one-step)", "lower"),
     "uniform": ("uniform U_D (plug-in)", "lower"),
+    "identifiable_single": ("identifiable single (plug-in)", "lower"),
+    "identifiable_unilateral": ("identifiable unilateral (plug-in, one-step)", "lower"),
+    "identifiable_uniform": ("identifiable uniform (plug-in)", "lower"),
     "joint_saco": ("distinct (state, joint action) / transitions", "higher"),
     "state_ratio": ("distinct states / transitions", "higher"),
     "individual_saco": ("distinct (obs, action) / transitions, mean over agents", "higher"),
@@ -100,6 +106,10 @@ def summarise_diagnostic(diag: Mapping[str, Any]) -> dict[str, Any]:
         "individual_saco": {"value": float(np.mean(counts["individual_saco"])), "per_agent": counts["individual_saco"]},
         "unilateral_seen": counts.get("unilateral_seen"),
     }
+    ident = diag.get("identifiable") or {}
+    for key in ("single", "unilateral", "uniform"):
+        out[f"identifiable_{key}"] = {"value": ident.get(key)}
+    out["identifiable_unilateral"]["per_agent"] = ident.get("per_agent")
     if sim is not None:
         worst = [a["worst"] for a in sim["per_agent"]]
         i = int(np.argmax([w["value"] for w in worst]))
@@ -195,7 +205,7 @@ def join_points(table2: Mapping[str, Any], coverage: Mapping[str, Mapping[str, A
     for mix, row in rows.items():
         if mix not in coverage:
             continue
-        measures = {k: coverage[mix]["measures"][k]["value"] for k in MEASURES}
+        measures = {k: coverage[mix]["measures"].get(k, {}).get("value") for k in MEASURES}
         for rec in row.get("records", []):
             points.append({"run": run, "env": table2["env"], "mix": mix, "seed": int(rec["seed"]),
                            "return": float(rec["return_per_agent"]), "mse": float(rec["mse"]), **measures})
@@ -228,9 +238,12 @@ def correlate(points: Sequence[Mapping[str, Any]], measures: Iterable[str] = MEA
     out: dict[str, Any] = {}
     for m in measures:
         out[m] = {}
+        # A measure missing from a record (a cache written before it existed) leaves those points out.
+        have = [p for p in points if p.get(m) is not None]
+        have_means = [p for p in means if p.get(m) is not None]
         for t in targets:
-            out[m][t] = {"by_point": rank_correlations([p[m] for p in points], [p[t] for p in points]),
-                         "by_mix": rank_correlations([p[m] for p in means], [p[t] for p in means])}
+            out[m][t] = {"by_point": rank_correlations([p[m] for p in have], [p[t] for p in have]),
+                         "by_mix": rank_correlations([p[m] for p in have_means], [p[t] for p in have_means])}
     return out
 
 
@@ -239,7 +252,8 @@ def ranking(coverage: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     have disjoint bootstrap intervals (the measure separates them) where intervals exist."""
     out = {}
     for m, (_, direction) in MEASURES.items():
-        vals = {mix: c["measures"][m]["value"] for mix, c in coverage.items() if c["measures"][m]["value"] is not None}
+        vals = {mix: c["measures"][m]["value"] for mix, c in coverage.items()
+                if c["measures"].get(m, {}).get("value") is not None}
         order = sorted(vals, key=lambda k: vals[k], reverse=direction == "higher")
         entry: dict[str, Any] = {"best_to_worst": order, "worst": order[-1] if order else None, "values": vals}
         ivs = {mix: coverage[mix]["measures"][m].get("interval") for mix in vals}
@@ -346,7 +360,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for mix in r["mixes"]:
                 c = r["coverage"][mix]
-                lines.append("| " + " | ".join([MIX_LABELS[mix]] + [_value_cell(c[k]) for k in MEASURES]) + " |")
+                lines.append("| " + " | ".join([MIX_LABELS[mix]] + [_value_cell(c.get(k, {"value": None})) for k in MEASURES]) + " |")
             if r.get("bonus_split"):
                 lines += ["", "U_D(pi*) split into its terms on the same pi* rollouts:", "",
                           "| Mix | reward term (Sigma_r) | transition term (Sigma_p) |", "|---|---|---|"]

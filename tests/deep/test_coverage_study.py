@@ -126,3 +126,13 @@ def test_the_reference_policy_may_be_a_pipeline_checkpoint(tmp_path):
     assert isinstance(pol, GreedyPolicy)
     obs, avail = torch.randn(5, 2, 2), torch.ones(5, 2, 3, dtype=torch.bool)
     assert torch.equal(pol(obs, avail, 0), net(obs).argmax(dim=-1))
+
+
+def test_a_measure_missing_from_some_records_leaves_those_points_out():
+    """A cache written before the identifiable measures existed holds no value for them."""
+    points = [{"run": "r", "mix": mix, "seed": s, "single": float(i), "identifiable_single": None if i == 0 else float(-i),
+               "return": RETURNS[mix][j], "mse": MSES[mix][j]} for i, mix in enumerate(MIXES) for j, s in enumerate(SEEDS)]
+    got = correlate(points, ["single", "identifiable_single"], ["return"])
+    assert got["single"]["return"]["by_point"]["n"] == len(MIXES) * len(SEEDS)
+    assert got["identifiable_single"]["return"]["by_point"]["n"] == (len(MIXES) - 1) * len(SEEDS)
+    assert got["identifiable_single"]["return"]["by_mix"]["n"] == len(MIXES) - 1
