@@ -27,7 +27,9 @@ from .instances import mixer_from_params as _mixer_from_params
 from .omapl_numerics import (
     EXACT_ATOL,
     GROUPS,
+    PAPER,
     SECOND_DIFF_TOL,
+    STATEMENTS,
     curvature_sweep,
     dcp_certificates,
     random_direction,
@@ -39,11 +41,6 @@ from .omapl_numerics import (
     witness_json,
 )
 from .registry import CheckContext, Source, Verdict, check
-
-PAPER = "O-MAPL (Bui et al.)"
-
-#: Where every O-MAPL quote comes from.
-STATEMENTS = "arXiv 2501.18944v1, as transcribed in papers/omapl-statements.md"
 
 
 @check(

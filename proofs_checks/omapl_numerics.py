@@ -30,6 +30,11 @@ from .instances import (
 )
 from .registry import CheckContext
 
+PAPER = "O-MAPL (Bui et al.)"
+
+#: Where every O-MAPL quote comes from.
+STATEMENTS = "arXiv 2501.18944v1, as transcribed in papers/omapl-statements.md"
+
 #: A midpoint second difference ``f(x+td) + f(x-td) - 2 f(x)`` beyond this violates concavity
 #: (positive) or convexity (negative); rounding on O(1) objectives is ~1e-15.
 SECOND_DIFF_TOL = 1e-10

@@ -44,6 +44,7 @@ CHECK_MODULES = (
     "marlcov.proofs_checks.marlhf_identifiable",
     "marlcov.proofs_checks.omapl",
     "marlcov.proofs_checks.omapl_extraction",
+    "marlcov.proofs_checks.omapl_local_values",
     "marlcov.proofs_checks.omiga",
     "marlcov.proofs_checks.mamql",
     "marlcov.proofs_checks.mamql_concavity",

@@ -24,8 +24,10 @@ PAPER = "Score decomposition (Qiao et al.)"
 #: Where every quote comes from.
 ABSTRACT = "abstract, as given in papers/score-decomposition-2505.05968.md (the full text is not in papers/)"
 
-#: Agreement of a cvxpy (interior-point) optimum with a closed form.
-SOLVER_ATOL = 1e-6
+#: Agreement of a cvxpy (interior-point, exponential-cone) optimum with a closed form: measured
+#: <= 2.2e-6 over the full run's KL-regularised policies (alpha down to 0.2); planted bugs move
+#: the miscoordinated mass by 0.04 or more.
+SOLVER_ATOL = 1e-5
 
 #: A chain-rule log density and the mixture's log density agree to this (both O(10), float64).
 DENSITY_ATOL = 1e-9
