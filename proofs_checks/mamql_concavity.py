@@ -171,7 +171,7 @@ def concavity(ctx: CheckContext) -> Verdict:
         )
         captions = {
             name: f"The chi^2-regularised criterion (c = {witness['c']:.3f}, lam = {witness['lam']:.2f}) along the eigenvector of its largest Hessian "
-            f"eigenvalue {witness['eigenvalue']:.3f} at a random critic where some expert implied reward exceeds 1/(2c): the curve rises above its chord."
+            f"eigenvalue {witness['eigenvalue']:.3f} at a random critic where some expert implied reward exceeds 1/(2c): the curve falls below its chord, so the criterion is not concave there."
             for name in figures
         }
     evidence = {

@@ -188,13 +188,13 @@ def prop4_1(ctx: CheckContext) -> Verdict:
     }
     captions = {
         name: "O-MAPL's L on one random preference instance with linear mixing, along a random direction in q alone "
-        "(w fixed: below its chord, concave) and in (q, w) jointly (above its chord: not jointly concave)."
+        "(w fixed: on or above its chord, as a concave function is) and in (q, w) jointly (below its chord: not jointly concave)."
         for name in figures
     }
     if not all(separate.values()):
         return Verdict(
             "refuted",
-            "L or J fails the curvature the corrected statement asserts",
+            f"fails: {', '.join(k for k, ok in separate.items() if not ok)} (L along q: max 2nd diff {sweep['L_q']['max']:+.2e}; J along v: min {sweep['J_v']['min']:+.2e})",
             evidence=evidence,
             counterexample={"separately_curved": separate, "L_q_witness": witness_json(sweep["L_q"]["witness"])},
             figures=figures,
@@ -297,7 +297,7 @@ def prop4_2(ctx: CheckContext) -> Verdict:
     objective = "L" if key == "L_q" else "J"
     captions = {
         name: f"O-MAPL's {objective} along the witness direction in {'q' if key == 'L_q' else 'v'} with a random two-layer mixer: "
-        f"the curve {'rises above' if key == 'L_q' else 'falls below'} its chord, so {objective} is not {'concave' if key == 'L_q' else 'convex'} there."
+        f"the curve {'falls below' if key == 'L_q' else 'rises above'} its chord, so {objective} is not {'concave' if key == 'L_q' else 'convex'} there."
         for name in figures
     }
     return Verdict(
