@@ -29,6 +29,7 @@ from marlcov.theory.coverage import DEFAULT_LAMBDA
 from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.policies import Policy, joint_action_probs
 from marlcov.theory.preferences import PreferenceDataset
+from marlcov.theory.ridge_forms import RidgeGram
 
 from .estimation import DEFAULT_DELTA, RewardConfidence, feature_map
 
@@ -93,10 +94,9 @@ class RegressionModel:
     """The dataset's sufficient statistics for Algorithms 2 and 3.
 
     Attributes:
-        features: ``psi`` flattened to ``[H, S*|A|, d]`` (joint index ``s * |A| + a``).
+        features: ``psi`` as ``[H, S*|A|, d]`` (joint index ``s * |A| + a``; a view of the feature map).
         counts: ``n_h(s, a)`` over both trajectories of every pair, ``[H, S*|A|]``.
-        sigma_p: ``Sigma_p[h]``, ``[H, d, d]``.
-        sigma_p_inv: ``Sigma_p[h]^{-1}``, ``[H, d, d]``.
+        grams: ``Sigma_p[h]`` as ``RidgeGram``s (the visited rows; Woodbury when cheaper).
         next_weights: ``M_h = Sigma_p[h]^{-1} sum_n psi_n e_{s'_n}^T``, ``[H, d, S]``.
         width: ``||psi_h(s, a)||_{Sigma_p[h]^-1}``, ``[H, S*|A|]``.
         action_sizes: ``(A_1..A_m)``.
@@ -104,8 +104,7 @@ class RegressionModel:
 
     features: np.ndarray
     counts: np.ndarray
-    sigma_p: np.ndarray
-    sigma_p_inv: np.ndarray
+    grams: tuple
     next_weights: np.ndarray
     width: np.ndarray
     action_sizes: tuple[int, ...]
@@ -113,6 +112,17 @@ class RegressionModel:
     @property
     def n_states(self) -> int:
         return int(self.next_weights.shape[2])
+
+    @property
+    def sigma_p(self) -> np.ndarray:
+        """``Sigma_p[h]`` as a dense ``[H, d, d]`` array."""
+        return np.stack([g.dense() for g in self.grams])
+
+    @property
+    def sigma_p_inv(self) -> np.ndarray:
+        """``Sigma_p[h]^{-1}`` as a dense ``[H, d, d]`` array."""
+        d = self.features.shape[-1]
+        return np.stack([g.solve(np.eye(d)) for g in self.grams])
 
     def width_table(self) -> np.ndarray:
         """``||psi_h(s, a)||_{Sigma_p[h]^-1}`` as ``[H, S, A_1..A_m]``."""
@@ -122,11 +132,15 @@ class RegressionModel:
         """``Sigma_p[h]^{-1} sum_n psi_n r_{h,k}(s_h^n, a_h^n)`` for ``rewards[H, k, S, A..]``; ``[H, d, k]``."""
         H, k = rewards.shape[:2]
         targets = (rewards.reshape(H, k, -1) * self.counts[:, None]).transpose(0, 2, 1)
-        return np.matmul(self.sigma_p_inv, np.matmul(self.features.transpose(0, 2, 1), targets))
+        return np.stack([g.solve(self.features[h].T @ targets[h]) for h, g in enumerate(self.grams)])
 
 
 def regression_model(spec: GameSpec, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> RegressionModel:
-    """Counts, ``Sigma_p``, ``M_h`` and the transition widths from the dataset (linear in ``N`` and ``H``)."""
+    """Counts, ``Sigma_p``, ``M_h`` and the transition widths from the dataset (linear in ``N`` and ``H``).
+
+    Only the visited rows of each step's feature table enter ``Sigma_p[h]``, and the table itself is
+    read through views, so a one-hot feature map (``d = S |A|``) is never copied per step.
+    """
     if not np.isfinite(lam) or lam <= 0:
         raise GameError(f"lambda: expected a positive number, got {lam}")
     _check_dataset(spec, dataset)
@@ -134,25 +148,21 @@ def regression_model(spec: GameSpec, dataset: PreferenceDataset, lam: float = DE
     sizes = spec.action_sizes
     n_joint = int(np.prod(sizes))
     n_sa = S * n_joint
-    flat = np.ascontiguousarray(spec.features.reshape(H, n_sa, d))
+    flat = spec.features.reshape(H, n_sa, d)
     joint = np.ravel_multi_index(tuple(np.moveaxis(dataset.actions, -1, 0)), sizes)  # [N, 2, H]
     sa = (dataset.states[:, :, :H] * n_joint + joint).transpose(2, 0, 1).reshape(H, -1)
     nxt = dataset.states[:, :, 1:].transpose(2, 0, 1).reshape(H, -1)
     counts = np.bincount((np.arange(H)[:, None] * n_sa + sa).ravel(), minlength=H * n_sa)
     counts = counts.reshape(H, n_sa).astype(np.float64)
-    weighted = flat * counts[..., None]
-    sigma = lam * np.eye(d) + np.matmul(weighted.transpose(0, 2, 1), flat)
-    sigma_inv = np.linalg.inv(sigma)
-    sigma_inv = 0.5 * (sigma_inv + sigma_inv.transpose(0, 2, 1))
-    # One sparse matrix of transition counts (h, s') x (h, s, a) for all steps: O(N H d) to apply.
-    steps = np.repeat(np.arange(H), sa.shape[1])
-    transitions = sparse.csr_matrix(
-        (np.ones(sa.size), ((steps * S + nxt.ravel()), (steps * n_sa + sa.ravel()))), shape=(H * S, H * n_sa)
-    )
-    moments = np.asarray(transitions @ flat.reshape(H * n_sa, d)).reshape(H, S, d)
-    next_w = np.matmul(sigma_inv, moments.transpose(0, 2, 1))
-    width = np.sqrt(np.maximum(np.sum(np.matmul(flat, sigma_inv) * flat, axis=-1), 0.0))
-    return RegressionModel(flat, counts, sigma, sigma_inv, next_w, width, sizes)
+    grams, next_w = [], np.empty((H, d, S))
+    for h in range(H):
+        seen = np.flatnonzero(counts[h])
+        grams.append(RidgeGram.from_rows(lam, np.sqrt(counts[h, seen])[:, None] * flat[h][seen], d))
+        # Transition counts (s' x (s, a)) of step h: O(N d) to apply.
+        moves = sparse.csr_matrix((np.ones(sa.shape[1]), (nxt[h], sa[h])), shape=(S, n_sa))
+        next_w[h] = grams[h].solve(np.asarray(moves @ flat[h]).T)
+    width = np.stack([np.sqrt(g.block_forms(0, flat[h])) for h, g in enumerate(grams)])
+    return RegressionModel(flat, counts, tuple(grams), next_w, width, sizes)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, lapack, solve_triangular
+from scipy.linalg import cho_factor, cho_solve, lapack, solve_triangular
 
 
 def prefers_woodbury(n_rows: int, dim: int) -> bool:
@@ -136,6 +136,19 @@ class RidgeGram:
                 out[h] = col.T @ col
             self._cache["blocks"] = out
         return self._cache["blocks"]
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """``Sigma^{-1} rhs`` for ``rhs[n, k]``: Woodbury ``(rhs - E^T L^-T L^-1 E rhs) / lambda``, or Cholesky."""
+        b = np.asarray(rhs, dtype=np.float64)
+        if self.woodbury:
+            if self.rows.shape[0] == 0:
+                return b / self.lam
+            w = solve_triangular(self._small_factor(), self.rows @ b, lower=True, check_finite=False)
+            w = solve_triangular(self._small_factor(), w, lower=True, trans="T", check_finite=False)
+            return (b - self.rows.T @ w) / self.lam
+        if "full" not in self._cache:
+            self._cache["full"] = cho_factor(self.dense(), lower=True)
+        return cho_solve(self._cache["full"], b)
 
     def block_forms(self, h: int, queries: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
         """``(x - c)^T Sigma^{-1} (x - c)`` for ``x`` the rows of ``queries[K, d]`` placed in block ``h``.

@@ -82,6 +82,10 @@ def test_woodbury_and_dense_forms_agree(r, H, d, lam, seed):
     np.testing.assert_allclose(wood.log_det_ratio(), np.linalg.slogdet(np.eye(H * d) + rows.T @ rows / lam)[1],
                                rtol=FORM_RTOL, atol=FORM_RTOL)
     np.testing.assert_allclose(dense.log_det_ratio(), wood.log_det_ratio(), rtol=FORM_RTOL, atol=FORM_RTOL)
+    rhs = rng.normal(size=(H * d, 3))
+    want_solve = inverse @ rhs
+    for gram in (wood, dense):
+        np.testing.assert_allclose(gram.solve(rhs), want_solve, rtol=FORM_RTOL, atol=FORM_RTOL / lam)
 
 
 def test_the_cheaper_form_is_chosen_by_size():
