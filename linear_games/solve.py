@@ -37,7 +37,7 @@ def solve_one_shot(game: MarkovGame) -> dict:
     """
     A, B = payoff_matrices(game)
     zero_sum = is_constant_sum(A, B)
-    found = all_equilibria(A, B, allow_degenerate=True)
+    found = all_equilibria(A, B)
     equilibria = [
         {"strategies": [eq.strategies[0].tolist(), eq.strategies[1].tolist()], "payoffs": [float(p) for p in eq.payoffs]}
         for eq in found.equilibria

@@ -22,3 +22,9 @@ PIVOT_ATOL = 1e-10
 #: Relative rank tolerance of the identifiable subspaces (``theory.identifiable``): a singular value
 #: of a step's centred feature table below ``RANK_RTOL`` times the largest counts as zero.
 RANK_RTOL = 1e-10
+
+#: Separation margin of the matrix-game enumeration (normalised payoff units): a vertex of a
+#: best-response polytope whose nearest non-tight constraint (a probability, or a payoff gap to
+#: the best response) is closer than this is *near-degenerate*: a perturbation of the payoffs
+#: of that size could change the equilibrium set, so a floating-point answer is not certified.
+SEPARATION_ATOL = 1e-7

@@ -1,4 +1,4 @@
-"""General-sum bimatrix games: support enumeration, degeneracy, Lemke-Howson, Nash gap."""
+"""General-sum bimatrix games: vertex enumeration, degeneracy, Lemke-Howson, Nash gap."""
 
 from __future__ import annotations
 
@@ -183,11 +183,11 @@ def test_trivial_games():
 def test_von_stengel_degenerate_detected():
     A, B = VON_STENGEL_A, VON_STENGEL_B_DEGENERATE
     assert is_degenerate(A, B)
-    with pytest.raises(DegenerateGameError, match="degenerate"):
-        all_equilibria(A, B)
+    with pytest.raises(DegenerateGameError, match="certified complete"):
+        all_equilibria(A, B, strict=True)
     assert issubclass(DegenerateGameError, ValueError)
-    res = all_equilibria(A, B, allow_degenerate=True)
-    assert res.degenerate
+    res = all_equilibria(A, B)  # the default returns the extreme equilibria with flags
+    assert res.degenerate and res.exact
     # x = (1,0,0) with every y whose second coordinate lies in [0, 1/3] is an equilibrium:
     # a continuum, so the list (its extreme points) is NOT the complete set
     assert not res.complete
@@ -210,8 +210,8 @@ def test_all_ties_game_is_degenerate_and_incomplete():
     A = np.ones((2, 2))
     assert is_degenerate(A, A)
     with pytest.raises(DegenerateGameError):
-        all_equilibria(A, A)
-    res = all_equilibria(A, A, allow_degenerate=True)
+        all_equilibria(A, A, strict=True)
+    res = all_equilibria(A, A)
     assert res.degenerate and not res.complete
     pure = [((1, 0), (1, 0)), ((1, 0), (0, 1)), ((0, 1), (1, 0)), ((0, 1), (0, 1))]
     assert _same_set(res, pure)
@@ -223,9 +223,12 @@ def test_degenerate_game_with_finitely_many_equilibria_is_complete():
     A = np.array([[1.0, 1.0], [0.0, 0.0]])
     B = np.array([[1.0, 0.0], [0.0, 0.0]])
     assert is_degenerate(A, B)
-    res = all_equilibria(A, B, allow_degenerate=True)
-    assert res.degenerate and res.complete
+    res = all_equilibria(A, B)
+    assert res.degenerate and res.complete and res.exact
     assert _same_set(res, [((1, 0), (1, 0))])
+    assert all_equilibria(A, B, strict=True).complete  # certified, so strict mode returns it
+    # the float answer alone cannot certify a degenerate game
+    assert not all_equilibria(A, B, exact=False).complete
 
 
 # ------------------------------------------------------------------ properties
@@ -318,11 +321,9 @@ def test_agrees_with_nashpy_von_stengel():
 @given(integer_games())
 def test_integer_games_never_silently_incomplete(game):
     A, B = game
+    res = all_equilibria(A, B)
     if is_degenerate(A, B):
-        with pytest.raises(DegenerateGameError):
-            all_equilibria(A, B)
-        res = all_equilibria(A, B, allow_degenerate=True)
-        assert res.degenerate
+        assert res.degenerate and res.exact  # small games are settled in exact arithmetic
     else:
         res = all_equilibria(A, B)
         assert res.complete and not res.degenerate
