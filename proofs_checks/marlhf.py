@@ -1,21 +1,28 @@
 """Checks of the MARLHF paper (Zhang et al., "Multi-Agent Reinforcement Learning from Human
-Feedback: Data Coverage and Algorithmic Techniques"), ``papers/marlhf-coverage.md``."""
+Feedback: Data Coverage and Algorithmic Techniques"), ``papers/marlhf-coverage.md``: the model of
+section 3, Assumption 1 and section 4.1, and Theorem 3 with its proof (appendix A.1)."""
 
 from __future__ import annotations
 
-import cvxpy as cp
 import numpy as np
 import sympy as sp
-from scipy.linalg import null_space
 
 from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
-from marlcov.theory.coverage import coverage_measures, step_features
-from marlcov.theory.games import MarkovGame, random_markov_game
-from marlcov.theory.policies import random_policy, uniform_policy
+from marlcov.theory.coverage import (
+    DEFAULT_LAMBDA,
+    bonus_terms,
+    measures_from_bonus,
+    reward_covariance,
+    step_features,
+    transition_covariances,
+)
+from marlcov.theory.games import MarkovGame, random_linear_markov_game
+from marlcov.theory.policies import random_policy
 from marlcov.theory.preferences import bradley_terry_probability, sample_preference_dataset, trajectory_returns
-from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
+from .marlhf_tolerances import EXACT_ATOL, LIMIT_ATOL
+from .marlhf_widths import identifiable_reward_widths, policy_mean_features
 from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
@@ -38,10 +45,13 @@ def table4_gap_sum_symbolic() -> sp.Expr:
         u = sp.Matrix(table.rewards[0, 1, 0].T.tolist()).applyfunc(sp.nsimplify)  # [b, a]
         x_a = sp.Matrix([p, 1 - p])
         y_b = sp.Matrix([q, 1 - q])
-        row_payoffs = u * x_a  # each b against the mix of a
-        col_payoffs = u.T * y_b  # each a against the mix of b
-        total += sp.Max(*row_payoffs) - sp.Min(*col_payoffs)
+        total += sp.Max(*(u * x_a)) - sp.Min(*(u.T * y_b))
     return sp.simplify(total)
+
+
+def max_player_gap(game: MarkovGame, policy) -> float:
+    """``max_i`` of the per-player gains (the planted misreading of Nash-Gap as a maximum)."""
+    return float(nash_gap(game, policy).per_player.max())
 
 
 @check(
@@ -51,22 +61,29 @@ def table4_gap_sum_symbolic() -> sp.Expr:
     "which a dataset covering only the equilibria cannot tell apart.",
     "exact",
     source=Source(
-        "For any algorithm and constant  $C > 0$ , there exists a Markov game and a compliant dataset with  $U_{\\mathcal{D}}(\\pi^*) \\leq C$  such that the output policy is at most an 0.5-Nash equilibrium.",
+        "For any algorithm and constant  $C > 0$ , there exists a Markov game and a compliant dataset with  "
+        "$U_{\\mathcal{D}}(\\pi^*) \\leq C$  such that the output policy is at most an 0.5-Nash equilibrium.",
         "Theorem 3 (restatement of Theorem 1), Appendix A.1, with Table 4",
         verbatim=True,
     ),
+    mutations={
+        "gap_max_over_players": "Nash-Gap read as the largest player's gain instead of the sum over players (section 3)",
+        "equilibria_swapped": "the equilibria stated under Table 4 assigned to the wrong games",
+    },
 )
 def theorem3(ctx: CheckContext) -> Verdict:
     m1, m2 = table4_games()
     eq1, eq2 = table4_equilibria()
-    stated_gaps = [nash_gap(m1, eq1).total, nash_gap(m2, eq2).total]
+    if ctx.mutated("equilibria_swapped"):
+        eq1, eq2 = eq2, eq1
+    gap = max_player_gap if ctx.mutated("gap_max_over_players") else (lambda g, pi: nash_gap(g, pi).total)
+    stated_gaps = [gap(m1, eq1), gap(m2, eq2)]
     symbolic = table4_gap_sum_symbolic()
     n_grid = 41 if ctx.quick else 201
     grid = np.linspace(0.0, 1.0, n_grid)
     rng = np.random.default_rng(ctx.seed)
     points = np.concatenate([np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2), rng.random((200, 2))])
-    sums = np.array([nash_gap(m1, table4_policy(p, q)).total + nash_gap(m2, table4_policy(p, q)).total for p, q in points])
-    ds = theorem3_dataset(m1, 1, ctx.seed)
+    sums = np.array([gap(m1, table4_policy(p, q)) + gap(m2, table4_policy(p, q)) for p, q in points])
     covered = np.array([[0, 0], [1, 1]])
     probs = []
     for g in (m1, m2):
@@ -75,21 +92,22 @@ def theorem3(ctx: CheckContext) -> Verdict:
     same_data = bool(np.allclose(probs[0], probs[1], atol=0, rtol=0))
     identity = symbolic == 1
     max_dev = float(np.max(np.abs(sums - 1.0)))
-    holds = identity and same_data and max(stated_gaps) <= VALUE_ATOL and max_dev <= 1e-12
+    holds = identity and same_data and max(stated_gaps) <= EXACT_ATOL and max_dev <= EXACT_ATOL
+    evidence = {
+        "symbolic_gap_sum": sp.sstr(symbolic),
+        "numeric_policies": int(len(points)),
+        "max_abs_deviation_from_1": max_dev,
+        "min_max_gap": float(np.min(sums) / 2),
+        "stated_equilibria_nash_gaps": stated_gaps,
+        "label_distribution_identical_on_covered_pairs": same_data,
+        "bt_probabilities_on_covered_pairs": probs[0].tolist(),
+    }
     return Verdict(
         "holds" if holds else "refuted",
-        f"gap_M1 + gap_M2 = {sp.sstr(symbolic)} symbolically; max |sum - 1| = {max_dev:.1e} on {len(points)} policies",
-        evidence={
-            "symbolic_gap_sum": sp.sstr(symbolic),
-            "numeric_policies": int(len(points)),
-            "max_abs_deviation_from_1": max_dev,
-            "min_max_gap": float(np.min(sums) / 2),
-            "stated_equilibria_nash_gaps": stated_gaps,
-            "label_distribution_identical_on_covered_pairs": same_data,
-            "bt_probabilities_on_covered_pairs": probs[0].tolist(),
-            "dataset_pairs_example": int(ds.n_pairs),
-        },
-        counterexample=None if holds else {"points": points.tolist(), "sums": sums.tolist()},
+        f"gap_M1 + gap_M2 = {evidence['symbolic_gap_sum']} symbolically; max |sum - 1| = "
+        f"{evidence['max_abs_deviation_from_1']:.1e} on {evidence['numeric_policies']} policies",
+        evidence=evidence,
+        counterexample=None if holds else {"points": points.tolist(), "sums": sums.tolist(), "stated_gaps": stated_gaps},
         seeds=[ctx.seed],
     )
 
@@ -97,58 +115,95 @@ def theorem3(ctx: CheckContext) -> Verdict:
 @check(
     "marlhf.bt_bernoulli_exp",
     PAPER,
-    "The proof of Theorem 3 draws labels y ~ Ber(exp(r(tau) - r(tau'))).",
+    "The proof of Theorem 3 draws labels y ~ Ber(exp(r_1(tau) - r_1(tau'))), the Bradley-Terry model of section 3.",
     "symbolic",
     source=Source(
         "y_i \\sim \\text{Ber}(\\exp(r_1(\\tau_i) - r_1(\\tau'_i)))",
-        "proof of Theorem 3, Appendix A.1 (the dataset)",
+        "proof of Theorem 3, Appendix A.1 (the dataset); the model: section 3, P(y_i = 1 | tau, tau')",
         verbatim=True,
     ),
+    mutations={
+        "printed_read_as_sigmoid": "the proof's Ber(exp(r - r')) transcribed as Ber(sigma(r - r'))",
+        "model_read_as_exp_difference": "section 3's Bradley-Terry model transcribed as exp(r(tau) - r(tau'))",
+    },
 )
 def bt_bernoulli_exp(ctx: CheckContext) -> Verdict:
-    x = sp.symbols("x", real=True)
     r, rp = sp.symbols("r r'", real=True)
-    main_text = sp.exp(r) / (sp.exp(r) + sp.exp(rp))
-    sigmoid_form = 1 / (1 + sp.exp(-(r - rp)))
-    agrees = sp.simplify(main_text - sigmoid_form) == 0
-    sums_to_one = sp.simplify(sigmoid_form + sigmoid_form.subs({r: rp, rp: r}, simultaneous=True)) == 1
-    # Table 4, M1: player b compares (a_1, b_2) with reward 0 against (a_1, b_1) with reward 0.5.
-    m1, _ = table4_games()
-    gap = float(m1.rewards[0, 1, 0, 0, 0] - m1.rewards[0, 1, 0, 0, 1])
-    printed_p = float(np.exp(gap))
-    printed_total = sp.simplify(sp.exp(x) + sp.exp(-x))
-    is_erratum = printed_p > 1 and agrees and sums_to_one
+    model = sp.exp(r) / (sp.exp(r) + sp.exp(rp))
+    printed = sp.exp(r - rp)
+    if ctx.mutated("printed_read_as_sigmoid"):
+        printed = 1 / (1 + sp.exp(-(r - rp)))
+    if ctx.mutated("model_read_as_exp_difference"):
+        model = sp.exp(r - rp)
+    model_is_sigmoid = sp.simplify(model - 1 / (1 + sp.exp(-(r - rp)))) == 0
+    same_expression = sp.simplify(printed - model) == 0
+    f_printed, f_model = sp.lambdify((r, rp), printed, "numpy"), sp.lambdify((r, rp), model, "numpy")
+    pairs = {}
+    for game in table4_games():
+        r1 = game.rewards[0, 0, 0].reshape(-1)  # player 1 (actions a), joint actions (a_j, b_k) -> 2j + k
+        all_pairs = np.stack(np.meshgrid(np.arange(4), np.arange(4), indexing="ij"), -1).reshape(-1, 2)
+        proof_pairs = all_pairs[np.isin(all_pairs, [0, 3]).all(axis=1)]  # tau, tau' in {(a1,b1), (a2,b2)}
+        for label, idx in (("proof_dataset", proof_pairs), ("all_ordered_pairs", all_pairs)):
+            x, xp = r1[idx[:, 0]], r1[idx[:, 1]]
+            pairs.setdefault(label, []).append((np.broadcast_to(f_printed(x, xp), x.shape), f_model(x, xp)))
+    proof_p = np.concatenate([p for p, _ in pairs["proof_dataset"]])
+    proof_bt = np.concatenate([q for _, q in pairs["proof_dataset"]])
+    m1_p = pairs["all_ordered_pairs"][0][0]
+    all_p = np.concatenate([p for p, _ in pairs["all_ordered_pairs"]])
+    all_bt = np.concatenate([q for _, q in pairs["all_ordered_pairs"]])
+    evidence = {
+        "model_equals_sigmoid": bool(model_is_sigmoid),
+        "printed_equals_model_symbolically": bool(same_expression),
+        "proof_dataset_pairs": int(proof_p.size),
+        "proof_dataset_printed_parameters": sorted(set(np.round(proof_p, 12).tolist())),
+        "proof_dataset_bt_probabilities": sorted(set(np.round(proof_bt, 12).tolist())),
+        "table4_ordered_pairs": int(m1_p.size),
+        "table4_M1_printed_parameter_above_1": int(np.sum(m1_p > 1 + EXACT_ATOL)),
+        "table4_max_printed_parameter": float(all_p.max()),
+        "max_abs_printed_minus_bt": float(np.max(np.abs(np.concatenate([proof_p, all_p]) - np.concatenate([proof_bt, all_bt])))),
+    }
+    erratum = evidence["max_abs_printed_minus_bt"] > EXACT_ATOL
+    summary = (
+        f"proof's data: parameter {evidence['proof_dataset_printed_parameters']} (BT: "
+        f"{evidence['proof_dataset_bt_probabilities']}); > 1 on {evidence['table4_M1_printed_parameter_above_1']}/"
+        f"{evidence['table4_ordered_pairs']} ordered pairs, max {evidence['table4_max_printed_parameter']:.4g}"
+    )
     return Verdict(
-        "erratum" if is_erratum else "holds",
-        f"exp({gap:g}) = {printed_p:.4f} > 1 is not a probability; the sigmoid is",
-        evidence={
-            "reward_difference_in_M1": gap,
-            "printed_parameter_exp": printed_p,
-            "printed_P(y=1)+P(y=-1)": sp.sstr(printed_total),
-            "main_text_equals_sigmoid": bool(agrees),
-            "sigmoid_probabilities_sum_to_one": bool(sums_to_one),
-        },
+        "erratum" if erratum else "holds",
+        summary,
+        evidence=evidence,
         printed="y ~ Ber(exp(r_1(tau) - r_1(tau')))",
-        corrected="y ~ Ber(sigma(r_1(tau) - r_1(tau'))) with sigma(x) = 1/(1+exp(-x)), "
-        "i.e. exp(r(tau))/(exp(r(tau)) + exp(r(tau'))) as in section 3",
+        corrected="y ~ Ber(sigma(r_1(tau) - r_1(tau'))), sigma(x) = 1/(1+exp(-x)), i.e. exp(r(tau))/(exp(r(tau)) + "
+        "exp(r(tau'))) as in section 3: on the proof's own pairs every reward difference is 0, so the printed "
+        "parameter is exactly 1 (every label +1) where the model gives 1/2",
         seeds=[],
     )
 
 
-def theorem3_single_coverage_limit() -> sp.Expr:
-    """``lim_{n -> oo} U_D(pi*)`` for the Theorem 3 dataset, in closed form.
+LAMBDA = sp.Symbol("lambda", positive=True)
 
-    With one-hot features, ``Sigma_r = I + k (e_1 - e_4)(e_1 - e_4)^T`` (k pairs with different
-    joint actions) and ``Sigma_p = I + c_1 e_1 e_1^T + c_4 e_4 e_4^T``; at ``pi* = (a_1, b_1)``
-    the transition term ``(1 + c_1)^{-1/2}`` vanishes and the reward term tends to
-    ``lim_k sqrt(e_1^T Sigma_r^{-1} e_1)``.
+
+def theorem3_single_coverage_limit(lam: sp.Expr | float = LAMBDA) -> sp.Expr:
+    """``lim_{n -> oo} U_D(pi*)`` for the Theorem 3 dataset, in closed form, for ridge ``lam``.
+
+    With one-hot features, ``Sigma_r = lambda I + k (e_1 - e_4)(e_1 - e_4)^T`` (k pairs with
+    different joint actions) and ``Sigma_p = lambda I + c_1 e_1 e_1^T + c_4 e_4 e_4^T``; at
+    ``pi* = (a_1, b_1)`` the transition term vanishes and the reward term tends to
+    ``lim_k sqrt(e_1^T Sigma_r^{-1} e_1)`` = ``1/sqrt(2 lambda)``.
     """
     k = sp.symbols("k", positive=True)
     v = sp.Matrix([1, 0, 0, -1])
-    sigma = sp.eye(4) + k * v * v.T
+    sigma = lam * sp.eye(4) + k * v * v.T
     e1 = sp.Matrix([1, 0, 0, 0])
-    quad = sp.simplify((e1.T * sigma.inv() * e1)[0])
-    return sp.limit(sp.sqrt(quad), k, sp.oo)
+    return sp.simplify(sp.limit(sp.sqrt(sp.simplify((e1.T * sigma.inv() * e1)[0])), k, sp.oo))
+
+
+def feature_covariance(features: np.ndarray, dataset, lam: float) -> np.ndarray:
+    """``lambda I + sum_n psi(tau_n) psi(tau_n)^T + psi(tau'_n) psi(tau'_n)^T`` (``Hd x Hd``): the
+    covariance of trajectory features rather than of their differences (a planted misreading)."""
+    H, d = features.shape[0], features.shape[-1]
+    phi = step_features(features, dataset.states, dataset.actions).reshape(-1, H * d)
+    return lam * np.eye(H * d) + phi.T @ phi
 
 
 @check(
@@ -157,39 +212,71 @@ def theorem3_single_coverage_limit() -> sp.Expr:
     "In the proof of Theorem 3, with enough samples the compliant dataset has U_D(pi*) <= C for any constant C > 0.",
     "exact",
     source=Source(
-        "As the dataset covers the Nash equilibrium for both games, with enough samples, we have  $U_{\\mathcal{D}}(\\pi^*) \\leq C$  for any constant  $C$ .",
-        "proof of Theorem 3, Appendix A.1",
+        "As the dataset covers the Nash equilibrium for both games, with enough samples, we have  "
+        "$U_{\\mathcal{D}}(\\pi^*) \\leq C$  for any constant  $C$ .",
+        "proof of Theorem 3, Appendix A.1; U_D and Sigma_r: section 4.1",
         verbatim=True,
     ),
+    mutations={
+        "sigma_r_of_features": "Sigma_r built from the trajectory features psi(tau) instead of the differences psi(tau) - psi(tau')",
+        "identifiable_reward_term": "the reward term measured in the identifiable quotient instead of U_D as printed",
+    },
 )
 def theorem3_coverage(ctx: CheckContext) -> Verdict:
+    lam = DEFAULT_LAMBDA
     m1, _ = table4_games()
     eq1, _ = table4_equilibria()
+    features = m1.features
     sizes = [10, 100, 1000, 10000] if ctx.quick else [10, 100, 1000, 10000, 100000]
-    values = []
+    reference = policy_mean_features(m1, eq1, features)
+    values, quotient = [], []
     for n in sizes:
         ds = theorem3_dataset(m1, n, ctx.seed)
-        values.append(coverage_measures(m1, ds, eq1).single)
+        sigma_r = feature_covariance(features, ds, lam) if ctx.mutated("sigma_r_of_features") else reward_covariance(features, ds, lam)
+        terms = bonus_terms(features, sigma_r, transition_covariances(features, ds, lam))
+        reward = identifiable_reward_widths(features, sigma_r, reference) if ctx.mutated("identifiable_reward_term") else terms.reward
+        values.append(measures_from_bonus(m1, reward + terms.transition, eq1, lam).single)
+        ident = identifiable_reward_widths(features, sigma_r, reference) + terms.transition
+        quotient.append(measures_from_bonus(m1, ident, eq1, lam).single)
     limit = theorem3_single_coverage_limit()
-    limit_f = float(limit)
-    bounded_away = min(values) > limit_f - 1e-9
+    limit_at = float(limit.subs(LAMBDA, lam))
+    evidence = {
+        "lambda": lam,
+        "n_pairs": sizes,
+        "single_coverage": values,
+        "limit_closed_form": sp.sstr(limit),
+        "limit": limit_at,
+        "identifiable_single_coverage": quotient,
+        "monotone_decreasing": bool(all(b <= a + EXACT_ATOL for a, b in zip(values, values[1:]))),
+    }
+    bounded_away = min(values) > limit_at - LIMIT_ATOL
     return Verdict(
         "erratum" if bounded_away else "holds",
-        f"U_D(pi*) -> {sp.sstr(limit)} = {limit_f:.4f}, not 0: preferences identify rewards only up to a shift",
-        evidence={
-            "n_pairs": sizes,
-            "single_coverage": values,
-            "limit_closed_form": sp.sstr(limit),
-            "limit": limit_f,
-        },
+        f"U_D(pi*) = {values[-1]:.4f} at n = {sizes[-1]}, decreasing to {evidence['limit_closed_form']} = "
+        f"{limit_at:.4f} (lambda = {lam:g}), not 0",
+        evidence=evidence,
         printed="with enough samples, U_D(pi*) <= C for any constant C > 0",
         corrected=(
-            "U_D(pi*) decreases to 1/sqrt(2) (the reward term of the bonus along the direction e_1 + e_4 that "
-            "pairwise differences never see); the construction shows single-policy coverage is insufficient "
-            "for every C >= 1/sqrt(2), and the conclusion (a 0.5 Nash gap in one of the two games) is unchanged"
+            f"U_D(pi*) decreases to {evidence['limit_closed_form']} (= {limit_at:.4f} at lambda = {lam:g}): the reward "
+            "term along the reward offset, which pairwise differences never see; the construction shows single-policy "
+            f"coverage is insufficient for every C >= {limit_at:.4f}, and the conclusion (a 0.5 Nash gap in one of "
+            "the two games) is unchanged. Measured in the identifiable quotient (relative to pi*'s features) "
+            f"it is {quotient[-1]:.4f} at n = {sizes[-1]}"
         ),
         seeds=[ctx.seed],
     )
+
+
+def state_only_fit_residual(game: MarkovGame, state_and_action: bool) -> float:
+    """Largest residual of the best fit of the game's rewards by ``<psi(s), theta>`` (one-hot ``psi(s)``),
+    or by ``<psi(s, a), theta>`` (one-hot ``psi(s, a)``) when ``state_and_action``."""
+    H, m = game.horizon, game.n_players
+    grid = (game.n_states, *game.action_sizes)
+    n_rows = int(np.prod(grid))
+    phi = np.eye(n_rows) if state_and_action else np.repeat(np.eye(game.n_states), n_rows // game.n_states, axis=0)
+    targets = game.rewards.reshape(H * m, n_rows).T
+    coef = np.linalg.lstsq(phi, targets, rcond=None)[0]
+    return float(np.abs(phi @ coef - targets).max())
 
 
 @check(
@@ -203,182 +290,46 @@ def theorem3_coverage(ctx: CheckContext) -> Verdict:
         "Assumption 1, section 3; U_D(pi), section 4.1",
         verbatim=True,
     ),
+    mutations={
+        "read_as_corrected": "Assumption 1 read as <psi(s_h, a_h), theta_{h,i}> and U_D's reward term as the lift psibar_h",
+    },
 )
 def assumption1_reward_features(ctx: CheckContext) -> Verdict:
+    corrected = ctx.mutated("read_as_corrected")
     m1, _ = table4_games()
-    # With one state, <psi(s), theta_i> is one number per player: action-independent rewards.
-    rewards_b = m1.rewards[0, 1, 0]
-    action_dependent = bool(np.ptp(rewards_b) > VALUE_ATOL)
-    # In a one-step game, rewards <psi(s_1), theta_i> do not depend on actions, so every policy
-    # would be an equilibrium: check on random one-step games of that form.
+    residual = state_only_fit_residual(m1, corrected)
+    # One-step games whose rewards are fitted by the printed feature form: Nash gaps of random policies.
     rng = np.random.default_rng(ctx.seed)
-    gaps_state_only = []
+    gaps = []
     for _ in range(20):
-        g = random_markov_game(3, (2, 3), 1, rng)
-        state_only = np.broadcast_to(g.rewards[..., :1, :1], g.rewards.shape)
-        g = MarkovGame(g.transitions, state_only, g.initial_state)
-        gaps_state_only.append(nash_gap(g, random_policy(g, rng)).total)
-    H, d = 3, 4
-    sigma_r_dim, psi_dim = H * d, d
+        g = random_linear_markov_game(3, (2, 3), 1, 4, seed=rng)
+        if not corrected:
+            g = MarkovGame(g.transitions, np.broadcast_to(g.rewards.mean(axis=(-2, -1), keepdims=True), g.rewards.shape), g.initial_state)
+        gaps.append(nash_gap(g, random_policy(g, rng)).total)
+    game = random_linear_markov_game(2, (2, 2), 3, 4, seed=ctx.seed)
+    data = sample_preference_dataset(game, random_policy(game, ctx.seed), 20, ctx.seed)
+    sigma_r = reward_covariance(game.features, data)
+    psi = game.features[0, 0, 0, 0]
+    measured = np.zeros(sigma_r.shape[0]) if corrected else psi
+    if corrected:
+        measured[: psi.size] = psi  # psibar_1(s, a)
+    evidence = {
+        "table4_residual_of_printed_feature_form": residual,
+        "max_nash_gap_with_printed_feature_form": float(max(gaps)),
+        "H": int(game.horizon),
+        "d": int(game.features.shape[-1]),
+        "measured_vector_dimension": int(measured.size),
+        "sigma_r_shape": list(sigma_r.shape),
+    }
+    dims_match = evidence["measured_vector_dimension"] == evidence["sigma_r_shape"][0]
+    erratum = residual > EXACT_ATOL or not dims_match
     return Verdict(
-        "erratum" if action_dependent and max(gaps_state_only) <= VALUE_ATOL and sigma_r_dim != psi_dim else "holds",
-        f"with psi(s_h) Table 4 is not expressible and every policy of a one-step game is an equilibrium; psi in R^{psi_dim} vs Sigma_r in R^{sigma_r_dim}x{sigma_r_dim} (H={H}, d={d})",
-        evidence={
-            "table4_rewards_vary_with_actions": action_dependent,
-            "max_nash_gap_with_state_only_rewards": float(max(gaps_state_only)),
-            "psi_dimension": psi_dim,
-            "sigma_r_dimension": sigma_r_dim,
-        },
+        "erratum" if erratum else "holds",
+        f"psi(s) fits Table 4 with residual {residual:.3g}; measured vector in R^{evidence['measured_vector_dimension']} "
+        f"vs Sigma_r {evidence['sigma_r_shape'][0]}x{evidence['sigma_r_shape'][1]} (H={evidence['H']}, d={evidence['d']})",
+        evidence=evidence,
         printed="r_i(s_h, a_h) = <psi(s_h), theta_{h,i}>; U_D(pi) uses ||psi(s_h, a_h)||_{[Sigma_r]^-1}",
         corrected="r_i(s_h, a_h) = <psi(s_h, a_h), theta_{h,i}>; U_D(pi) uses the lift ||psibar_h(s_h, a_h)||_{[Sigma_r]^-1} "
         "(psi in block h of R^{Hd}), as the appendix's Lemma 1 does",
         seeds=[ctx.seed],
-    )
-
-
-@check(
-    "marlhf.kl_uniform_substitution",
-    PAPER,
-    "Section 5.3: substituting 1/|A| for pi_w in the KL reward makes a Q-learner prefer, among deterministic "
-    "policies, the reference policy's most likely action (the closest deterministic policy to pi_ref).",
-    "exact",
-    source=Source(
-        "the replaced reward is equivalent to encouraging the agent to match its deterministic choices with the actions most preferred by the reference policy. In other words, it seeks the closest element in the deterministic policy family to the reference policy",
-        "section 5.3, after equation (4)",
-        verbatim=True,
-    ),
-)
-def kl_uniform_substitution(ctx: CheckContext) -> Verdict:
-    from scipy.special import rel_entr
-
-    rng = np.random.default_rng(ctx.seed)
-    n_cases = 200 if ctx.quick else 2000
-    worst_constant_dev = 0.0
-    mismatched = 0
-    for _ in range(n_cases):
-        A = int(rng.integers(2, 7))
-        beta = float(rng.uniform(0.1, 10))
-        ref = rng.dirichlet(np.ones(A))
-        substituted = -beta * np.log((1.0 / A) / ref)
-        # for the deterministic policy delta_a, -beta * KL(delta_a || pi_ref) = beta log pi_ref(a)
-        exact_kl_reward = np.array([-beta * rel_entr(np.eye(A)[a], ref).sum() for a in range(A)])
-        worst_constant_dev = max(worst_constant_dev, float(np.ptp(substituted - exact_kl_reward - beta * np.log(A))))
-        closest = np.argmin([rel_entr(np.eye(A)[a], ref).sum() for a in range(A)])
-        mismatched += int(np.argmax(substituted) != closest or closest != np.argmax(ref))
-    holds = mismatched == 0 and worst_constant_dev <= 1e-9
-    return Verdict(
-        "holds" if holds else "refuted",
-        f"substituted reward = beta log pi_ref(a) + beta log|A| on {n_cases} cases (max dev {worst_constant_dev:.1e}); argmax = mode of pi_ref",
-        evidence={
-            "cases": n_cases,
-            "max_deviation_from_kl_reward_plus_constant": worst_constant_dev,
-            "cases_where_argmax_is_not_the_closest_deterministic_policy": mismatched,
-        },
-        counterexample=None if holds else {"mismatched": mismatched},
-        seeds=[ctx.seed],
-    )
-
-
-def per_step_design(game, dataset, player: int = 0):
-    """The objects of section 5.2 for tabular per-step rewards ``theta = r_h(s, a)`` flattened.
-
-    Returns ``X`` (``psi(tau_n) - psi(tau'_n)``, ``[N, Hd]``), ``y`` (``[N]`` in {+1,-1}) and ``D``
-    (one row ``psibar_h(s_h, a_h) - psibar_{h+1}(s_{h+1}, a_{h+1})`` per trajectory and step, so
-    that ``||D theta||^2`` is the time-axis MSE term (2) summed over the data).
-    """
-    lin = game.with_one_hot_features()
-    H, d = game.horizon, lin.feature_dim
-    phi = step_features(lin.features, dataset.states, dataset.actions)  # [N, 2, H, d]
-    lifted = np.zeros(phi.shape[:3] + (H * d,))
-    for h in range(H):
-        lifted[:, :, h, h * d:(h + 1) * d] = phi[:, :, h]
-    X = lifted[:, 0].sum(axis=1) - lifted[:, 1].sum(axis=1)
-    D = (lifted[:, :, :-1] - lifted[:, :, 1:]).reshape(-1, H * d)
-    return X, dataset.prefs[:, player].astype(np.float64), D
-
-
-def regularised_reward_fit(X: np.ndarray, y: np.ndarray, D: np.ndarray, alpha: float) -> np.ndarray:
-    """``argmin_theta sum_n log(1 + exp(-y_n <x_n, theta>)) + alpha ||D theta||^2`` (loss (1), Var fixed)."""
-    theta = cp.Variable(X.shape[1])
-    objective = cp.sum(cp.logistic(-cp.multiply(y, X @ theta))) + alpha * cp.sum_squares(D @ theta)
-    problem = cp.Problem(cp.Minimize(objective))
-    if not problem.is_dcp():
-        raise RuntimeError("the regularised preference loss must be DCP (convex)")
-    problem.solve(solver=cp.CLARABEL)
-    return np.asarray(theta.value)
-
-
-@check(
-    "marlhf.sec52_unidentified_smoothest",
-    PAPER,
-    "Section 5.2: trajectory-level preferences leave per-step rewards unidentified (spreading reward along a "
-    "trajectory is equivalent to summing it at the last step), and the time-axis MSE term picks the smoothest member.",
-    "exact",
-    source=Source(
-        "When calculating NLL losses, spreading the reward signal along the trajectories is equivalent to summing it at the last time step (Figure 2a).",
-        "section 5.2, item 1, and equations (1)-(2)",
-        verbatim=True,
-    ),
-)
-def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
-    game = random_markov_game(2, (2,), 4, ctx.seed)
-    data = sample_preference_dataset(game, uniform_policy(game), 300 if ctx.quick else 2000, ctx.seed + 1)
-    X, y, D = per_step_design(game, data)
-    H, d = game.horizon, X.shape[1] // game.horizon
-    null = null_space(X)
-    # Moving a constant c from every (s, a) of step h to step h+1 keeps every trajectory sum.
-    shift = np.zeros(H * d)
-    shift[:d], shift[d:2 * d] = 1.0, -1.0
-    shift_residual = float(np.abs(X @ shift).max())
-    nll = lambda th: float(np.logaddexp(0.0, -y * (X @ th)).sum())
-    alphas = [1e-5, 1e-3, 1e-1, 1e1] if ctx.quick else [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
-    fits = [regularised_reward_fit(X, y, D, a) for a in alphas]
-    smooth = [float(np.sum((D @ th) ** 2)) for th in fits]
-    nlls = [nll(th) for th in fits]
-    base = regularised_reward_fit(X, y, np.zeros_like(D), 0.0)
-    # The smoothest member of the maximum-likelihood set {base + N z}: a least-squares problem.
-    z = np.linalg.lstsq(D @ null, -(D @ base), rcond=None)[0]
-    smoothest = base + null @ z
-    spread_limit = float(np.abs(fits[0] - smoothest).max())
-    figures = []
-    path = ctx.path("marlhf_sec52_smoothness.png")
-    if path is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
-        ax[0].loglog(alphas, smooth, "o-")
-        ax[0].set_xlabel("MSE coefficient alpha")
-        ax[0].set_ylabel("time-axis MSE of the fitted reward")
-        ax[1].semilogx(alphas, nlls, "o-")
-        ax[1].set_xlabel("MSE coefficient alpha")
-        ax[1].set_ylabel("preference NLL")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        figures.append(path.name)
-    monotone = all(b <= a + 1e-6 * max(1.0, a) for a, b in zip(smooth, smooth[1:]))
-    unidentified = null.shape[1] > 0 and shift_residual == 0.0 and abs(nll(base + shift) - nll(base)) <= 1e-9
-    picks_smoothest = spread_limit <= 1e-2 and float(np.sum((D @ smoothest) ** 2)) <= float(np.sum((D @ base) ** 2)) + 1e-9
-    holds = unidentified and monotone and picks_smoothest
-    return Verdict(
-        "holds" if holds else "refuted",
-        f"null space of dimension {null.shape[1]} of {H * d}; MSE of the fit falls {smooth[0]:.3g} -> {smooth[-1]:.3g} as alpha grows",
-        evidence={
-            "parameters": H * d,
-            "null_space_dimension": int(null.shape[1]),
-            "step_shift_direction_residual": shift_residual,
-            "nll_change_along_shift": abs(nll(base + shift) - nll(base)),
-            "alphas": alphas,
-            "time_axis_mse": smooth,
-            "nll": nlls,
-            "mse_of_an_mle": float(np.sum((D @ base) ** 2)),
-            "mse_of_smoothest_mle": float(np.sum((D @ smoothest) ** 2)),
-            "distance_small_alpha_fit_to_smoothest_mle": spread_limit,
-        },
-        counterexample=None if holds else {"seed": ctx.seed, "alphas": alphas, "mse": smooth},
-        figures=figures,
-        seeds=[ctx.seed, ctx.seed + 1],
     )

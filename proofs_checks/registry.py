@@ -24,11 +24,11 @@ import dataclasses
 import importlib
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 VERDICTS = ("holds", "refuted", "erratum", "proof-gap", "definitional")
 EVIDENCE_KINDS = ("exact", "symbolic", "statistical", "counterexample")

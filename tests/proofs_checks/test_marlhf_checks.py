@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marlcov.proofs_checks.marlhf import per_step_design, regularised_reward_fit, theorem3_single_coverage_limit
+from marlcov.proofs_checks.marlhf import theorem3_single_coverage_limit
+from marlcov.proofs_checks.marlhf_sec5 import per_step_design, regularised_reward_fit
 from marlcov.proofs_checks.registry import CheckContext, Verdict, run_check, select
 from marlcov.theory.games import random_markov_game
 from marlcov.theory.policies import random_policy
@@ -33,8 +35,10 @@ def test_mse_term_is_non_increasing_in_alpha():
     assert mse[0] >= mse[1] - 1e-6 and mse[1] >= mse[2] - 1e-6
 
 
-def test_theorem3_limit_closed_form():
-    assert float(theorem3_single_coverage_limit()) == pytest.approx(1 / np.sqrt(2))
+@given(st.floats(0.05, 20.0))
+def test_theorem3_limit_is_one_over_sqrt_two_lambda(lam):
+    limit = theorem3_single_coverage_limit()
+    assert float(limit.subs(sp.Symbol("lambda", positive=True), lam)) == pytest.approx(1 / np.sqrt(2 * lam), rel=1e-12)
 
 
 def test_every_registered_check_runs_and_returns_a_valid_verdict(tmp_path):
