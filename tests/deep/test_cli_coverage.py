@@ -18,6 +18,10 @@ def test_marlcov_coverage_on_an_hdf5_dataset(tmp_path, capsys):
     assert code == 0
     assert set(doc) >= {"lambda", "single", "unilateral", "uniform", "worst_deviator", "per_agent"}
     assert doc["single"] <= doc["unilateral"] + 1e-9 <= doc["uniform"] + 2e-9
+    ident = doc["identifiable"]
+    assert set(ident) >= {"single", "unilateral", "uniform", "worst_deviator", "rank_rule", "constant_directions"}
+    assert ident["single"] <= ident["unilateral"] + 1e-9 <= ident["uniform"] + 2e-9
+    assert ident["worst_deviator"]["value"] == ident["unilateral"]
     code = main(["coverage", str(path), "--bootstrap", "5", "--feature-dim", "8"])
     assert code == 0 and "unilateral (max)" in capsys.readouterr().out
 

@@ -135,6 +135,23 @@ def test_restricted_norm_is_the_full_norm_on_the_identifiable_subspace(instance,
 
 
 @settings(max_examples=25, deadline=None)
+@given(linear_instances(), st.floats(0.1, 5.0))
+def test_the_paper_reward_term_never_falls_below_the_offset_floor(instance, lam):
+    """``||psibar_h||^2_{Sigma_r^-1} >= ||P_perp psi_h||^2 / lambda``: Sigma_r is lambda I on V^perp, whatever the data."""
+    game, _, data = instance
+    features = game.features
+    H, d = features.shape[0], features.shape[-1]
+    basis = identifiable_basis(features)
+    widths = reward_widths(features, reward_gram(features, data, lam)).reshape(H, -1)
+    for h in range(H):
+        q = basis[h * d:(h + 1) * d]
+        table = features[h].reshape(-1, d)
+        perp = table - (table @ q) @ q.T
+        floor = np.einsum("kd,kd->k", perp, perp) / lam
+        assert np.all(widths[h] ** 2 >= floor * (1 - FORM_RTOL) - FORM_RTOL)
+
+
+@settings(max_examples=25, deadline=None)
 @given(linear_instances(), arrays(np.float64, (3, 5), elements=finite))
 def test_identifiable_reward_term_is_invariant_to_adding_a_vector_to_every_feature_of_a_step(instance, u_all):
     game, policy, data = instance
