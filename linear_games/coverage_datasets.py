@@ -6,18 +6,20 @@
 - mixture: each trajectory follows a policy drawn from a given mixture.
 
 Every dataset comes with its coverage measures (single, unilateral, uniform) around the reference
-policy, computed exactly by ``theory.coverage.coverage_measures``.
+policy, computed exactly: the paper's (``theory.coverage``) and the identifiable ones
+(``theory.identifiable``), from one pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from marlcov.theory.coverage import DEFAULT_LAMBDA, Coverage, coverage_measures
+from marlcov.theory.coverage import DEFAULT_LAMBDA, Coverage
 from marlcov.theory.games import GameError, MarkovGame
+from marlcov.theory.identifiable import both_measures
 from marlcov.theory.policies import Policy, check_policy, replace_player, uniform_policy
 from marlcov.theory.preferences import PreferenceDataset, mixture_dataset, sample_preference_dataset
 
@@ -32,6 +34,7 @@ class CoverageDataset:
         coverage: single / unilateral / uniform coverage around ``reference`` (Definition 1).
         behaviour: the behaviour policies.
         weights: their mixture weights (summing to one).
+        identifiable: the identifiable measures around ``reference`` (reference point: its mean feature).
     """
 
     kind: str
@@ -39,12 +42,17 @@ class CoverageDataset:
     coverage: Coverage
     behaviour: tuple[Policy, ...]
     weights: np.ndarray
+    identifiable: Coverage | None = None
 
     def summary(self) -> dict:
         """The coverage measures as plain numbers."""
-        c = self.coverage
-        return {"kind": self.kind, "pairs": self.dataset.n_pairs, "lambda": c.lam, "single": c.single,
-                "unilateral": c.unilateral, "uniform": c.uniform, "worst_player": c.worst_player}
+        c, ident = self.coverage, self.identifiable
+        out = {"kind": self.kind, "pairs": self.dataset.n_pairs, "lambda": c.lam, "single": c.single,
+               "unilateral": c.unilateral, "uniform": c.uniform, "worst_player": c.worst_player}
+        if ident is not None:
+            out["identifiable"] = {"single": ident.single, "unilateral": ident.unilateral, "uniform": ident.uniform,
+                                   "worst_player": ident.worst_player}
+        return out
 
 
 def unilateral_deviations(game: MarkovGame, policy: Policy, include_uniform: bool = True) -> list[Policy]:
@@ -67,7 +75,8 @@ def unilateral_deviations(game: MarkovGame, policy: Policy, include_uniform: boo
 
 def _with_coverage(kind, game, dataset, reference, behaviour, weights, lam) -> CoverageDataset:
     w = np.asarray(weights, dtype=np.float64)
-    return CoverageDataset(kind, dataset, coverage_measures(game, dataset, reference, lam), tuple(behaviour), w / w.sum())
+    paper, ident = both_measures(game, dataset, reference, lam)
+    return CoverageDataset(kind, dataset, paper, tuple(behaviour), w / w.sum(), ident)
 
 
 def single_policy_dataset(game: MarkovGame, policy: Policy, n_pairs: int, seed=None,
@@ -123,4 +132,5 @@ def combined(game: MarkovGame, reference: Policy, parts: Sequence[PreferenceData
     for extra in parts[1:]:
         data = data + extra
     reference = check_policy(reference, game, "reference")
-    return CoverageDataset(kind, data, coverage_measures(game, data, reference, lam), (), np.ones(0))
+    paper, ident = both_measures(game, data, reference, lam)
+    return CoverageDataset(kind, data, paper, (), np.ones(0), ident)

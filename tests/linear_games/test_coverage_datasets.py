@@ -14,6 +14,7 @@ from marlcov.linear_games.coverage_datasets import (
 )
 from marlcov.theory.coverage import coverage_measures
 from marlcov.theory.games import GameError, random_linear_markov_game
+from marlcov.theory.identifiable import identifiable_measures
 from marlcov.theory.policies import deterministic_policy, uniform_policy
 
 
@@ -60,6 +61,9 @@ def test_reported_coverage_is_the_coverage_of_the_dataset_and_is_ordered(seed):
         assert cov.coverage.single <= cov.coverage.unilateral + 1e-9
         assert cov.coverage.unilateral <= cov.coverage.uniform + 1e-9
         assert cov.summary()["pairs"] == 50
+        ident = identifiable_measures(game, cov.dataset, eq)
+        assert cov.identifiable.unilateral == pytest.approx(ident.unilateral)
+        assert cov.summary()["identifiable"]["single"] == pytest.approx(ident.single)
 
 
 def test_unilateral_data_has_better_unilateral_coverage_than_single_policy_data_on_table4():
@@ -68,6 +72,8 @@ def test_unilateral_data_has_better_unilateral_coverage_than_single_policy_data_
     uni = combined(game, eq, [theorem3_dataset(game, 1000, 0), unilateral_dataset(game, eq, 1000, 1).dataset])
     assert uni.dataset.n_pairs == single.dataset.n_pairs
     assert uni.coverage.unilateral < single.coverage.unilateral - 0.3
+    # The identifiable reward term separates them by far more: the paper's keeps its offset floor.
+    assert uni.identifiable.unilateral < 0.5 * single.identifiable.unilateral
 
 
 def test_mixture_weights_and_errors():
