@@ -11,6 +11,13 @@ With ``psi(s, a)`` in R^d and the lift ``psibar_h(s, a)`` in R^{Hd} (``psi`` in 
 
 The paper's main text writes ``Sigma_r`` with ``lambda I`` inside and the appendix (Lemmas 1-3)
 adds ``lambda I`` once more; DESIGN.md fixes the convention used here: ``lambda I`` once.
+
+Both covariances are ``lambda I + E^T E`` (``theory.ridge_forms.RidgeGram``): ``E = D``, the ``N x Hd``
+pair differences, for ``Sigma_r``; the visited rows of step h's table scaled by the square roots of
+their counts for ``Sigma_p[h]``. The bonus needs only quadratic forms, taken in the Woodbury form
+when the rows are few against the dimension (a tabular game with ``Hd = 50,000`` and 10 pairs:
+no ``Hd x Hd`` matrix is formed) and in the dense form otherwise; the one-hot feature map is a
+broadcast view, read step by step.
 """
 
 from __future__ import annotations
