@@ -171,3 +171,37 @@ def test_preference_objective_is_concave_in_q_for_fixed_weights(q, d, w_scale, t
         return preference_objective(inst, LocalTables(q + s * d / norm, tab.v, tab.w, tab.b))
 
     assert at(t) + at(-t) - 2.0 * at(0.0) <= SECOND_DIFF_TOL
+
+
+def test_prop4_2_counterexample_file_reproduces(tmp_path):
+    """The saved counterexample, read back on its own, still breaks concavity (of L) or convexity (of J)."""
+    import json
+
+    from marlcov.proofs_checks.instances import extreme_v_objective, mixer_from_params
+
+    result = run_check(all_checks()["omapl.prop4_2"], CheckContext(quick=True, seed=0, out_dir=tmp_path))
+    ce = json.loads((tmp_path / result.verdict.evidence["counterexample_file"]).read_text())
+    d = ce["instance"]
+    point = {k: np.array(ce["point"][k]) for k in ("q", "v", "w", "b")}
+    inst = PreferenceInstance(
+        np.array(d["states"]),
+        np.array(d["actions"]),
+        np.array(d["labels"]),
+        np.array(d["j_states"]),
+        np.array(d["j_actions"]),
+        point["v"].shape[1],
+        point["q"].shape[2],
+        point["q"].shape[0],
+        d["gamma"],
+        d["beta"],
+        d["reg_coef"],
+    )
+    mixer = mixer_from_params(ce["mixer"])
+    f = preference_objective if ce["objective"].startswith("L") else extreme_v_objective
+    direction = {k: np.array(v) for k, v in ce["direction"].items()}
+
+    def at(s):
+        return f(inst, LocalTables(**{k: x + s * direction.get(k, 0.0) for k, x in point.items()}), mixer)
+
+    second = at(ce["step"]) + at(-ce["step"]) - 2.0 * at(0.0)
+    assert second > SECOND_DIFF_TOL if ce["objective"].startswith("L") else second < -SECOND_DIFF_TOL
