@@ -1,4 +1,5 @@
-"""Equilibria of a one-state, one-step game given as a ``MarkovGame`` (``marlcov solve``)."""
+"""Equilibria of a game file for ``marlcov solve``: all extreme equilibria of a one-state,
+one-step two-player game, a Markov perfect equilibrium of any other game."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.tolerances import VALUE_ATOL
 
+from .markov_equilibria import markov_equilibrium
 from .matrix_games import all_equilibria, zero_sum_solve
 
 
@@ -42,7 +44,7 @@ def solve_one_shot(game: MarkovGame) -> dict:
         {"strategies": [eq.strategies[0].tolist(), eq.strategies[1].tolist()], "payoffs": [float(p) for p in eq.payoffs]}
         for eq in found.equilibria
     ]
-    value = None
+    value, sol = None, None
     if zero_sum:
         sol = zero_sum_solve(A)
         value = float(sol.value)
@@ -62,4 +64,35 @@ def solve_one_shot(game: MarkovGame) -> dict:
         "equilibria": equilibria,
         "complete": bool(found.complete),
         "degenerate": bool(found.degenerate),
+        "near_degenerate": bool(found.near_degenerate),
+        "separation": float(found.separation),
+        "exact": bool(found.exact),
+        "exploitability": None if not zero_sum else float(sol.exploitability),
     }
+
+
+def solve_markov(game: MarkovGame) -> dict:
+    """The JSON of ``marlcov solve`` for a game with ``H > 1`` or ``S > 1`` (or ``m != 2``):
+    a Markov perfect equilibrium by backward induction (:mod:`.markov_equilibria`), its exact
+    Nash gap, the value at ``s_1`` of each player, and the policy in ``marlcov.policy/1`` form."""
+    eq = markov_equilibrium(game)
+    s1 = game.initial_state
+    values = [float(v) for v in eq.values[0, :, s1]]
+    return {
+        "zero_sum": eq.zero_sum,
+        "value": values[0] if eq.zero_sum else None,
+        "values": values,
+        "nash_gap": float(eq.nash_gap),
+        "per_player": [float(g) for g in eq.per_player],
+        "stage_games": eq.stage_games,
+        "complete_stages": eq.complete_stages,
+        "selection": eq.selection,
+        "policy": {"format": "marlcov.policy/1", "probs": [p.tolist() for p in eq.policy]},
+    }
+
+
+def solve_game(game: MarkovGame) -> dict:
+    """``solve_one_shot`` for a one-state, one-step two-player game, else ``solve_markov``."""
+    if game.n_players == 2 and game.n_states == 1 and game.horizon == 1:
+        return solve_one_shot(game)
+    return solve_markov(game)

@@ -74,6 +74,9 @@ class MarkovGame:
         theta: optional reward parameters ``theta[h, i, d]``; when given with ``features``,
             ``R = <psi, theta>`` is checked.
         name: optional label.
+        bounded_rewards: check the reward assumption ``R in [0, 1]`` of the MARLHF theory
+            (default). ``False`` accepts any finite rewards: equilibrium computation
+            (``marlcov solve``) needs no range, and matrix games have arbitrary payoffs.
     """
 
     transitions: np.ndarray
@@ -82,6 +85,7 @@ class MarkovGame:
     features: np.ndarray | None = None
     theta: np.ndarray | None = None
     name: str | None = None
+    bounded_rewards: bool = True
     _validated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,7 +103,7 @@ class MarkovGame:
         expected_r = (H, m, S, *actions)
         if R.shape != expected_r:
             raise GameError(f"rewards: expected shape {list(expected_r)} ([H, m, S, A_1..A_m]), got {list(R.shape)}")
-        if np.min(R) < -REWARD_ATOL or np.max(R) > 1 + REWARD_ATOL:
+        if self.bounded_rewards and (np.min(R) < -REWARD_ATOL or np.max(R) > 1 + REWARD_ATOL):
             raise GameError(f"rewards: expected values in [0, 1], found range [{R.min():.6g}, {R.max():.6g}]")
         check_distribution(P, "transitions")
         s1 = self.initial_state
@@ -165,7 +169,8 @@ class MarkovGame:
         d = int(np.prod(shape))
         psi = np.eye(d).reshape(*shape, d)
         theta = self.rewards.reshape(self.horizon, self.n_players, d)
-        return MarkovGame(self.transitions, self.rewards, self.initial_state, psi, theta, self.name)
+        return MarkovGame(self.transitions, self.rewards, self.initial_state, psi, theta, self.name,
+                          self.bounded_rewards)
 
 
 def linear_markov_game(

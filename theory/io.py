@@ -167,8 +167,10 @@ def save_game(game: MarkovGame, path: str | os.PathLike) -> None:
         write_json(path, _to_jsonable(data))
 
 
-def load_game(path: str | os.PathLike) -> MarkovGame:
-    """Read a ``marlcov.game/1`` file; every declared size is checked against the arrays."""
+def load_game(path: str | os.PathLike, bounded_rewards: bool = True) -> MarkovGame:
+    """Read a ``marlcov.game/1`` file; every declared size is checked against the arrays.
+
+    ``bounded_rewards=False`` accepts rewards outside [0, 1] (see :class:`MarkovGame`)."""
     data = load_mapping(path)
     _check_format(path, data, GAME_FORMAT)
     _check_known_fields(path, data, GAME_FIELDS)
@@ -193,7 +195,7 @@ def load_game(path: str | os.PathLike) -> MarkovGame:
     if name is not None and not isinstance(name, str):
         raise _file_error(path, f"field 'name': expected a string, got {short_repr(name)}")
     try:
-        return MarkovGame(P, R, int(_scalar(data["initial_state"])), psi, theta, name)
+        return MarkovGame(P, R, int(_scalar(data["initial_state"])), psi, theta, name, bounded_rewards)
     except GameError as exc:
         raise _file_error(path, str(exc)) from None
 

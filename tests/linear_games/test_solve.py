@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marlcov.linear_games.solve import solve_one_shot
 from marlcov.cli import main
 from marlcov.theory.games import GameError, MarkovGame, random_markov_game
-from marlcov.theory.io import save_game
+from marlcov.theory.io import load_game, save_game
 from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
@@ -69,3 +69,18 @@ def test_solve_refuses_markov_games(tmp_path):
         solve_one_shot(random_markov_game(1, (2, 2), 2, 0))
     with pytest.raises(GameError, match="n_players"):
         solve_one_shot(random_markov_game(1, (2, 2, 2), 1, 0))
+
+
+def test_solve_accepts_payoffs_outside_the_unit_interval(tmp_path):
+    # von Stengel's 3 x 2 game (payoffs up to 6): matrix games have arbitrary payoffs
+    A = np.array([[3, 3], [2, 5], [0, 6]], float)
+    B = np.array([[3, 2], [2, 6], [3, 1]], float)
+    R = np.stack([A, B])[None, :, None]
+    P = np.ones((1, 1, 3, 2, 1))
+    path = tmp_path / "big.json"
+    save_game(MarkovGame(P, R, bounded_rewards=False), path)
+    with pytest.raises(GameError, match=r"rewards: expected values in \[0, 1\]"):
+        load_game(path)  # the MARLHF reward assumption still holds by default
+    doc = solve_one_shot(load_game(path, bounded_rewards=False))
+    assert doc["complete"] and len(doc["equilibria"]) == 3
+    np.testing.assert_allclose(sorted(e["payoffs"][0] for e in doc["equilibria"]), [3, 3, 4], atol=1e-9)
