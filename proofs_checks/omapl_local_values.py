@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from marlcov.theory.objectives import omapl
+from marlcov.theory.objectives import logsumexp, omapl, weighted_logsumexp
 
 from .omapl_extraction import local_grid, product_table
 from .omapl_numerics import EXACT_ATOL, PAPER, STATEMENTS
@@ -49,16 +49,10 @@ def eta_over_delta(p: dict, i: int) -> np.ndarray:
 def prop4_5_rhs(p: dict, i: int, weighted: bool = True, with_correction: bool = True) -> np.ndarray:
     """The right-hand side of (11): ``(beta/w_i^v) log sum_{a_i ~ mu_i} e^{w_i^q q_i/beta} + (beta/w_i^v) log(eta/Delta)``."""
     beta, wq, wv = p["beta"], p["wq"][i][:, None], p["wv"][i]
-    log_base = log_softmax_sum(wq * p["q"][i] / beta, p["mu"][i] if weighted else None)
+    x = wq * p["q"][i] / beta
+    log_base = weighted_logsumexp(x, np.log(p["mu"][i])) if weighted else logsumexp(x)
     correction = np.log(eta_over_delta(p, i)) if with_correction else 0.0
     return beta / wv * (log_base + correction)
-
-
-def log_softmax_sum(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """``log sum_a w(a) e^{x(a)}`` per row (``w = 1`` when ``weights`` is None)."""
-    shift = x.max(axis=1, keepdims=True)
-    w = np.ones_like(x) if weights is None else weights
-    return np.log(np.sum(w * np.exp(x - shift), axis=1)) + shift[:, 0]
 
 
 def extreme_v_minimisers(p: dict, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -67,7 +61,8 @@ def extreme_v_minimisers(p: dict, rng: np.random.Generator) -> tuple[list[np.nda
     n = len(p["q"])
     beta = p["beta"]
     base = [
-        beta / p["wv"][i] * log_softmax_sum(p["wq"][i][:, None] * p["q"][i] / beta, p["mu"][i]) + (p["bq"] - p["bv"]) / (n * p["wv"][i])
+        beta / p["wv"][i] * weighted_logsumexp(p["wq"][i][:, None] * p["q"][i] / beta, np.log(p["mu"][i]))
+        + (p["bq"] - p["bv"]) / (n * p["wv"][i])
         for i in range(n)
     ]
     d = [rng.normal(size=base[0].shape) for _ in range(n)]
