@@ -50,11 +50,12 @@ SOLVER_ATOL = 1e-4
 #: Clarabel settings for the exponential-cone problems (tighter than the defaults).
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11}
 
-
+#: Variable groups whose (joint) curvature the checks probe.
 GROUPS = {"q": ("q",), "w": ("w", "b"), "v": ("v",), "qv": ("q", "v"), "qw": ("q", "w", "b"), "vw": ("v", "w", "b")}
 
 
 def shifted(tab: LocalTables, names: tuple[str, ...], direction: dict[str, np.ndarray], t: float) -> LocalTables:
+    """The tables moved by ``t * direction`` in the variables ``names``."""
     fields = {k: getattr(tab, k).copy() for k in ("q", "v", "w", "b")}
     for k in names:
         fields[k] = fields[k] + t * direction[k]
@@ -108,6 +109,7 @@ def curvature_sweep(rng: np.random.Generator, n_instances: int, n_directions: in
 
 
 def witness_json(witness, mixer_params: dict | None = None) -> dict:
+    """A sweep witness ``(instance, point, group, direction, step, value)`` as a JSON-ready dict."""
     inst, tab, g, d, t, val = witness
     return {
         "instance": {
