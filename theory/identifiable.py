@@ -144,6 +144,15 @@ def identifiable_measures(game: MarkovGame, dataset: PreferenceDataset, policy: 
 def both_measures(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
                   lam: float = DEFAULT_LAMBDA, reference=None) -> tuple[Coverage, Coverage]:
     """``(paper's Definition 1, identifiable)`` from one pass over the data (the covariances are shared)."""
+    report = identifiable_report(game, dataset, policy, lam, reference, reward_term=False)
+    return report["paper"], report["identifiable"]
+
+
+def identifiable_report(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
+                        lam: float = DEFAULT_LAMBDA, reference=None, reward_term: bool = True) -> dict[str, Coverage]:
+    """``{"paper", "identifiable", "identifiable_reward_term"}`` from one pass: Definition 1, the
+    identifiable measures, and (with ``reward_term``) those of the identifiable reward term alone,
+    the part that is exactly invariant to step offsets (Definition 1's transition term is not)."""
     dataset.check_against(game)
     policy = check_policy(policy, game)
     lam = _check_lambda(lam)
@@ -151,6 +160,11 @@ def both_measures(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
     c = _check_reference(policy_reference(game, policy, features) if reference is None else reference, features)
     r_gram = reward_gram(features, dataset, lam)
     transition = transition_widths(features, transition_grams(features, dataset, lam))
-    paper = BonusTerms(reward_widths(features, r_gram), transition).total()
-    ident = BonusTerms(reward_widths(features, r_gram, c), transition).total()
-    return measures_from_bonus(game, paper, policy, lam), measures_from_bonus(game, ident, policy, lam)
+    ident_reward = reward_widths(features, r_gram, c)
+    out = {
+        "paper": measures_from_bonus(game, reward_widths(features, r_gram) + transition, policy, lam),
+        "identifiable": measures_from_bonus(game, ident_reward + transition, policy, lam),
+    }
+    if reward_term:
+        out["identifiable_reward_term"] = measures_from_bonus(game, ident_reward, policy, lam)
+    return out

@@ -21,6 +21,7 @@ from marlcov.theory.identifiable import (
     both_measures,
     identifiable_basis,
     identifiable_measures,
+    identifiable_report,
     policy_reference,
     restricted_covariance,
 )
@@ -243,3 +244,16 @@ def test_both_measures_share_the_pass_and_equal_the_separate_ones(instance):
         assert getattr(paper, name) == pytest.approx(getattr(want_paper, name), rel=FORM_RTOL)
         assert getattr(ident, name) == pytest.approx(getattr(want_ident, name), rel=FORM_RTOL)
     assert ident.single <= ident.unilateral + VALUE_ATOL <= ident.uniform + 2 * VALUE_ATOL
+
+
+@settings(max_examples=10, deadline=None)
+@given(linear_instances(), arrays(np.float64, (3, 5), elements=finite))
+def test_the_report_reward_term_is_invariant_and_below_the_full_identifiable_measure(instance, u_all):
+    game, policy, data = instance
+    H, d = game.features.shape[0], game.features.shape[-1]
+    report = identifiable_report(game, data, policy)
+    moved = identifiable_report(shifted(game, u_all[:H, :d]), data, policy)
+    for name in ("single", "unilateral", "uniform"):
+        term = getattr(report["identifiable_reward_term"], name)
+        assert getattr(moved["identifiable_reward_term"], name) == pytest.approx(term, rel=FORM_RTOL, abs=FORM_RTOL)
+        assert term <= getattr(report["identifiable"], name) + VALUE_ATOL
