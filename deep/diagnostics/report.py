@@ -179,6 +179,11 @@ def table_rows(out: Mapping) -> list[tuple[str, str]]:
     rows.append(("unilateral (max)", fmt(out["unilateral"], boot.get("unilateral"))))
     rows.append(("uniform", fmt(out["uniform"], boot.get("uniform"))))
     rows.append(("worst deviator", str(out["worst_deviator"]["player"])))
+    ident = out.get("identifiable")
+    if ident:
+        rows.append(("identifiable single", fmt(ident["single"])))
+        rows.append(("identifiable unilateral (max)", fmt(ident["unilateral"])))
+        rows.append(("identifiable uniform", fmt(ident["uniform"])))
     c = out.get("counts", {})
     if "joint_saco" in c:
         rows.append(("distinct (state, joint action) / transitions", fmt(c["joint_saco"])))

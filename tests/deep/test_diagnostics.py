@@ -170,7 +170,7 @@ def test_hdf5_diagnostic_report(tmp_path):
         assert all(b <= a + 1e-12 for a, b in zip(values, values[1:])), (key, values)
     assert [s["fraction"] for s in out["sizes"]] == [0.125, 0.25, 0.5, 1.0]
     assert len(out["figures"]) == 3 and all((tmp_path / "figs").joinpath(p.split("/")[-1]).exists() for p in out["figures"])
-    assert "unilateral (max)" in format_table(out)
+    assert "unilateral (max)" in format_table(out) and "identifiable unilateral (max)" in format_table(out)
 
 
 def test_command_wiring_reads_an_argparse_namespace(tmp_path):
