@@ -349,3 +349,28 @@ def test_garbage_files_given_as_hdf5_or_checkpoints_are_refused(garbage):
         path = Path(d) / "data.h5"
         path.write_bytes(garbage)
         assert_refused(run_cli("coverage", path, "--bootstrap", "0", "--json"), path, ("HDF5",))
+
+
+@pytest.mark.deep
+@pytest.mark.xfail(strict=True, reason="deep.diagnostics.load_policy passes torch.load's UnpicklingError on unnamed")
+@pytest.mark.parametrize("garbage", [b"garbage\n", bytes(range(256)), b"PK\x03\x04" + b"\0" * 40])
+def test_garbage_policy_checkpoints_are_refused(tmp_path, garbage):
+    ckpt = tmp_path / "policy.pt"
+    ckpt.write_bytes(garbage)
+    path = _tiny_dataset(tmp_path / "data.h5")
+    assert_refused(run_cli("coverage", path, "--policy", ckpt, "--bootstrap", "0", "--feature-dim", "4", "--json"), ckpt)
+
+
+def _tiny_dataset(path):
+    from marlcov.deep.data import DatasetSpec, DatasetWriter, TrajectoryBatch
+    from marlcov.deep.data.preferences import label_pairs, sample_pairs
+
+    N, H, m, nA = 4, 1, 2, 2
+    rng = np.random.default_rng(0)
+    spec = DatasetSpec("toy", {}, ("a0", "a1"), 1, 1, nA, H)
+    with DatasetWriter(path, spec) as w:
+        w.append(TrajectoryBatch(np.zeros((N, H + 1, m, 1), np.float32), np.zeros((N, H + 1, 1), np.float32),
+                                 rng.integers(0, nA, (N, H, m)).astype(np.int16), np.ones((N, H, m, nA), bool),
+                                 np.zeros((N, H, m), np.float32), np.arange(N), "mix"))
+        w.write_pairs(label_pairs(rng.random((N, m)), *sample_pairs(N, 1, 0), seed=1))
+    return path
