@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from marlcov.theory.coverage import bonus_terms, coverage_measures, reward_covariance, step_features, transition_covariances
 from marlcov.theory.dataset_coverage import (
@@ -458,3 +459,21 @@ def test_constant_directions_and_feature_mean_of_the_accumulator(seed, n, H, d, 
     r_same, _ = model.terms(first)
     r_moved, _ = model.terms(moved)
     assert np.all(r_moved > r_same)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seeds, st.integers(2, 20), st.integers(1, 3), st.integers(1, 4),
+       arrays(np.float64, (3, 4), elements=st.floats(-5.0, 5.0, allow_nan=False)))
+def test_the_streamed_identifiable_reward_term_is_invariant_to_step_offsets(seed, n, H, d, u_all):
+    """Adding ``u_h`` to every feature of step h, in the data and in the queries, moves the reference
+    with it: the identifiable reward term is unchanged; the paper's is not in general."""
+    rng = np.random.default_rng(seed)
+    first, second = random_pairs(rng, n, H, d)
+    queries = rng.normal(size=(7, H, d))
+    u = u_all[:H, :d]
+    terms = []
+    for shift in (0.0, u):
+        acc = CovarianceAccumulator(H, d)
+        acc.update(first + shift, second + shift)
+        terms.append(acc.bonus_model().with_reference(acc.feature_mean()).terms(queries + shift)[0])
+    np.testing.assert_allclose(terms[1], terms[0], rtol=PAD_RTOL, atol=PAD_RTOL)
