@@ -49,6 +49,7 @@ CHECK_MODULES = (
     "marlcov.proofs_checks.mamql",
     "marlcov.proofs_checks.mamql_concavity",
     "marlcov.proofs_checks.score_decomposition",
+    "marlcov.proofs_checks.score_denoising",
 )
 
 
