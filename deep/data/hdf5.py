@@ -42,6 +42,8 @@ DEFAULT_COMPRESSION_LEVEL = 4
 DEFAULT_READ_BATCH = 1024
 #: The largest trajectory (all its fields) a reader accepts: a batch of them must fit in memory.
 MAX_TRAJECTORY_BYTES = 64 * 2**20
+#: Trajectories whose tags are checked per read when a dataset is opened.
+TAG_CHECK_BLOCK = 2**20
 
 
 def _temporary_path(path: Path) -> Path:
@@ -308,8 +310,10 @@ class DatasetReader:
             self.source_names = self._names(attrs, "source_names")
             self.policy_names = self._names(attrs, "policy_names")
             _check_trajectory_datasets(self._file, self.spec, self.n_trajectories, where)
-            for name in ("source", "agent_policy"):
-                self._decode(name, self._file[name][()], slice(0, self.n_trajectories))
+            for start in range(0, self.n_trajectories, TAG_CHECK_BLOCK):
+                rows = slice(start, min(start + TAG_CHECK_BLOCK, self.n_trajectories))
+                for name in ("source", "agent_policy"):
+                    self._decode(name, self._file[name][rows], rows)
         except Exception:
             self._file.close()
             raise
