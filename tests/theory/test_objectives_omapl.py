@@ -7,16 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marlcov.proofs_checks.omapl import (
-    GROUPS,
-    SECOND_DIFF_TOL,
-    random_direction,
-    random_preference_instance,
-    random_tables,
-    extreme_v_objective,
-    preference_objective,
-    second_difference,
-)
+from marlcov.proofs_checks.instances import extreme_v_objective, preference_objective, random_preference_instance, random_tables
+from marlcov.proofs_checks.omapl_numerics import GROUPS, SECOND_DIFF_TOL, random_direction, second_difference
 from marlcov.theory.objectives import omapl
 
 

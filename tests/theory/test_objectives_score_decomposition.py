@@ -83,7 +83,7 @@ def test_prefix_noised_law_keeps_the_given_block_clean():
 
 def test_posterior_noise_mean_of_one_gaussian_by_hand():
     """x0 ~ N(m, s0^2) in 1-D: E[eps | x_t] = sigma (x_t - sqrt(abar) m) / (abar s0^2 + sigma^2)."""
-    from marlcov.proofs_checks.score_decomposition import posterior_noise_mean
+    from marlcov.proofs_checks.score_denoising import posterior_noise_mean
 
     ab, s0, mean, x = 0.36, 2.0, 1.0, np.array([[0.5]])
     sigma = math.sqrt(1 - ab)
