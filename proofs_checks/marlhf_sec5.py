@@ -17,6 +17,10 @@ from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
 
+#: The random one-state instances of the KL check: coefficient beta and number of actions |A|.
+KL_BETA_RANGE = (0.1, 10.0)
+KL_ACTIONS_RANGE = (2, 6)
+
 
 def kl_regularised_optimum(reward: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
     """``argmax_{pi in simplex} <pi, r> - beta KL(pi || pi_ref)`` by cvxpy.
@@ -58,8 +62,8 @@ def kl_uniform_substitution(ctx: CheckContext) -> Verdict:
     compared = mismatched = mode_mismatched = 0
     worst_closed_form = 0.0
     for _ in range(n_cases):
-        A = int(rng.integers(2, 7))
-        beta = float(rng.uniform(0.1, 10))
+        A = int(rng.integers(KL_ACTIONS_RANGE[0], KL_ACTIONS_RANGE[1] + 1))
+        beta = float(rng.uniform(*KL_BETA_RANGE))
         ref = rng.dirichlet(np.ones(A))
         reward = rng.uniform(0.0, 1.0, A)
         substituted = reward - sign * (1.0 if drop_beta else beta) * np.log((1.0 / A) / ref)
@@ -85,7 +89,8 @@ def kl_uniform_substitution(ctx: CheckContext) -> Verdict:
     return Verdict(
         "holds" if holds else "refuted",
         f"argmax of the substituted reward = mode of the cvxpy KL optimum in "
-        f"{compared - mismatched}/{compared} cases (beta in [0.1, 10], |A| in 2..6)",
+        f"{compared - mismatched}/{compared} cases (beta in [{KL_BETA_RANGE[0]:g}, {KL_BETA_RANGE[1]:g}], |A| in "
+        f"{KL_ACTIONS_RANGE[0]}..{KL_ACTIONS_RANGE[1]})",
         evidence=evidence,
         counterexample=None if holds else {"mismatched": mismatched, "mode_mismatched": mode_mismatched},
         seeds=[ctx.seed],
