@@ -52,7 +52,12 @@ def anchored_game(seed: int, action_sizes: tuple[int, int] = (2, 2)) -> MarkovGa
     "establishes this bound.",
     "statistical",
     source=Source(
-        "Set  $\\lambda = 1$  for Algorithm 4. With probability  $1 - \\delta$ , we have",
+        (
+            'Set  $\\lambda = 1$  for Algorithm 4. With probability  $1 - \\delta$ , we have $$\\text{Nash-gap}(\\pi^'
+            '{\\text{output}}) \\leq \\max_{\\pi_i} 4\\mathbb{E}_{\\pi_i, \\pi_{-i}^*} \\left[ \\sum_{h=1}^H C_{\\mathbb{P}'
+            '} \\|\\psi(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D},h}^{\\mathbb{P}} + \\lambda I]^{-1}} + C_r \\sum_{h'
+            '=1}^H \\|\\bar{\\psi}(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D}}^r + \\lambda I]^{-1}} \\right],$$'
+        ),
         "Theorem 4 and its proof, Appendix A.2",
         verbatim=True,
     ),

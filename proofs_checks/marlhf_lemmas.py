@@ -150,7 +150,11 @@ def zhu_radius(dim: int, delta: float, lam: float, bound: float, gamma: float, c
     "radius is C sqrt((d + log(1/delta))/lambda^2 + lambda B^2); Theta holds the true theta w.p. >= 1 - delta.",
     "statistical",
     source=Source(
-        "By Lemma 5, the confidence region is",
+        (
+            'By Lemma 5, the confidence region is $$\\Theta = \\left\\{ \\theta : \\|\\theta - \\hat{\\theta}\\|_{\\Sigma_{'
+            '\\mathcal{D}}^r + \\lambda I} \\leq C_r = C \\sqrt{\\frac{dH + \\log(1/\\delta)}{\\lambda^2 n} + d} \\right\\}'
+            '.$$'
+        ),
         "Appendix A.2 (Theta, C_r) and Lemma 5, Appendix A.3",
         verbatim=True,
     ),
