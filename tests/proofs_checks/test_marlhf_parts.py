@@ -131,3 +131,37 @@ def test_policy_mean_features_match_monte_carlo_free_enumeration(seed, H):
     means = policy_mean_features(det, pi, det.features)
     for h in range(H):
         np.testing.assert_allclose(means[h], det.features[h, 0 if h == 0 else 1, 0, 1])
+
+
+@pytest.mark.slow
+@given(seeds)
+def test_theorem4_bound_holds_and_the_proof_gives_at_most_m_times_it(seed):
+    from marlcov.linear_games.sbsm import sbsm, theorem4_bound
+    from marlcov.linear_games.sbsm_experiments import two_player_markov_equilibrium
+    from marlcov.proofs_checks.marlhf_bounds import THEOREM4_CONSTANT
+    from marlcov.theory.values import nash_gap
+
+    game = anchored_game(seed)
+    eq = two_player_markov_equilibrium(game)
+    data = sample_preference_dataset(game, uniform_policy(game), 20_000, seed)
+    result = sbsm(game, data, clip=False, constant=THEOREM4_CONSTANT, policy_class="mixed", seed=0)
+    bound = theorem4_bound(game, result, eq)
+    if np.all(result.confidence.contains(game.theta)):
+        assert nash_gap(game, result.policy).total <= bound.printed + 1e-9
+    assert bound.summed <= game.n_players * bound.printed + 1e-9
+
+
+@given(st.integers(0, 40))
+def test_lemma3_value_error_is_within_the_bonus_sum_whenever_theta_is_in_the_set(k):
+    from marlcov.linear_games.sbsm import pessimistic_values
+    from marlcov.proofs_checks.marlhf_lemmas import lemma_instance
+    from marlcov.theory.values import evaluate_policy
+
+    game, result = lemma_instance(0, k)
+    if not np.all(result.confidence.contains(game.theta)):
+        return
+    obj, policy, s1 = result.objective, uniform_policy(game), game.initial_state
+    low = pessimistic_values(obj.model, obj.weights_under, policy, obj.c_p, False).V[0, :, s1]
+    true_v = evaluate_policy(game.transitions, game.rewards, policy).V[0, :, s1]
+    rhs = evaluate_policy(game.transitions, 2.0 * result.bonus()[:, None], policy).V[0, 0, s1]
+    assert np.all(low <= true_v + 1e-9) and np.all(true_v - low <= rhs + 1e-9)
