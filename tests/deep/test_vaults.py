@@ -259,3 +259,29 @@ def test_unknown_or_broken_layouts_are_refused_naming_file_and_field(tmp_path):
     (tmp_path / "empty.vlt").mkdir()
     with pytest.raises(ValueError, match="empty.vlt: no metadata.json here or in a subdirectory"):
         open_dataset(tmp_path / "empty.vlt")
+
+
+def test_continuous_actions_come_back_as_floats_with_real_steps_available(tmp_path):
+    lay = {"B": 1, "m": 2, "rows": [[3, 4]], "T": 8, "A": 3, "seed": 5, "team_reward": False, "legals": False,
+           "state": True, "truncate": [True] * 24}
+    data, episodes = raw_arrays(lay)
+    data["actions"] = np.random.default_rng(5).uniform(-1, 1, (1, 8, 2, 6)).astype(np.float32)
+    write_vault(tmp_path, "Expert", data)
+    with open_dataset(tmp_path / "data.vlt") as reader:
+        assert is_continuous(reader.spec) and reader.spec.env_config["action_dim"] == 6
+        d = reader.read_fields(slice(None), ["actions", "avail"])
+        valid, _ = step_masks(d["avail"])
+        np.testing.assert_array_equal(valid.sum(axis=1), [3, 4])
+        np.testing.assert_array_equal(d["actions"][1, :4], data["actions"][0, 3:7])
+        assert (d["actions"][0, 3:] == 0).all()
+    path = tmp_path / "Ant-v2.h5"
+    write_omapl(path, P=3, T=5)
+    with h5py.File(path, "a") as f:
+        for side in "xy":
+            del f[f"actions_{side}"], f[f"avails_{side}"]
+            f[f"actions_{side}"] = np.ones((3, 5, 2, 4), np.float32)
+    with open_dataset(path) as reader:
+        assert is_continuous(reader.spec)
+        d = reader.read_fields(np.arange(6), ["actions", "avail"])
+        valid, _ = step_masks(d["avail"])
+        assert (d["actions"][valid] == 1).all() and (d["actions"][~valid] == 0).all()
