@@ -19,15 +19,32 @@ Backends, with no scheduling of our own beyond the executor and ``ray.get``:
   directory) must be readable and writable from the workers: on a multi-machine cluster,
   a shared filesystem.
 
-Each cell sets ``torch.set_num_threads(threads)`` in the process that runs it.
+Processes and threads:
+
+* a worker process dies with the process that started it: on Linux the kernel sends it SIGTERM
+  when its parent exits (``prctl(PR_SET_PDEATHSIG)``), and everywhere a watchdog thread ends it
+  within ``WATCHDOG_SECONDS`` once its parent is gone, so a killed run leaves no worker training
+  (a rerun resumes the cells from their checkpoints instead of racing orphans);
+* torch threads per cell default to ``threads_per_worker(workers)``, the CPUs this process may
+  use divided among the workers, and an explicit ``threads`` is lowered to that share, so that
+  workers x threads never exceeds the cores (oversubscribed OpenMP threads spin against each
+  other: on 2 cores, 2 workers x 2 threads ran 10-20 times slower than 2 x 1);
+* results do not depend on the number of threads: ``marlcov.deep`` sets MKL's conditional
+  numerical reproducibility (``MKL_CBWR=AUTO,STRICT``) unless the user set it, under which
+  MKL's matrix products give the same bits whatever the thread count (without it, weight
+  gradients differed in the last bits between 1 and 2 threads and training drifted apart).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -35,6 +52,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 Log = Callable[[str], None]
+
+#: How often a worker's watchdog checks that its parent is alive.
+WATCHDOG_SECONDS = 1.0
+#: ``prctl`` option that asks the kernel for a signal when the parent exits (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,44 @@ def _write_result(result: Mapping[str, Any], path: str) -> None:
     from marlcov.deep.common import atomic_write_text
 
     atomic_write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", path)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, requested: int | None = None) -> int:
+    """torch threads for each of ``workers`` processes: ``requested`` (or all it may have),
+    at most ``available_cpus() // workers`` and at least 1, so workers never oversubscribe the cores."""
+    share = max(1, available_cpus() // max(1, int(workers)))
+    return share if requested is None else max(1, min(int(requested), share))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this worker end when ``parent_pid`` does (module docstring)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="marlcov-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
 
 
 def run_cell(cell: Cell, threads: int | None = None) -> dict[str, Any]:
@@ -106,7 +166,8 @@ def _local(pending: Sequence[Cell], workers: int, threads: int | None, log: Log)
             except Exception as exc:  # noqa: BLE001 - reported with the cell's key below
                 errors[cell.key] = exc
         return results, errors
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(run_cell, cell, threads): cell for cell in pending}
         log(f"[run ] {len(pending)} cell(s) in {workers} local processes")
         for fut in as_completed(futures):
@@ -119,6 +180,19 @@ def _local(pending: Sequence[Cell], workers: int, threads: int | None, log: Log)
     return results, errors
 
 
+#: What to do when Ray refuses the connection for its token authentication (Ray >= 2.52).
+RAY_AUTH_HINT = ("the Ray cluster refused this client's authentication token. Ray's token authentication "
+                 "(RAY_AUTH_MODE=token) needs the cluster's token on the client: set RAY_AUTH_TOKEN, or "
+                 "RAY_AUTH_TOKEN_PATH to a file holding it (`ray get-auth-token` on the head node prints it), "
+                 "or start the cluster and this command with the same RAY_AUTH_MODE (e.g. RAY_AUTH_MODE=disabled "
+                 "on a trusted private network)")
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "authenticationerror" in text or "invalidauthtoken" in text or "auth token" in text or "unauthenticated" in text
+
+
 def _ray(pending: Sequence[Cell], address: str, workers: int, threads: int | None, log: Log) -> tuple[dict[str, dict], dict[str, BaseException]]:
     try:
         import ray
@@ -126,10 +200,15 @@ def _ray(pending: Sequence[Cell], address: str, workers: int, threads: int | Non
         raise ValueError("--ray: Ray is not installed; pip install 'marlcov[cluster]' (ray>=2.9)") from exc
     started = False
     if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            if address == "local":
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:
+            if _is_auth_error(exc):
+                raise ValueError(f"--ray {address}: {RAY_AUTH_HINT} ({type(exc).__name__}: {exc})") from exc
+            raise
         started = True
     results: dict[str, dict] = {}
     errors: dict[str, BaseException] = {}
@@ -167,9 +246,14 @@ def run_cells(cells: Sequence[Cell], workers: int = 1, ray_address: str | None =
             pending.append(cell)
     if pending:
         if ray_address:
-            results, errors = _ray(pending, ray_address, workers, threads, log)
+            # Ray reserves one CPU per task (num_cpus=1): one thread unless asked otherwise.
+            results, errors = _ray(pending, ray_address, workers, threads or 1, log)
         else:
-            results, errors = _local(pending, min(workers, len(pending)), threads, log)
+            n = min(workers, len(pending))
+            per_worker = threads_per_worker(n, threads)
+            if threads is not None and per_worker < threads:
+                log(f"[note] --threads {threads} lowered to {per_worker} per worker: {n} worker(s) on {available_cpus()} CPU(s)")
+            results, errors = _local(pending, n, per_worker, log)
         for cell in pending:
             if cell.key in results:
                 _write_result(results[cell.key], cell.result_path)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
@@ -230,6 +232,9 @@ class TrainingState:
         generators: ``name -> torch.Generator``.
         config: the run's config as a plain dict; a checkpoint made under another config is
             not resumed (ValueError), so a changed hyperparameter cannot silently mix runs.
+        every_seconds: also save when this many seconds have passed since the last save (0:
+            never by time), so that slow steps do not leave a long run unsaved. It changes
+            when checkpoints are written, never what a resumed run computes.
     """
 
     def __init__(
@@ -239,9 +244,14 @@ class TrainingState:
         objects: Mapping[str, Any],
         generators: Mapping[str, torch.Generator] | None = None,
         config: Mapping[str, Any] | None = None,
+        every_seconds: float = 0.0,
     ) -> None:
         if not isinstance(every, (int, np.integer)) or every < 0:
             raise ValueError(f"checkpoint_every: expected a non-negative integer, got {every!r}")
+        if not (math.isfinite(every_seconds) and every_seconds >= 0):
+            raise ValueError(f"checkpoint_seconds: expected a finite non-negative number, got {every_seconds!r}")
+        self.every_seconds = float(every_seconds)
+        self._last_save = time.monotonic()
         self.path = Path(path)
         self.every = int(every)
         self.objects = dict(objects)
@@ -260,11 +270,16 @@ class TrainingState:
             "extra": self.extra,
             "config": json.dumps(self.config, sort_keys=True),
         }
-        return atomic_torch_save(state, self.path)
+        path = atomic_torch_save(state, self.path)
+        self._last_save = time.monotonic()
+        return path
 
     def maybe_save(self) -> bool:
-        """Save when the step counter is a positive multiple of ``every``."""
-        if self.every and self.step > 0 and self.step % self.every == 0:
+        """Save when the step counter is a positive multiple of ``every``, or ``every_seconds``
+        have passed since the last save."""
+        due_by_step = self.every and self.step > 0 and self.step % self.every == 0
+        due_by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+        if due_by_step or due_by_time:
             self.save()
             return True
         return False

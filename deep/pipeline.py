@@ -207,8 +207,21 @@ class MixJob(NamedTuple):
     count: int
 
 
+def source_skill_order(mean_returns: Mapping[str, float], behaviour: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Table 1's order of the sources in a dataset: the mean return per agent of each source
+    present, ``holds`` when they decrease in the order expert, unilateral, rookie, trivial, and
+    (``behaviour``) the ``skill_order`` of the behaviour policies' evaluation (online VDN)."""
+    present = [s for s in SOURCES if s in mean_returns]
+    values = [float(mean_returns[s]) for s in present]
+    out: dict[str, Any] = {"order": " > ".join(present), "mean_return_per_source": {s: float(mean_returns[s]) for s in present},
+                           "holds": bool(all(a > b for a, b in zip(values, values[1:])))}
+    if behaviour is not None:
+        out["behaviour_policies"] = dict(behaviour)
+    return out
+
+
 def _play_mix(batch_env, jobs: Sequence[MixJob], mix: str, counts: Mapping[str, int], out_path: str | os.PathLike, *,
-              seed: int, overwrite: bool) -> dict[str, Any]:
+              seed: int, overwrite: bool, behaviour_order: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Play ``jobs`` in order on ``batch_env`` (an ``MPEBatch`` or ``SMAXBatch`` of B
     environments) and stream the trajectories into the HDF5 file ``out_path`` (written
     atomically). Trajectory k of the file is reset with seed ``base + k`` (base drawn from
@@ -238,8 +251,12 @@ def _play_mix(batch_env, jobs: Sequence[MixJob], mix: str, counts: Mapping[str, 
                     wins[source].append(np.asarray(batch_env.last_wins)[:keep])
                 done += keep
                 written += keep
+        means = {s: float(np.concatenate(v).mean()) for s, v in returns.items() if v}
+        order = source_skill_order(means, behaviour_order)
+        # The dataset's own record of Table 1's order (the writer keeps unknown attributes).
+        writer._file.attrs["skill_order"] = json.dumps(order)
     out = {"path": str(out_path), "env": batch_env.spec.name, "mix": mix, "counts": dict(counts), "n_trajectories": written,
-           "mean_return_per_source": {s: float(np.concatenate(v).mean()) for s, v in returns.items() if v}}
+           "mean_return_per_source": means, "skill_order": order}
     if any(wins.values()):
         out["win_rate_per_source"] = {s: float(np.concatenate(v).mean()) for s, v in wins.items() if v}
     return out
@@ -295,7 +312,11 @@ def collect_dataset(
         jobs.append(MixJob("rookie", level_policy(rookie_path, m, "rookie", device, epsilon, seed), counts["rookie"]))
     if counts["trivial"]:
         jobs.append(MixJob("trivial", trivial_policy(m, seed), counts["trivial"]))
-    return _play_mix(batch_env, jobs, mix, counts, out_path, seed=seed, overwrite=overwrite)
+    behaviour = None
+    metrics = Path(policies_dir) / "metrics.json" if policies_dir is not None else None
+    if metrics is not None and metrics.exists():
+        behaviour = json.loads(metrics.read_text()).get("summary", {}).get("skill_order")
+    return _play_mix(batch_env, jobs, mix, counts, out_path, seed=seed, overwrite=overwrite, behaviour_order=behaviour)
 
 
 def collect_smax_dataset(
@@ -395,18 +416,21 @@ def pairs_path_for(dataset_path: str | os.PathLike) -> Path:
 
 
 def label_dataset_file(dataset_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
-                       pairs_per_trajectory: int = 10, steepness: float = 5.0, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+                       pairs_per_trajectory: int = 10, steepness: float = 5.0, seed: int = 0, overwrite: bool = False,
+                       normalisation: str = "min-max") -> dict[str, Any]:
     """Bradley-Terry labels (one per agent) for ``pairs_per_trajectory * N`` pairs of a dataset,
-    written to a pairs file (default ``pairs_path_for(dataset_path)``)."""
+    over returns normalised by ``normalisation`` (``deep.data.preferences``), written to a pairs
+    file (default ``pairs_path_for(dataset_path)``)."""
     from marlcov.deep.data.hdf5 import DatasetReader, write_pairs_file
     from marlcov.deep.data.preferences import label_dataset
 
     out = Path(out_path) if out_path is not None else pairs_path_for(dataset_path)
     with DatasetReader(dataset_path) as reader:
-        pairs = label_dataset(reader, pairs_per_trajectory, steepness, seed)
+        pairs = label_dataset(reader, pairs_per_trajectory, steepness, seed, normalisation=normalisation)
         write_pairs_file(out, pairs, reader, overwrite=overwrite)
     agree = float((pairs.labels == np.where(pairs.probs >= 0.5, 1, -1)).mean())
-    return {"path": str(out), "pairs": len(pairs), "steepness": float(steepness), "agreement_with_true_order": agree}
+    return {"path": str(out), "pairs": len(pairs), "steepness": float(steepness), "normalisation": normalisation,
+            "agreement_with_true_order": agree}
 
 
 # ----------------------------------------------------------------------------- the reproduce chain
@@ -486,7 +510,7 @@ class Reproduction:
         lb = self.label
         self._run(pairs, f"labels {mix}", lambda: label_dataset_file(
             path, pairs, pairs_per_trajectory=int(lb.get("pairs_per_trajectory", 10)),
-            steepness=float(lb.get("steepness", 5.0)), seed=self.seed_base))
+            steepness=float(lb.get("steepness", 5.0)), seed=self.seed_base, normalisation=str(lb.get("normalisation", "min-max"))))
         return path
 
     # -- per-seed stages

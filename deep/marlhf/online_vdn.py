@@ -11,10 +11,22 @@ environment, so an iteration counts ``n_envs * horizon`` of them.
 Proficiency levels, saved in ``deep.marlhf.vdn.POLICY_FORMAT``:
 
 * ``rookie_<steps>.pt``: the greedy policy after the first iteration that reaches each count of
-  ``rookie_steps`` environment steps (early stops);
+  ``rookie_steps`` environment steps (early stops) *and* scores above the trivial policy;
 * ``expert.pt``: the greedy policy at the end (``total_env_steps``);
 * trivial and unilateral joint policies are built from these with ``trivial_policy`` and
   ``unilateral_policy`` (n-1 experts and one rookie).
+
+Table 1 orders the levels expert > rookie > trivial (uniform random). An early greedy policy can
+score below uniform play (measured on simple_spread_v3 at small scale: rookie -35.3 against
+-26.4), so a rookie is accepted only once its greedy test return exceeds the trivial policy's on
+the same evaluation episodes; until then it is tried again, at most ``rookie_checks`` times
+spread over the rest of the run (its ``env_steps`` records where it was taken). The summary's
+``skill_order`` holds every level's test return and whether expert > rookie > trivial holds.
+
+Checkpoints (``train_state.pt``) are written every ``checkpoint_every`` iterations and whenever
+``checkpoint_seconds`` have passed since the last one, and right after a level is saved, so a
+run killed early loses at most a minute; their cadence is not part of the config a resumed run
+must match.
 
 Training environments are seeded from ``(seed, iteration)``; evaluation (``deep.marlhf.evaluate``)
 uses seeds from ``deep.common.EVAL_SEED_BASE`` up, a range training does not reach. Environments step on
@@ -76,12 +88,14 @@ class OnlineVDNConfig:
     horizon: int = 25
     local_ratio: float = 0.5
     eval_episodes: int = 256
-    checkpoint_every: int = 20
+    rookie_checks: int = 50
+    checkpoint_every: int = 5
+    checkpoint_seconds: float = 60.0
     progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_envs", "total_env_steps", "hidden", "layers", "buffer_episodes", "batch_episodes",
-                     "updates_per_iteration", "target_update", "horizon", "eval_episodes"):
+                     "updates_per_iteration", "target_update", "horizon", "eval_episodes", "rookie_checks"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         for name in ("epsilon_start", "epsilon_end", "gamma"):
@@ -136,6 +150,34 @@ class EpisodeReplay:
         self.pos, self.size = int(state["pos"]), n
 
 
+#: Config fields that set when checkpoints are written, not what the run computes.
+CADENCE_FIELDS = ("checkpoint_every", "checkpoint_seconds", "progress")
+
+
+def _rookie_try_due(iteration: int, target_steps: int, steps_per_iteration: int, n_iterations: int, checks: int) -> bool:
+    """Whether a rookie still pending at ``iteration`` (0-based) is scored now: at the first
+    iteration that reaches ``target_steps``, then at ``checks`` evenly spaced iterations up to
+    the last."""
+    first = max(0, math.ceil(target_steps / steps_per_iteration) - 1)
+    if iteration < first:
+        return False
+    if iteration == first or iteration == n_iterations - 1:
+        return True
+    stride = max(1, (n_iterations - 1 - first) // max(1, checks))
+    return (iteration - first) % stride == 0
+
+
+def skill_order(levels: Sequence[Mapping[str, Any]], trivial_return: float) -> dict[str, Any]:
+    """Table 1's order of the behaviour levels: every level's greedy test return per agent, the
+    trivial (uniform) policy's, and ``holds``: expert > every rookie > trivial."""
+    returns = {lv["name"]: float(lv["test_return_per_agent"]) for lv in levels}
+    returns["trivial"] = float(trivial_return)
+    rookies = [float(lv["test_return_per_agent"]) for lv in levels if lv["level"] == "rookie"]
+    expert = returns.get("expert")
+    holds = all(r > trivial_return for r in rookies) and (expert is None or all(expert > r for r in rookies + [trivial_return]))
+    return {"test_return_per_agent": returns, "order": "expert > rookie > trivial", "holds": bool(holds)}
+
+
 def _iteration_seed(seed: int, iteration: int, n_envs: int) -> int:
     """Base reset seed of a training iteration (environment b gets base + b), below TRAIN_SEED_SPAN."""
     base = np.random.SeedSequence([int(seed), int(iteration)]).generate_state(1, dtype=np.uint64)[0]
@@ -188,11 +230,12 @@ def train_behaviour_policies(
     buffer = EpisodeReplay(cfg.buffer_episodes, H, m, spec.obs_dim, spec.n_actions, dev)
     explore_gen = torch_generator(seed * 2 + 1, dev)
     sample_gen = torch_generator(seed * 2 + 2, dev)
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "env_name": env_name,
+    result_fields = {k: v for k, v in config_dict(cfg).items() if k not in CADENCE_FIELDS}
+    run_config = {"config": result_fields, "seed": int(seed), "env_name": env_name,
                   "prey_policy": None if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__)}
     state = TrainingState(out / "train_state.pt", cfg.checkpoint_every,
                           {"net": net, "target": target, "opt": opt, "buffer": buffer},
-                          {"explore": explore_gen, "sample": sample_gen}, run_config)
+                          {"explore": explore_gen, "sample": sample_gen}, run_config, cfg.checkpoint_seconds)
     if resume:
         state.load(map_location=dev)
     else:
@@ -203,18 +246,33 @@ def train_behaviour_policies(
     steps_per_iteration = cfg.n_envs * H
     n_iterations = math.ceil(cfg.total_env_steps / steps_per_iteration)
     pending = sorted(int(s) for s in cfg.rookie_steps if not any(lv.get("target_steps") == int(s) for lv in levels))
+    final_steps = n_iterations * steps_per_iteration
 
-    def save_level(name: str, env_steps: int, target_steps: int | None) -> dict[str, Any]:
+    def test_return(policy) -> dict[str, Any]:
         from marlcov.deep.marlhf.evaluate import evaluate_policy
 
+        return evaluate_policy(policy, env_name, n_episodes=cfg.eval_episodes, seed=seed,
+                               batch_size=min(cfg.eval_episodes, cfg.n_envs), env_kwargs=env_kwargs, progress=False)
+
+    if "trivial" not in state.extra:
+        state.extra["trivial"] = float(test_return(trivial_policy(m, seed))["return_per_agent"])
+    trivial_return = float(state.extra["trivial"])
+
+    def save_level(name: str, env_steps: int, target_steps: int | None) -> dict[str, Any] | None:
+        """Save and score the current greedy policy as ``name``; a rookie that does not beat
+        the trivial policy is discarded (None) while tries remain."""
         level = "expert" if name == "expert" else "rookie"
+        greedy = GreedyPolicy(net, 0.0, None, env_name, {"name": name})
+        result = test_return(greedy)
+        above = result["return_per_agent"] > trivial_return
+        last_try = env_steps >= final_steps
+        if level == "rookie" and not above and not last_try:
+            return None
         meta = {"trainer": "online-vdn", "name": name, "level": level, "env_steps": env_steps, "seed": int(seed)}
         path = save_policy(out / f"{name}.pt", net, env_name, cfg, meta)
-        result = evaluate_policy(load_policy(path, dev), env_name, n_episodes=cfg.eval_episodes, seed=seed,
-                                 batch_size=min(cfg.eval_episodes, cfg.n_envs), env_kwargs=env_kwargs, progress=False)
-        record = {"name": name, "path": str(path), "level": level, "env_steps": env_steps, "target_steps": target_steps,
-                  "test_return_per_agent": result["return_per_agent"], "test_return_std": result["return_std"]}
-        return record
+        return {"name": name, "path": str(path), "level": level, "env_steps": env_steps, "target_steps": target_steps,
+                "test_return_per_agent": result["return_per_agent"], "test_return_std": result["return_std"],
+                "above_trivial": bool(above)}
 
     bar = progress_bar(n_iterations, f"online VDN {env_name}", cfg.progress, initial=state.step)
     while state.step < n_iterations:
@@ -242,23 +300,31 @@ def train_behaviour_policies(
         ret = float(batch.returns().mean())
         history.append({"iteration": it + 1, "env_steps": env_steps, "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
                         "behaviour_return_per_agent": ret, "td_loss": float(np.mean(losses)) if losses else None})
-        while pending and env_steps >= pending[0]:
-            target_steps = pending.pop(0)
-            levels.append(save_level(f"rookie_{target_steps}", env_steps, target_steps))
+        saved = False
+        while pending and env_steps >= pending[0] and _rookie_try_due(it, pending[0], steps_per_iteration, n_iterations, cfg.rookie_checks):
+            record = save_level(f"rookie_{pending[0]}", env_steps, pending[0])
+            if record is None:
+                break
+            levels.append(record)
+            pending.pop(0)
+            saved = True
         state.step += 1
         bar.update(1)
         bar.set_postfix(ret=f"{ret:.2f}")
         state.extra.update(updates=updates, history=json.dumps(history), levels=json.dumps(levels))
-        state.maybe_save()
+        if saved:
+            state.save()
+        else:
+            state.maybe_save()
     bar.close()
-    final_steps = n_iterations * steps_per_iteration
     if not any(lv["name"] == "expert" for lv in levels):
         levels.append(save_level("expert", final_steps, None))
         state.extra.update(levels=json.dumps(levels))
     state.save()
     result = {"env_name": env_name, "expert": str(out / "expert.pt"),
               "rookies": {str(lv["target_steps"]): lv["path"] for lv in levels if lv["level"] == "rookie"},
-              "levels": levels, "env_steps": final_steps, "updates": updates}
+              "levels": levels, "env_steps": final_steps, "updates": updates,
+              "skill_order": skill_order(levels, trivial_return)}
     atomic_write_text(json.dumps({"summary": result, "history": history}, indent=2) + "\n", out / "metrics.json")
     atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
     return result

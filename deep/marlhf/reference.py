@@ -3,7 +3,11 @@
 pi_ref approximates the behaviour policy pi^b that generated the dataset, to build the KL
 reward of (3). One network, shared by all agents, maps agent i's local observation and its
 one-hot id to action logits; unavailable actions (``avail`` False) are masked out of the
-softmax, so pi_ref puts (numerically) zero mass on them. The loss is the mean negative
+softmax, so pi_ref puts (numerically) zero mass on them. ``model``: ``"gru"`` (default, the
+recurrent actor of the paper's public code: an embedding, a GRU along each agent's trajectory,
+then the head, so pi_ref(. | o_{1..h,i}) sees the agent's history) or ``"mlp"`` (the current
+observation only). A GRU reference takes whole trajectories ``[N, H, m, d]``; acting step by
+step, ``ReferencePolicy`` carries its hidden state and starts afresh at ``t = 0``. The loss is the mean negative
 log-likelihood of the dataset's actions over every real step and agent of every trajectory.
 
 Padded episodes (SMAX; ``deep.common.step_masks``): a padded step has nothing available and a
@@ -43,14 +47,16 @@ from marlcov.deep.common import (
 )
 
 REFERENCE_FORMAT = "marlcov.deep-reference/1"
+REFERENCE_MODELS = ("gru", "mlp")
 #: Trajectories per forward pass when evaluating over a whole dataset.
 EVAL_CHUNK = 2048
 
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """Hyperparameters of behaviour cloning (defaults: Table 5, "IL")."""
+    """Hyperparameters of behaviour cloning (defaults: Table 5, "IL"; a GRU as in the paper's code)."""
 
+    model: str = "gru"
     hidden: int = 128
     layers: int = 3
     epochs: int = 100
@@ -66,18 +72,45 @@ class ReferenceConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a value in [0, 1), got {self.val_fraction!r}")
+        if self.model not in REFERENCE_MODELS:
+            raise ValueError(f"model: expected one of {list(REFERENCE_MODELS)}, got {self.model!r}")
+        if self.model == "gru" and self.layers < 2:
+            raise ValueError(f"layers: a GRU reference needs at least 2 (embedding and head), got {self.layers!r}")
 
 
 class PolicyNet(torch.nn.Module):
-    """Shared per-agent network: ``obs [..., m, obs_dim] -> logits [..., m, n_actions]``."""
+    """Shared per-agent network: ``obs [..., m, obs_dim] -> logits [..., m, n_actions]`` (MLP),
+    or ``obs [B, H, m, obs_dim] -> logits [B, H, m, n_actions]`` along time (GRU)."""
 
-    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
+    def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3, model: str = "mlp") -> None:
         super().__init__()
-        self.obs_dim, self.n_actions, self.n_agents = int(obs_dim), int(n_actions), int(n_agents)
-        self.body = mlp(obs_dim + n_agents, hidden, layers, n_actions)
+        if model not in REFERENCE_MODELS:
+            raise ValueError(f"model: expected one of {list(REFERENCE_MODELS)}, got {model!r}")
+        self.obs_dim, self.n_actions, self.n_agents, self.kind = int(obs_dim), int(n_actions), int(n_agents), model
+        if model == "mlp":
+            self.body = mlp(obs_dim + n_agents, hidden, layers, n_actions)
+            return
+        self.embed = torch.nn.Linear(obs_dim + n_agents, hidden)
+        self.gru = torch.nn.GRU(hidden, hidden, batch_first=True)
+        self.head = mlp(hidden, hidden, layers - 1, n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(with_agent_id(obs))
+        if self.kind == "mlp":
+            return self.body(with_agent_id(obs))
+        if obs.dim() != 4:
+            raise ValueError(f"obs: a GRU reference takes trajectories [B, H, m, d], got shape {list(obs.shape)}")
+        x = torch.relu(self.embed(with_agent_id(obs)))
+        B, H, m, F_ = x.shape
+        out, _ = self.gru(x.permute(0, 2, 1, 3).reshape(B * m, H, F_))
+        return self.head(torch.relu(out.reshape(B, m, H, -1).permute(0, 2, 1, 3)))
+
+    def step(self, obs: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the GRU: ``obs [B, m, d]`` and the hidden state ``[1, B * m, hidden]``
+        (None at the start of an episode) -> ``(logits [B, m, A], next hidden state)``."""
+        x = torch.relu(self.embed(with_agent_id(obs)))
+        B, m, F_ = x.shape
+        out, hidden = self.gru(x.reshape(B * m, 1, F_), hidden)
+        return self.head(torch.relu(out.reshape(B, m, -1))), hidden
 
     def log_probs(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
         """log pi_ref(. | o_i) ``[..., m, n_actions]``, renormalised over available actions."""
@@ -113,14 +146,22 @@ class ReferencePolicy:
 
     def __init__(self, net: PolicyNet, meta: Mapping[str, Any], sample: bool = False, generator: torch.Generator | None = None) -> None:
         self.net, self.meta, self.sample, self.generator = net, dict(meta), sample, generator
+        self._hidden: torch.Tensor | None = None
 
     @torch.no_grad()
     def log_probs(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
+        """log pi_ref over whole trajectories ``[N, H, m, d]`` (a GRU) or any steps (an MLP)."""
         return self.net.log_probs(obs, avail)
 
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
-        logp = self.net.log_probs(obs, avail)
+        if self.net.kind == "gru":
+            if t == 0:
+                self._hidden = None
+            logits, self._hidden = self.net.step(obs, self._hidden)
+            logp = F.log_softmax(masked(logits, avail), dim=-1)
+        else:
+            logp = self.net.log_probs(obs, avail)
         if not self.sample:
             return logp.argmax(dim=-1)
         flat = logp.reshape(-1, logp.shape[-1]).exp()
@@ -136,9 +177,11 @@ def load_reference(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """Load pi_ref written by ``train_reference`` (format checked)."""
     dev = resolve_device(device)
     obj = load_versioned(path, REFERENCE_FORMAT, dev)
-    cfg = load_config(ReferenceConfig, json.loads(obj["config"]))
+    fields = json.loads(obj["config"])
+    fields.setdefault("model", "mlp")  # files written before the GRU reference hold an MLP
+    cfg = load_config(ReferenceConfig, fields)
     sizes = json.loads(obj["sizes"])
-    net = PolicyNet(sizes["obs_dim"], sizes["n_actions"], sizes["n_agents"], cfg.hidden, cfg.layers).to(dev)
+    net = PolicyNet(sizes["obs_dim"], sizes["n_actions"], sizes["n_agents"], cfg.hidden, cfg.layers, cfg.model).to(dev)
     net.load_state_dict(obj["state_dict"])
     net.eval()
     return ReferencePolicy(net, {"config": cfg, "sizes": sizes, "metrics": json.loads(obj["metrics"])})
@@ -196,7 +239,7 @@ def train_reference(
 
     seed_everything(seed)
     sizes = {"env_name": spec.env_name, "obs_dim": int(spec.obs_dim), "n_actions": int(spec.n_actions), "n_agents": int(spec.n_agents)}
-    net = PolicyNet(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.hidden, cfg.layers).to(dev)
+    net = PolicyNet(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.hidden, cfg.layers, cfg.model).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
     state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"net": net, "opt": opt}, config=run_config)

@@ -22,6 +22,12 @@ and keeps it for that epoch (it is saved with the resumable state); ``variance="
 the current batch's predictions instead. Both are floored at ``VAR_FLOOR``. ``variance="none"``
 drops the normalisation (``alpha * L_MSE``), for ablations.
 
+Labels (``labels``): ``"redrawn"`` (the default, as in the paper's public code) draws each
+minibatch's labels afresh from the Bradley-Terry probabilities stored with the pairs
+(``redrawn_labels``), so that over the epochs r_phi fits the probabilities rather than one draw
+of them; ``"fixed"`` uses the labels stored in the pairs file. Validation metrics use the
+stored labels either way.
+
 Scaled by 1/Var, the regulariser is invariant to the scale of r_phi, and its gradient grows like
 1/scale: on a task whose true reward is white noise along time (nothing for a smooth r_phi to
 fit), it drives r_phi to a constant. It does the same from a random initialisation, whose r_phi
@@ -49,9 +55,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,12 +80,23 @@ from marlcov.deep.common import (
     step_masks,
     with_agent_id,
 )
+from marlcov.theory.objectives.marlhf import (
+    VAR_FLOOR,
+    RewardLossTerms,
+    preference_nll,
+    reward_loss,
+    reward_variance,
+    standardised_rewards,
+    trajectory_returns,
+)
+from marlcov.theory.objectives.marlhf import temporal_mse  # noqa: F401 - documented name of this module
 
 REWARD_MODEL_FORMAT = "marlcov.deep-reward-model/1"
 MODEL_KINDS = ("mlp", "gru", "linear")
 VARIANCE_MODES = ("dataset", "batch", "none")
-#: Var_D(r_phi) below this is replaced by it: a constant reward model has no scale to divide by.
-VAR_FLOOR = 1e-8
+#: ``"redrawn"``: every minibatch draws its labels afresh from the pairs' Bradley-Terry
+#: probabilities (the paper's public code); ``"fixed"``: the labels stored in the pairs file.
+LABEL_MODES = ("redrawn", "fixed")
 #: Trajectories per forward pass when predicting over a whole dataset without gradients.
 PREDICT_CHUNK = 2048
 
@@ -98,12 +116,15 @@ class RewardModelConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     val_fraction: float = 0.1
+    labels: str = "redrawn"
     checkpoint_every: int = 500
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
             raise ValueError(f"model: expected one of {list(MODEL_KINDS)}, got {self.model!r}")
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"labels: expected one of {list(LABEL_MODES)}, got {self.labels!r}")
         if self.variance not in VARIANCE_MODES:
             raise ValueError(f"variance: expected one of {list(VARIANCE_MODES)}, got {self.variance!r}")
         if self.layers < 2 and self.model != "linear":
@@ -165,43 +186,8 @@ def build_reward_net(spec_sizes: Mapping[str, int], config: RewardModelConfig) -
 
 
 # ----------------------------------------------------------------------------- loss (1), (2)
-class RewardLoss(NamedTuple):
-    """The terms of loss (1): ``total = nll + alpha / variance * mse``."""
-
-    total: torch.Tensor
-    nll: torch.Tensor
-    mse: torch.Tensor
-    variance: torch.Tensor
-
-
-def trajectory_returns(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """R_{phi,i}(tau) ``[B, m]``: the sum of ``rewards [B, H, m]`` over the real steps
-    (``valid [B, H]``; None: every step is real)."""
-    if valid is None:
-        return rewards.sum(dim=1)
-    return rewards.masked_fill(~valid[..., None], 0.0).sum(dim=1)
-
-
-def preference_nll(r_first: torch.Tensor, r_second: torch.Tensor, labels: torch.Tensor,
-                   valid_first: torch.Tensor | None = None, valid_second: torch.Tensor | None = None) -> torch.Tensor:
-    """First term of (1): mean over pairs of ``sum_i -log sigma(y_i (R_i(tau1) - R_i(tau2)))``.
-
-    ``r_first``, ``r_second``: per-step rewards ``[P, H, m]``; ``labels`` ``[P, m]`` in {+1, -1};
-    ``valid_first``, ``valid_second`` ``[P, H]``: the real steps of each trajectory (None: all).
-    ``-log sigma(x)`` is computed as ``softplus(-x)`` (no overflow for large margins).
-    """
-    margin = labels.to(r_first.dtype) * (trajectory_returns(r_first, valid_first) - trajectory_returns(r_second, valid_second))
-    return F.softplus(-margin).sum(dim=-1).mean()
-
-
-def temporal_mse(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """L_MSE (2): mean over trajectories of ``sum_h ||r[h+1, :] - r[h, :]||_2^2`` over the pairs
-    of consecutive real steps; ``rewards [B, H, m]``, ``valid [B, H]`` (None: every step real)."""
-    sq = (rewards[:, 1:] - rewards[:, :-1]).pow(2)
-    if valid is not None:
-        # Real steps come first, so (h, h+1) are both real exactly when h+1 is.
-        sq = sq.masked_fill(~valid[:, 1:, None], 0.0)
-    return sq.sum(dim=(1, 2)).mean()
+#: The terms of loss (1) (``theory.objectives.marlhf.RewardLossTerms``).
+RewardLoss = RewardLossTerms
 
 
 def reward_model_loss(
@@ -213,23 +199,20 @@ def reward_model_loss(
     valid_first: torch.Tensor | None = None,
     valid_second: torch.Tensor | None = None,
 ) -> RewardLoss:
-    """Loss (1) on a batch of pairs: ``r_first``, ``r_second`` ``[P, H, m]``, ``labels [P, m]``.
-    ``variance``: Var_D(r_phi) (over the training set), or None for the variance of this
-    batch's predictions on real steps; either way it is detached and floored at ``VAR_FLOOR``.
-    L_MSE averages over both trajectories of every pair. ``valid_first``, ``valid_second``
-    ``[P, H]``: the real steps of padded trajectories (both or neither; None: every step real)."""
+    """Loss (1) on a batch of pairs (``theory.objectives.marlhf.reward_loss``): ``r_first``,
+    ``r_second`` ``[P, H, m]``, ``labels [P, m]``. ``variance``: Var_D(r_phi) (over the training
+    set), or None for the variance of this batch's predictions on real steps; either way it is
+    detached and floored at ``VAR_FLOOR``. ``valid_first``, ``valid_second`` ``[P, H]``: the real
+    steps of padded trajectories (both or neither; None: every step real)."""
     if (valid_first is None) != (valid_second is None):
         raise ValueError("valid_first, valid_second: give the step masks of both trajectories of the pairs, or neither")
-    both = torch.cat([r_first, r_second], dim=0)
-    valid = None if valid_first is None else torch.cat([valid_first, valid_second], dim=0)
-    nll = preference_nll(r_first, r_second, labels, valid_first, valid_second)
-    mse = temporal_mse(both, valid)
     if variance is None:
-        var = (both.detach() if valid is None else both.detach()[valid]).var(unbiased=False)
-    else:
-        var = torch.as_tensor(variance, dtype=both.dtype, device=both.device).detach()
-    var = var.clamp_min(VAR_FLOOR)
-    return RewardLoss(nll + alpha / var * mse, nll, mse, var)
+        both = torch.cat([r_first, r_second], dim=0).detach()
+        valid = None if valid_first is None else torch.cat([valid_first, valid_second], dim=0)
+        variance = reward_variance(both, valid)
+    elif isinstance(variance, torch.Tensor):
+        variance = variance.detach()
+    return reward_loss(r_first, r_second, labels.to(r_first.dtype), alpha, variance, valid_first, valid_second)
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -271,7 +254,7 @@ class TrainedRewardModel:
     def standardised(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The per-agent terms of (4): ``(r_phi - E_D r_phi) / sqrt(Var_D r_phi)``, ``[N, H, m]``;
         r_std is their sum over agents."""
-        return (self.rewards(obs, actions) - self.mean) / self.std
+        return standardised_rewards(self.rewards(obs, actions), self.mean, self.var)
 
 
 def save_reward_model(path: str | os.PathLike, net: RewardNet, config: RewardModelConfig, sizes: Mapping[str, Any], mean: float, var: float, metrics: Mapping[str, Any]) -> Path:
@@ -306,6 +289,13 @@ def _load_pairs(dataset_path: Path, pairs_path: str | os.PathLike | None):
         if pairs_path is None:
             return reader.pairs()
         return read_pairs(pairs_path, reader)
+
+
+def redrawn_labels(probs: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """Labels in {+1, -1} drawn with ``P(y = +1) = probs`` from a generator of ``(seed, step)``
+    alone, so a resumed run draws the same labels as an uninterrupted one."""
+    u = torch.as_tensor(np.random.default_rng([int(seed), 2, int(step)]).random(tuple(probs.shape)), dtype=probs.dtype, device=probs.device)
+    return torch.where(u < probs, 1.0, -1.0).to(probs.dtype)
 
 
 def _sizes(spec) -> dict[str, Any]:
@@ -358,6 +348,12 @@ def train_reward_model(
     first = torch.as_tensor(pairs.first, device=dev)
     second = torch.as_tensor(pairs.second, device=dev)
     labels = torch.as_tensor(pairs.labels.astype(np.float32), device=dev)
+    probs = None
+    if cfg.labels == "redrawn":
+        if pairs.probs is None:
+            raise ValueError(f"{pairs_path or dataset_path}: field 'probs' of the pairs is missing; labels='redrawn' draws every "
+                             "minibatch's labels from it (label the dataset again, or set labels='fixed')")
+        probs = torch.as_tensor(pairs.probs, dtype=torch.float32, device=dev)
 
     seed_everything(seed)
     sizes = _sizes(spec)
@@ -392,7 +388,8 @@ def train_reward_model(
         r = net(torch.cat([obs[i1], obs[i2]]), torch.cat([actions[i1], actions[i2]]))
         r1, r2 = r[: len(batch)], r[len(batch) :]
         var = {"dataset": state.extra.get("variance"), "batch": None, "none": 1.0}[cfg.variance]
-        loss = reward_model_loss(r1, r2, labels[batch], cfg.alpha_at(epoch), var, valid[i1], valid[i2])
+        y = labels[batch] if probs is None else redrawn_labels(probs[batch], seed, state.step)
+        loss = reward_model_loss(r1, r2, y, cfg.alpha_at(epoch), var, valid[i1], valid[i2])
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
         opt.step()
@@ -417,7 +414,7 @@ def train_reward_model(
 
     all_r = predict_rewards(net, obs, actions)
     mean, var = reward_statistics(all_r, valid)
-    summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_pairs": int(len(train_idx)), "val_pairs": int(n_val),
+    summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_pairs": len(train_idx), "val_pairs": int(n_val),
                                "reward_mean": mean, "reward_var": var}
     summary.update(_pair_metrics(net, obs, actions, valid, first, second, labels, train_idx, "train"))
     if n_val:
@@ -438,6 +435,6 @@ def _pair_metrics(net, obs, actions, valid, first, second, labels, idx: np.ndarr
     R = trajectory_returns(predict_rewards(net, obs, actions), valid)
     d = R[first[idx_t]] - R[second[idx_t]]
     y = labels[idx_t]
-    nll = float(F.softplus(-y * d).sum(dim=-1).mean())
+    nll = float(preference_nll(d[:, None], torch.zeros_like(d[:, None]), y))
     acc = float(((d * y) > 0).float().mean())
     return {f"{prefix}_nll": nll, f"{prefix}_accuracy": acc}

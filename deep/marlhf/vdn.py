@@ -2,20 +2,22 @@
 
 Value decomposition (VDN): ``Q_tot(o, a) = sum_i Q_i(o_i, a_i)``, one network shared by the
 agents (local observation plus one-hot agent id -> Q-values of the agent's actions), trained by
-one-step Q-learning against a target network that is copied every ``target_update`` updates:
+one-step double Q-learning against a target network Q' that is copied every ``target_update``
+updates:
 
-    y_h = r_h + gamma * 1[h < L] * sum_i max_{a' available} Q'_i(o_{h+1,i}, a'),
+    y_h = r_h + gamma * 1[h < L] * sum_i Q'_i(o_{h+1,i}, argmax_{a' available} Q_i(o_{h+1,i}, a')),
 
 L the episode's last real step, after which nothing is bootstrapped (MPE episodes are truncated
 at H, SMAX episodes end early, and the objective (3) is a finite-horizon sum). The team reward
 of a dataset step is
 
     r_h = sum_i (r_phi(o_{h,i}, a_{h,i}) - E_D r_phi) / sqrt(Var_D r_phi)          (4)
-          + beta * sum_i (log pi_ref(a_{h,i} | o_{h,i}) + log |A_{h,i}|),
+          + sum_i clip(beta * (log pi_ref(a_{h,i} | o_{h,i}) + log |A_{h,i}|), -10, 1),
 
 the second line being the KL reward -beta log(pi_w / pi_ref) of (3) with pi_w replaced by the
-uniform 1/|A| (section 5.3: Q-learning has no explicit pi_w). |A_{h,i}| counts agent i's
-available actions at step h (the full action set in MPE). A batch is ``batch_size`` whole
+uniform 1/|A| (section 5.3: Q-learning has no explicit pi_w), each agent's term clipped to
+``kl_clip`` as in the paper's public code; (3) and (4) are ``theory.objectives.marlhf``.
+|A_{h,i}| counts agent i's available actions at step h (the full action set in MPE). A batch is ``batch_size`` whole
 trajectories, every real step of them used. The greedy policy takes the best available action
 of Q_i for each agent.
 
@@ -59,24 +61,34 @@ from marlcov.deep.common import (
     torch_generator,
     with_agent_id,
 )
+from marlcov.theory.objectives.marlhf import KL_CLIP, kl_reward_terms, team_reward
 
 POLICY_FORMAT = "marlcov.deep-policy/1"
 NETWORK_FIELDS = ("obs_dim", "n_actions", "n_agents", "hidden", "layers")
+#: Trajectories per forward pass of the reference when computing the KL reward of a dataset.
+REWARD_CHUNK = 2048
 
 
 @dataclass(frozen=True)
 class OfflineVDNConfig:
-    """Hyperparameters of offline VDN (defaults: Table 5 and section 5.3; beta = 1 for Spread
-    and Reference, 3 to 10 for Tag)."""
+    """Hyperparameters of offline VDN (defaults: Table 5, section 5.3 and the paper's public
+    code: gamma 0.9, double Q-learning, target copied every 3 updates, each agent's KL reward
+    clipped to [-10, 1]; beta = 1 for Spread and Reference, 3 to 10 for Tag).
+
+    ``kl_clip``: per-agent bounds of the KL reward term (None: unclipped, the printed (3));
+    ``double_q``: the bootstrap action is the online network's greedy one, valued by the target
+    network (False: the target network's own max)."""
 
     beta: float = 1.0
-    gamma: float = 0.99
+    gamma: float = 0.9
     hidden: int = 128
     layers: int = 3
     lr: float = 1e-3
     batch_size: int = 64
     updates: int = 10000
-    target_update: int = 200
+    target_update: int = 3
+    double_q: bool = True
+    kl_clip: tuple[float, float] | None = KL_CLIP
     grad_clip: float = 10.0
     checkpoint_every: int = 1000
     progress: bool = True
@@ -89,6 +101,11 @@ class OfflineVDNConfig:
             raise ValueError(f"beta: expected a finite non-negative number, got {self.beta!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
+        if self.kl_clip is not None:
+            clip = tuple(self.kl_clip)
+            if len(clip) != 2 or not all(math.isfinite(float(c)) for c in clip) or not float(clip[0]) <= float(clip[1]):
+                raise ValueError(f"kl_clip: expected [low, high] with finite low <= high, or null, got {self.kl_clip!r}")
+            object.__setattr__(self, "kl_clip", (float(clip[0]), float(clip[1])))
 
 
 # ----------------------------------------------------------------------------- networks, policies
@@ -177,19 +194,21 @@ def step_mask_tensors(avail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(valid, device=avail.device), torch.as_tensor(last, device=avail.device)
 
 
-def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per-step KL reward of (3) with pi_w = 1/|A|: ``beta * sum_i (log pi_ref(a_i|o_i) + log |A_i|)``.
+def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float,
+              clip: tuple[float, float] | None = KL_CLIP) -> torch.Tensor:
+    """Per-step KL reward of (3) with pi_w = 1/|A|: ``sum_i clip(beta (log pi_ref(a_i|o_i) + log |A_i|))``
+    (``theory.objectives.marlhf.kl_reward_terms``; ``clip`` None: unclipped).
 
     ``ref_log_probs [..., m, A]``, ``actions [..., m]``, ``avail [..., m, A]`` -> ``[...]``.
     """
     logp = ref_log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    n_avail = avail.sum(dim=-1).clamp_min(1).to(logp.dtype)
-    return beta * (logp + torch.log(n_avail)).sum(dim=-1)
+    n_avail = avail.sum(dim=-1).clamp_min(1)
+    return kl_reward_terms(logp, n_avail, beta, clip).sum(dim=-1)
 
 
 @torch.no_grad()
 def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float,
-                    valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    valid: torch.Tensor | None = None, kl_clip: tuple[float, float] | None = KL_CLIP) -> dict[str, torch.Tensor]:
     """The team reward of every dataset step, ``[N, H]``: ``r_std`` (4), ``kl`` (the KL reward
     of (3) after the 1/|A| substitution) and ``total = r_std + kl``; all three are 0 on padded
     steps.
@@ -200,12 +219,13 @@ def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.T
     """
     if valid is None:
         valid, _ = step_mask_tensors(avail)
-    r_std = reward_model.standardised(obs, actions).sum(dim=-1).masked_fill(~valid, 0.0)
+    r_std = team_reward(reward_model.standardised(obs, actions), valid)
     if beta > 0:
         if reference is None:
             raise ValueError("reference: a reference policy is needed when beta > 0")
-        kl = torch.cat([kl_reward(reference.log_probs(obs[k : k + 2048], avail[k : k + 2048]), actions[k : k + 2048], avail[k : k + 2048], beta)
-                        for k in range(0, obs.shape[0], 2048)])
+        kl = torch.cat([kl_reward(reference.log_probs(obs[k : k + REWARD_CHUNK], avail[k : k + REWARD_CHUNK]), actions[k : k + REWARD_CHUNK],
+                                  avail[k : k + REWARD_CHUNK], beta, kl_clip)
+                        for k in range(0, obs.shape[0], REWARD_CHUNK)])
         kl = kl.masked_fill(~valid, 0.0)
     else:
         kl = torch.zeros_like(r_std)
@@ -223,6 +243,7 @@ def vdn_td_loss(
     gamma: float,
     valid: torch.Tensor | None = None,
     last: torch.Tensor | None = None,
+    double_q: bool = False,
 ) -> torch.Tensor:
     """Mean squared TD error of Q_tot over the real steps of whole trajectories.
 
@@ -230,14 +251,21 @@ def vdn_td_loss(
     ``avail [B, H, m, A]`` (of the step actions), ``rewards [B, H]`` team rewards; ``valid``
     and ``last [B, H]`` (``deep.common.step_masks``, both or neither): the real steps and each
     episode's last one, after which nothing is bootstrapped. Without them every step is real
-    and only step ``H - 1`` ends an episode.
+    and only step ``H - 1`` ends an episode. ``double_q``: each agent's bootstrap action is the
+    best available one of ``q_net``, valued by ``target_net`` (double Q-learning); otherwise the
+    target network's own maximum.
     """
     if (valid is None) != (last is None):
         raise ValueError("valid, last: give both step masks or neither")
     H = actions.shape[1]
     q = q_net(obs[:, :H]).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(dim=-1)
     with torch.no_grad():
-        q_next = masked(target_net(obs[:, 1:H]), avail[:, 1:]).max(dim=-1).values.sum(dim=-1)
+        target_q = masked(target_net(obs[:, 1:H]), avail[:, 1:])
+        if double_q:
+            greedy = masked(q_net(obs[:, 1:H]), avail[:, 1:]).argmax(dim=-1, keepdim=True)
+            q_next = target_q.gather(-1, greedy).squeeze(-1).sum(dim=-1)
+        else:
+            q_next = target_q.max(dim=-1).values.sum(dim=-1)
         bootstrap = torch.cat([q_next, torch.zeros_like(q_next[:, :1])], dim=1)
         if last is not None:
             # The step after an episode's last real step is padding, whose masked max is
@@ -290,7 +318,7 @@ def fit_offline_vdn(
     bar = progress_bar(cfg.updates, "offline VDN", cfg.progress, initial=state.step)
     while state.step < cfg.updates:
         idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen, device=dev)
-        loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma, valid[idx], last[idx])
+        loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma, valid[idx], last[idx], cfg.double_q)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -358,7 +386,7 @@ def train_offline_vdn(
     del arrays
     reward_model = load_reward_model(reward_model_path, dev)
     reference = load_reference(reference_path, dev) if reference_path is not None and cfg.beta > 0 else None
-    rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta, valid)
+    rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta, valid, cfg.kl_clip)
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve()),
                   "reward_model": str(Path(reward_model_path).resolve()),
                   "reference": None if reference_path is None else str(Path(reference_path).resolve())}

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from marlcov.deep.common import step_masks
 from marlcov.deep.marlhf.reference import PolicyNet, behaviour_cloning_loss, check_actions_available
 from marlcov.deep.marlhf.reward_model import RewardNet, reward_model_loss, reward_statistics
+from marlcov.theory.objectives import log_sigmoid
 from marlcov.deep.marlhf.vdn import AgentQNet, offline_rewards, vdn_td_loss
 
 pytestmark = pytest.mark.deep
@@ -206,7 +207,7 @@ def test_unpadded_batches_give_the_unmasked_formulas_bit_for_bit():
             total = loss.total
         else:
             both = torch.cat([r1, r2])
-            nll = torch.nn.functional.softplus(-labels * (r1.sum(dim=1) - r2.sum(dim=1))).sum(dim=-1).mean()
+            nll = -log_sigmoid(labels * (r1.sum(dim=1) - r2.sum(dim=1))).sum(dim=-1).mean()
             mse = (both[:, 1:] - both[:, :-1]).pow(2).sum(dim=(1, 2)).mean()
             total = nll + 0.7 / both.detach().var(unbiased=False).clamp_min(1e-8) * mse
         total.backward()

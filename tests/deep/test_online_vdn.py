@@ -14,7 +14,9 @@ from marlcov.deep.marlhf.online_vdn import (
     JointPolicy,
     OnlineVDNConfig,
     _iteration_seed,
+    _rookie_try_due,
     level_policy,
+    skill_order,
     train_behaviour_policies,
     trivial_policy,
     unilateral_policy,
@@ -43,7 +45,15 @@ def test_checkpoints_at_each_proficiency_level(trained):
     out, res = trained
     assert res["env_steps"] == B * H * 4 and res["updates"] == 4 * TINY["updates_per_iteration"]
     assert [lv["name"] for lv in res["levels"]] == [f"rookie_{B * H * 2}", "expert"]
-    assert [lv["env_steps"] for lv in res["levels"]] == [B * H * 2, B * H * 4]
+    rookie_level, expert_level = res["levels"]
+    assert expert_level["env_steps"] == B * H * 4 and rookie_level["env_steps"] >= B * H * 2
+    # Table 1's order: the trivial return is that of uniform play on the same evaluation episodes.
+    trivial = evaluate_policy(trivial_policy(3, 0), ENV, n_episodes=B, seed=0, batch_size=B, env_kwargs={"horizon": H, "local_ratio": 0.5},
+                              progress=False)["return_per_agent"]
+    order = res["skill_order"]
+    assert order["test_return_per_agent"]["trivial"] == pytest.approx(trivial, abs=1e-9)
+    assert rookie_level["above_trivial"] == (rookie_level["test_return_per_agent"] > trivial)
+    assert rookie_level["above_trivial"] or rookie_level["env_steps"] == B * H * 4  # tried again until the end
     for lv in res["levels"]:
         obj = torch.load(lv["path"], weights_only=True)
         assert obj["format"] == POLICY_FORMAT and obj["env_name"] == ENV
@@ -52,7 +62,8 @@ def test_checkpoints_at_each_proficiency_level(trained):
         assert np.isfinite(lv["test_return_per_agent"])
     rookie = torch.load(res["rookies"][str(B * H * 2)], weights_only=True)["state_dict"]
     expert = torch.load(res["expert"], weights_only=True)["state_dict"]
-    assert not all(torch.equal(rookie[k], expert[k]) for k in rookie)  # the rookie is an earlier stop
+    if rookie_level["env_steps"] < expert_level["env_steps"]:
+        assert not all(torch.equal(rookie[k], expert[k]) for k in rookie)  # the rookie is an earlier stop
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 4
     assert metrics["history"][0]["epsilon"] == pytest.approx(1.0)
@@ -72,7 +83,7 @@ def test_resumed_run_equals_uninterrupted(trained, tmp_path, monkeypatch):
         mp.setattr(TrainingState, "maybe_save", interrupt)
         with pytest.raises(KeyboardInterrupt):
             train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
-    assert (tmp_path / f"rookie_{B * H * 2}.pt").exists() and not (tmp_path / "expert.pt").exists()
+    assert not (tmp_path / "expert.pt").exists()
     resumed = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
     a = torch.load(whole["expert"], weights_only=True)["state_dict"]
     b = torch.load(resumed["expert"], weights_only=True)["state_dict"]
@@ -149,3 +160,57 @@ def test_seeds_and_config_validation():
         OnlineVDNConfig(epsilon_end=2.0)
     cfg = OnlineVDNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100)
     assert cfg.epsilon(0) == 1.0 and cfg.epsilon(50) == pytest.approx(0.55) and cfg.epsilon(1000) == pytest.approx(0.1)
+
+
+def test_a_rookie_below_the_trivial_policy_is_tried_again(tmp_path, monkeypatch):
+    """Scripted test returns: trivial -10, then the rookie at its target (-20, below) and one
+    iteration later (-5, above): the rookie is the second one."""
+    from marlcov.deep.marlhf import evaluate
+
+    scores = iter([-10.0, -20.0, -5.0, -1.0])
+    monkeypatch.setattr(evaluate, "evaluate_policy", lambda *a, **k: {"return_per_agent": next(scores), "return_std": 0.0})
+    res = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
+    rookie_level, expert_level = res["levels"]
+    assert rookie_level["env_steps"] == B * H * 3 and rookie_level["test_return_per_agent"] == -5.0 and rookie_level["above_trivial"]
+    assert res["skill_order"] == {"test_return_per_agent": {f"rookie_{B * H * 2}": -5.0, "expert": -1.0, "trivial": -10.0},
+                                  "order": "expert > rookie > trivial", "holds": True}
+    assert load_policy(rookie_level["path"]).meta["env_steps"] == B * H * 3
+
+
+def test_skill_order_and_the_schedule_of_rookie_tries():
+    levels = [{"name": "rookie_5", "level": "rookie", "test_return_per_agent": -30.0},
+              {"name": "expert", "level": "expert", "test_return_per_agent": -20.0}]
+    assert skill_order(levels, -26.0)["holds"] is False  # the small-scale rookie of issue 19
+    assert skill_order(levels, -31.0)["holds"] is True
+    assert skill_order(levels[:1], -31.0)["holds"] is True
+    assert skill_order([levels[0], dict(levels[1], test_return_per_agent=-40.0)], -31.0)["holds"] is False
+    # target reached in iteration 9 (0-based) of 100, 10 tries: every 9th iteration after it, and the last.
+    due = [it for it in range(100) if _rookie_try_due(it, 10 * 100, 100, 100, 10)]
+    assert due == list(range(9, 100, 9))
+    assert all(b - a <= 9 for a, b in zip(due, due[1:]))
+
+
+def test_checkpoints_are_written_by_time_as_well_as_by_step(tmp_path, monkeypatch):
+    from marlcov.deep import common
+
+    now = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: now[0])
+    net = torch.nn.Linear(2, 2)
+    state = TrainingState(tmp_path / "s.pt", 0, {"net": net}, every_seconds=60.0)
+    state.step = 1
+    assert not state.maybe_save()
+    now[0] += 59.0
+    assert not state.maybe_save()
+    now[0] += 1.0
+    assert state.maybe_save() and (tmp_path / "s.pt").exists()
+    assert not state.maybe_save()
+    with pytest.raises(ValueError, match="checkpoint_seconds"):
+        TrainingState(tmp_path / "s.pt", 0, {"net": net}, every_seconds=-1.0)
+
+
+def test_checkpoint_cadence_is_not_part_of_the_resumed_config(tmp_path):
+    cfg = dict(TINY, total_env_steps=B * H * 2, rookie_steps=[B * H])
+    train_behaviour_policies(ENV, cfg, tmp_path, "cpu", seed=0)
+    (tmp_path / "metrics.json").unlink()
+    again = train_behaviour_policies(ENV, dict(cfg, checkpoint_every=7, checkpoint_seconds=5.0), tmp_path, "cpu", seed=0)
+    assert again["env_steps"] == B * H * 2

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -116,6 +117,15 @@ def test_collected_mix_has_exact_source_counts_and_tags(run, tmp_path):
                     "--out", str(data), "--batch-size", str(B), "--config", str(run["config"]), "--device", "cpu", "--json"]) == 0
     with DatasetReader(data) as reader:
         d = reader.read_fields(slice(None), ["source", "agent_policy", "seed"])
+        returns = reader.returns().mean(axis=1)
+    with h5py.File(data, "r") as f:
+        order = json.loads(f.attrs["skill_order"])
+    # Table 1's order is recorded in the dataset, from the returns it holds.
+    for source in ("expert", "unilateral", "rookie", "trivial"):
+        assert order["mean_return_per_source"][source] == pytest.approx(returns[d["source"] == source].mean(), abs=1e-6)
+    means = [order["mean_return_per_source"][s] for s in ("expert", "unilateral", "rookie", "trivial")]
+    assert order["holds"] == all(a > b for a, b in zip(means, means[1:]))
+    assert order["behaviour_policies"]["order"] == "expert > rookie > trivial"
     sources, counts = np.unique(d["source"], return_counts=True)
     assert dict(zip(sources, counts)) == {"expert": 6, "unilateral": 6, "rookie": 6, "trivial": 6}
     tags = d["agent_policy"]
@@ -216,13 +226,16 @@ def test_markdown_cells_are_mean_and_sample_std_over_seeds(tmp_path):
 def test_paper_config_holds_the_values_of_table_5():
     cfg = load_pipeline_config("paper")
     assert cfg["collect"]["trajectories"] == 38400
-    assert cfg["label"] == {"pairs_per_trajectory": 10, "steepness": 5.0}
+    assert cfg["label"] == {"pairs_per_trajectory": 10, "steepness": 5.0, "normalisation": "min-max"}
     for env in ("simple_spread_v3", "simple_tag_v3", "simple_reference_v3"):
         c = stage_configs(cfg, env)
         rm, ref, vdn = c["reward_model"], c["reference"], c["offline_vdn"]
         assert (rm.layers, rm.epochs, rm.lr, rm.batch_size, rm.alpha) == (4, 100, 1e-3, 256, 1.0)
         assert (ref.epochs, ref.lr, ref.batch_size) == (100, 1e-3, 128)
         assert (vdn.lr, vdn.batch_size) == (1e-3, 64)
+        # The paper's public code: gamma 0.9, double Q, target copied every 3 updates, KL clipped to [-10, 1].
+        assert (vdn.gamma, vdn.double_q, vdn.target_update, vdn.kl_clip) == (0.9, True, 3, (-10.0, 1.0))
+        assert rm.labels == "redrawn"
         assert rm.variance == "none"  # alpha > 0 with the variance division collapses r_phi (reward_model.py)
     tag, spread, reference = (stage_configs(cfg, e) for e in ("simple_tag_v3", "simple_spread_v3", "simple_reference_v3"))
     assert (tag["reward_model"].model, tag["reward_model"].hidden, tag["offline_vdn"].updates, tag["offline_vdn"].beta) == ("gru", 64, 10**6, 10.0)

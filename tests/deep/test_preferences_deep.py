@@ -1,4 +1,5 @@
-"""Bradley-Terry labels over standardised returns (MARLHF section 6, appendix B.1)."""
+"""Bradley-Terry labels over normalised returns (MARLHF section 6, appendix B.1; min-max as in
+the paper's public code, standardised as in its text)."""
 
 import math
 
@@ -13,6 +14,8 @@ from marlcov.deep.data.preferences import (
     DEFAULT_STEEPNESS,
     label_dataset,
     label_pairs,
+    min_max_returns,
+    normalised_returns,
     preference_probabilities,
     sample_pairs,
     standardised_returns,
@@ -72,9 +75,50 @@ def test_standardisation(R, scale, shift):
     np.testing.assert_allclose(z2[:, both], z[:, both], atol=1e-6)
 
 
+def test_min_max_against_hand_computed_values():
+    returns = np.array([[0.0, 5.0], [1.0, 5.0], [4.0, 8.0]])
+    z, low, high = min_max_returns(returns)
+    np.testing.assert_allclose(low, [0.0, 5.0])
+    np.testing.assert_allclose(high, [4.0, 8.0])
+    np.testing.assert_allclose(z, [[0.0, 0.0], [0.25, 0.0], [1.0, 1.0]])
+    pairs = label_pairs(returns, np.array([2, 0]), np.array([0, 1]), steepness=5.0, seed=0)
+    hand = [[1 / (1 + math.exp(-5.0)), 1 / (1 + math.exp(-5.0))], [1 / (1 + math.exp(5 * 0.25)), 0.5]]
+    np.testing.assert_allclose(pairs.probs, hand, rtol=1e-12)
+    assert pairs.attrs["model"] == "bradley-terry/min-max-returns"
+    assert pairs.attrs["return_min"] == [0.0, 5.0] and pairs.attrs["return_max"] == [4.0, 8.0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite),
+       scale=st.floats(0.1, 10), shift=finite)
+def test_min_max_lies_in_the_unit_interval_and_ignores_affine_changes(R, scale, shift):
+    z, low, high = min_max_returns(R)
+    assert np.all(z >= 0.0) and np.all(z <= 1.0)
+    varying = (high - low) >= 1e-6
+    np.testing.assert_allclose(z[:, varying].min(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z[:, varying].max(axis=0), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(z[:, (high - low) < 1e-8], 0.0)
+    z2, low2, high2 = min_max_returns(scale * R + shift)
+    both = varying & ((high2 - low2) >= 1e-6)
+    np.testing.assert_allclose(z2[:, both], z[:, both], atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite))
+def test_both_normalisations_keep_the_order_of_returns(R):
+    for normalisation in ("min-max", "standardised"):
+        z, _ = normalised_returns(R, normalisation)
+        for i in range(R.shape[1]):
+            order = np.argsort(R[:, i], kind="stable")
+            assert np.all(np.diff(z[order, i]) >= -1e-12)
+    with pytest.raises(ValueError, match="normalisation"):
+        normalised_returns(R, "z")
+
+
 def test_constant_returns_give_fair_coins():
-    pairs = label_pairs(np.full((4, 2), 3.0), [0, 1, 2], [1, 2, 3], seed=0)
-    np.testing.assert_array_equal(pairs.probs, 0.5)
+    for normalisation in ("min-max", "standardised"):
+        pairs = label_pairs(np.full((4, 2), 3.0), [0, 1, 2], [1, 2, 3], seed=0, normalisation=normalisation)
+        np.testing.assert_array_equal(pairs.probs, 0.5)
 
 
 def test_labels_follow_their_probabilities():
@@ -111,6 +155,11 @@ def test_label_dataset_streams_returns_from_hdf5(tmp_path):
         pairs = label_dataset(r, seed=3, batch_size=4)
         returns = r.returns()
     assert len(pairs) == 10 * 12 and pairs.n_agents == 2
-    z, _, _ = standardised_returns(returns)
+    span = returns.max(axis=0) - returns.min(axis=0)
+    z = (returns - returns.min(axis=0)) / span
     np.testing.assert_allclose(pairs.probs, 1 / (1 + np.exp(-DEFAULT_STEEPNESS * (z[pairs.first] - z[pairs.second]))), rtol=1e-12)
     assert pairs.attrs["pairs_per_trajectory"] == 10 and pairs.attrs["seed"] == 3
+    with DatasetReader(path) as r:
+        standard = label_dataset(r, seed=3, batch_size=4, normalisation="standardised")
+    zs = (returns - returns.mean(axis=0)) / returns.std(axis=0)
+    np.testing.assert_allclose(standard.probs, 1 / (1 + np.exp(-DEFAULT_STEEPNESS * (zs[standard.first] - zs[standard.second]))), rtol=1e-12)

@@ -1,5 +1,6 @@
 """Imitation reference pi_ref by behaviour cloning (MARLHF paper, section 5.3)."""
 
+import json
 import math
 
 import numpy as np
@@ -68,14 +69,14 @@ def test_cloning_recovers_the_behaviour_policy(tmp_path):
     res = train_reference(data, dict(TINY, batch_size=32, epochs=25), tmp_path / "ref", "cpu", seed=0)
     assert res["val_accuracy"] > 0.8
     ref = load_reference(res["model"])
-    obs = torch.randn(512, 2, 4)
+    obs = torch.randn(512, 1, 2, 4)  # first steps of fresh trajectories (the default reference is a GRU)
     best = torch.as_tensor(best_actions(obs.numpy()))
     logp = ref.log_probs(obs)
     assert float((logp.argmax(dim=-1) == best).float().mean()) > 0.9
     # the behaviour puts 0.9 + 0.1/3 on its mode; a short cloning run gets well above chance
     p_mode = logp.exp().gather(-1, best.unsqueeze(-1)).mean().item()
     assert 0.5 < p_mode < 0.99
-    assert torch.equal(ref(obs, torch.ones(512, 2, 3, dtype=torch.bool), 0), logp.argmax(dim=-1))
+    assert torch.equal(ref(obs[:, 0], torch.ones(512, 2, 3, dtype=torch.bool), 0), logp[:, 0].argmax(dim=-1))
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
@@ -108,3 +109,45 @@ def test_config_and_format_errors(tmp_path):
     torch.save({"format": "marlcov.deep-reward-model/1"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="format"):
         load_reference(tmp_path / "x.pt")
+
+
+def test_gru_reference_acting_step_by_step_equals_its_trajectory_log_probs():
+    """A GRU pi_ref depends on the agent's history only: stepping it through an episode (hidden
+    state carried, reset at t = 0) gives the log-probabilities of the whole-trajectory pass."""
+    from marlcov.deep.marlhf.reference import ReferencePolicy
+
+    torch.manual_seed(0)
+    net = PolicyNet(obs_dim=4, n_actions=3, n_agents=2, hidden=8, layers=2, model="gru").eval()
+    obs = torch.randn(5, 6, 2, 4)
+    avail = torch.ones(5, 6, 2, 3, dtype=torch.bool)
+    avail[:, 2, 1, 0] = False
+    whole = net.log_probs(obs, avail)
+    changed = obs.clone()
+    changed[:, 4:] += 1.0
+    assert torch.allclose(net.log_probs(changed, avail)[:, :4], whole[:, :4])  # no step sees the future
+    assert not torch.allclose(net.log_probs(changed, avail)[:, 4:], whole[:, 4:])
+    policy = ReferencePolicy(net, {})
+    for episode in range(2):  # the second episode starts afresh at t = 0
+        for t in range(6):
+            assert torch.equal(policy(obs[:, t], avail[:, t], t), whole[:, t].argmax(dim=-1))
+    with pytest.raises(ValueError, match="trajectories"):
+        net(obs[:, 0])
+
+
+def test_gru_is_the_default_and_old_mlp_files_still_load(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "d.h5", n=24, horizon=3)
+    assert ReferenceConfig().model == "gru"
+    res = train_reference(data, dict(TINY, epochs=2), tmp_path / "gru", "cpu", seed=0)
+    assert load_reference(res["model"]).net.kind == "gru"
+    mlp_res = train_reference(data, dict(TINY, epochs=2, model="mlp"), tmp_path / "mlp", "cpu", seed=0)
+    obj = torch.load(mlp_res["model"], weights_only=True)
+    fields = json.loads(obj["config"])
+    del fields["model"]  # a reference file written before the GRU option
+    obj["config"] = json.dumps(fields)
+    torch.save(obj, tmp_path / "old.pt")
+    old = load_reference(tmp_path / "old.pt")
+    assert old.net.kind == "mlp"
+    obs = torch.randn(3, 3, 2, 4)
+    assert torch.equal(old.log_probs(obs), load_reference(mlp_res["model"]).log_probs(obs))
+    with pytest.raises(ValueError, match="model"):
+        ReferenceConfig(model="lstm")

@@ -19,6 +19,7 @@ from marlcov.deep.marlhf.reward_model import (
     RewardNet,
     load_reward_model,
     preference_nll,
+    redrawn_labels,
     reward_model_loss,
     temporal_mse,
     train_reward_model,
@@ -241,6 +242,40 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, model, var
     other = train_reward_model(data, cfg, tmp_path / "other", "cpu", seed=4)
     c = torch.load(other["model"], weights_only=True)["state_dict"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_redrawn_labels_follow_the_probabilities_and_depend_only_on_seed_and_step():
+    probs = torch.tensor([[0.0, 1.0, 0.25, 0.9]]).expand(20_000, 4)
+    y = redrawn_labels(probs, seed=1, step=7)
+    assert set(torch.unique(y).tolist()) <= {-1.0, 1.0}
+    assert bool((y[:, 0] == -1).all()) and bool((y[:, 1] == 1).all())
+    frac = (y[:, 2:] > 0).double().mean(dim=0)
+    sigma = torch.sqrt(probs[0, 2:].double() * (1 - probs[0, 2:].double()) / 20_000)
+    assert bool((frac - probs[0, 2:].double()).abs().lt(5 * sigma).all())
+    assert torch.equal(y, redrawn_labels(probs, seed=1, step=7))
+    assert not torch.equal(y, redrawn_labels(probs, seed=1, step=8))
+
+
+def test_fixed_and_redrawn_labels_train_and_redrawn_needs_probabilities(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=4)
+    cfg = dict(TINY, epochs=1)
+    fixed = train_reward_model(data, dict(cfg, labels="fixed"), tmp_path / "fixed", "cpu", seed=0)
+    redrawn = train_reward_model(data, cfg, tmp_path / "redrawn", "cpu", seed=0)
+    a = torch.load(fixed["model"], weights_only=True)["state_dict"]
+    b = torch.load(redrawn["model"], weights_only=True)["state_dict"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    from marlcov.deep.data.hdf5 import DatasetReader, read_pairs, write_pairs_file
+
+    with DatasetReader(data) as reader:
+        pairs = reader.pairs()
+        pairs.probs = None
+        write_pairs_file(tmp_path / "noprobs.pairs.h5", pairs, reader)
+        assert read_pairs(tmp_path / "noprobs.pairs.h5", reader).probs is None
+    with pytest.raises(ValueError, match="'probs'.*labels='fixed'"):
+        train_reward_model(data, cfg, tmp_path / "x", "cpu", seed=0, pairs_path=tmp_path / "noprobs.pairs.h5")
+    train_reward_model(data, dict(cfg, labels="fixed"), tmp_path / "y", "cpu", seed=0, pairs_path=tmp_path / "noprobs.pairs.h5")
+    with pytest.raises(ValueError, match="labels"):
+        RewardModelConfig(labels="sometimes")
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

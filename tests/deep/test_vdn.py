@@ -74,6 +74,46 @@ def test_td_loss_matches_hand_computation():
                        torch.tensor([avail]), torch.tensor([rewards]), gamma)
     assert loss.item() == pytest.approx(hand, abs=ATOL)
 
+    # Double Q: the online network picks each agent's available action, the target values it.
+    # With these online weights agent 0's pick (action 1) is not the target's argmax (action 0).
+    W2, b2 = [[-0.5, 0.1, -0.1], [0.3, 0.2, 0.4]], [0.05, -0.05]
+    q_tot2 = [sum(q(W2, b2, obs[h][i], i, actions[h][i]) for i in range(2)) for h in range(2)]
+    picks = [max((a for a in range(2) if avail[1][i][a]), key=lambda a: q(W2, b2, obs[1][i], i, a)) for i in range(2)]
+    assert picks == [1, 1]
+    boot_double = sum(q(Wt, bt, obs[1][i], i, picks[i]) for i in range(2))
+    targets_double = [rewards[0] + gamma * boot_double, rewards[1]]
+    hand_double = sum((q_tot2[h] - targets_double[h]) ** 2 for h in range(2)) / 2
+    loss = vdn_td_loss(linear(W2, b2), linear(Wt, bt), torch.tensor([obs]).unsqueeze(-1), torch.tensor([actions]),
+                       torch.tensor([avail]), torch.tensor([rewards]), gamma, double_q=True)
+    assert loss.item() == pytest.approx(hand_double, abs=ATOL)
+    single = vdn_td_loss(linear(W2, b2), linear(Wt, bt), torch.tensor([obs]).unsqueeze(-1), torch.tensor([actions]),
+                         torch.tensor([avail]), torch.tensor([rewards]), gamma)
+    assert single.item() != pytest.approx(loss.item(), abs=1e-3)
+
+
+def test_kl_reward_is_clipped_per_agent():
+    """The paper's public code clips each agent's term to [-10, 1] before summing over agents."""
+    p_ref = [[0.98, 0.01, 0.01], [0.98, 0.01, 0.01]]
+    avail = [[True, True, True], [True, True, True]]
+    actions = [0, 1]  # agent 0 follows the mode (term > 1), agent 1 does not (term < -10 at beta = 5)
+    beta = 5.0
+    logp = torch.log(torch.tensor([p_ref]))
+    raw = [beta * (math.log(0.98) + math.log(3)), beta * (math.log(0.01) + math.log(3))]
+    assert raw[0] > 1.0 and raw[1] < -10.0
+    got = kl_reward(logp, torch.tensor([actions]), torch.tensor([avail]), beta)
+    assert got.item() == pytest.approx(1.0 - 10.0, abs=ATOL)
+    unclipped = kl_reward(logp, torch.tensor([actions]), torch.tensor([avail]), beta, clip=None)
+    assert unclipped.item() == pytest.approx(sum(raw), abs=ATOL)
+
+
+def test_defaults_follow_the_official_code():
+    cfg = OfflineVDNConfig()
+    assert cfg.gamma == 0.9 and cfg.double_q and cfg.target_update == 3 and cfg.kl_clip == (-10.0, 1.0)
+    assert OfflineVDNConfig(kl_clip=[-2, 2]).kl_clip == (-2.0, 2.0)
+    assert OfflineVDNConfig(kl_clip=None).kl_clip is None
+    with pytest.raises(ValueError, match="kl_clip"):
+        OfflineVDNConfig(kl_clip=(1.0, -1.0))
+
 
 def _synthetic_tensors(n=256, horizon=3, m=2, d=4, seed=0):
     g = torch.Generator().manual_seed(seed)
