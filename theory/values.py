@@ -119,17 +119,39 @@ class NashGap:
 def nash_gap(game: MarkovGame, policy: Policy) -> NashGap:
     """Exact Nash gap of a product Markov policy (section 3 of the MARLHF paper).
 
+    One backward pass computes ``V^pi`` for every player and the ``m`` best-response values
+    ``V^{dagger, pi_{-i}}`` together: at each step the ``2m`` value rows are pushed through
+    ``P_h`` by a single matrix product, so ``P`` is read once in all (the physical floor: a best
+    response must read ``P``). The remaining work, the expectations over the policies, costs
+    ``O(m^2 S prod_i A_i)`` per step, a factor ``S / m^2`` below that read. Memory beyond the
+    game: ``2m S prod_i A_i`` floats for one step's Q-values (8 MiB at m = 5, S = 100, four
+    actions each). It stops scaling where the game itself does: ``P`` holds
+    ``H S^2 prod_i A_i`` floats (0.8 GB at m = 5, S = 100, H = 10, four actions each), and
+    the joint action space grows as ``A^m``.
+
     Each per-player term is ``max(0, .)`` of a difference that is non-negative in exact
     arithmetic; rounding can make it ``-1e-16``, which is reported as 0.
     """
     policy = check_policy(policy, game)
+    P, R = game.transitions, game.rewards
+    H, S, m = game.horizon, game.n_states, game.n_players
+    sizes = game.action_sizes
+    joint = joint_action_probs(policy)
+    others = [joint_action_probs(policy, skip=i) for i in range(m)]
+    action_axes = tuple(range(2, 2 + m))
+    W = np.zeros((2 * m, S))  # rows 0..m-1: V^pi[h+1]; rows m..2m-1: best-response values
+    brs = tuple(np.zeros((H, S, a)) for a in sizes)
+    for h in range(H - 1, -1, -1):
+        cont = (P[h].reshape(-1, S) @ W.T).T.reshape(2 * m, S, *sizes)
+        W_new = np.empty_like(W)
+        W_new[:m] = np.sum((R[h] + cont[:m]) * joint[h][None], axis=action_axes)
+        for i in range(m):
+            axes = tuple(1 + j for j in range(m) if j != i)
+            q = np.sum((R[h, i] + cont[m + i]) * others[i][h], axis=axes)
+            W_new[m + i] = q.max(axis=1)
+            brs[i][h, np.arange(S), np.argmax(q, axis=1)] = 1.0
+        W = W_new
     s1 = game.initial_state
-    own = evaluate_policy(game.transitions, game.rewards, policy).V[0, :, s1]
-    br_vals = np.empty(game.n_players)
-    brs = []
-    for i in range(game.n_players):
-        br = best_response(game.transitions, game.rewards[:, i], policy, i)
-        br_vals[i] = br.values[0, s1]
-        brs.append(br.policy)
+    own, br_vals = W[:m, s1].copy(), W[m:, s1].copy()
     per = np.maximum(br_vals - own, 0.0)
-    return NashGap(float(per.sum()), per, own, br_vals, tuple(brs))
+    return NashGap(float(per.sum()), per, own, br_vals, brs)
