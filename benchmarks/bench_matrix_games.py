@@ -1,20 +1,25 @@
-"""Benchmark of the matrix-game solvers against direct baselines.
+"""Benchmark of the matrix-game solvers against the peers, measured in the same run.
 
-(a) zero-sum LP of a random n x n game (n = 1000; 300 with ``--quick``): ``zero_sum_solve``
-    (build the LP, one HiGHS solve, dual marginals, polishing) vs one direct call of
-    ``scipy.optimize.linprog(method="highs")`` on the same, prebuilt LP. Target: ratio <= 2.
-(b) all equilibria of random 8 x 8 bimatrix games: ``all_equilibria`` vs nashpy's
-    ``support_enumeration`` (its default, which also tries supports of unequal sizes, and
-    ``non_degenerate=True``, the like-for-like algorithm), and quantecon's
-    ``game_theory.support_enumeration`` if it is installed. Target: ratio <= 1.
+(a) all extreme equilibria of random n x n games (n = 8, 10, 12; 8, 10 with ``--quick``):
+    ``all_equilibria`` vs quantecon's ``vertex_enumeration`` (warm: its numba JIT compiled
+    before timing), nashpy's ``vertex_enumeration`` and pygambit's ``enummixed`` (float).
+(b) one fresh Python process that imports the solver and solves one 8 x 8 game: ours vs
+    quantecon (whose numba compilation is paid in every new process).
+(c) Lemke-Howson from label 0 on random n x n games (n = 12, 30): ours vs quantecon, nashpy.
+(d) zero-sum LP of a random dense n x n game (n = 1000; 300 with ``--quick``):
+    ``zero_sum_solve`` vs HiGHS interior point and dual simplex on the same LP, with the
+    exploitability certified from each pair of strategies.
 
-``ratio = ours_s / baseline_s``; times are the best of several repeats of
-``time.perf_counter``. Run as ``python benchmarks/bench_matrix_games.py [--quick]``.
+Peers are benchmark-only (the ``bench`` extra); a peer that is not installed is skipped with a
+note. ``ratio = ours_s / baseline_s``; times are the best of several repeats.
+Run as ``python benchmarks/bench_matrix_games.py [--quick]`` or through ``benchmarks/run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
 import time
 import warnings
@@ -25,7 +30,7 @@ from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marlcov.linear_games.matrix_games import all_equilibria, zero_sum_solve  # noqa: E402
+from marlcov.linear_games.matrix_games import all_equilibria, lemke_howson, zero_sum_solve  # noqa: E402
 
 
 def _best_of(fn, repeats: int) -> tuple[float, object]:
@@ -38,115 +43,147 @@ def _best_of(fn, repeats: int) -> tuple[float, object]:
 
 
 def _row(name, ours_s, baseline, baseline_s, **extra) -> dict:
-    row = {
-        "name": name,
-        "ours_s": ours_s,
-        "baseline": baseline,
-        "baseline_s": baseline_s,
-        "ratio": ours_s / baseline_s,
-    }
+    row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s,
+           "ratio": ours_s / baseline_s}
     row.update(extra)
     return row
 
 
-def bench_zero_sum(n: int, repeats: int, seed: int = 0) -> dict:
+def _have(module: str) -> bool:
+    if importlib.util.find_spec(module) is None:
+        print(f"note: {module} is not installed; its rows are skipped (pip install marlcov[bench])")
+        return False
+    return True
+
+
+def _games(n: int, count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, n)), rng.standard_normal((n, n))) for _ in range(count)]
+
+
+def _peers_all_equilibria():
+    peers = {}
+    if _have("quantecon"):
+        from quantecon import game_theory as gt
+
+        peers["quantecon.vertex_enumeration (warm)"] = lambda A, B: gt.vertex_enumeration(
+            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))
+    if _have("nashpy"):
+        import nashpy
+
+        peers["nashpy.vertex_enumeration"] = lambda A, B: list(nashpy.Game(A, B).vertex_enumeration())
+    if _have("pygambit"):
+        import pygambit as gbt
+
+        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(
+            gbt.Game.from_arrays(A, B), rational=False).equilibria
+    return peers
+
+
+def bench_all_equilibria(sizes, count: int, repeats: int) -> list[dict]:
+    rows = []
+    peers = _peers_all_equilibria()
+    for n in sizes:
+        games = _games(n, count, seed=n)
+        ours_s, ours = _best_of(lambda: [all_equilibria(A, B) for A, B in games], repeats)
+        n_ours = sum(len(r) for r in ours)
+        for label, peer in peers.items():
+            peer(*games[0])  # JIT / warm-up outside the timing
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                base_s, found = _best_of(lambda: [peer(A, B) for A, B in games], 1 if "nashpy" in label else repeats)
+            rows.append(_row(f"all_equilibria_{n}x{n}_x{count}", ours_s, label, base_s,
+                             equilibria_ours=n_ours, equilibria_peer=sum(len(f) for f in found)))
+    return rows
+
+
+_FRESH = {
+    "ours": "import numpy as np; from marlcov.linear_games.matrix_games import all_equilibria; "
+            "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
+            "all_equilibria(A, B)",
+    "quantecon": "import numpy as np; from quantecon import game_theory as gt; "
+                 "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
+                 "gt.vertex_enumeration(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))",
+}
+
+
+def bench_fresh_process() -> list[dict]:
+    if not _have("quantecon"):
+        return []
+
+    def run(code):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t0
+
+    ours = min(run(_FRESH["ours"]) for _ in range(2))
+    peer = min(run(_FRESH["quantecon"]) for _ in range(2))
+    return [_row("all_equilibria_8x8_fresh_process", ours, "quantecon.vertex_enumeration, fresh process", peer)]
+
+
+def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
+    rows = []
+    peers = {}
+    if _have("quantecon"):
+        from quantecon import game_theory as gt
+
+        peers["quantecon.lemke_howson (warm)"] = lambda A, B: gt.lemke_howson(
+            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=0)
+    if _have("nashpy"):
+        import nashpy
+
+        peers["nashpy.lemke_howson"] = lambda A, B: nashpy.Game(A, B).lemke_howson(initial_dropped_label=0)
+    for n in sizes:
+        games = _games(n, count, seed=100 + n)
+        ours_s, _ = _best_of(lambda: [lemke_howson(A, B, 0) for A, B in games], repeats)
+        for label, peer in peers.items():
+            peer(*games[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                base_s, _ = _best_of(lambda: [peer(A, B) for A, B in games], repeats)
+            rows.append(_row(f"lemke_howson_{n}x{n}_x{count}", ours_s, label, base_s))
+    return rows
+
+
+def bench_zero_sum(n: int, repeats: int, seed: int = 0) -> list[dict]:
     A = np.random.default_rng(seed).random((n, n))
-    # the LP that zero_sum_solve("highs") solves: min 1^T u s.t. A'^T u >= 1, u >= 0,
-    # with A' the payoffs normalised to [1, 2]
+    # the same LP as zero_sum_solve: min 1^T u s.t. A'^T u >= 1, u >= 0, A' in [1, 2]
     Ap = 1.0 + (A - A.min()) / (A.max() - A.min())
     c, A_ub, b_ub = np.ones(n), -Ap.T, -np.ones(n)
 
-    def baseline():
-        return linprog(c, A_ub=A_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+    def exploit(x, y):
+        return float((A @ y).max() - (x @ A).min())
 
-    ours_s, sol = _best_of(lambda: zero_sum_solve(A, method="highs"), repeats)
-    base_s, res = _best_of(baseline, repeats)
-    base_value = A.min() + (A.max() - A.min()) * (1.0 / res.fun - 1.0)
-    exploit = float((A @ sol.col_strategy).max() - (sol.row_strategy @ A).min())
-    return _row(
-        f"zero_sum_lp_n{n}",
-        ours_s,
-        "scipy.linprog(highs), same LP",
-        base_s,
-        value_diff=abs(sol.value - base_value),
-        exploitability=exploit,
-    )
-
-
-def _games(n_games: int, size: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((size, size)), rng.standard_normal((size, size))) for _ in range(n_games)]
-
-
-def bench_bimatrix(n_games: int, repeats: int, size: int = 8, seed: int = 1) -> list[dict]:
-    import nashpy
-
-    games = _games(n_games, size, seed)
-    ours_s, ours = _best_of(lambda: [all_equilibria(A, B) for A, B in games], repeats)
-    n_ours = sum(len(r) for r in ours)
+    ours_s, sol = _best_of(lambda: zero_sum_solve(A), repeats)
     rows = []
-    for label, kwargs in [
-        ("nashpy.support_enumeration()", {}),
-        ("nashpy.support_enumeration(non_degenerate=True)", {"non_degenerate": True}),
-    ]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            base_s, found = _best_of(
-                lambda: [list(nashpy.Game(A, B).support_enumeration(**kwargs)) for A, B in games], 1
-            )
-        rows.append(
-            _row(
-                f"all_equilibria_{size}x{size}_x{n_games}",
-                ours_s,
-                label,
-                base_s,
-                equilibria_ours=n_ours,
-                equilibria_baseline=sum(len(f) for f in found),
-            )
-        )
-    try:
-        from quantecon import game_theory as qe_gt
-    except ImportError:
-        print("note: quantecon is not installed; skipping the quantecon support_enumeration row")
-    else:
-        def qe():
-            return [qe_gt.support_enumeration(qe_gt.NormalFormGame((qe_gt.Player(A), qe_gt.Player(B.T))))
-                    for A, B in games]
-
-        qe()  # numba compilation outside the timing
-        base_s, found = _best_of(qe, repeats)
-        rows.append(
-            _row(
-                f"all_equilibria_{size}x{size}_x{n_games}",
-                ours_s,
-                "quantecon.game_theory.support_enumeration",
-                base_s,
-                equilibria_ours=n_ours,
-                equilibria_baseline=sum(len(f) for f in found),
-            )
-        )
+    for method in ("highs-ipm", "highs-ds"):
+        base_s, res = _best_of(lambda: linprog(c, A_ub=A_ub, b_ub=b_ub, bounds=(0, None), method=method), 1)
+        x = np.clip(res.x, 0, None) / np.clip(res.x, 0, None).sum()
+        y = np.clip(-res.ineqlin.marginals, 0, None)
+        y /= y.sum()
+        rows.append(_row(f"zero_sum_lp_n{n}", ours_s, f"scipy.linprog({method}), same LP", base_s,
+                         exploitability_ours=sol.exploitability, exploitability_peer=exploit(x, y)))
     return rows
 
 
 def run(quick: bool) -> list[dict]:
     """Rows ``{"name", "ours_s", "baseline", "baseline_s", "ratio", ...}`` (ratio = ours/baseline)."""
-    rows = [bench_zero_sum(n=300 if quick else 1000, repeats=3)]
-    rows += bench_bimatrix(n_games=1 if quick else 3, repeats=5)
+    rows = bench_all_equilibria([8, 10] if quick else [8, 10, 12], count=2 if quick else 3, repeats=3)
+    rows += bench_fresh_process()
+    rows += bench_lemke_howson([12] if quick else [12, 30], count=20, repeats=5)
+    rows += bench_zero_sum(n=300 if quick else 1000, repeats=1 if not quick else 2)
     return rows
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = f"{'name':<28} {'ours_s':>10} {'baseline_s':>11} {'ratio':>8}  baseline"
-    print(head)
-    print("-" * len(head))
     for r in rows:
-        print(f"{r['name']:<28} {r['ours_s']:>10.4f} {r['baseline_s']:>11.4f} {r['ratio']:>8.3f}  {r['baseline']}")
-        extra = {k: v for k, v in r.items() if k not in ("name", "ours_s", "baseline", "baseline_s", "ratio")}
-        if extra:
-            print(" " * 29 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()))
+        extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in r.items() if k not in ("name", "ours_s", "baseline", "baseline_s", "ratio"))
+        print(f"{r['name']:<34} ours {r['ours_s']:.4g}s  {r['baseline']}: {r['baseline_s']:.4g}s  "
+              f"ratio {r['ratio']:.3g}  {extra}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller LP, fewer games")
+    parser.add_argument("--quick", action="store_true", help="smaller games and LP")
     _print_table(run(quick=parser.parse_args().quick))

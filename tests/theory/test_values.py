@@ -115,3 +115,19 @@ def test_deterministic_policy_rejects_out_of_range_actions():
     g = random_markov_game(2, (2, 3), 2, seed=0)
     with pytest.raises(ValueError, match="actions"):
         deterministic_policy(g, [np.zeros((2, 2), int), np.full((2, 2), 3)])
+
+
+@given(tiny_games(max_players=4), seeds)
+def test_one_pass_nash_gap_matches_separate_best_responses(game, seed):
+    """The single backward pass of nash_gap agrees with evaluate_policy and one best_response
+    per player (m + 1 separate passes), and its best responses attain their values."""
+    pi = random_policy(game, seed)
+    gap = nash_gap(game, pi)
+    s1 = game.initial_state
+    own = evaluate_policy(game.transitions, game.rewards, pi).V[0, :, s1]
+    np.testing.assert_allclose(gap.values, own, atol=1e-12)
+    for i in range(game.n_players):
+        br = best_response(game.transitions, game.rewards[:, i], pi, i).values[0, s1]
+        assert gap.best_response_values[i] == pytest.approx(br, abs=1e-12)
+        achieved = evaluate_policy(game.transitions, game.rewards, replace_player(pi, i, gap.best_responses[i])).V[0, i, s1]
+        assert achieved == pytest.approx(br, abs=1e-12)
