@@ -121,7 +121,7 @@ def cmd_coverage(args) -> int:
         return _dataset_coverage(args)
     if args.data is None:
         raise GameError("DATA: a finite game needs its preference dataset (.npz) after GAME")
-    from marlcov.theory.coverage import coverage_measures
+    from marlcov.theory.identifiable import identifiable_report
     from marlcov.theory.io import load_dataset, load_game, load_policy
 
     if args.policy is None:
@@ -129,13 +129,23 @@ def cmd_coverage(args) -> int:
     game = load_game(args.game)
     ds = load_dataset(args.data, game)
     policy = load_policy(args.policy, game)
-    cov = coverage_measures(game, ds, policy, lam=args.lam)
+    report = identifiable_report(game, ds, policy, lam=args.lam)
+    cov, ident, ident_r = report["paper"], report["identifiable"], report["identifiable_reward_term"]
     out = {
         "lambda": cov.lam,
         "single": cov.single,
         "unilateral": cov.unilateral,
         "uniform": cov.uniform,
         "worst_deviator": {"player": cov.worst_player, "value": cov.unilateral},
+        "identifiable": {
+            "single": ident.single,
+            "unilateral": ident.unilateral,
+            "uniform": ident.uniform,
+            "worst_deviator": {"player": ident.worst_player, "value": ident.unilateral},
+            "per_player": ident.per_player.tolist(),
+            "reward_term": {"single": ident_r.single, "unilateral": ident_r.unilateral, "uniform": ident_r.uniform},
+            "reference": "c_h = E_pi*[psi_h(s_h, a_h)]",
+        },
         "per_player": cov.per_player.tolist(),
         "worst_deviation": {"format": "marlcov.policy/1", "player": cov.worst_player, "probs": cov.worst_deviation.tolist()},
         "features": "game" if game.features is not None else "one-hot",
@@ -146,18 +156,36 @@ def cmd_coverage(args) -> int:
         return 0
     table = Table(title=f"Coverage of {args.data} (lambda = {fmt(cov.lam)}, {ds.n_pairs} pairs, {out['features']} features)")
     table.add_column("measure")
-    table.add_column("value")
-    table.add_row("single U_D(pi*)", fmt(cov.single))
-    for i, v in enumerate(cov.per_player):
-        table.add_row(f"unilateral, player {i}", fmt(v))
-    table.add_row("unilateral (max)", fmt(cov.unilateral))
-    table.add_row("uniform", fmt(cov.uniform))
+    table.add_column("Definition 1")
+    table.add_column("identifiable")
+    table.add_row("single U_D(pi*)", fmt(cov.single), fmt(ident.single))
+    for i, (v, w) in enumerate(zip(cov.per_player, ident.per_player)):
+        table.add_row(f"unilateral, player {i}", fmt(v), fmt(w))
+    table.add_row("unilateral (max)", fmt(cov.unilateral), fmt(ident.unilateral))
+    table.add_row("uniform", fmt(cov.uniform), fmt(ident.uniform))
+    table.add_row("worst deviator", str(cov.worst_player), str(ident.worst_player))
     console().print(table)
-    console().print(f"worst deviator: player {cov.worst_player}")
     return 0
 
 
 # ------------------------------------------------------------------------------------------ sbsm
+def _policy_class(args, game) -> str:
+    """``--policy-class``, checked against the size of the deterministic class (status 2 when it cannot
+    be enumerated); chosen by size when the option is unset."""
+    from marlcov.linear_games.sbsm import MAX_ENUMERATED_POLICIES, deterministic_class_size, game_spec
+
+    chosen = getattr(args, "policy_class", None)
+    if chosen not in (None, "deterministic"):
+        return chosen
+    size = deterministic_class_size(game_spec(game))
+    if size <= MAX_ENUMERATED_POLICIES:
+        return "deterministic"
+    if chosen is None:
+        return "mixed"
+    raise GameError(f"--policy-class: the deterministic class of {args.game} has {size:.3g} policies, more than the "
+                    f"{MAX_ENUMERATED_POLICIES} that are enumerated; pass --policy-class mixed")
+
+
 def cmd_sbsm(args) -> int:
     from marlcov.linear_games.sbsm import sbsm_json
     from marlcov.theory.io import load_dataset, load_game, load_policy
@@ -178,7 +206,8 @@ def cmd_sbsm(args) -> int:
         delta=args.delta,
         c_r=args.c_r,
         c_p=args.c_p,
-        policy_class=args.policy_class,
+        policy_class=_policy_class(args, game),
+        reward_set=getattr(args, "reward_set", None) or "paper",
         lam=args.lam,
         seed=args.seed,
         constant=args.constant,
@@ -197,5 +226,7 @@ def cmd_sbsm(args) -> int:
     table.add_row("true Nash gap of the output", fmt(out["nash_gap"]))
     if out["bound"] is not None:
         table.add_row("Theorem 4 bound (printed / summed over players)", f"{fmt(out['bound'])} / {fmt(out['bound_summed'])}")
+    cert = out["identifiable_certificate"]
+    table.add_row(f"identifiable certificate (holds w.p. {fmt(cert['probability'])})", fmt(out["identifiable_bound"]))
     console().print(table)
     return 0
