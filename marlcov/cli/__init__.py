@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="marlcov-verify", help="report directory (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
 
-    p = add("solve", cmd_solve, "equilibria of a one-state, one-step two-player game")
-    p.add_argument("game", help="game file (.json or .npz, marlcov.game/1)")
+    p = add("solve", cmd_solve, "all extreme equilibria of a matrix game; a Markov perfect equilibrium of a Markov game")
+    p.add_argument("game", help="game file (.json or .npz, marlcov.game/1); payoffs need not lie in [0, 1]")
+    p.add_argument("--policy-out", metavar="POLICY", help="Markov games: write the equilibrium policy here (.json/.npz)")
 
     p = add("nash-gap", cmd_nash_gap, "exact Nash gap of a product Markov policy, per player")
     p.add_argument("game")

@@ -13,16 +13,36 @@ from marlcov.theory.games import GameError
 
 # ----------------------------------------------------------------------------------------- solve
 def cmd_solve(args) -> int:
-    from marlcov.linear_games.solve import solve_one_shot
-    from marlcov.theory.io import load_game
+    from marlcov.linear_games.solve import solve_game
+    from marlcov.theory.io import load_game, save_policy
 
-    game = load_game(args.game)
-    result = solve_one_shot(game)
+    # equilibria need no reward range: matrix games have arbitrary payoffs
+    game = load_game(args.game, bounded_rewards=False)
+    matrix_game = game.n_players == 2 and game.n_states == 1 and game.horizon == 1
+    if args.policy_out and matrix_game:
+        raise GameError(f"{args.game}: --policy-out applies to Markov games (H > 1 or S > 1); this is a matrix game")
+    result = solve_game(game)
+    if args.policy_out:
+        save_policy([np.asarray(p) for p in result["policy"]["probs"]], args.policy_out)
+        result["policy_path"] = str(args.policy_out)
     if args.json:
         print_json(result)
         return 0
     con = console()
-    title = f"{game.name or Path(args.game).name}: {'zero-sum (constant-sum)' if result['zero_sum'] else 'general-sum'}"
+    name = game.name or Path(args.game).name
+    if "policy" in result:
+        title = (f"{name}: Markov perfect equilibrium by backward induction over {result['stage_games']} stage games "
+                 f"({result['selection']})")
+        table = Table(title=title)
+        for col in ("player", "V(s1)", "Nash gap term"):
+            table.add_column(col)
+        for i, (v, g) in enumerate(zip(result["values"], result["per_player"])):
+            table.add_row(str(i), fmt(v), fmt(g))
+        con.print(table)
+        con.print(f"exact Nash gap = {fmt(result['nash_gap'])}"
+                  + (f"; policy written to {result['policy_path']}" if "policy_path" in result else ""))
+        return 0
+    title = f"{name}: {'zero-sum (constant-sum)' if result['zero_sum'] else 'general-sum'}"
     if result["value"] is not None:
         title += f", value for player 0 = {fmt(result['value'])}"
     table = Table(title=title)
@@ -34,8 +54,10 @@ def cmd_solve(args) -> int:
         x, y = eq["strategies"]
         table.add_row(str(k), " ".join(fmt(v) for v in x), " ".join(fmt(v) for v in y), ", ".join(fmt(v) for v in eq["payoffs"]))
     con.print(table)
-    if not result.get("complete", True):
-        con.print("[yellow]The game is degenerate: the list may miss equilibria (components of equilibria are shown by their vertices found).[/yellow]")
+    if not result["complete"]:
+        why = ("degenerate: components of equilibria are shown by their extreme points"
+               if result["degenerate"] else "near-degenerate: the floating-point answer is not certified")
+        con.print(f"[yellow]Not certified complete ({why}; smallest separation {fmt(result['separation'])}).[/yellow]")
     return 0
 
 

@@ -84,3 +84,23 @@ def test_solve_accepts_payoffs_outside_the_unit_interval(tmp_path):
     doc = solve_one_shot(load_game(path, bounded_rewards=False))
     assert doc["complete"] and len(doc["equilibria"]) == 3
     np.testing.assert_allclose(sorted(e["payoffs"][0] for e in doc["equilibria"]), [3, 3, 4], atol=1e-9)
+
+
+def test_solve_markov_game_writes_a_policy_with_zero_nash_gap(tmp_path, capsys):
+    game_path, pol_path = tmp_path / "g.json", tmp_path / "pi.json"
+    save_game(random_markov_game(3, (2, 3), 3, seed=11), game_path)
+    assert main(["solve", str(game_path), "--policy-out", str(pol_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stage_games"] == 9 and doc["nash_gap"] <= VALUE_ATOL
+    # the written file, read back and checked by the independent nash-gap command
+    assert main(["nash-gap", str(game_path), str(pol_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nash_gap"] <= VALUE_ATOL
+
+
+def test_solve_policy_out_refused_for_a_matrix_game(tmp_path, capsys):
+    path = tmp_path / "m.json"
+    save_game(random_markov_game(1, (2, 2), 1, seed=0), path)
+    assert main(["solve", str(path), "--policy-out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--policy-out" in err[0]
+    assert not (tmp_path / "p.json").exists()
