@@ -83,3 +83,53 @@ def test_pairs_file_beside_the_dataset_is_the_default(tmp_path, capsys):
     code = main(["coverage", str(path), "--bootstrap", "0", "--feature-dim", "8", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["dataset"]["pairs"] == 16 and doc["dataset"]["pairs_file"] == str(tmp_path / "data.pairs.h5")
+
+
+def test_finite_coverage_json_carries_the_identifiable_measures(tmp_path, capsys):
+    """Table 4's M1 with Theorem 3's single-policy data: the paper's unilateral coverage and the
+    identifiable one, from the command line, equal the library's. The pairs compare (a1, b1) with
+    (a2, b2) only (x = e0 - e3, k times), so a deviation z = e2 - e0 has the identifiable width
+    ``||z||^2 = 1.5 + 1 / (2 (1 + 2k))`` (lambda = 1): never below sqrt(1.5), whatever the data."""
+    from marlcov.linear_games.constructions import table4_equilibria, table4_games, theorem3_dataset
+    from marlcov.theory.identifiable import identifiable_report
+    from marlcov.theory.io import save_dataset, save_game, save_policy
+
+    game, eq = table4_games()[0], table4_equilibria()[0]
+    data = theorem3_dataset(game, 500, 0)
+    save_game(game, tmp_path / "g.json")
+    save_dataset(data, tmp_path / "d.npz")
+    save_policy(eq, tmp_path / "p.json")
+    code = main(["coverage", str(tmp_path / "g.json"), str(tmp_path / "d.npz"), "--policy", str(tmp_path / "p.json"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    want = identifiable_report(game, data, eq)
+    ident = doc["identifiable"]
+    assert doc["unilateral"] == pytest.approx(want["paper"].unilateral)
+    assert ident["unilateral"] == pytest.approx(want["identifiable"].unilateral)
+    assert ident["worst_deviator"] == {"player": want["identifiable"].worst_player, "value": ident["unilateral"]}
+    assert ident["reward_term"]["single"] == pytest.approx(0.0, abs=1e-12)
+    k = int(np.sum(np.any(data.actions[:, 0] != data.actions[:, 1], axis=(1, 2))))
+    assert ident["reward_term"]["unilateral"] == pytest.approx(np.sqrt(1.5 + 0.5 / (1 + 2 * k)), rel=1e-9)
+
+
+def test_sbsm_json_carries_the_certificate_and_refuses_an_unenumerable_class(tmp_path, capsys):
+    from marlcov.linear_games.constructions import table4_games, theorem3_dataset
+    from marlcov.theory.games import random_linear_markov_game
+    from marlcov.theory.io import save_dataset, save_game
+    from marlcov.theory.policies import random_policy
+    from marlcov.theory.preferences import sample_preference_dataset
+
+    game = table4_games()[1]
+    save_game(game, tmp_path / "g.json")
+    save_dataset(theorem3_dataset(game, 300, 0), tmp_path / "d.npz")
+    code = main(["sbsm", str(tmp_path / "g.json"), str(tmp_path / "d.npz"), "--policy-class", "mixed", "--no-clip", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert doc["identifiable_bound"] >= doc["nash_gap"] - 1e-9
+    assert doc["identifiable_certificate"]["probability"] == pytest.approx(1 - 0.1)
+    big = random_linear_markov_game(4, (2, 2), 3, 3, seed=1)  # (2^9)^2 = 262,144 policies over the relevant slots
+    save_game(big, tmp_path / "big.json")
+    save_dataset(sample_preference_dataset(big, random_policy(big, 2), 30, seed=0), tmp_path / "big.npz")
+    code = main(["sbsm", str(tmp_path / "big.json"), str(tmp_path / "big.npz"), "--policy-class", "deterministic", "--json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--policy-class mixed" in err[0] and "big.json" in err[0]
