@@ -3,12 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.cli import main
+from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.theory.coverage import coverage_measures
 from marlcov.theory.games import random_linear_markov_game
-from marlcov.theory.io import load_dataset, save_game, save_policy
+from marlcov.theory.io import load_dataset, save_dataset, save_game, save_policy
 from marlcov.theory.policies import random_policy
+from marlcov.theory.preferences import sample_preference_dataset
 from marlcov.theory.values import nash_gap
 
 
@@ -99,8 +100,8 @@ def test_verify_unknown_id(tmp_path, capsys):
 
 
 def test_sbsm_json_on_table4_with_unilateral_data(tmp_path, capsys):
-    from marlcov.linear_games.coverage_datasets import unilateral_dataset
     from marlcov.linear_games.constructions import theorem3_dataset
+    from marlcov.linear_games.coverage_datasets import unilateral_dataset
     from marlcov.theory.io import save_dataset
 
     m1, _ = table4_games()
@@ -150,3 +151,194 @@ def test_deep_command_missing_file_exits_2(tmp_path, capsys):
     assert main(["deep", "label", str(tmp_path / "missing.h5")]) == 2
     err = capsys.readouterr().err
     assert "missing.h5" in err
+
+
+# ------------------------------------------------------------------ the first hour of a user
+def one_line_error(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) <= 300, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_version(capsys):
+    from marlcov import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"marlcov {__version__}"
+
+
+def _options(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name != "deep":
+                    yield from _options(sub)
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield parser.prog, action
+
+
+def test_every_option_and_argument_has_help_text():
+    from marlcov.cli import build_parser
+
+    missing = [f"{prog} {action.dest}" for prog, action in _options(build_parser()) if not (action.help or "").strip()]
+    assert missing == []
+
+
+def test_help_points_to_the_formats_document(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "docs/formats.md" in out
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["sample", "{g}", "{p}", "--pairs", "5", "--seed", "-1", "--out", "{d}/x.npz"], "--seed"),
+        (["sample", "{g}", "{p}", "--pairs", "1e9", "--out", "{d}/x.npz"], "--pairs"),
+        (["sample", "{g}", "{p}", "--pairs", "1000000000", "--out", "{d}/x.npz"], "--pairs"),
+        (["sample", "{g}", "{p}", "--pairs", "5", "--out", "{d}/x.json"], "--out"),
+        (["sample", "{g}", "{p}", "--pairs", "5", "--out", ""], "--out"),
+        (["sample", "{g}", "{p}", "--pairs", "5", "--out", "{d}"], "--out"),
+        (["sample", "{g}", "{p}", "--pairs", "5", "--out", "{g}/x.npz"], "--out"),
+        (["sample", "{g}", "{p}", "--pairs", "5", "--steepness", "nan", "--out", "{d}/x.npz"], "--steepness"),
+        (["sbsm", "{g}", "{d}/data.npz", "--seed", "-1"], "--seed"),
+        (["sbsm", "{g}", "{d}/data.npz", "--delta", "1.5"], "--delta"),
+        (["verify", "--seed", "-1", "--out", "{d}/rep"], "--seed"),
+        (["verify", "--only", "marlhf.theorem3", "--out", "{g}"], "--out"),
+        (["verify", "--only", "marlhf.theorem3", "--out", ""], "--out"),
+        (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--bootstrap", "-7"], "--bootstrap"),
+        (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--bootstrap", "7"], "--bootstrap"),
+        (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--features", "random-obs"], "--features"),
+        (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--out", "{d}/plots"], "--out"),
+        (["coverage", "{d}/x.h5", "{d}/data.npz"], "DATA"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_write_nothing(files, capsys, argv, option):
+    g, pi, d = files
+    save_dataset(sample_preference_dataset(g, pi, 5, seed=0), d / "data.npz")
+    before = sorted(p.name for p in d.iterdir())
+    subst = {"{g}": str(d / "game.json"), "{p}": str(d / "pi.json"), "{d}": str(d)}
+    argv = [a.replace("{g}", subst["{g}"]).replace("{p}", subst["{p}"]).replace("{d}", subst["{d}"]) for a in argv]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert line.startswith(f"marlcov {argv[0]}: error: ") and option in line, line
+    assert sorted(p.name for p in d.iterdir()) == before
+
+
+def test_interrupt_prints_one_line_and_exits_130(files, capsys, monkeypatch):
+    import marlcov.theory.values as values
+
+    _, _, d = files
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(values, "nash_gap", interrupted)
+    code, out, err = run(capsys, "nash-gap", d / "game.json", d / "pi.json")
+    assert code == 130 and out == ""
+    assert one_line_error(err) == "marlcov nash-gap: interrupted"
+
+
+def test_progress_is_drawn_only_when_asked_under_json(files, capsys, monkeypatch):
+    import marlcov.theory.values as values
+    from marlcov.theory import progress
+
+    _, _, d = files
+    seen = []
+    real = values.nash_gap
+
+    def watched(*a, **k):
+        seen.append(progress._listener.get() is not None)
+        return real(*a, **k)
+
+    monkeypatch.setattr(values, "nash_gap", watched)
+    base = ["nash-gap", d / "game.json", d / "pi.json"]
+    for extra in ([], ["--json"], ["--json", "--progress"]):
+        assert run(capsys, *base, *extra)[0] == 0
+    assert seen == [True, False, True]
+
+
+def test_progress_lines_on_a_log_say_what_how_far_and_the_time_left(monkeypatch):
+    import io
+
+    from marlcov.cli import _common
+    from marlcov.theory.progress import listening, task
+
+    monkeypatch.setattr(_common, "LOG_QUIET_SECONDS", 0.0)
+    log = io.StringIO()
+    with listening(_common.StderrProgress("marlcov coverage", log)), task("bootstrap replicates", 4) as t:
+        t.advance()
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("marlcov coverage: bootstrap replicates: 1/4 running after") and "s left" in lines[0]
+    assert lines[-1].startswith("marlcov coverage: bootstrap replicates: 1/4 done after")
+
+
+def test_json_runs_are_quiet_on_stderr(files, capsys):
+    _, _, d = files
+    code, _, err = run(capsys, "nash-gap", d / "game.json", d / "pi.json", "--json")
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("n_states, expected", [(2, "deterministic"), (7, "mixed")])
+def test_sbsm_policy_class_is_chosen_by_size(tmp_path, capsys, n_states, expected):
+    """H = 2, two players of 2 actions: 4^(1 + S) deterministic policies differ where the
+    surrogate can see it, 64 for S = 2 (under the enumeration limit of 50,000) and 65,536 for
+    S = 7 (over it)."""
+    g = random_linear_markov_game(n_states, (2, 2), 2, 3, seed=1)
+    save_game(g, tmp_path / "g.json")
+    save_dataset(sample_preference_dataset(g, random_policy(g, 2), 30, seed=0), tmp_path / "d.npz")
+    code, out, err = run(capsys, "sbsm", tmp_path / "g.json", tmp_path / "d.npz", "--no-clip", "--json")
+    assert code == 0, err
+    assert json.loads(out)["policy_class"] == expected
+
+
+def _tour_block():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return readme.split("## A tour", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+def _tour_lines():
+    """The tour's lines that need no deep extra."""
+    return [line for line in _tour_block() if "marlcov deep" not in line and ".h5" not in line]
+
+
+def test_the_tour_makes_every_file_before_it_uses_it():
+    import re
+
+    made, used_before_made = set(), []
+    for line in _tour_block():
+        code = line.split("#", 1)[0]
+        made.update(re.findall(r"""['"]([\w.]+\.(?:json|npz))['"]""", code))
+        words = code.split()
+        if words[:1] != ["marlcov"]:
+            continue
+        for prev, word in zip(words, words[1:]):
+            if re.fullmatch(r"[\w.]+\.(json|npz|h5)", word):
+                if prev == "--out":
+                    made.add(word)
+                elif word not in made:
+                    used_before_made.append(word)
+        if words[1:3] == ["deep", "label"]:
+            made.add(words[3].replace(".h5", ".pairs.h5"))
+    assert used_before_made == []
+    assert "smax.h5" in made
+
+
+@pytest.mark.slow
+def test_the_tours_finite_game_lines_run_as_written(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = "set -euo pipefail\n" + "\n".join(_tour_lines()) + "\n"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"game.json", "pi.json", "data.npz", "m1.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert "Traceback" not in done.stderr

@@ -117,16 +117,24 @@ def _dataset_coverage(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- sample
+#: Peak memory of sampling over the bytes of the dataset it returns (measured 2.5: the two
+#: trajectory batches, their stack and the labels are alive at once).
+SAMPLE_PEAK_FACTOR = 3
+
+
 def cmd_sample(args) -> int:
-    from marlcov.theory.io import load_game, load_policy, save_dataset
+    """Options are checked by the parser (types, ``--out`` usable and ``.npz``) before any work;
+    a request over the memory budget is refused before sampling."""
+    from marlcov.theory.io import MEMORY_BUDGET_BYTES, dataset_nbytes, load_game, load_policy, save_dataset
     from marlcov.theory.preferences import sample_preference_dataset
 
-    if args.pairs < 0:
-        raise GameError(f"--pairs: expected a non-negative integer, got {args.pairs}")
-    if not np.isfinite(args.steepness):
-        raise GameError(f"--steepness: expected a finite number, got {args.steepness}")
     game = load_game(args.game)
     policy = load_policy(args.policy, game)
+    per_pair = SAMPLE_PEAK_FACTOR * dataset_nbytes(1, game.horizon, game.n_players)
+    if args.pairs * per_pair > MEMORY_BUDGET_BYTES:
+        raise GameError(f"--pairs: {args.pairs} pairs of horizon {game.horizon} need about {args.pairs * per_pair / 2**30:.3g} GiB, "
+                        f"over the budget of {MEMORY_BUDGET_BYTES / 2**30:.3g} GiB; sample at most "
+                        f"{MEMORY_BUDGET_BYTES // per_pair} pairs per file")
     ds = sample_preference_dataset(game, policy, args.pairs, seed=args.seed, steepness=args.steepness)
     save_dataset(ds, args.out)
     out = {"path": str(args.out), "pairs": ds.n_pairs}
