@@ -112,3 +112,24 @@ def test_the_certificate_is_sound_in_at_least_one_minus_delta_of_random_runs():
         cert = nash_gap_certificate(game, game_confidence(game, data, delta=delta), policy).value
         hits += nash_gap(game, policy).total <= cert + VALUE_ATOL
     assert hits >= (1 - delta) * runs
+
+
+@settings(max_examples=20, deadline=None)
+@given(instances(), seeds)
+def test_the_certificate_is_valid_for_every_reference_point(instance, seed):
+    """Any affine combination of a step's feature rows as the reference: on the event (which does
+    not depend on the reference), the gauge-fixed rewards lie between the bounds."""
+    game, data, policy = instance
+    rng = np.random.default_rng(seed)
+    H, d = game.features.shape[0], game.features.shape[-1]
+    table = game.features.reshape(H, -1, d)
+    noise = rng.normal(size=table.shape[:2])
+    weights = 1.0 / table.shape[1] + noise - noise.mean(axis=1, keepdims=True)  # affine: sums to one, signs free
+    reference = np.einsum("hk,hkd->hd", weights, table)
+    conf = game_confidence(game, data, reference=reference)
+    if not conf.contains(game.theta, game.features).all():
+        return  # off the event (probability at most delta): nothing is claimed
+    r = gauge_rewards(game, reference)
+    tol = VALUE_ATOL * (1 + np.abs(r).max())
+    assert np.all(conf.r_under <= r + tol) and np.all(r <= conf.r_bar + tol)
+    assert nash_gap(game, policy).total <= nash_gap_certificate(game, conf, policy).value + tol
