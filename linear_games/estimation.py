@@ -30,7 +30,7 @@ Conventions (recorded, not hidden):
 - The radius is the printed formula. Lemma 5 comes from Zhu et al., whose covariance is normalised
   by ``n`` and whose bound carries ``1/gamma^2`` (the logistic curvature); with the unnormalised
   ``Sigma_r`` used here the ``1/n`` should not be there and the constant must absorb
-  ``1/gamma``. ``linear_games.sbsm_experiments.lemma_checks`` measures how often the true
+  ``1/gamma``. The check ``marlhf.lemma5_radius`` measures how often the true
   ``theta`` lies in the set for a given ``C``: with ``C = 1`` the set is too small.
 - Rewards are not clipped to [0, 1]: the algorithm as printed does not clip them.
 - Preferences identify returns only up to a constant per step whenever the constant function lies
@@ -38,6 +38,8 @@ Conventions (recorded, not hidden):
   for every trajectory, so ``theta_hat`` is unique only up to that *gauge*. The constrained MLE
   returns one point of the optimal set (the solver's), and ``||psibar_h||_{Sigma_r^-1}`` never falls
   below ``|<psi_h, g>| / sqrt(lambda)`` along a unit gauge direction ``g``, however large ``n``.
+  ``linear_games.certificate`` builds the confidence set on the identifiable part of ``theta``
+  instead, with a radius proved with every constant stated.
 """
 
 from __future__ import annotations
