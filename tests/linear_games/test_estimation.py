@@ -164,7 +164,9 @@ def test_reward_mle_recovers_differences_with_many_pairs():
     est = np.einsum("...d,id->i...", game.features[0, s1], theta[0])
     true = game.rewards[0, :, s1]
     # Only s_1 is visited at h = 0, and only differences are identified: compare centred rewards there.
-    centred = lambda r: r - r.mean(axis=(1, 2), keepdims=True)
+    def centred(r):
+        return r - r.mean(axis=(1, 2), keepdims=True)
+
     assert np.max(np.abs(centred(est) - centred(true))) < 0.1
 
 
