@@ -12,6 +12,7 @@ import pytest
 
 pytestmark = [pytest.mark.deep, pytest.mark.slow]
 
+from marlcov.cli import main  # noqa: E402
 from marlcov.deep.common import step_masks  # noqa: E402
 from marlcov.deep.data import DatasetReader, DatasetSpec, DatasetWriter, TrajectoryBatch, write_pairs_file  # noqa: E402
 from marlcov.deep.data.hdf5 import read_pairs  # noqa: E402
@@ -20,7 +21,6 @@ from marlcov.deep.diagnostics import diagnose  # noqa: E402
 from marlcov.deep.envs.smax import STOP_ACTION, SMAXBatch  # noqa: E402
 from marlcov.deep.envs.smax_behaviours import FocusFirePolicy  # noqa: E402
 from marlcov.deep.pipeline import collect_smax_dataset, pairs_path_for  # noqa: E402
-from marlcov.cli import main  # noqa: E402
 
 from .test_diagnostics import PAD_RTOL, measures, padded  # noqa: E402
 

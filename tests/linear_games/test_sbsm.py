@@ -26,12 +26,12 @@ from marlcov.linear_games.sbsm import (
     theorem4_bound,
 )
 from marlcov.linear_games.sbsm_experiments import table4_experiment, two_player_markov_equilibrium
-from tests.theory.brute_force import all_deterministic_policies
 from marlcov.theory.coverage import transition_covariances
 from marlcov.theory.games import GameError, MarkovGame, random_linear_markov_game, random_markov_game
 from marlcov.theory.policies import random_policy, uniform_policy
 from marlcov.theory.preferences import sample_preference_dataset
 from marlcov.theory.values import best_response, evaluate_policy, nash_gap
+from tests.theory.brute_force import all_deterministic_policies
 
 TOL = 1e-9
 
