@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+#: What reading a damaged or foreign checkpoint raises (torch.load unpickles a zip archive).
+CHECKPOINT_ERRORS = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, KeyError,
+                     TypeError, AttributeError, ImportError, IndexError, UnicodeDecodeError)
 
 
 # ----------------------------------------------------------------------------- policies
@@ -23,9 +29,13 @@ def load_policy(policy):
     from marlcov.deep.marlhf.vdn import POLICY_FORMAT
     from marlcov.deep.marlhf.vdn import load_policy as load_q_policy
 
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
-        return load_q_policy(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
+            return load_q_policy(path)
+    except CHECKPOINT_ERRORS as exc:
+        # The loader's own message can be long and name pickling internals: the file and the kind suffice.
+        raise ValueError(f"{path}: not a readable policy checkpoint ({type(exc).__name__} while loading it)") from None
     if not callable(obj):
         raise ValueError(f"{path}: expected a saved callable policy (obs, avail, t) -> actions, got {type(obj).__name__}")
     return obj

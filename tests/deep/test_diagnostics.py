@@ -524,3 +524,14 @@ def test_a_dataset_without_pairs_is_refused_with_its_name(tmp_path):
     (tmp_path / "text.h5").write_text("not HDF5")
     with pytest.raises(ValueError, match="text.h5: cannot be read as HDF5"):
         diagnose(tmp_path / "text.h5")
+
+
+@pytest.mark.parametrize("garbage", [b"garbage\n", bytes(range(256)), b"PK\x03\x04" + b"\0" * 40])
+def test_a_garbage_policy_checkpoint_is_refused_naming_the_file(tmp_path, garbage):
+    from marlcov.deep.diagnostics import load_policy
+
+    ckpt = tmp_path / "policy.pt"
+    ckpt.write_bytes(garbage)
+    with pytest.raises(ValueError, match="policy.pt: not a readable policy checkpoint") as info:
+        load_policy(ckpt)
+    assert len(str(info.value)) < 300 and "allow_pickle" not in str(info.value)
