@@ -71,6 +71,7 @@ def _peers_all_equilibria():
     if _have("nashpy"):
         import nashpy
 
+        # pure Python: ~1.6 s per 8 x 8 game, minutes at 10 x 10, so timed at n <= 8 only
         peers["nashpy.vertex_enumeration"] = lambda A, B: list(nashpy.Game(A, B).vertex_enumeration())
     if _have("pygambit"):
         import pygambit as gbt
@@ -88,6 +89,8 @@ def bench_all_equilibria(sizes, count: int, repeats: int) -> list[dict]:
         ours_s, ours = _best_of(lambda: [all_equilibria(A, B) for A, B in games], repeats)
         n_ours = sum(len(r) for r in ours)
         for label, peer in peers.items():
+            if "nashpy" in label and n > 8:
+                continue
             peer(*games[0])  # JIT / warm-up outside the timing
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -129,10 +132,8 @@ def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
 
         peers["quantecon.lemke_howson (warm)"] = lambda A, B: gt.lemke_howson(
             gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=0)
-    if _have("nashpy"):
-        import nashpy
-
-        peers["nashpy.lemke_howson"] = lambda A, B: nashpy.Game(A, B).lemke_howson(initial_dropped_label=0)
+    # nashpy's float tableau can fail to return on random games (see tests/linear_games), so it
+    # is not timed here
     for n in sizes:
         games = _games(n, count, seed=100 + n)
         ours_s, _ = _best_of(lambda: [lemke_howson(A, B, 0) for A, B in games], repeats)

@@ -8,11 +8,9 @@ A label of ``x in P`` is a row ``i`` with ``x_i = 0`` or a column ``j`` with
 ``(B'^T x)_j = 1``; an extreme equilibrium is a completely labelled pair of vertices
 ``(x, y) != (0, 0)``, normalised to the simplex. The vertices of each polytope are the facets of
 the convex hull of its polar points (each constraint ``g.z <= d`` at an interior point becomes
-the point ``g / d``), which qhull enumerates; each facet's simplex names ``n`` tight constraints,
-and the vertex is recomputed from them by one batched ``np.linalg.solve`` (more accurate than
-qhull's facet equation). Labels are then read from the slacks of *all* constraints with
-``PIVOT_ATOL``, so a degenerate vertex (more tight constraints than dimensions, which qhull
-triangulates into several simplices) gets all its labels and appears once.
+the point ``g / d``), which qhull enumerates; each facet's hyperplane is a vertex. Labels are
+then read from the slacks of *all* constraints with ``PIVOT_ATOL``, so a degenerate vertex (more tight constraints than dimensions, which qhull
+triangulates into several facets with one hyperplane) gets all its labels and appears once.
 
 Only vertices are returned, so every profile is an extreme point. The smallest slack of a
 non-tight constraint is the ``separation`` of the answer: below ``SEPARATION_ATOL`` the game is
@@ -46,18 +44,6 @@ __all__ = ["all_equilibria", "is_degenerate", "polytope_vertices"]
 _MATCH_CHUNK = 4096
 
 
-def _solve_or_nan(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Batched ``M z = rhs``; rows whose matrix is exactly singular come back as NaN."""
-    try:
-        return np.linalg.solve(M, rhs[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        singular = np.linalg.slogdet(M)[0] == 0
-        M = np.where(singular[:, None, None], np.eye(M.shape[1]), M)
-        z = np.linalg.solve(M, rhs[..., None])[..., 0]
-        z[singular] = np.nan
-        return z
-
-
 def polytope_vertices(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices other than 0 of ``{z >= 0 : D^T z <= 1}`` for ``D`` with entries in [1, 2].
 
@@ -73,17 +59,11 @@ def polytope_vertices(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         G = np.vstack([-np.eye(n), D.T])
         b = np.concatenate([np.zeros(n), np.ones(m)])
         c = np.full(n, 0.5 / D.sum(axis=0).max())  # interior: D^T c <= 1/2, c > 0
-        hull = ConvexHull(G / (b - G @ c)[:, None])
-        simp = hull.simplices
-        with np.errstate(all="ignore"):
-            z_solved = _solve_or_nan(G[simp], b[simp])
-            # the facet's own equation w.p + o = 0 gives the vertex c - w / o
-            z_facet = c - hull.equations[:, :-1] / hull.equations[:, -1:]
-        # keep, per facet, whichever is less infeasible (an ill-conditioned simplex can spoil
-        # the solve; the facet equation is then the better estimate)
-        viol = lambda z: np.nan_to_num((G @ z.T - b[:, None]).max(axis=0), nan=np.inf)  # noqa: E731
-        z = np.where((viol(z_solved) <= viol(z_facet))[:, None], z_solved, z_facet)
-        z = z[np.isfinite(z).all(axis=1) & (z.sum(axis=1) > 0.25)]  # drop the origin
+        eq = ConvexHull(G / (b - G @ c)[:, None]).equations
+        # the facet w.p + o = 0 of the polar is the vertex c - w / o (qhull's hyperplanes are
+        # accurate to ~1e-14 here, well inside PIVOT_ATOL; the slacks below are recomputed)
+        z = c - eq[:, :-1] / eq[:, -1:]
+        z = z[z.sum(axis=1) > 0.25]  # drop the origin
     z = np.where(z / z.sum(axis=1, keepdims=True) <= PIVOT_ATOL, 0.0, z)  # exact zeros
     total = z.sum(axis=1, keepdims=True)
     strat = z / total
@@ -92,10 +72,16 @@ def polytope_vertices(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return strat, slacks
 
 
+def _label_keys(L: np.ndarray) -> np.ndarray:
+    """One sortable byte-string key per row of a boolean label matrix."""
+    packed = np.ascontiguousarray(np.packbits(L, axis=1))
+    return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
+
+
 def _unique_vertices(strat: np.ndarray, slacks: np.ndarray):
     """Deduplicate by label set (distinct vertices have distinct tight sets)."""
     labels = slacks <= PIVOT_ATOL
-    _, first = np.unique(np.packbits(labels, axis=1), axis=0, return_index=True)
+    _, first = np.unique(_label_keys(labels), return_index=True)
     first = np.sort(first)
     return strat[first], slacks[first], labels[first]
 
@@ -107,16 +93,17 @@ def _completely_labelled(LX: np.ndarray, LY: np.ndarray, n0: int, n1: int):
     pairs only with the vertex whose labels are its complement: a hash lookup. Pairs that
     involve a vertex with extra labels are found by a float32 product of the complements
     (it counts the labels both miss; exact for counts below 2^24)."""
-    simple_x = LX.sum(axis=1) == n0
-    simple_y = LY.sum(axis=1) == n1
-    key_y = {np.packbits(LY[j]).tobytes(): j for j in np.flatnonzero(simple_y)}
-    pairs = [
-        (i, key_y[k])
-        for i in np.flatnonzero(simple_x)
-        if (k := np.packbits(~LX[i]).tobytes()) in key_y
-    ]
-    ii = [np.array([p[0] for p in pairs], dtype=np.intp)]
-    jj = [np.array([p[1] for p in pairs], dtype=np.intp)]
+    simple_x = np.flatnonzero(LX.sum(axis=1) == n0)
+    simple_y = np.flatnonzero(LY.sum(axis=1) == n1)
+    ky = _label_keys(LY[simple_y])
+    order = np.argsort(ky)
+    kx = _label_keys(~LX[simple_x])
+    pos = np.minimum(np.searchsorted(ky, kx, sorter=order), max(len(ky) - 1, 0))
+    hit = (ky[order[pos]] == kx) if len(ky) else np.zeros(len(kx), dtype=bool)
+    ii = [simple_x[hit]]
+    jj = [simple_y[order[pos[hit]]]]
+    simple_x = np.isin(np.arange(len(LX)), simple_x)
+    simple_y = np.isin(np.arange(len(LY)), simple_y)
     CX, CY = (~LX).astype(np.float32), (~LY).astype(np.float32).T
     for rows, cols in ((np.flatnonzero(~simple_x), np.arange(len(LY))),
                        (np.flatnonzero(simple_x), np.flatnonzero(~simple_y))):
