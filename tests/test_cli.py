@@ -213,6 +213,9 @@ def test_help_points_to_the_formats_document(capsys):
         (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--features", "random-obs"], "--features"),
         (["coverage", "{g}", "{d}/data.npz", "--policy", "{p}", "--out", "{d}/plots"], "--out"),
         (["coverage", "{d}/x.h5", "{d}/data.npz"], "DATA"),
+        (["solve", "{g}", "--policy-out", "{d}/pi.txt"], "--policy-out"),
+        (["nash-gap", "{g}"], "policy"),
+        (["no-such-command"], "no-such-command"),
     ],
 )
 def test_bad_options_exit_2_with_one_line_and_write_nothing(files, capsys, argv, option):
@@ -224,7 +227,8 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(files, capsys, argv,
     code, out, err = run(capsys, *argv, "--json")
     assert code == 2 and out == ""
     line = one_line_error(err)
-    assert line.startswith(f"marlcov {argv[0]}: error: ") and option in line, line
+    command = argv[0] if argv[0] != "no-such-command" else ""
+    assert line.startswith(f"marlcov {command}".strip() + ": error: ") and option in line, line
     assert sorted(p.name for p in d.iterdir()) == before
 
 
