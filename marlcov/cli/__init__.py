@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, and option errors (already on stderr)
-        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     name = command_name(args)
     show = not getattr(args, "json", False) or getattr(args, "progress", False)
     display = StderrProgress(name) if show else None
