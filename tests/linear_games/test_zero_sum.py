@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from marlcov.linear_games.matrix_games import ZeroSumSolution, zero_sum_solve
 from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
-METHODS = ["highs", "cvxpy"]
+METHODS = ["auto", "ipm", "highs", "cvxpy"]
 
 # Agreement required between the two LP back ends (the brief's figure).
 AGREE_ATOL = 1e-8
@@ -209,3 +209,35 @@ def test_invalid_matrix(bad, fragment):
 def test_invalid_method():
     with pytest.raises(ValueError, match="method"):
         zero_sum_solve([[1.0]], method="simplex")
+
+
+# ------------------------------------------------------------------ certified accuracy (issue 18)
+
+#: The accuracy promised after polishing, in units of the payoff span.
+POLISHED_RTOL = 1e-10
+
+
+@settings(max_examples=40, deadline=None)
+@given(int_games)
+def test_interior_point_is_polished_and_certified_on_integer_games(A):
+    ipm = zero_sum_solve(A, method="ipm")
+    highs = zero_sum_solve(A, method="highs")
+    span = _span(A)
+    # the reported exploitability is what the returned strategies concede, recomputed here
+    x, y = ipm.row_strategy, ipm.col_strategy
+    assert ipm.exploitability == pytest.approx(max(0.0, float((A @ y).max() - (x @ A).min())), abs=1e-15 * span)
+    assert ipm.exploitability <= POLISHED_RTOL * span
+    assert abs(ipm.value - highs.value) <= POLISHED_RTOL * span
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["integers", "duplicated"])
+def test_degenerate_integer_games_n300_polished_to_rounding(kind):
+    rng = np.random.default_rng(300)
+    if kind == "integers":
+        A = rng.integers(-1, 2, (300, 300)).astype(float)
+    else:  # every row and column twice: optimal strategies are far from unique
+        A = np.repeat(np.repeat(rng.integers(0, 5, (150, 150)), 2, 0), 2, 1).astype(float)
+    sol = zero_sum_solve(A)
+    assert sol.exploitability <= POLISHED_RTOL * _span(A)
+    _assert_optimal(A, sol)
