@@ -346,3 +346,13 @@ def test_the_tours_finite_game_lines_run_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"game.json", "pi.json", "data.npz", "m1.json"} <= {p.name for p in tmp_path.iterdir()}
     assert "Traceback" not in done.stderr
+
+
+def test_the_traceback_behind_a_one_line_error_on_request(files, capsys, monkeypatch):
+    from marlcov.theory.games import GameError
+
+    _, _, d = files
+    (d / "bad.json").write_text("{}")
+    monkeypatch.setenv("MARLCOV_TRACEBACK", "1")
+    with pytest.raises(GameError, match="format"):
+        main(["nash-gap", str(d / "game.json"), str(d / "bad.json")])
