@@ -153,7 +153,7 @@ class Check:
     kind: str
     func: Callable[[CheckContext], Verdict]
     source: Source
-    mutations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    mutations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
     def falsified_by(self) -> list[str]:

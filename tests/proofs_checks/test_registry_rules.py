@@ -144,3 +144,12 @@ def test_quick_and_full_agree(cid, quick):
     full = run_check(CHECKS[cid], CheckContext(quick=False, seed=0))
     assert full.error is None, full.error
     assert full.status == quick[cid].status
+
+
+def test_checks_are_hashable_and_select_keeps_registration_order():
+    from marlcov.proofs_checks.registry import select
+
+    assert len(set(CHECKS.values())) == len(CHECKS)
+    chosen = select(["marlhf.theorem4", "marlhf"])
+    assert chosen[0].id == "marlhf.theorem4" and len({c.id for c in chosen}) == len(chosen)
+    assert [c.id for c in select(["marlhf.theorem4"])] == ["marlhf.theorem4"]
