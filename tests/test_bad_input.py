@@ -352,7 +352,6 @@ def test_garbage_files_given_as_hdf5_or_checkpoints_are_refused(garbage):
 
 
 @pytest.mark.deep
-@pytest.mark.xfail(strict=True, reason="deep.diagnostics.load_policy passes torch.load's UnpicklingError on unnamed")
 @pytest.mark.parametrize("garbage", [b"garbage\n", bytes(range(256)), b"PK\x03\x04" + b"\0" * 40])
 def test_garbage_policy_checkpoints_are_refused(tmp_path, garbage):
     ckpt = tmp_path / "policy.pt"
