@@ -117,8 +117,8 @@ def lemmas1_3(ctx: CheckContext) -> Verdict:
     return Verdict(
         "holds" if holds else "refuted",
         f"every lemma in >= {min(freq.values()):.0%} of cases (target {target:.0%}); Lemma 3 LHS/RHS up to "
-        f"{evidence['lemma3_max_lhs_over_rhs']:.2f}; unclipped ({evidence['share_of_Q_under_below_0_(clipped_as_printed)']:.0%} "
-        "of Q_under < 0)",
+        f"{evidence['lemma3_max_lhs_over_rhs']:.2f}; run unclipped (as printed "
+        f"{evidence['share_of_Q_under_below_0_(clipped_as_printed)']:.0%} of Q_under would clip to 0)",
         evidence=evidence,
         counterexample=None if holds else {"failing": failing, "frequency": freq, "seed": ctx.seed},
         seeds=[ctx.seed],
