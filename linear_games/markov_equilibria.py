@@ -11,7 +11,8 @@ equilibrium in Markov policies; Shapley 1953 for the zero-sum case, Fink 1964 in
 - One player: a greedy (deterministic) optimal policy.
 - Two players, zero-sum (``r_{h,0} + r_{h,1}`` the same constant at every state and joint
   action of a step, so every stage game is constant-sum): the value and a maximin/minimax pair
-  of each stage game by :func:`zero_sum_solve` (one HiGHS LP per ``(h, s)``, polished). The
+  of each stage game, all states of a step in one batched interior-point run
+  (:func:`zero_sum_solve_batch`), each polished. The
   value ``V_{0,0}(s_1)`` is then *the* value of the game.
 - Two players, general-sum: every extreme equilibrium of each stage game
   (:func:`all_equilibria`) and the **selection rule**: the one with the largest sum of the
@@ -37,7 +38,7 @@ from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
 from .vertex_enumeration import all_equilibria
-from .zero_sum import zero_sum_solve
+from .zero_sum import zero_sum_solve_batch
 
 __all__ = ["MarkovEquilibrium", "markov_equilibrium", "is_zero_sum_game"]
 
@@ -100,21 +101,18 @@ def markov_equilibrium(game: MarkovGame) -> MarkovEquilibrium:
     complete = 0
     for h in range(H - 1, -1, -1):
         Q = _stage_payoffs(game, h, V[h + 1])
-        for s in range(S):
-            if m == 1:
-                policy[0][h, s, int(np.argmax(Q[0, s]))] = 1.0
-                continue
-            A, B = Q[0, s], Q[1, s]
-            if zero_sum:
-                sol = zero_sum_solve(A)
-                x, y = sol.row_strategy, sol.col_strategy
-            else:
-                found = all_equilibria(A, B)
+        if m == 1:
+            policy[0][h, np.arange(S), Q[0].argmax(axis=1)] = 1.0
+        elif zero_sum:
+            for s, sol in enumerate(zero_sum_solve_batch(Q[0])):
+                policy[0][h, s], policy[1][h, s] = sol.row_strategy, sol.col_strategy
+        else:
+            for s in range(S):
+                found = all_equilibria(Q[0, s], Q[1, s])
                 complete += found.complete
                 welfare = np.array([sum(e.payoffs) for e in found])
                 best = found[int(np.flatnonzero(welfare >= welfare.max() - VALUE_ATOL)[0])]
-                x, y = best.strategies
-            policy[0][h, s], policy[1][h, s] = x, y
+                policy[0][h, s], policy[1][h, s] = best.strategies
         joint = policy[0][h]
         for i in range(1, m):
             joint = np.einsum("s...,sa->s...a", joint, policy[i][h])

@@ -14,9 +14,9 @@ from scipy.optimize import linprog
 from marlcov.theory.tolerances import PIVOT_ATOL, PROB_ATOL
 
 from .bimatrix import as_payoff_matrix, frozen, normalised, to_simplex
-from .dense_ipm import zero_sum_ipm
+from .dense_ipm import zero_sum_ipm, zero_sum_ipm_batch
 
-__all__ = ["ZeroSumSolution", "zero_sum_solve"]
+__all__ = ["ZeroSumSolution", "zero_sum_solve", "zero_sum_solve_batch"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,3 +158,33 @@ def zero_sum_solve(A, method: str = "auto") -> ZeroSumSolution:
                            exploitability=exploit)
 
 
+
+
+def _solution(A: np.ndarray, x: np.ndarray, y: np.ndarray) -> ZeroSumSolution:
+    exploit = max(0.0, float((A @ y).max() - (x @ A).min()))
+    return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y),
+                           exploitability=exploit)
+
+
+def zero_sum_solve_batch(As) -> list[ZeroSumSolution]:
+    """:func:`zero_sum_solve` (``method="auto"``) for a stack ``As [k, n0, n1]`` of games of
+    one shape: one batched interior-point run for all of them (the stage games of a Markov
+    game), then each polished, with the HiGHS fallback per game."""
+    As = np.asarray(As, dtype=np.float64)
+    if As.ndim != 3 or not np.all(np.isfinite(As)):
+        raise ValueError(f"As: expected a finite array [k, n0, n1], got shape {As.shape}")
+    lo = As.min(axis=(1, 2), keepdims=True)
+    span = As.max(axis=(1, 2), keepdims=True) - lo
+    constant = span[:, 0, 0] <= 0
+    An = (As - lo) / np.where(span > 0, span, 1.0)
+    X, Y = zero_sum_ipm_batch(An)
+    out = []
+    for k, A in enumerate(As):
+        if constant[k]:
+            x, y = np.full(A.shape[0], 1.0 / A.shape[0]), np.full(A.shape[1], 1.0 / A.shape[1])
+        else:
+            x, y = _zs_polish(An[k], X[k], Y[k])
+            if _zs_exploitability(An[k], x, y) > PIVOT_ATOL:
+                x, y = _zs_polish(An[k], *_zs_highs(An[k]))
+        out.append(_solution(A, x, y))
+    return out

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marlcov.linear_games.matrix_games import ZeroSumSolution, zero_sum_solve
+from marlcov.linear_games.zero_sum import zero_sum_solve_batch
 from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 METHODS = ["auto", "ipm", "highs", "cvxpy"]
@@ -241,3 +242,15 @@ def test_degenerate_integer_games_n300_polished_to_rounding(kind):
     sol = zero_sum_solve(A)
     assert sol.exploitability <= POLISHED_RTOL * _span(A)
     _assert_optimal(A, sol)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 6).flatmap(
+    lambda k: st.lists(st.integers(-3, 3), min_size=k * 16, max_size=k * 16)))
+def test_batched_games_match_one_at_a_time(n0, n1, entries):
+    k = len(entries) // 16
+    As = np.array(entries, dtype=float).reshape(k, 16)[:, : n0 * n1].reshape(k, n0, n1)
+    for A, sol in zip(As, zero_sum_solve_batch(As)):
+        _assert_optimal(A, sol)
+        assert sol.exploitability <= POLISHED_RTOL * _span(A)
+        assert sol.value == pytest.approx(zero_sum_solve(A, method="highs").value, abs=POLISHED_RTOL * _span(A))
