@@ -8,6 +8,7 @@ import pytest
 
 from marlcov.theory.games import GameError, random_linear_markov_game, random_markov_game
 from marlcov.theory.io import (
+    atomic_write_bytes,
     atomic_write_many,
     atomic_write_text,
     check_output_dir,
@@ -322,3 +323,33 @@ def test_dataset_with_float_actions_is_refused(tmp_path):
     np.savez(tmp_path / "d.npz", format="marlcov.prefs/1", states=ds.states, actions=ds.actions + 0.5, prefs=ds.prefs)
     with pytest.raises(GameError, match="'actions': expected an integer array, found real numbers"):
         load_dataset(tmp_path / "d.npz", g)
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_the_next_write_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    script = (
+        "import sys, time\n"
+        "from marlcov.theory.io import atomic_save\n"
+        "def slow(fh):\n"
+        "    fh.write(b'half a figure'); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
+        f"atomic_save({str(target)!r}, slow)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert target.read_bytes() == b"old"
+    stale = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1 and stale[0].startswith(".plot.png.")
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
