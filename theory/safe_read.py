@@ -22,8 +22,10 @@ from .games import GameError
 #: The largest array a reader allocates (2 GiB).
 MEMORY_BUDGET_BYTES = 2 * 2**30
 
-#: The largest JSON file a reader parses; larger arrays belong in NPZ.
-MAX_JSON_BYTES = 256 * 2**20
+#: The largest JSON file a reader parses; larger arrays belong in NPZ. Parsed JSON can take
+#: about 20 times its text (an empty list "[]," is 3 characters and a 56-byte object), so this
+#: keeps a parse within the memory budget.
+MAX_JSON_BYTES = 64 * 2**20
 
 #: Characters of a value quoted in an error message (a message stays one short line).
 REPR_CHARS = 60

@@ -353,3 +353,12 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_the_next_write_cleans
     atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
+def test_json_over_the_size_limit_is_refused_before_parsing(tmp_path, monkeypatch):
+    from marlcov.theory import safe_read
+
+    monkeypatch.setattr(safe_read, "MAX_JSON_BYTES", 1000)
+    (tmp_path / "g.json").write_text("[]," * 400)
+    with pytest.raises(GameError, match="over the reader's limit"):
+        load_game(tmp_path / "g.json")
