@@ -3,8 +3,9 @@
 JSON files over ``MAX_JSON_BYTES`` are refused before parsing (a parsed list of floats takes
 several times its text), as is nesting deeper than the parser's recursion limit. NPZ members are
 opened one by one: the NPY header gives the dtype and shape, so pickled (object) arrays are
-refused without being loaded, and arrays over ``MEMORY_BUDGET_BYTES`` or larger than the member
-that should hold them (a forged header) are refused before anything is allocated.
+refused without being loaded, and arrays over what is left of ``MEMORY_BUDGET_BYTES`` (all arrays
+of a file together) or larger than the member that should hold them (a forged header) are
+refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _npy_header(fh) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, budget: int) -> np.ndarray:
     key = info.filename[:-4]
     with zf.open(info) as fh:
         shape, dtype = _npy_header(fh)
@@ -77,8 +78,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.n
         raise GameError(f"{path}: field {key!r} holds pickled Python objects, which this reader never loads; "
                         "expected an array of numbers")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if nbytes > MEMORY_BUDGET_BYTES:
-        raise GameError(f"{path}: field {key!r} declares {nbytes / 2**30:.3g} GiB, over the reader's budget of "
+    if nbytes > budget:
+        raise GameError(f"{path}: field {key!r} declares {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
                         f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB")
     if nbytes > info.file_size - header_bytes:
         raise GameError(f"{path}: field {key!r} is truncated (its header declares {nbytes} bytes, "
@@ -90,12 +91,13 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.n
 def _read_npz(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as zf:
-            out = {}
+            out, budget = {}, MEMORY_BUDGET_BYTES
             for info in zf.infolist():
                 if not info.filename.endswith(".npy"):
                     raise GameError(f"{path}: member {short_repr(info.filename)} is not an array (.npy); "
                                     "expected an NPZ written by numpy.savez")
-                out[info.filename[:-4]] = _read_member(zf, info, path)
+                arr = out[info.filename[:-4]] = _read_member(zf, info, path, budget)
+                budget -= arr.nbytes
             return out
     except GameError:
         raise

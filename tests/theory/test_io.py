@@ -362,3 +362,15 @@ def test_json_over_the_size_limit_is_refused_before_parsing(tmp_path, monkeypatc
     (tmp_path / "g.json").write_text("[]," * 400)
     with pytest.raises(GameError, match="over the reader's limit"):
         load_game(tmp_path / "g.json")
+
+
+def test_npz_arrays_share_one_memory_budget(tmp_path, monkeypatch):
+    from marlcov.theory import safe_read
+
+    g = random_markov_game(2, (2, 2), 1, seed=0)
+    save_game(g, tmp_path / "g.npz")
+    monkeypatch.setattr(safe_read, "MEMORY_BUDGET_BYTES", g.transitions.nbytes + g.rewards.nbytes + 1000)
+    assert load_game(tmp_path / "g.npz").n_states == 2
+    monkeypatch.setattr(safe_read, "MEMORY_BUDGET_BYTES", g.transitions.nbytes + g.rewards.nbytes - 8)
+    with pytest.raises(GameError, match="over what is left of the reader's budget"):
+        load_game(tmp_path / "g.npz")
