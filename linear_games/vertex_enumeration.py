@@ -33,7 +33,6 @@ from .bimatrix import (
     as_bimatrix,
     make_equilibrium,
     normalised,
-    player_gaps,
     sorted_order,
 )
 from .exact_enumeration import EXACT_MAX_SYSTEMS, exact_extreme_equilibria, exact_systems
@@ -137,6 +136,12 @@ def _float_vertices(A: np.ndarray, B: np.ndarray):
     return (sx, lx), (sy, ly), degenerate, separation
 
 
+def _profile_gaps(A: np.ndarray, B: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Nash gap of each profile ``(X[k], Y[k])`` (both players' terms summed)."""
+    AY, XB = Y @ A.T, X @ B
+    return (AY.max(axis=1) - (X * AY).sum(axis=1)) + (XB.max(axis=1) - (XB * Y).sum(axis=1))
+
+
 def is_degenerate(A, B) -> bool:
     """Whether some vertex of a best-response polytope of ``(A, B)`` has more labels than its
     dimension (a mixed strategy with support size ``k`` and more than ``k`` pure best
@@ -185,10 +190,8 @@ def all_equilibria(A, B, *, strict: bool = False, exact: bool | None = None) -> 
         else:
             ix, iy = _completely_labelled(lx, ly, n0, n1)
             X, Y = sx[ix], sy[iy]
-            An, Bn = normalised(A), normalised(B)
-            for x, y in zip(X, Y):
-                if sum(player_gaps(An, Bn, x, y)) > VALUE_ATOL:  # pragma: no cover - never silent
-                    raise RuntimeError("all_equilibria: a completely labelled pair is not an equilibrium")
+            if len(X) and _profile_gaps(normalised(A), normalised(B), X, Y).max() > VALUE_ATOL:
+                raise RuntimeError("all_equilibria: a completely labelled pair is not an equilibrium")  # pragma: no cover
             order = sorted_order(X, Y)
             eqs = [make_equilibrium(A, B, X[i], Y[i]) for i in order]
             result = EquilibriumSet(eqs, complete=not (degenerate or near), degenerate=degenerate,
