@@ -139,7 +139,7 @@ def _write_pairs_group(f: h5py.File, pairs: PreferencePairs, n_trajectories: int
 def _read_pairs_group(g: h5py.Group, where: str, n_trajectories: int | None = None) -> PreferencePairs:
     """The pairs of group ``g``, checked: index and label datasets present, integer, of one
     length ``P`` (labels ``[P, m]`` in {+1, -1}, probs in [0, 1]) and indices in range."""
-    arrays = {}
+    arrays, budget = {}, MEMORY_BUDGET_BYTES
     for name, kind, ndim in (("first", "i", 1), ("second", "i", 1), ("labels", "i", 2), ("probs", "f", 2)):
         if name == "probs" and name not in g:
             continue
@@ -148,8 +148,11 @@ def _read_pairs_group(g: h5py.Group, where: str, n_trajectories: int | None = No
         field = _hdf5_name(g, name)
         if ds.ndim != ndim:
             raise GameError(f"{where}: {field}: expected {ndim} axes, got shape {short_repr(list(ds.shape))}")
-        if ds.size * ds.dtype.itemsize > MEMORY_BUDGET_BYTES:
-            raise GameError(f"{where}: {field}: takes {ds.size * ds.dtype.itemsize / 2**30:.3g} GiB, over the reader's budget")
+        nbytes = ds.size * ds.dtype.itemsize
+        if nbytes > budget:
+            raise GameError(f"{where}: {field}: takes {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
+                            f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB")
+        budget -= nbytes
         arrays[name] = ds[()]
     P = len(arrays["first"])
     for name in ("second", "labels", "probs"):
