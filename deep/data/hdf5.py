@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from marlcov.theory.games import GameError
+from marlcov.theory.progress import task
 from marlcov.theory.safe_read import MEMORY_BUDGET_BYTES, short_repr
 
 from .schema import (
@@ -404,19 +405,22 @@ class DatasetReader:
         seed: int | None = None,
     ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Yield ``(indices, arrays)`` over all trajectories, ``batch_size`` at a time: in file
-        order (contiguous reads), or in a seeded random order with ``shuffle``."""
+        order (contiguous reads), or in a seeded random order with ``shuffle``. Each pass is a
+        ``theory.progress`` task (what is read, batches done, time left), shown by the command line."""
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         N = self.n_trajectories
-        if shuffle:
-            order = np.random.default_rng(seed).permutation(N)
-            for start in range(0, N, batch_size):
-                idx = order[start : start + batch_size]
-                yield idx, self.read_fields(idx, fields)
-        else:
+        order = np.random.default_rng(seed).permutation(N) if shuffle else None
+        what = ", ".join(TRAJECTORY_FIELDS if fields is None else fields)
+        with task(f"reading {what} of {self.path.name}", total=-(-N // batch_size)) as progress:
             for start in range(0, N, batch_size):
                 stop = min(start + batch_size, N)
-                yield np.arange(start, stop), self.read_fields(slice(start, stop), fields)
+                if order is None:
+                    yield np.arange(start, stop), self.read_fields(slice(start, stop), fields)
+                else:
+                    idx = order[start:stop]
+                    yield idx, self.read_fields(idx, fields)
+                progress.advance()
 
     def returns(self, batch_size: int = DEFAULT_READ_BATCH) -> np.ndarray:
         """True return of every trajectory and agent, ``[N, m]`` float64, read in batches."""

@@ -1,5 +1,6 @@
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,3 +60,21 @@ def test_time_left_is_the_mean_rate_times_the_units_left(total, done, elapsed):
     else:
         assert left == pytest.approx(elapsed / t.done * (total - t.done), rel=1e-12)
     assert progress.Task("y").remaining() is None
+
+
+def test_streaming_reads_of_a_dataset_report_their_batches(tmp_path):
+    from marlcov.deep.data import DatasetReader, DatasetSpec, DatasetWriter, TrajectoryBatch
+
+    N, H, m, nA = 10, 2, 2, 3
+    spec = DatasetSpec("toy", {}, ("a0", "a1"), 1, 1, nA, H)
+    with DatasetWriter(tmp_path / "d.h5", spec) as w:
+        w.append(TrajectoryBatch(np.zeros((N, H + 1, m, 1), np.float32), np.zeros((N, H + 1, 1), np.float32),
+                                 np.zeros((N, H, m), np.int16), np.ones((N, H, m, nA), bool), np.zeros((N, H, m), np.float32),
+                                 np.arange(N), "mix"))
+    rec = Recorder()
+    with listening(rec), DatasetReader(tmp_path / "d.h5") as reader:
+        seen = [idx for idx, _ in reader.iter_batches(4, fields=["actions"], shuffle=True, seed=0)]
+    assert sorted(np.concatenate(seen).tolist()) == list(range(N))
+    name = "reading actions of d.h5"
+    assert rec.events == [("start", name, 0, 3), ("update", name, 1, 3), ("update", name, 2, 3), ("update", name, 3, 3),
+                          ("finish", name, 3, 3)]
