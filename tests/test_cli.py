@@ -356,3 +356,37 @@ def test_the_traceback_behind_a_one_line_error_on_request(files, capsys, monkeyp
     monkeypatch.setenv("MARLCOV_TRACEBACK", "1")
     with pytest.raises(GameError, match="format"):
         main(["nash-gap", str(d / "game.json"), str(d / "bad.json")])
+
+
+def test_sample_draws_many_pairs_in_chunks_with_progress(files, capsys, monkeypatch):
+    import marlcov.cli as cli
+    from marlcov.cli import finite
+
+    g, pi, d = files
+    code, _, _ = run(capsys, "sample", d / "game.json", d / "pi.json", "--pairs", 7, "--seed", 4, "--out", d / "one.npz")
+    direct = sample_preference_dataset(g, pi, 7, seed=4)
+    assert code == 0 and np.array_equal(load_dataset(d / "one.npz").actions, direct.actions)
+    monkeypatch.setattr(finite, "SAMPLE_CHUNK_PAIRS", 7)
+    events = []
+
+    class Recorder:
+        def start(self, t):
+            events.append(("start", t.total))
+
+        def update(self, t):
+            events.append(("update", t.done))
+
+        def finish(self, t):
+            events.append(("finish", t.done))
+
+        def close(self):
+            events.append(("close",))
+
+    monkeypatch.setattr(cli, "StderrProgress", lambda name: Recorder())
+    code, _, _ = run(capsys, "sample", d / "game.json", d / "pi.json", "--pairs", 20, "--seed", 4, "--out", d / "many.npz", "--json",
+                     "--progress")
+    ds = load_dataset(d / "many.npz", g)
+    assert code == 0 and ds.n_pairs == 20
+    chunks = ds.actions[:7], ds.actions[7:14], ds.actions[14:]
+    assert not np.array_equal(chunks[0], chunks[1]) and np.array_equal(chunks[0], direct.actions)
+    assert events == [("start", 20), ("update", 7), ("update", 14), ("update", 20), ("finish", 20), ("close",)]

@@ -122,11 +122,32 @@ def _dataset_coverage(args) -> int:
 SAMPLE_PEAK_FACTOR = 3
 
 
+#: Pairs drawn per call when sampling many: each chunk is a step of the progress shown.
+SAMPLE_CHUNK_PAIRS = 2**17
+
+
+def _sampled_in_chunks(game, policy, n_pairs: int, seed: int, steepness: float):
+    """``sample_preference_dataset`` in chunks of ``SAMPLE_CHUNK_PAIRS`` drawn from one seeded
+    generator (one call, the same pairs as the library's, up to one chunk), as a progress task."""
+    from marlcov.theory.preferences import PreferenceDataset, sample_preference_dataset
+    from marlcov.theory.progress import task
+
+    if n_pairs <= SAMPLE_CHUNK_PAIRS:
+        return sample_preference_dataset(game, policy, n_pairs, seed=seed, steepness=steepness)
+    rng = np.random.default_rng(seed)
+    sizes = [SAMPLE_CHUNK_PAIRS] * (n_pairs // SAMPLE_CHUNK_PAIRS) + [n_pairs % SAMPLE_CHUNK_PAIRS] * bool(n_pairs % SAMPLE_CHUNK_PAIRS)
+    parts = []
+    with task("sampling preference pairs", total=n_pairs) as progress:
+        for size in sizes:
+            parts.append(sample_preference_dataset(game, policy, size, seed=rng, steepness=steepness))
+            progress.advance(size)
+    return PreferenceDataset(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("states", "actions", "prefs")))
+
+
 def cmd_sample(args) -> int:
     """Options are checked by the parser (types, ``--out`` usable and ``.npz``) before any work;
     a request over the memory budget is refused before sampling."""
     from marlcov.theory.io import MEMORY_BUDGET_BYTES, dataset_nbytes, load_game, load_policy, save_dataset
-    from marlcov.theory.preferences import sample_preference_dataset
 
     game = load_game(args.game)
     policy = load_policy(args.policy, game)
@@ -135,7 +156,7 @@ def cmd_sample(args) -> int:
         raise GameError(f"--pairs: {args.pairs} pairs of horizon {game.horizon} need about {args.pairs * per_pair / 2**30:.3g} GiB, "
                         f"over the budget of {MEMORY_BUDGET_BYTES / 2**30:.3g} GiB; sample at most "
                         f"{MEMORY_BUDGET_BYTES // per_pair} pairs per file")
-    ds = sample_preference_dataset(game, policy, args.pairs, seed=args.seed, steepness=args.steepness)
+    ds = _sampled_in_chunks(game, policy, args.pairs, args.seed, args.steepness)
     save_dataset(ds, args.out)
     out = {"path": str(args.out), "pairs": ds.n_pairs}
     if args.json:
