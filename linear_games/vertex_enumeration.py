@@ -72,8 +72,14 @@ def polytope_vertices(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _label_keys(L: np.ndarray) -> np.ndarray:
-    """One sortable byte-string key per row of a boolean label matrix."""
-    packed = np.ascontiguousarray(np.packbits(L, axis=1))
+    """One sortable key per row of a boolean label matrix: a uint64 for up to 64 labels (fast
+    integer sorting), else a byte string."""
+    packed = np.packbits(L, axis=1)
+    if packed.shape[1] <= 8:
+        wide = np.zeros((len(L), 8), dtype=np.uint8)
+        wide[:, : packed.shape[1]] = packed
+        return wide.view("<u8")[:, 0]
+    packed = np.ascontiguousarray(packed)
     return packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
 
 
@@ -92,20 +98,18 @@ def _completely_labelled(LX: np.ndarray, LY: np.ndarray, n0: int, n1: int):
     pairs only with the vertex whose labels are its complement: a hash lookup. Pairs that
     involve a vertex with extra labels are found by a float32 product of the complements
     (it counts the labels both miss; exact for counts below 2^24)."""
-    simple_x = np.flatnonzero(LX.sum(axis=1) == n0)
-    simple_y = np.flatnonzero(LY.sum(axis=1) == n1)
-    ky = _label_keys(LY[simple_y])
+    simple_x, simple_y = LX.sum(axis=1) == n0, LY.sum(axis=1) == n1
+    sx, sy = np.flatnonzero(simple_x), np.flatnonzero(simple_y)
+    ky = _label_keys(LY[sy])
     order = np.argsort(ky)
-    kx = _label_keys(~LX[simple_x])
+    kx = _label_keys(~LX[sx])
     pos = np.minimum(np.searchsorted(ky, kx, sorter=order), max(len(ky) - 1, 0))
     hit = (ky[order[pos]] == kx) if len(ky) else np.zeros(len(kx), dtype=bool)
-    ii = [simple_x[hit]]
-    jj = [simple_y[order[pos[hit]]]]
-    simple_x = np.isin(np.arange(len(LX)), simple_x)
-    simple_y = np.isin(np.arange(len(LY)), simple_y)
+    ii, jj = [sx[hit]], [sy[order[pos[hit]]]]
+    if simple_x.all() and simple_y.all():
+        return ii[0], jj[0]
     CX, CY = (~LX).astype(np.float32), (~LY).astype(np.float32).T
-    for rows, cols in ((np.flatnonzero(~simple_x), np.arange(len(LY))),
-                       (np.flatnonzero(simple_x), np.flatnonzero(~simple_y))):
+    for rows, cols in ((np.flatnonzero(~simple_x), np.arange(len(LY))), (sx, np.flatnonzero(~simple_y))):
         for start in range(0, len(rows), _MATCH_CHUNK):
             r = rows[start:start + _MATCH_CHUNK]
             i, j = np.nonzero(CX[r] @ CY[:, cols] == 0)
