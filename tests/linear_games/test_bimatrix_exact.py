@@ -156,3 +156,14 @@ def test_larger_random_games_agree_with_support_enumeration(n):
 def test_exact_mode_on_request():
     res = all_equilibria([[3, 3], [2, 5], [0, 6]], [[3, 2], [2, 6], [3, 1]], exact=True)
     assert res.exact and res.complete and not res.degenerate and len(res) == 3
+
+
+def test_more_than_64_labels():
+    # 2 x 70: 72 labels, past the integer keys; support enumeration (supports of size <= 2)
+    # is cheap here and independent
+    rng = np.random.default_rng(70)
+    A, B = rng.random((2, 70)), rng.random((2, 70))
+    res = all_equilibria(A, B)
+    X, Y, degenerate = support_enumeration(A, B)
+    assert res.complete and not degenerate
+    assert _bijective([(e.strategies[0], e.strategies[1]) for e in res], list(zip(X, Y)), 1e-9)
