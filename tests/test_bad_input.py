@@ -310,15 +310,28 @@ def test_malformed_hdf5_datasets_are_refused(hdf5_dataset, name):
         assert not (Path(d) / "plots").exists()
 
 
+def _huge_pairs(f):
+    del f["pairs/first"]
+    f["pairs"].create_dataset("first", shape=(2**34,), dtype=np.int64, chunks=(2**16,))
+
+
+def _huge_observations(f):
+    """obs_dim = 10^7 in the attributes and an unallocated (fill-value) obs dataset to match."""
+    shape = f["obs"].shape
+    del f["obs"]
+    f.attrs["obs_dim"] = 10**7
+    f.create_dataset("obs", shape=(*shape[:-1], 10**7), dtype=np.float32, chunks=(1, 1, 1, 2**16))
+
+
 @pytest.mark.deep
-def test_hdf5_declaring_huge_arrays_is_refused_without_allocating(tmp_path, hdf5_dataset):
+@pytest.mark.parametrize("tamper, field", [(_huge_pairs, "pairs/first"), (_huge_observations, "obs_dim")])
+def test_hdf5_declaring_huge_arrays_is_refused_without_allocating(tmp_path, hdf5_dataset, tamper, field):
     path = tmp_path / "huge.h5"
     path.write_bytes(hdf5_dataset.read_bytes())
     with h5py.File(path, "r+") as f:
-        del f["pairs/first"]
-        f["pairs"].create_dataset("first", shape=(2**34,), dtype=np.int64, chunks=(2**16,))
+        tamper(f)
     tracemalloc.start()
-    assert_refused(run_cli("coverage", path, "--bootstrap", "0", "--feature-dim", "4", "--json"), path, ("pairs/first",))
+    assert_refused(run_cli("coverage", path, "--bootstrap", "0", "--feature-dim", "4", "--json"), path, (field,))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < MAX_PEAK_BYTES
