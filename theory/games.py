@@ -1,6 +1,6 @@
 """Finite episodic Markov games and linear Markov games (MARLHF paper, section 3, Assumption 1).
 
-Array conventions (DESIGN.md): one axis per player's action.
+Array conventions (docs/formats.md): one axis per player's action.
 
 - ``transitions`` ``P[h, s, a_1, ..., a_m, s']``: rows are distributions over ``s'``.
 - ``rewards``     ``R[h, i, s, a_1, ..., a_m]`` in [0, 1]: mean reward of player ``i``.

@@ -26,7 +26,7 @@ a pairs file to its dataset) and ``n_trajectories``.
 
 Preference pairs live in a group ``pairs`` with datasets ``first`` int64 ``[P]``, ``second``
 int64 ``[P]``, ``labels`` int8 ``[P, m]`` in {+1, -1} (+1: agent i prefers trajectory
-``first``; the sign convention of DESIGN.md's finite-game format), and optionally ``probs``
+``first``; the sign convention of the finite-game format of docs/formats.md), and optionally ``probs``
 float64 ``[P, m]`` (the Bradley-Terry probability each label was drawn with); its attributes
 record how the labels were made. The group sits either in the dataset file or in a separate
 pairs file whose root has ``format = PAIRS_FORMAT`` and ``dataset_uuid``.
