@@ -42,6 +42,19 @@ def _best_of(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def _best_of_interleaved(ours, peer, repeats: int) -> tuple[float, object, float, object]:
+    """Best-of times of two functions measured alternately, so that a change of machine load
+    during the run biases neither side."""
+    t_ours = t_peer = float("inf")
+    out_ours = out_peer = None
+    for _ in range(repeats):
+        t, out_ours = _best_of(ours, 1)
+        t_ours = min(t_ours, t)
+        t, out_peer = _best_of(peer, 1)
+        t_peer = min(t_peer, t)
+    return t_ours, out_ours, t_peer, out_peer
+
+
 def _row(name, ours_s, baseline, baseline_s, **extra) -> dict:
     row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s,
            "ratio": ours_s / baseline_s}
@@ -86,17 +99,19 @@ def bench_all_equilibria(sizes, count: int, repeats: int) -> list[dict]:
     peers = _peers_all_equilibria()
     for n in sizes:
         games = _games(n, count, seed=n)
-        ours_s, ours = _best_of(lambda: [all_equilibria(A, B) for A, B in games], repeats)
-        n_ours = sum(len(r) for r in ours)
         for label, peer in peers.items():
             if "nashpy" in label and n > 8:
                 continue
             peer(*games[0])  # JIT / warm-up outside the timing
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                base_s, found = _best_of(lambda: [peer(A, B) for A, B in games], 1 if "nashpy" in label else repeats)
+                ours_s, ours, base_s, found = _best_of_interleaved(
+                    lambda: [all_equilibria(A, B) for A, B in games],
+                    lambda: [peer(A, B) for A, B in games],  # noqa: B023 - called inside the loop
+                    1 if "nashpy" in label else repeats,
+                )
             rows.append(_row(f"all_equilibria_{n}x{n}_x{count}", ours_s, label, base_s,
-                             equilibria_ours=n_ours, equilibria_peer=sum(len(f) for f in found)))
+                             equilibria_ours=sum(len(r) for r in ours), equilibria_peer=sum(len(f) for f in found)))
     return rows
 
 
@@ -136,12 +151,15 @@ def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
     # is not timed here
     for n in sizes:
         games = _games(n, count, seed=100 + n)
-        ours_s, _ = _best_of(lambda: [lemke_howson(A, B, 0) for A, B in games], repeats)
         for label, peer in peers.items():
             peer(*games[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                base_s, _ = _best_of(lambda: [peer(A, B) for A, B in games], repeats)
+                ours_s, _, base_s, _ = _best_of_interleaved(
+                    lambda: [lemke_howson(A, B, 0) for A, B in games],
+                    lambda: [peer(A, B) for A, B in games],  # noqa: B023 - called inside the loop
+                    repeats,
+                )
             rows.append(_row(f"lemke_howson_{n}x{n}_x{count}", ours_s, label, base_s))
     return rows
 
@@ -169,7 +187,7 @@ def bench_zero_sum(n: int, repeats: int, seed: int = 0) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
     """Rows ``{"name", "ours_s", "baseline", "baseline_s", "ratio", ...}`` (ratio = ours/baseline)."""
-    rows = bench_all_equilibria([8, 10] if quick else [8, 10, 12], count=2 if quick else 3, repeats=3)
+    rows = bench_all_equilibria([8, 10] if quick else [8, 10, 12], count=2 if quick else 3, repeats=7)
     rows += bench_fresh_process()
     rows += bench_lemke_howson([12] if quick else [12, 30], count=20, repeats=5)
     rows += bench_zero_sum(n=300 if quick else 1000, repeats=1 if not quick else 2)
