@@ -20,8 +20,6 @@ exact rational arithmetic (:mod:`.exact_enumeration`).
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 from scipy.spatial import ConvexHull
 
@@ -207,9 +205,3 @@ def all_equilibria(A, B, *, strict: bool = False, exact: bool | None = None) -> 
             "call with strict=False to get its extreme equilibria and flags"
         )
     return result
-
-
-def exact_fraction_profiles(A, B) -> list[tuple[tuple[Fraction, ...], tuple[Fraction, ...]]]:
-    """The exact extreme equilibria as Fractions (for tests and audits)."""
-    A, B = as_bimatrix(A, B)
-    return exact_extreme_equilibria(A, B)[0]

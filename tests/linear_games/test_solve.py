@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marlcov.linear_games.solve import solve_one_shot
 from marlcov.cli import main
+from marlcov.linear_games.solve import solve_one_shot
 from marlcov.theory.games import GameError, MarkovGame, random_markov_game
 from marlcov.theory.io import load_game, save_game
 from marlcov.theory.tolerances import VALUE_ATOL
