@@ -101,11 +101,11 @@ def _side_check_impl(z, ok, supp, other_supp, Pn, own_first):
     return good, strat, labels
 
 
-def _enumerate(A: np.ndarray, B: np.ndarray, want_equilibria: bool):
+def _enumerate(A: np.ndarray, B: np.ndarray):
     """One vectorised pass over all square support pairs.
 
-    Returns (degenerate, equilibrium strategy pairs from matching supports [list of (x, y)],
-    x-vertices (strats, labels), y-vertices (strats, labels)).
+    Returns (degenerate, (X, Y)): whether a solution with surplus labels was seen, and the
+    equilibrium strategy pairs from matching supports.
     """
     n0, n1 = A.shape
     Ap = 1.0 + normalised(A)
@@ -113,7 +113,6 @@ def _enumerate(A: np.ndarray, B: np.ndarray, want_equilibria: bool):
     Bn, An_T = Bp - 1.0, (Ap - 1.0).T
     degenerate = False
     eq_x, eq_y = [], []
-    vx_s, vx_l, vy_s, vy_l = [], [], [], []
     for k in range(1, min(n0, n1) + 1):
         R, C = _subsets(n0, k), _subsets(n1, k)
         n_pairs = len(R) * len(C)
@@ -130,18 +129,12 @@ def _enumerate(A: np.ndarray, B: np.ndarray, want_equilibria: bool):
             if (lx[gx].sum(axis=1) > n0).any() or (ly[gy].sum(axis=1) > n1).any():
                 degenerate = True
             both = gx & gy
-            if want_equilibria and both.any():
+            if both.any():
                 eq_x.append(sx[both])
                 eq_y.append(sy[both])
-            vx_s.append(sx[gx])
-            vx_l.append(lx[gx])
-            vy_s.append(sy[gy])
-            vy_l.append(ly[gy])
     cat = lambda parts, width: np.concatenate(parts) if parts else np.zeros((0, width))  # noqa: E731
     eqs = (cat(eq_x, n0), cat(eq_y, n1))
-    vx = (cat(vx_s, n0), np.concatenate(vx_l).astype(bool) if vx_l else np.zeros((0, n0 + n1), bool))
-    vy = (cat(vy_s, n1), np.concatenate(vy_l).astype(bool) if vy_l else np.zeros((0, n0 + n1), bool))
-    return degenerate, eqs, vx, vy
+    return degenerate, eqs
 
 
 def _dedupe(Z: np.ndarray) -> np.ndarray:
@@ -165,6 +158,6 @@ def support_enumeration(A, B) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(X [K, n0], Y [K, n1], degenerate)``: the equilibria from square supports (deduplicated
     within ``PROB_ATOL``) and whether a vertex with surplus labels was seen."""
     A, B = as_bimatrix(A, B)
-    degenerate, (EX, EY), _, _ = _enumerate(A, B, want_equilibria=True)
+    degenerate, (EX, EY) = _enumerate(A, B)
     keep = _dedupe(np.concatenate([EX, EY], axis=1))
     return EX[keep], EY[keep], degenerate
