@@ -152,7 +152,8 @@ def reward_model_rows(quick: bool, tmp: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------- offline VDN
 def plain_vdn(obs, actions, avail, rewards, cfg: OfflineVDNConfig) -> None:
-    """Target-network VDN updates written out by hand (the update of ``fit_offline_vdn``)."""
+    """Target-network VDN updates written out by hand (the update of ``fit_offline_vdn``, double
+    Q-learning when ``cfg.double_q``)."""
     torch.manual_seed(0)
     dims = [OBS_DIM + N_AGENTS] + [cfg.hidden] * (cfg.layers - 1) + [N_ACTIONS]
     mods: list[torch.nn.Module] = []
@@ -170,7 +171,12 @@ def plain_vdn(obs, actions, avail, rewards, cfg: OfflineVDNConfig) -> None:
         x, a, r = x_all[idx], actions[idx], rewards[idx]
         q = net(x[:, :H]).gather(-1, a.unsqueeze(-1)).squeeze(-1).sum(-1)
         with torch.no_grad():
-            q_next = target(x[:, 1:H]).masked_fill(~avail[idx, 1:], -1e9).max(-1).values.sum(-1)
+            t_next = target(x[:, 1:H]).masked_fill(~avail[idx, 1:], -1e9)
+            if cfg.double_q:
+                pick = net(x[:, 1:H]).masked_fill(~avail[idx, 1:], -1e9).argmax(-1, keepdim=True)
+                q_next = t_next.gather(-1, pick).squeeze(-1).sum(-1)
+            else:
+                q_next = t_next.max(-1).values.sum(-1)
             y = r + cfg.gamma * torch.cat([q_next, torch.zeros(len(idx), 1)], dim=1)
         loss = (q - y).pow(2).mean()
         opt.zero_grad(set_to_none=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from marlcov.deep.pipeline import (
     Reproduction,
+    check_stage_config,
     collect_dataset,
     label_dataset_file,
     load_pipeline_config,
@@ -104,9 +105,9 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
                  mix: str = "diversified", seed: int = 0, device: str = "cpu", variants: list[str] | None = None,
                  log: Log | None = None) -> dict[str, Any]:
     """Test return of the official chain and of each variant in ``variants`` (default: all of
-    ``VARIANTS``) on the ``mix`` dataset of ``env``; writes ``OUT/<env>/ablation.json`` and
-    returns it."""
-    from marlcov.deep.common import config_dict
+    ``VARIANTS``) on the ``mix`` dataset of ``env`` (shared by the seeds; labels and learning
+    stages are seeded with ``seed``); writes ``OUT/<env>/ablation_seed<seed>.json`` and returns it."""
+    from marlcov.deep.common import atomic_write_text, config_dict, load_config
     from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
     from marlcov.deep.marlhf.reference import train_reference
     from marlcov.deep.marlhf.reward_model import load_reward_model, train_reward_model
@@ -119,10 +120,11 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
         raise ValueError(f"variants: unknown {unknown}; expected names from {sorted(VARIANTS)}")
     cfg = load_pipeline_config(scale, config)
     rep = Reproduction(env, cfg, out_dir, device, log)
-    root = rep.dir / "ablation"
+    shared = rep.dir / "ablation"
+    root = shared / f"seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
     policies = rep.policies()
-    data = root / f"{mix}.h5"
+    data = shared / f"{mix}.h5"
     if not data.exists():
         log(f"[run ] dataset {mix}")
         c = rep.collect
@@ -143,14 +145,17 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
         rm_over = {"normalisation": normalisation, **over.get("reward_model", {})}
         rm_dir = root / f"reward_{_tag(rm_over)}"
         rm_cfg = {**config_dict(stages["reward_model"]), **over.get("reward_model", {})}
+        check_stage_config(rm_dir, load_config(type(stages["reward_model"]), rm_cfg))
         _json(rm_dir / "done.json", lambda: train_reward_model(data, rm_cfg, rm_dir, device, seed, pairs_path=pairs), log, f"reward model {rm_dir.name}")
         ref_over = over.get("reference", {})
         ref_dir = root / f"reference_{_tag(ref_over)}"
         ref_cfg = {**config_dict(stages["reference"]), **ref_over}
+        check_stage_config(ref_dir, load_config(type(stages["reference"]), ref_cfg))
         _json(ref_dir / "done.json", lambda: train_reference(data, ref_cfg, ref_dir, device, seed), log, f"reference {ref_dir.name}")
         vdn_over = over.get("offline_vdn", {})
         vdn_dir = root / f"vdn_{rm_dir.name}_{ref_dir.name}_{_tag(vdn_over)}"
         vdn_cfg = {**config_dict(stages["offline_vdn"]), **vdn_over}
+        check_stage_config(vdn_dir, load_config(type(stages["offline_vdn"]), vdn_cfg))
         _json(vdn_dir / "done.json", lambda: train_offline_vdn(data, rm_dir / "reward_model.pt", ref_dir / "reference.pt", vdn_cfg, vdn_dir,
                                                                 device, seed), log, f"offline VDN {name}")
 
@@ -169,7 +174,44 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
     behaviour = json.loads((policies / "metrics.json").read_text())["summary"].get("skill_order")
     out = {"env": rep.env, "mix": mix, "scale": scale, "seed": seed, "variants": {n: VARIANTS[n] for n in names},
            "results": results, "kl_clip_share": clip, "behaviour_skill_order": behaviour}
+    atomic_write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", rep.dir / f"ablation_seed{seed}.json")
+    return out
+
+
+def ablation_table(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and sample std over the seeds of ``run_ablation`` results: per variant, the test
+    return per agent, the reward MSE and the label agreement; and the markdown table."""
+    from marlcov.deep.pipeline.tables import cell_text, summary
+
+    names = [n for n in VARIANTS if all(n in r["results"] for r in per_seed)]
+    rows = {n: {k: summary([r["results"][n][k] for r in per_seed]) for k in ("return_per_agent", "reward_mse", "label_agreement")}
+            for n in names}
+    official = [r["results"]["official"]["return_per_agent"] for r in per_seed] if "official" in names else None
+    lines = ["| variant | reverts | test return per agent | minus official (per seed) | reward MSE | label agreement |",
+             "|---|---|---|---|---|---|"]
+    for n in names:
+        reverts = ", ".join(f"{stage}.{field} = {json.dumps(value)}" for stage, field, value in VARIANTS[n]) or "nothing"
+        if n == "former":
+            reverts = "all of the above"
+        diff = "" if official is None or n == "official" else ", ".join(
+            f"{r['results'][n]['return_per_agent'] - o:+.2f}" for r, o in zip(per_seed, official))
+        lines.append(f"| {n} | {reverts} | {cell_text(rows[n]['return_per_agent'])} | {diff} | "
+                     f"{cell_text(rows[n]['reward_mse'], 3)} | {cell_text(rows[n]['label_agreement'], 3)} |")
+    return {"seeds": [r["seed"] for r in per_seed], "rows": rows, "markdown": "\n".join(lines) + "\n"}
+
+
+def run_ablation_seeds(env: str, out_dir: str | os.PathLike, seeds: int = 1, **kwargs: Any) -> dict[str, Any]:
+    """``run_ablation`` for seeds ``0 .. seeds - 1`` (one dataset) and ``ablation_table`` of
+    them, written to ``OUT/<env>/ablation.json`` and ``ablation.md``."""
     from marlcov.deep.common import atomic_write_text
 
-    atomic_write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", rep.dir / "ablation.json")
-    return out
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds: expected a positive integer, got {seeds!r}")
+    per_seed = [run_ablation(env, out_dir, seed=k, **kwargs) for k in range(seeds)]
+    table = ablation_table(per_seed)
+    root = Path(out_dir) / per_seed[0]["env"]
+    result = {"env": per_seed[0]["env"], "mix": per_seed[0]["mix"], **table, "kl_clip_share": [r["kl_clip_share"] for r in per_seed],
+              "behaviour_skill_order": per_seed[0]["behaviour_skill_order"]}
+    atomic_write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", root / "ablation.json")
+    atomic_write_text(table["markdown"], root / "ablation.md")
+    return result

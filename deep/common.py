@@ -24,7 +24,6 @@ import os
 import random
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
@@ -152,33 +151,18 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
 
 # ----------------------------------------------------------------------------- atomic files
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through ``theory.atomic.atomic_save`` (temporary file beside ``path``,
+    fsync, rename)."""
+    from marlcov.theory.atomic import atomic_save
+
+    return atomic_save(path, lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """``text`` written through ``theory.atomic.atomic_write_text``."""
+    from marlcov.theory.atomic import atomic_write_text as write
+
+    return write(path, text)
 
 
 def load_versioned(path: str | os.PathLike, expected_format: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from marlcov.deep.cells import Cell, default_workers, run_cells
+from marlcov.deep.pipeline.tables import cell_text, summary
 
 ALGOS = ("marlhf", "omapl", "omiga", "mamql", "score-decomposition")
 DISCRETE_ALGOS = ("marlhf", "omapl", "omiga", "mamql")
@@ -164,7 +165,7 @@ def load_compare_config(scale: str | None = "small", source: str | os.PathLike |
     ``deep/configs/<scale>.json`` (with its per-environment overrides), updated by
     ``deep/configs/compare_<scale>.json``, updated by ``source`` (a file or a mapping).
     Unknown top-level keys raise ValueError."""
-    from marlcov.deep.pipeline import CONFIG_DIR, SCALES, _read_mapping, load_pipeline_config, merge
+    from marlcov.deep.pipeline import CONFIG_DIR, SCALES, load_pipeline_config, merge, read_mapping
 
     if scale is not None and scale not in SCALES:
         raise ValueError(f"--scale: expected one of {list(SCALES)}, got {scale!r}")
@@ -173,9 +174,9 @@ def load_compare_config(scale: str | None = "small", source: str | os.PathLike |
         pipeline = load_pipeline_config(scale)
         config = {name: pipeline.get(name, {}) for name in MARLHF_SECTIONS}
         config["envs"] = {env: {k: v for k, v in over.items() if k in MARLHF_SECTIONS} for env, over in pipeline.get("envs", {}).items()}
-        config = merge(config, _read_mapping(CONFIG_DIR / f"compare_{scale}.json"))
+        config = merge(config, read_mapping(CONFIG_DIR / f"compare_{scale}.json"))
     if source is not None:
-        config = merge(config, source if isinstance(source, Mapping) else _read_mapping(source))
+        config = merge(config, source if isinstance(source, Mapping) else read_mapping(source))
     unknown = sorted(set(config) - set(TOP_LEVEL))
     if unknown:
         raise ValueError(f"config: unknown section(s) {unknown}; expected names from {sorted(TOP_LEVEL)}")
@@ -215,28 +216,17 @@ def trainer_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_discrete(policy, spec, n_episodes: int, seed: int, batch_size: int, device: str = "cpu") -> dict[str, Any]:
-    """Play ``policy(obs, avail, t) -> actions`` for ``n_episodes`` episodes of the dataset's
-    environment (``spec``: its ``DatasetSpec``), episode j from reset seed
-    ``deep.common.eval_seed_start(seed, n_episodes) + j`` (as every evaluator of ``deep``). Returns ``return_per_agent`` (mean over
-    episodes and agents), ``return_std`` (over episodes), ``episodes`` and, on SMAX,
-    ``win_rate``."""
-    from marlcov.deep.algos import make_env
-    from marlcov.deep.common import eval_seed_start
+    """``deep.marlhf.evaluate.evaluate_policy`` of ``policy(obs, avail, t) -> actions`` in the
+    dataset's environment (``spec``: its ``DatasetSpec``): ``return_per_agent`` (mean over
+    episodes and agents), ``return_std`` (over episodes), ``episodes`` and, on SMAX, ``win_rate``."""
+    from marlcov.deep.envs import spec_env_kwargs
+    from marlcov.deep.marlhf.evaluate import evaluate_policy
 
-    B = min(int(batch_size), int(n_episodes))
-    env = make_env(spec, B, device)
-    base = eval_seed_start(seed, n_episodes)
-    returns, wins = [], []
-    for k in range(0, n_episodes, B):
-        batch = env.rollout(policy, base + k, source="eval")
-        keep = min(B, n_episodes - k)
-        returns.append(batch.returns()[:keep])
-        if getattr(env, "last_wins", None) is not None:
-            wins.append(np.asarray(env.last_wins)[:keep])
-    per_episode = np.concatenate(returns).mean(axis=1)
-    out = {"return_per_agent": float(per_episode.mean()), "return_std": float(per_episode.std()), "episodes": int(n_episodes)}
-    if wins:
-        out["win_rate"] = float(np.concatenate(wins).mean())
+    res = evaluate_policy(policy, spec.env_name, n_episodes, seed, batch_size, device, spec_env_kwargs(spec), progress=False,
+                          env_device=device)
+    out = {"return_per_agent": res["return_per_agent"], "return_std": res["return_std"], "episodes": res["n_episodes"]}
+    if "win_rate" in res:
+        out["win_rate"] = res["win_rate"]
     return out
 
 
@@ -392,18 +382,6 @@ def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Seque
 
 
 # ----------------------------------------------------------------------------- outputs
-def summary(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std" (sample, ddof 1; 0 for one value), "n", "values"}``."""
-    v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size), "values": v.tolist()}
-
-
-def _cell_text(s: Mapping[str, Any] | None, digits: int) -> str:
-    if s is None:
-        return "—"
-    return f"{s['mean']:.{digits}f}" if s["n"] < 2 else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-
-
 def env_label(env: str) -> str:
     """``env`` as tables show it: SMAX maps say SMAX (never SMAC)."""
     return f"{env} (SMAX, not SMAC)" if env.startswith("smax_") else env
@@ -438,8 +416,8 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     header = ["Algorithm", "Trains on"] + (["Win rate"] if smax else []) + ["Return per agent", "Wall time per seed (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows.values():
-        cells = [row["label"], row["trains_on"]] + ([_cell_text(row.get("win_rate"), 3)] if smax else [])
-        cells += [_cell_text(row["return_per_agent"], 3), _cell_text(row["seconds"], 0)]
+        cells = [row["label"], row["trains_on"]] + ([cell_text(row.get("win_rate"), 3)] if smax else [])
+        cells += [cell_text(row["return_per_agent"], 3), cell_text(row["seconds"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
     if result["env"].startswith("smax_"):
         lines += ["", "SMAX numbers: JaxMARL's SMAC re-implementation (docs/smax.md); not comparable to published SMAC tables."]
@@ -474,11 +452,10 @@ def learning_curves_figure(results: Sequence[Mapping[str, Any]], variants: Seque
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    from marlcov.theory.atomic import save_figure
+
+    path = save_figure(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -29,7 +29,6 @@ from marlcov.deep.common import (
     TrainingState,
     atomic_torch_save,
     atomic_write_text,
-    eval_seed_start,
     load_dataset_arrays,
     load_versioned,
     masked,
@@ -199,22 +198,10 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
 
 
 def make_env(spec: DatasetSpec, batch_size: int, device: str | torch.device = "cpu"):
-    """A batched environment (``MPEBatch`` or ``SMAXBatch``) of the dataset's configuration."""
-    cfg = dict(spec.env_config)
-    if spec.env_name.startswith("smax_"):
-        from marlcov.deep.envs.smax import SMAXBatch
+    """A batched environment of the dataset's configuration (``deep.envs.make_batch_env``)."""
+    from marlcov.deep.envs import make_batch_env, spec_env_kwargs
 
-        return SMAXBatch(spec.env_name, batch_size, horizon=spec.horizon, device=device)
-    from marlcov.deep.envs.mpe import ENV_NAMES, MPEBatch
-
-    if spec.env_name not in ENV_NAMES:
-        raise ValueError(f"env_name: expected an MPE or SMAX task, got {spec.env_name!r}")
-    kwargs = {"horizon": spec.horizon}
-    if "local_ratio" in cfg:
-        kwargs["local_ratio"] = cfg["local_ratio"]
-    if "num_agents" in cfg:
-        kwargs["num_agents"] = cfg["num_agents"]
-    return MPEBatch(spec.env_name, batch_size, device=device, **kwargs)
+    return make_batch_env(spec.env_name, batch_size, device, **spec_env_kwargs(spec))
 
 
 def greedy_policy(policy_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
@@ -230,18 +217,20 @@ def greedy_policy(policy_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor
 
 def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = 0,
                         device: str | torch.device = "cpu") -> dict[str, float]:
-    """Greedy play of ``n_episodes`` episodes from reset seed ``eval_seed_start(seed, n_episodes)``
-    on (``deep.common``; the seeds of every evaluator of ``deep``): mean team return (mean over
-    agents of the undiscounted return) and its std, and for SMAX the win rate."""
+    """Greedy play of ``policy_net`` (``deep.marlhf.evaluate.evaluate_policy``, episodes from
+    reset seed ``eval_seed_start(seed, n_episodes)``): mean team return (mean over agents of the
+    undiscounted return) and its std, and for SMAX the win rate."""
+    from marlcov.deep.envs import spec_env_kwargs
+    from marlcov.deep.marlhf.evaluate import evaluate_policy
+
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
-    env = make_env(spec, n_episodes, device)
     policy_net.eval()
-    batch = env.rollout(greedy_policy(policy_net), eval_seed_start(seed, n_episodes))
-    team = batch.returns().mean(axis=1)
-    out = {"return_mean": float(team.mean()), "return_std": float(team.std()), "episodes": int(n_episodes)}
-    if hasattr(env, "last_wins"):
-        out["win_rate"] = float(np.mean(env.last_wins))
+    res = evaluate_policy(greedy_policy(policy_net), spec.env_name, n_episodes, seed, n_episodes, device, spec_env_kwargs(spec),
+                          progress=False, env_device=device)
+    out = {"return_mean": res["return_per_agent"], "return_std": res["return_std"], "episodes": res["n_episodes"]}
+    if "win_rate" in res:
+        out["win_rate"] = res["win_rate"]
     return out
 
 

@@ -50,7 +50,6 @@ from marlcov.deep.common import (
     atomic_torch_save,
     atomic_write_text,
     config_dict,
-    eval_seed_start,
     load_config,
     load_dataset_arrays,
     load_versioned,
@@ -428,23 +427,22 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
 def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: int = 0, greedy: bool = True,
                    device: str | torch.device = "cpu") -> dict[str, Any]:
     """True return of the learned Boltzmann policy in the environment of its dataset (MPE or
-    SMAX, through ``deep.algos.make_env``), ``n_episodes`` episodes from seed
-    ``deep.common.eval_seed_start(seed, n_episodes)``: mean return per agent and its std over episodes,
+    SMAX), ``n_episodes`` episodes from seed ``deep.common.eval_seed_start(seed, n_episodes)``
+    (``deep.marlhf.evaluate.evaluate_policy``): mean return per agent and its std over episodes,
     and on SMAX the win rate."""
-    from marlcov.deep.algos import make_env
+    from marlcov.deep.envs import spec_env_kwargs
+    from marlcov.deep.marlhf.evaluate import evaluate_policy
 
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
     dev = resolve_device(device)
     policy, _ = load_mamql(policy_path, dev, greedy=greedy, generator=torch_generator(seed, dev))
     spec = DatasetSpec.from_attrs(json.loads(load_versioned(policy_path, MAMQL_FORMAT, dev)["spec"]), str(policy_path))
-    env = make_env(spec, n_episodes, dev)
-    batch = env.rollout(policy, eval_seed_start(seed, n_episodes), source="mamql")
-    per_episode = batch.returns().mean(axis=1)
-    out = {"env_name": spec.env_name, "n_episodes": int(n_episodes), "return_per_agent": float(per_episode.mean()),
-           "return_std": float(per_episode.std())}
-    if getattr(env, "last_wins", None) is not None:
-        out["win_rate"] = float(np.mean(env.last_wins))
+    res = evaluate_policy(policy, spec.env_name, n_episodes, seed, n_episodes, dev, spec_env_kwargs(spec), progress=False, env_device=dev)
+    out = {"env_name": spec.env_name, "n_episodes": int(n_episodes), "return_per_agent": res["return_per_agent"],
+           "return_std": res["return_std"]}
+    if "win_rate" in res:
+        out["win_rate"] = res["win_rate"]
     return out
 
 

@@ -40,21 +40,11 @@ def _as_policy(policy, device):
     return policy
 
 
-def batched_env(env_name: str, batch_size: int, env_kwargs: Mapping[str, Any] | None = None):
-    """``batch_size`` CPU environments of ``env_name``: ``SMAXBatch`` for a SMAX map
-    (``"smax_" + map``; ``env_kwargs`` may set only ``horizon``), else ``MPEBatch`` with
-    ``env_kwargs``."""
-    kwargs = dict(env_kwargs or {})
-    if env_name.startswith("smax_"):
-        from marlcov.deep.envs.smax import SMAXBatch
+def batched_env(env_name: str, batch_size: int, env_kwargs: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"):
+    """``batch_size`` environments of ``env_name`` (``deep.envs.make_batch_env``)."""
+    from marlcov.deep.envs import make_batch_env
 
-        unknown = sorted(set(kwargs) - {"horizon"})
-        if unknown:
-            raise ValueError(f"env_kwargs: a SMAX map takes only 'horizon', got {unknown} for {env_name!r}")
-        return SMAXBatch(env_name, batch_size, device="cpu", **kwargs)
-    from marlcov.deep.envs.mpe import MPEBatch
-
-    return MPEBatch(env_name, batch_size, device="cpu", **kwargs)
+    return make_batch_env(env_name, batch_size, device, **dict(env_kwargs or {}))
 
 
 def evaluate_policy(
@@ -66,9 +56,12 @@ def evaluate_policy(
     device: str | torch.device = "cpu",
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    env_device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """True return of ``policy`` (a policy callable or a policy file) over ``n_episodes``
-    seeded episodes of ``env_name`` (an MPE task or a SMAX map, ``batched_env``).
+    seeded episodes of ``env_name`` (an MPE task or a SMAX map, ``deep.envs.make_batch_env``
+    with ``env_kwargs``, returning tensors on ``env_device``): the one evaluator of the
+    discrete-action trainers of ``deep``.
 
     Episode k is reset with seed ``EVAL_SEED_BASE + seed * n_episodes + k`` (``deep.common.eval_seed_start``); the same
     ``(seed, n_episodes)`` therefore gives the same environments to every policy evaluated.
@@ -83,7 +76,7 @@ def evaluate_policy(
     policy = _as_policy(policy, dev)
     base = eval_seed_start(seed, n_episodes)
     B = min(int(batch_size), int(n_episodes))
-    env = batched_env(env_name, B, env_kwargs)
+    env = batched_env(env_name, B, env_kwargs, env_device)
     n_batches = math.ceil(n_episodes / B)
     chunks, wins = [], []
     bar = progress_bar(n_batches, f"evaluate {env_name}", progress)

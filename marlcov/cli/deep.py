@@ -31,23 +31,30 @@ def _log(line: str) -> None:
 
 
 def _set_threads(threads: int | None) -> None:
+    """torch threads of this process: ``--threads``, at most the CPUs it may use (more threads
+    than cores spin against each other; ``deep.cells`` shares the cores among its workers)."""
     if threads is None:
         return
     if threads < 1:
         raise GameError(f"--threads: expected a positive integer, got {threads}")
     import torch
 
-    torch.set_num_threads(int(threads))
+    from marlcov.deep.cells import available_cpus
+
+    cpus = available_cpus()
+    if threads > cpus:
+        _log(f"[note] --threads {threads} lowered to {cpus}: this process may use {cpus} CPU(s)")
+    torch.set_num_threads(min(int(threads), cpus))
 
 
 def _pipeline_config(args) -> dict[str, Any]:
     """The ``--scale`` pipeline config updated by ``--config`` (a pipeline config, or a flat
     config of the command's stage section)."""
-    from marlcov.deep.pipeline import TOP_LEVEL, _read_mapping, load_pipeline_config
+    from marlcov.deep.pipeline import TOP_LEVEL, load_pipeline_config, read_mapping
 
     override = None
     if getattr(args, "config", None):
-        override = _read_mapping(args.config)
+        override = read_mapping(args.config)
         stage = getattr(args, "stage_section", None)
         if stage is not None and not set(override) <= set(TOP_LEVEL):
             override = {stage: override}
@@ -183,7 +190,9 @@ def cmd_label(args) -> int:
     label = section(_pipeline_config(args), "label", _dataset_env(args.data))
     k = args.pairs_per_trajectory if args.pairs_per_trajectory is not None else int(label.get("pairs_per_trajectory", 10))
     steep = args.steepness if args.steepness is not None else float(label.get("steepness", 5.0))
-    res = label_dataset_file(args.data, args.out, pairs_per_trajectory=k, steepness=steep, seed=args.seed, overwrite=args.overwrite)
+    normalisation = args.normalisation or str(label.get("normalisation", "min-max"))
+    res = label_dataset_file(args.data, args.out, pairs_per_trajectory=k, steepness=steep, seed=args.seed, overwrite=args.overwrite,
+                             normalisation=normalisation)
     return _report(args, res, f"wrote {res['pairs']} labelled pairs to {res['path']}")
 
 
@@ -192,7 +201,8 @@ def cmd_train_reward(args) -> int:
     from marlcov.deep.pipeline import pairs_path_for
 
     env = _dataset_env(args.data)
-    cfg = _stage_config(args, env, {"alpha": args.alpha, "model": args.model, "epochs": args.epochs, "variance": args.variance})
+    cfg = _stage_config(args, env, {"alpha": args.alpha, "model": args.model, "epochs": args.epochs, "variance": args.variance,
+                                    "labels": args.labels})
     pairs = args.pairs
     if pairs is None and pairs_path_for(args.data).exists():
         pairs = str(pairs_path_for(args.data))
@@ -205,7 +215,7 @@ def cmd_train_reference(args) -> int:
     from marlcov.deep.marlhf.reference import train_reference
 
     env = _dataset_env(args.data)
-    cfg = _stage_config(args, env, {"epochs": args.epochs})
+    cfg = _stage_config(args, env, {"epochs": args.epochs, "model": args.model})
     res = train_reference(args.data, cfg, args.out, args.device, args.seed)
     return _report(args, res, f"reference policy in {args.out}")
 
@@ -297,6 +307,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    """The paper's public-code choices reverted one at a time (docs/deep_pipeline.md)."""
+    from marlcov.deep.ablation import VARIANTS, run_ablation_seeds
+    from marlcov.deep.common import resolve_device
+
+    unknown = sorted(set(args.variants or []) - set(VARIANTS))
+    if unknown:
+        raise GameError(f"--variants: unknown {unknown}; expected names from {sorted(VARIANTS)}")
+    if args.seeds < 1:
+        raise GameError(f"--seeds: expected a positive integer, got {args.seeds}")
+    res = run_ablation_seeds(args.env, args.out, args.seeds, scale=args.scale, config=args.config, mix=args.mix,
+                             device=str(resolve_device(args.device)), variants=args.variants, log=None if args.quiet else _log)
+    if args.json:
+        print_json(res)
+        return 0
+    print(res["markdown"], end="")
+    return 0
+
+
 def cmd_study(args) -> int:
     """The coverage measures of the Table 1 mixes against the MARLHF test return (docs/dataset_coverage.md)."""
     from marlcov.deep.coverage_study import markdown, run_study
@@ -333,7 +362,8 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--config", help="config file (.json/.yaml): a pipeline config, or the flat config of this stage")
         p.add_argument("--scale", choices=SCALES, default="small", help="defaults from deep/configs/<scale>.json (default %(default)s)")
         p.add_argument("--device", default="auto", help="cpu, cuda[:k] or auto (default %(default)s)")
-        p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+        p.add_argument("--threads", type=int, help="torch CPU threads per process (default: the CPUs shared among the workers; "
+                                                    "never more than the cores); results do not depend on it")
         p.set_defaults(func=_guarded(func), stage_section=stage_section)
         return p
 
@@ -369,7 +399,9 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p = add("label", cmd_label, "Bradley-Terry preference labels (one per agent) into DATA.pairs.h5", None)
     p.add_argument("data", help="DATA.h5 from collect")
     p.add_argument("--pairs-per-trajectory", dest="pairs_per_trajectory", type=int, help="pairs per trajectory (paper: 10)")
-    p.add_argument("--steepness", type=float, help="factor on standardised return differences (paper: 5)")
+    p.add_argument("--steepness", type=float, help="factor on normalised return differences (paper: 5)")
+    p.add_argument("--normalisation", choices=("min-max", "standardised"),
+                   help="returns behind the labels: min-max range (the paper's code, default) or z-scores (the paper's text)")
     p.add_argument("--out", help="pairs file (default DATA.pairs.h5 beside DATA.h5)")
     p.add_argument("--overwrite", action="store_true")
     seed(p)
@@ -382,12 +414,14 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--variance", choices=("dataset", "batch", "none"), help="normalisation of the MSE term")
     p.add_argument("--model", choices=("mlp", "gru", "linear"))
     p.add_argument("--epochs", type=int)
+    p.add_argument("--labels", choices=("redrawn", "fixed"), help="labels redrawn every minibatch (default) or the stored draw")
     seed(p)
 
     p = add("train-reference", cmd_train_reference, "imitation reference pi_ref by behaviour cloning", "reference")
     p.add_argument("data", help="DATA.h5")
     p.add_argument("--out", required=True, help="output directory (reference.pt)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--model", choices=("gru", "mlp"), help="recurrent (default, as the paper's code) or per-step reference")
     seed(p)
 
     p = add("train-policy", cmd_train_policy, "offline VDN on the standardised reward (4) plus the KL reward of (3)", "offline_vdn")
@@ -430,6 +464,14 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
 
     from marlcov.deep.coverage_study import (DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_ANCHORS, DEFAULT_EPISODES,
                                              DEFAULT_FEATURE_DIM)
+
+    p = add("ablate", cmd_ablate, "the paper's public-code choices reverted one at a time: test return of each chain", None)
+    p.add_argument("--env", required=True, help="spread, tag or reference")
+    p.add_argument("--mix", choices=list(MIXES), default="diversified", help="dataset mix (default %(default)s)")
+    p.add_argument("--variants", nargs="+", help="variants to run (default: all of deep.ablation.VARIANTS)")
+    p.add_argument("--seeds", type=int, default=1, help="learning seeds 0 .. K-1 on one dataset (default %(default)s)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="run directory (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no stage log on stderr")
 
     p = add("study", cmd_study, "coverage measures of the Table 1 mixes against the MARLHF test return and reward MSE", None)
     p.add_argument("--runs", nargs="+", required=True, help="run directories of 'marlcov deep reproduce table2'")

@@ -27,11 +27,11 @@ def test_ablation_runs_each_variant_and_records_what_it_measures(tmp_path):
         assert r["episodes"] == TINY["evaluate"]["episodes"] and 0.0 <= r["label_agreement"] <= 1.0
     share = res["kl_clip_share"]
     assert 0.0 <= share["above_high"] <= 1.0 and share["mean_clipped"] <= 1.0
-    root = tmp_path / "simple_spread_v3" / "ablation"
+    root = tmp_path / "simple_spread_v3" / "ablation" / "seed0"
     # The official and the no-clip chains share the reward model and reference, not the policy.
     vdn_dirs = sorted(p.name for p in root.glob("vdn_*"))
     assert len(vdn_dirs) == 3 and len(list(root.glob("reward_*"))) == 2
-    assert json.loads((tmp_path / "simple_spread_v3" / "ablation.json").read_text())["results"] == res["results"]
+    assert json.loads((tmp_path / "simple_spread_v3" / "ablation_seed0.json").read_text())["results"] == res["results"]
     again = run_ablation("spread", tmp_path, config=TINY, variants=["official"], log=lines.append)
     assert again["results"]["official"] == res["results"]["official"]
     assert any(line.startswith("[skip] evaluate official") for line in lines)

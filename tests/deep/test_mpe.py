@@ -178,3 +178,19 @@ def test_parity_with_mpe2_on_replayed_actions(name):
     assert report["rewards_max_abs"] < PARITY_ATOL
     assert report["positions_max_abs"] < PARITY_ATOL
     assert time.perf_counter() - start < 60
+
+
+def test_one_factory_rebuilds_a_datasets_environment():
+    from marlcov.deep.data.schema import DatasetSpec
+    from marlcov.deep.envs import make_batch_env, spec_env_kwargs
+
+    spec = DatasetSpec("simple_spread_v3", {"local_ratio": 0.25, "num_agents": 3, "other": 1}, ("a0", "a1", "a2"), 18, 54, 5, 7)
+    assert spec_env_kwargs(spec) == {"horizon": 7, "local_ratio": 0.25, "num_agents": 3}
+    smax = DatasetSpec("smax_3m", {"map": "3m"}, ("a0", "a1", "a2"), 10, 20, 9, 100)
+    assert spec_env_kwargs(smax) == {"horizon": 100}
+    env = make_batch_env(spec.env_name, 2, "cpu", **spec_env_kwargs(spec))
+    assert env.spec.horizon == 7 and env.batch_size == 2
+    with pytest.raises(ValueError, match="env_name: expected an MPE task"):
+        make_batch_env("simple_nothing_v3", 2)
+    with pytest.raises(ValueError, match="a SMAX map takes only 'horizon'"):
+        make_batch_env("smax_3m", 2, local_ratio=0.5)

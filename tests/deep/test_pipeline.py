@@ -147,6 +147,15 @@ def test_label_writes_one_label_per_agent_and_pair(run, tmp_path):
     assert len(pairs) == 3 * N and pairs.labels.shape == (3 * N, 3)
     assert np.array_equal(np.bincount(pairs.first, minlength=N), np.full(N, 3))
     assert pairs.attrs["steepness"] == 5.0
+    assert pairs.attrs["model"] == "bradley-terry/min-max-returns"  # the paper's code by default
+    z_file = tmp_path / "z.h5"
+    assert marlcov(["deep", "label", str(data), "--normalisation", "standardised", "--out", str(z_file), "--json"]) == 0
+    with DatasetReader(data) as reader:
+        assert read_pairs(z_file, reader).attrs["model"] == "bradley-terry/standardised-returns"
+
+
+def test_ablate_refuses_an_unknown_variant(tmp_path, capsys):
+    assert marlcov(["deep", "ablate", "--env", "spread", "--variants", "official", "gamma-0.5", "--out", str(tmp_path)]) == 2
 
 
 # ----------------------------------------------------------------------------- Table 2 end to end
@@ -274,3 +283,23 @@ def test_missing_deep_extra_is_reported_with_the_install_command(monkeypatch, ca
     args = parser.parse_args(["deep", "train-experts", "--env", "spread", "--threads", "2"])
     with pytest.raises(GameError, match=r"deep extra.*pip install 'marlcov\[deep\]'"):
         args.func(args)
+
+
+def test_a_stage_made_under_other_defaults_is_refused_not_reused(run, tmp_path):
+    """A run directory from before a default changed (here: no double_q, standardised labels)
+    is refused with the directory and the field named, instead of being mixed into the run."""
+    from marlcov.deep.pipeline import Reproduction
+
+    out = tmp_path / "old"
+    shutil.copytree(run["out"], out)
+    rep = Reproduction(ENV, load_pipeline_config("small", TINY), out, "cpu")
+    stage = out / ENV / "runs" / "diversified" / "seed0" / "vdn_beta1"
+    saved = json.loads((stage / "config.json").read_text())
+    del saved["config"]["double_q"]
+    (stage / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"vdn_beta1: this stage was made with another config \(double_q: '\(absent\)' there, True now\)"):
+        rep.evaluated_policy("diversified", 0)
+    with h5py.File(out / ENV / "data" / "diversified.pairs.h5", "r+") as f:
+        f["pairs"].attrs["model"] = "bradley-terry/standardised-returns"
+    with pytest.raises(ValueError, match="standardised-returns.*label.normalisation 'min-max'"):
+        Reproduction(ENV, load_pipeline_config("small", TINY), out, "cpu").dataset("diversified")

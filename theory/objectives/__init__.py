@@ -5,7 +5,8 @@ tensors in ``deep``) and computes with ``array_api_compat.array_namespace`` of i
 the loss that ``marlcov verify`` proves convex or consistent is the very function that the deep
 pipeline differentiates. Nothing here imports torch.
 
-Modules: ``omapl`` (O-MAPL), ``omiga`` (OMIGA), ``mamql`` (MAMQL), ``score_decomposition``.
+Modules: ``marlhf`` (MARLHF, (1)-(4)), ``omapl`` (O-MAPL), ``omiga`` (OMIGA), ``mamql`` (MAMQL),
+``score_decomposition``.
 The numerical helpers below are the namespace-agnostic pieces they share.
 """
 
