@@ -104,3 +104,15 @@ def test_solve_policy_out_refused_for_a_matrix_game(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--policy-out" in err[0]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_solve_json_reports_the_flags_of_a_degenerate_game(tmp_path, capsys):
+    # von Stengel's degenerate 3 x 2 game: a continuum of equilibria through (1, 0, 0)
+    A = np.array([[3, 3], [2, 5], [0, 6]], float)
+    B = np.array([[3, 3], [2, 6], [3, 1]], float)
+    path = tmp_path / "degenerate.json"
+    save_game(MarkovGame(np.ones((1, 1, 3, 2, 1)), np.stack([A, B])[None, :, None], bounded_rewards=False), path)
+    assert main(["solve", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["degenerate"] and doc["exact"] and not doc["complete"]
+    assert len(doc["equilibria"]) == 3 and doc["exploitability"] is None
