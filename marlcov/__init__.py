@@ -43,6 +43,8 @@ _EXPORTS = {
     "all_equilibria": "marlcov.linear_games.matrix_games",
     "lemke_howson": "marlcov.linear_games.matrix_games",
     "solve_one_shot": "marlcov.linear_games.solve",
+    "solve_game": "marlcov.linear_games.solve",
+    "markov_equilibrium": "marlcov.linear_games.markov_equilibria",
 }
 
 __all__ = sorted([*_EXPORTS, "verify", "__version__"])
