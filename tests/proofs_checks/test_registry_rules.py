@@ -36,9 +36,14 @@ def squash(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def quick():
-    """Every check once, quick, seed 0: the baseline the mutations must move away from."""
-    return {cid: run_check(c, CheckContext(quick=True, seed=0)) for cid, c in CHECKS.items()}
+def report_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("verify")
+
+
+@pytest.fixture(scope="module")
+def quick(report_dir):
+    """Every check once, quick, seed 0, writing its figures: the baseline the mutations must move away from."""
+    return {cid: run_check(c, CheckContext(quick=True, seed=0, out_dir=report_dir)) for cid, c in CHECKS.items()}
 
 
 def test_checks_are_registered():
@@ -57,6 +62,14 @@ def test_check_runs_and_cites_its_source(cid, quick):
         assert record["falsified_by"] == []
     else:
         assert record["falsified_by"], f"{cid}: a non-definitional verdict needs planted mutations"
+
+
+@pytest.mark.parametrize("cid", list(CHECKS))
+def test_every_figure_is_written_with_a_caption(cid, quick, report_dir):
+    verdict = quick[cid].verdict
+    for name in verdict.figures:
+        assert (report_dir / name).stat().st_size > 0
+        assert verdict.captions.get(name, "").strip(), f"{cid}: figure {name} has no caption"
 
 
 @pytest.mark.parametrize("cid,mutation", MUTATED)
