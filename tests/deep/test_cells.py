@@ -152,10 +152,23 @@ def test_training_gives_the_same_bits_with_one_or_two_threads():
         actions = torch.randint(0, 5, (n, H, m), generator=g)
         avail = torch.ones(n, H, m, 5, dtype=torch.bool)
         rewards = torch.randn(n, H, generator=g)
+        from marlcov.deep.marlhf.reference import PolicyNet, behaviour_cloning_loss
+        from marlcov.deep.marlhf.reward_model import RewardNet, reward_model_loss
         for threads in (1, 2):
             torch.set_num_threads(threads)
             net, _ = fit_offline_vdn(obs, actions, avail, rewards, OfflineVDNConfig(hidden=128, updates=60, progress=False), seed=0)
-            print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest())
+            torch.manual_seed(0)
+            rm, ref = RewardNet(d, 5, m, "gru", 64, 3), PolicyNet(d, 5, m, 64, 3, "gru")
+            opt = torch.optim.Adam([*rm.parameters(), *ref.parameters()], 1e-3)
+            labels = torch.sign(torch.randn(n // 2, m, generator=torch.Generator().manual_seed(1)))
+            for _ in range(10):  # the GRU reward model and the GRU reference
+                r = rm(obs[:, :H], actions)
+                loss = reward_model_loss(r[: n // 2], r[n // 2 :], labels, 1.0, 1.0).total + behaviour_cloning_loss(ref.log_probs(obs[:, :H]), actions)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            params = [*net.parameters(), *rm.parameters(), *ref.parameters()]
+            print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in params)).hexdigest())
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=True)
