@@ -13,16 +13,18 @@ from marlcov.theory.coverage import (
     bonus_terms,
     measures_from_bonus,
     reward_covariance,
+    reward_widths,
     step_features,
     transition_covariances,
 )
 from marlcov.theory.games import MarkovGame, random_linear_markov_game
+from marlcov.theory.identifiable import policy_reference
 from marlcov.theory.policies import random_policy
 from marlcov.theory.preferences import bradley_terry_probability, sample_preference_dataset, trajectory_returns
+from marlcov.theory.ridge_forms import RidgeGram
 from marlcov.theory.values import nash_gap
 
 from .marlhf_tolerances import EXACT_ATOL, LIMIT_ATOL
-from .marlhf_widths import identifiable_reward_widths, policy_mean_features
 from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
@@ -228,15 +230,16 @@ def theorem3_coverage(ctx: CheckContext) -> Verdict:
     eq1, _ = table4_equilibria()
     features = m1.features
     sizes = [10, 100, 1000, 10000] if ctx.quick else [10, 100, 1000, 10000, 100000]
-    reference = policy_mean_features(m1, eq1, features)
+    reference = policy_reference(m1, eq1, features)
     values, quotient = [], []
     for n in sizes:
         ds = theorem3_dataset(m1, n, ctx.seed)
         sigma_r = feature_covariance(features, ds, lam) if ctx.mutated("sigma_r_of_features") else reward_covariance(features, ds, lam)
         terms = bonus_terms(features, sigma_r, transition_covariances(features, ds, lam))
-        reward = identifiable_reward_widths(features, sigma_r, reference) if ctx.mutated("identifiable_reward_term") else terms.reward
+        quotient_reward = reward_widths(features, RidgeGram.from_covariance(lam, sigma_r, features.shape[-1]), reference)
+        reward = quotient_reward if ctx.mutated("identifiable_reward_term") else terms.reward
         values.append(measures_from_bonus(m1, reward + terms.transition, eq1, lam).single)
-        ident = identifiable_reward_widths(features, sigma_r, reference) + terms.transition
+        ident = quotient_reward + terms.transition
         quotient.append(measures_from_bonus(m1, ident, eq1, lam).single)
     limit = theorem3_single_coverage_limit()
     limit_at = float(limit.subs(LAMBDA, lam))

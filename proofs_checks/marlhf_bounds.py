@@ -10,15 +10,16 @@ from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.linear_games.estimation import DEFAULT_DELTA, confidence_radius
 from marlcov.linear_games.sbsm import sbsm, theorem4_bound, transition_bonus_scale
 from marlcov.linear_games.sbsm_experiments import two_player_markov_equilibrium
-from marlcov.theory.coverage import DEFAULT_LAMBDA, bonus_terms, reward_covariance, transition_covariances
+from marlcov.theory.coverage import DEFAULT_LAMBDA, bonus_terms, reward_covariance, reward_widths, transition_covariances
 from marlcov.theory.games import MarkovGame, random_markov_game
+from marlcov.theory.identifiable import identifiable_basis, policy_reference
 from marlcov.theory.policies import uniform_policy
 from marlcov.theory.preferences import PreferenceDataset, sample_preference_dataset
+from marlcov.theory.ridge_forms import RidgeGram
 from marlcov.theory.values import best_response, nash_gap
 
 from .marlhf import feature_covariance
 from .marlhf_tolerances import EXACT_ATOL
-from .marlhf_widths import identifiable_basis, identifiable_reward_widths, policy_mean_features
 from .registry import CheckContext, Source, Verdict, check
 
 PAPER = "MARLHF (Zhang et al.)"
@@ -165,7 +166,8 @@ def theorem4_printed_bound(game: MarkovGame, data: PreferenceDataset, equilibriu
     terms = bonus_terms(features, sigma_r, transition_covariances(features, data, lam))
     reward = terms.reward
     if reward_term == "identifiable":
-        reward = identifiable_reward_widths(features, sigma_r, policy_mean_features(game, equilibrium, features))
+        gram = RidgeGram.from_covariance(lam, sigma_r, features.shape[-1])
+        reward = reward_widths(features, gram, policy_reference(game, equilibrium, features))
     c_r = confidence_radius(d, H, data.n_pairs, delta, lam, constant)
     c_p = transition_bonus_scale(d, H, data.n_pairs, delta, constant)
     bonus = c_p * terms.transition + c_r * reward

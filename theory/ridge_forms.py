@@ -77,6 +77,12 @@ class RidgeGram:
     def from_gram(cls, lam: float, gram: np.ndarray, block: int) -> RidgeGram:
         return cls(lam, block, gram=gram)
 
+    @classmethod
+    def from_covariance(cls, lam: float, sigma: np.ndarray, block: int) -> RidgeGram:
+        """From the dense ``Sigma = lambda I + G`` itself (``G = Sigma - lambda I``)."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        return cls(lam, block, gram=sigma - lam * np.eye(sigma.shape[0]))
+
     @property
     def dim(self) -> int:
         return int((self.rows if self.gram is None else self.gram).shape[1])

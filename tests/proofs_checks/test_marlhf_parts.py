@@ -17,9 +17,9 @@ from marlcov.proofs_checks.marlhf_lemmas import logistic_curvature, zhu_radius
 from marlcov.proofs_checks.marlhf_sec5 import kl_regularised_optimum, quotient_distance
 from marlcov.proofs_checks.marlhf_tables import beta_by_task, caption_beta_by_task, parse_cell, parse_table, table2
 from marlcov.proofs_checks.marlhf_tolerances import SOLVER_ATOL
-from marlcov.proofs_checks.marlhf_widths import identifiable_basis, identifiable_reward_widths, policy_mean_features
-from marlcov.theory.coverage import reward_covariance
+from marlcov.theory.coverage import reward_gram, reward_widths
 from marlcov.theory.games import random_linear_markov_game, random_markov_game
+from marlcov.theory.identifiable import identifiable_basis, policy_reference
 from marlcov.theory.policies import random_policy, uniform_policy
 from marlcov.theory.preferences import sample_preference_dataset
 
@@ -33,9 +33,8 @@ def test_identifiable_widths_ignore_a_vector_added_to_every_feature(seed, H, shi
     data = sample_preference_dataset(game, uniform_policy(game), 30, seed)
     shifted = game.features + shift  # the same vector added to every feature of every step
     pi = random_policy(game, seed)
-    w = identifiable_reward_widths(game.features, reward_covariance(game.features, data),
-                                   policy_mean_features(game, pi, game.features))
-    w_shift = identifiable_reward_widths(shifted, reward_covariance(shifted, data), policy_mean_features(game, pi, shifted))
+    w = reward_widths(game.features, reward_gram(game.features, data), policy_reference(game, pi, game.features))
+    w_shift = reward_widths(shifted, reward_gram(shifted, data), policy_reference(game, pi, shifted))
     np.testing.assert_allclose(w, w_shift, rtol=1e-7, atol=1e-9)
 
 
@@ -118,7 +117,7 @@ def test_zhu_radius_exceeds_the_printed_lemma5_radius_when_lambda_is_one(norm, b
 
 
 @given(seeds, st.integers(1, 3))
-def test_policy_mean_features_match_monte_carlo_free_enumeration(seed, H):
+def test_policy_reference_is_the_visited_feature_on_deterministic_play(seed, H):
     """A deterministic policy on deterministic dynamics: the mean feature is the visited feature."""
     game = random_markov_game(2, (2, 2), H, seed).with_one_hot_features()
     transitions = np.zeros_like(game.transitions)
@@ -128,7 +127,7 @@ def test_policy_mean_features_match_monte_carlo_free_enumeration(seed, H):
 
     det = MarkovGame(transitions, game.rewards, 0, game.features)
     pi = deterministic_policy(det, [np.zeros((H, 2), dtype=int), np.ones((H, 2), dtype=int)])
-    means = policy_mean_features(det, pi, det.features)
+    means = policy_reference(det, pi, det.features)
     for h in range(H):
         np.testing.assert_allclose(means[h], det.features[h, 0 if h == 0 else 1, 0, 1])
 
