@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from marlcov.theory.games import GameError, MarkovGame
-from marlcov.theory.tolerances import VALUE_ATOL
+from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 from .markov_equilibria import markov_equilibrium
 from .matrix_games import all_equilibria, zero_sum_solve
@@ -53,8 +53,8 @@ def solve_one_shot(game: MarkovGame) -> dict:
             "payoffs": [float(sol.row_strategy @ A @ sol.col_strategy), float(sol.row_strategy @ B @ sol.col_strategy)],
         }
         same = [
-            np.allclose(e["strategies"][0], lp_eq["strategies"][0], atol=1e-9)
-            and np.allclose(e["strategies"][1], lp_eq["strategies"][1], atol=1e-9)
+            np.allclose(e["strategies"][0], lp_eq["strategies"][0], atol=PROB_ATOL)
+            and np.allclose(e["strategies"][1], lp_eq["strategies"][1], atol=PROB_ATOL)
             for e in equilibria
         ]
         equilibria = [lp_eq] + [e for e, dup in zip(equilibria, same) if not dup]
