@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -210,7 +210,7 @@ class TrainingState:
     the step counter and a dict of extra plain values or tensors.
 
     Args:
-        path: checkpoint file.
+        path: checkpoint file (None: nothing is saved or loaded).
         every: save every ``every`` steps (``maybe_save``); 0 disables periodic saves.
         objects: ``name -> module/optimiser``.
         generators: ``name -> torch.Generator``.
@@ -223,7 +223,7 @@ class TrainingState:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None,
         every: int,
         objects: Mapping[str, Any],
         generators: Mapping[str, torch.Generator] | None = None,
@@ -236,7 +236,7 @@ class TrainingState:
             raise ValueError(f"checkpoint_seconds: expected a finite non-negative number, got {every_seconds!r}")
         self.every_seconds = float(every_seconds)
         self._last_save = time.monotonic()
-        self.path = Path(path)
+        self.path = None if path is None else Path(path)
         self.every = int(every)
         self.objects = dict(objects)
         self.generators = dict(generators or {})
@@ -244,7 +244,10 @@ class TrainingState:
         self.step = 0
         self.extra: dict[str, Any] = {}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write the checkpoint (nothing when ``path`` is None)."""
+        if self.path is None:
+            return None
         state = {
             "format": TRAIN_STATE_FORMAT,
             "step": int(self.step),
@@ -258,19 +261,25 @@ class TrainingState:
         self._last_save = time.monotonic()
         return path
 
-    def maybe_save(self) -> bool:
-        """Save when the step counter is a positive multiple of ``every``, or ``every_seconds``
-        have passed since the last save."""
+    def due(self) -> bool:
+        """Whether ``maybe_save`` would save now: the step counter is a positive multiple of
+        ``every``, or ``every_seconds`` have passed since the last save (never without a path)."""
+        if self.path is None:
+            return False
         due_by_step = self.every and self.step > 0 and self.step % self.every == 0
         due_by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
-        if due_by_step or due_by_time:
+        return bool(due_by_step or due_by_time)
+
+    def maybe_save(self) -> bool:
+        """Save when ``due``."""
+        if self.due():
             self.save()
             return True
         return False
 
     def load(self, map_location: str | torch.device = "cpu") -> bool:
         """Restore from ``path`` if it exists; returns whether it did."""
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return False
         state = load_versioned(self.path, TRAIN_STATE_FORMAT, map_location)
         saved_config = json.loads(state["config"])
@@ -289,6 +298,53 @@ class TrainingState:
         self.step = int(state["step"])
         self.extra = dict(state["extra"])
         return True
+
+
+def fit(
+    train_state: TrainingState,
+    total_steps: int,
+    step_fn: Callable[[int], Mapping[str, float]],
+    progress: bool,
+    desc: str,
+    record_every: int = 1,
+    step_key: str | None = None,
+) -> list[dict[str, float]]:
+    """The training loop of ``deep``: run ``step_fn(step)`` (one update; returns its metrics)
+    from the checkpoint's step to ``total_steps``, checkpointing through ``train_state``.
+
+    The history holds, with ``record_every = 1``, every step's metrics; otherwise one record per
+    ``record_every`` steps with the mean of each metric over them. ``step_key`` adds the step
+    count at the end of each record under that name. The history and the partial sums are part
+    of the checkpoint, so a resumed run returns the history of an uninterrupted one."""
+    if record_every < 1:
+        raise ValueError(f"record_every: expected a positive integer, got {record_every!r}")
+    history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
+    running: dict[str, float] = dict(json.loads(train_state.extra.get("fit_running", "{}")))
+    bar = progress_bar(total_steps, desc, progress, initial=train_state.step)
+    try:
+        while train_state.step < total_steps:
+            values = dict(step_fn(train_state.step))
+            train_state.step += 1
+            bar.update(1)
+            if record_every > 1:
+                for key, value in values.items():
+                    running[key] = running.get(key, 0.0) + float(value)
+                running["_n"] = running.get("_n", 0) + 1
+                values = {}
+                if train_state.step % record_every == 0:
+                    n = running.pop("_n")
+                    values, running = {key: total / n for key, total in running.items()}, {}
+            if values:
+                history.append(values if step_key is None else {step_key: train_state.step, **values})
+            if train_state.due():
+                # Serialised only when saved: the history grows with the run.
+                train_state.extra.update(history=json.dumps(history), fit_running=json.dumps(running))
+            train_state.maybe_save()
+    finally:
+        bar.close()
+    train_state.extra.update(history=json.dumps(history), fit_running=json.dumps(running))
+    train_state.save()
+    return history
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -26,14 +26,13 @@ from torch import nn
 from marlcov.deep.common import (
     EVAL_SEED_BASE,
     MASKED_LOGIT,
-    TrainingState,
     atomic_torch_save,
     atomic_write_text,
+    fit,
     load_dataset_arrays,
     load_versioned,
     masked,
     mlp,
-    progress_bar,
     step_masks,
     with_agent_id,
 )
@@ -151,33 +150,6 @@ def clipped_exponent_values(q: torch.Tensor, v: torch.Tensor, scale: torch.Tenso
     weight ``exp(scale (q - v)/temperature)`` computed from it stays finite."""
     cap = MAX_WEIGHT_EXPONENT * temperature
     return torch.where(scale * (q - v) > cap, v + cap / scale, q)
-
-
-def fit(
-    train_state: TrainingState,
-    total_steps: int,
-    step_fn: Callable[[int], dict[str, float]],
-    progress: bool,
-    desc: str,
-) -> list[dict[str, float]]:
-    """Run ``step_fn(step)`` from the checkpoint's step to ``total_steps``, checkpointing every
-    ``train_state.every`` steps; the history of per-step metrics lives in the checkpoint, so a
-    resumed run returns the whole history."""
-    history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
-    bar = progress_bar(total_steps, desc, progress, initial=train_state.step)
-    try:
-        while train_state.step < total_steps:
-            history.append(step_fn(train_state.step))
-            train_state.step += 1
-            bar.update(1)
-            if train_state.every and train_state.step % train_state.every == 0:
-                train_state.extra["history"] = json.dumps(history)
-            train_state.maybe_save()
-    finally:
-        bar.close()
-    train_state.extra["history"] = json.dumps(history)
-    train_state.save()
-    return history
 
 
 def save_model(path: Path, spec: DatasetSpec, config: Mapping[str, Any], policy: nn.Module, extra_modules: Mapping[str, nn.Module]) -> Path:

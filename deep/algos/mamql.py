@@ -50,11 +50,11 @@ from marlcov.deep.common import (
     atomic_torch_save,
     atomic_write_text,
     config_dict,
+    fit,
     load_config,
     load_dataset_arrays,
     load_versioned,
     mlp,
-    progress_bar,
     resolve_device,
     seed_everything,
     torch_generator,
@@ -380,7 +380,7 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     ropt = torch.optim.Adam(reward_net.parameters(), lr=cfg.reward_lr)
     gen = torch_generator(seed, dev)
-    state = TrainingState(state_path or os.devnull, cfg.checkpoint_every if state_path else 0,
+    state = TrainingState(state_path, cfg.checkpoint_every if state_path else 0,
                           {"critic": critic, "reward": reward_net, "opt": opt, "ropt": ropt}, {"batches": gen},
                           run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
     if state_path is not None:
@@ -388,11 +388,8 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
             state.load(map_location=dev)
         else:
             Path(state_path).unlink(missing_ok=True)
-    history = list(json.loads(state.extra.get("history", "[]")))
-    sums = json.loads(state.extra.get("sums", '{"loss": 0.0, "reward_loss": 0.0}'))
-    log_every = max(1, min(500, cfg.updates // 20))
-    bar = progress_bar(cfg.updates, "MAMQL", progress, initial=state.step)
-    while state.step < cfg.updates:
+
+    def update(step: int) -> dict[str, float]:
         idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen, device=dev)
         terms = mamql_terms(critic, obs[idx], actions[idx], avail[idx], cfg)
         opt.zero_grad(set_to_none=True)
@@ -404,21 +401,9 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
         ropt.zero_grad(set_to_none=True)
         rl.backward()
         ropt.step()
-        state.step += 1
-        sums["loss"] += terms["loss"].item()
-        sums["reward_loss"] += rl.item()
-        if state.step % log_every == 0:
-            history.append({"update": state.step, "loss": sums["loss"] / log_every, "reward_loss": sums["reward_loss"] / log_every})
-            bar.set_postfix(loss=f"{sums['loss'] / log_every:.3g}")
-            sums = {"loss": 0.0, "reward_loss": 0.0}
-        bar.update(1)
-        state.extra["history"] = json.dumps(history)
-        state.extra["sums"] = json.dumps(sums)
-        if state_path is not None:
-            state.maybe_save()
-    bar.close()
-    if state_path is not None:
-        state.save()
+        return {"loss": terms["loss"].item(), "reward_loss": rl.item()}
+
+    history = fit(state, cfg.updates, update, progress, "MAMQL", record_every=max(1, min(500, cfg.updates // 20)), step_key="update")
     critic.eval()
     reward_net.eval()
     return critic, reward_net, history

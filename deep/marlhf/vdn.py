@@ -49,12 +49,12 @@ from marlcov.deep.common import (
     atomic_torch_save,
     atomic_write_text,
     config_dict,
+    fit,
     load_config,
     load_dataset_arrays,
     load_versioned,
     masked,
     mlp,
-    progress_bar,
     resolve_device,
     seed_everything,
     step_masks,
@@ -304,7 +304,7 @@ def fit_offline_vdn(
     target.load_state_dict(net.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch_generator(seed, dev)
-    state = TrainingState(state_path or os.devnull, cfg.checkpoint_every if state_path else 0,
+    state = TrainingState(state_path, cfg.checkpoint_every if state_path else 0,
                           {"net": net, "target": target, "opt": opt}, {"batches": gen},
                           run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
     if state_path is not None:
@@ -312,11 +312,8 @@ def fit_offline_vdn(
             state.load(map_location=dev)
         else:
             Path(state_path).unlink(missing_ok=True)
-    history = list(json.loads(state.extra.get("history", "[]")))
-    running = float(state.extra.get("running", 0.0))
-    log_every = max(1, min(1000, cfg.updates // 20))
-    bar = progress_bar(cfg.updates, "offline VDN", cfg.progress, initial=state.step)
-    while state.step < cfg.updates:
+
+    def update(step: int) -> dict[str, float]:
         idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen, device=dev)
         loss = vdn_td_loss(net, target, obs[idx], actions[idx], avail[idx], rewards[idx], cfg.gamma, valid[idx], last[idx], cfg.double_q)
         opt.zero_grad(set_to_none=True)
@@ -324,22 +321,12 @@ def fit_offline_vdn(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
-        state.step += 1
-        running += loss.item()
-        if state.step % cfg.target_update == 0:
+        if (step + 1) % cfg.target_update == 0:
             target.load_state_dict(net.state_dict())
-        if state.step % log_every == 0:
-            history.append({"update": state.step, "td_loss": running / log_every})
-            bar.set_postfix(td=f"{running / log_every:.3g}")
-            running = 0.0
-        bar.update(1)
-        state.extra["history"] = json.dumps(history)
-        state.extra["running"] = running
-        if state_path is not None:
-            state.maybe_save()
-    bar.close()
-    if state_path is not None:
-        state.save()
+        return {"td_loss": loss.item()}
+
+    history = fit(state, cfg.updates, update, cfg.progress, "offline VDN", record_every=max(1, min(1000, cfg.updates // 20)),
+                  step_key="update")
     net.eval()
     return net, history
 

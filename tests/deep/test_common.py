@@ -172,3 +172,38 @@ def test_load_dataset_arrays_matches_reader(tmp_path):
     assert arrays["actions"].dtype == np.int16 and list(arrays["source"]) == ["synthetic"] * 10
     with pytest.raises(ValueError, match="unknown"):
         load_dataset_arrays(path, ["nope"])
+
+
+def test_fit_records_block_means_and_a_resumed_run_records_the_same():
+    """``fit`` with ``record_every = 4``: one record per 4 steps with the mean of each metric
+    (the 2 steps after the last full block are not recorded); a run stopped after step 6, its
+    partial sums in the checkpoint, continues to the same history."""
+    from marlcov.deep.common import fit
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    net = torch.nn.Linear(1, 1)
+    whole = fit(TrainingState(None, 0, {"net": net}), 10, lambda k: {"a": values[k]}, False, "t", record_every=4, step_key="update")
+    assert whole == [{"update": 4, "a": 15.0 / 4}, {"update": 8, "a": 240.0 / 4}]
+    assert fit(TrainingState(None, 0, {"net": net}), 3, lambda k: {"a": values[k]}, False, "t") == [{"a": 1.0}, {"a": 2.0}, {"a": 4.0}]
+
+
+def test_fit_resumes_its_partial_sums(tmp_path):
+    from marlcov.deep.common import fit
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    net = torch.nn.Linear(1, 1)
+
+    def stop_at_6(k):
+        if k == 6:
+            raise KeyboardInterrupt
+        return {"a": values[k]}
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainingState(tmp_path / "s.pt", 3, {"net": net}), 10, stop_at_6, False, "t", record_every=4, step_key="update")
+    state = TrainingState(tmp_path / "s.pt", 3, {"net": net})
+    assert state.load() and state.step == 6
+    resumed = fit(state, 10, lambda k: {"a": values[k]}, False, "t", record_every=4, step_key="update")
+    assert resumed == [{"update": 4, "a": 15.0 / 4}, {"update": 8, "a": 240.0 / 4}]
+    assert not TrainingState(None, 3, {"net": net}).due() and TrainingState(None, 3, {"net": net}).save() is None
+    with pytest.raises(ValueError, match="record_every"):
+        fit(TrainingState(None, 0, {"net": net}), 1, lambda k: {}, False, "t", record_every=0)
