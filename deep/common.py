@@ -308,14 +308,16 @@ def fit(
     desc: str,
     record_every: int = 1,
     step_key: str | None = None,
-) -> list[dict[str, float]]:
+    finish_record: Callable[[dict[str, float], int], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The training loop of ``deep``: run ``step_fn(step)`` (one update; returns its metrics)
     from the checkpoint's step to ``total_steps``, checkpointing through ``train_state``.
 
     The history holds, with ``record_every = 1``, every step's metrics; otherwise one record per
     ``record_every`` steps with the mean of each metric over them. ``step_key`` adds the step
-    count at the end of each record under that name. The history and the partial sums are part
-    of the checkpoint, so a resumed run returns the history of an uninterrupted one."""
+    count at the end of each record under that name; ``finish_record(record, step)`` returns the
+    record to keep (e.g. with validation metrics added). The history and the partial sums are
+    part of the checkpoint, so a resumed run returns the history of an uninterrupted one."""
     if record_every < 1:
         raise ValueError(f"record_every: expected a positive integer, got {record_every!r}")
     history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
@@ -335,7 +337,8 @@ def fit(
                     n = running.pop("_n")
                     values, running = {key: total / n for key, total in running.items()}, {}
             if values:
-                history.append(values if step_key is None else {step_key: train_state.step, **values})
+                record = values if step_key is None else {step_key: train_state.step, **values}
+                history.append(record if finish_record is None else finish_record(record, train_state.step))
             if train_state.due():
                 # Serialised only when saved: the history grows with the run.
                 train_state.extra.update(history=json.dumps(history), fit_running=json.dumps(running))

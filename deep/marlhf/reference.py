@@ -34,12 +34,12 @@ from marlcov.deep.common import (
     atomic_write_text,
     config_dict,
     epoch_permutation,
+    fit,
     load_config,
     load_dataset_arrays,
     load_versioned,
     masked,
     mlp,
-    progress_bar,
     resolve_device,
     seed_everything,
     step_masks,
@@ -247,16 +247,13 @@ def train_reference(
         state.load(map_location=dev)
     else:
         (out / "train_state.pt").unlink(missing_ok=True)
-    history = list(json.loads(state.extra.get("history", "[]")))
-    running = {"loss": 0.0, "n": 0}
-    running.update(json.loads(state.extra.get("running", "{}")))
     steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
-
-    bar = progress_bar(total, "reference (BC)", cfg.progress, initial=state.step)
     order_epoch, order = -1, train_idx
-    while state.step < total:
-        epoch, k = divmod(state.step, steps_per_epoch)
+
+    def update(step: int) -> dict[str, float]:
+        nonlocal order_epoch, order
+        epoch, k = divmod(step, steps_per_epoch)
         if epoch != order_epoch:
             order_epoch, order = epoch, train_idx[epoch_permutation(len(train_idx), seed, epoch)]
         batch = torch.as_tensor(order[k * cfg.batch_size : (k + 1) * cfg.batch_size], device=dev)
@@ -264,21 +261,12 @@ def train_reference(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running["loss"] += loss.item()
-        running["n"] += 1
-        state.step += 1
-        bar.update(1)
-        if k == steps_per_epoch - 1:
-            record = {"epoch": epoch + 1, "nll": running["loss"] / running["n"]}
-            record.update(_metrics(net, obs, actions, avail, valid, val_idx, "val"))
-            history.append(record)
-            running = {"loss": 0.0, "n": 0}
-            bar.set_postfix(nll=f"{record['nll']:.3f}")
-        state.extra["history"] = json.dumps(history)
-        state.extra["running"] = json.dumps(running)
-        state.maybe_save()
-    bar.close()
-    state.save()
+        return {"nll": loss.item()}
+
+    def epoch_record(means: dict[str, float], step: int) -> dict[str, Any]:
+        return {"epoch": step // steps_per_epoch, **means, **_metrics(net, obs, actions, avail, valid, val_idx, "val")}
+
+    history = fit(state, total, update, cfg.progress, "reference (BC)", record_every=steps_per_epoch, finish_record=epoch_record)
 
     summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_trajectories": int(len(train_idx)), "val_trajectories": int(n_val)}
     summary.update(_metrics(net, obs, actions, avail, valid, train_idx, "train"))

@@ -70,11 +70,11 @@ from marlcov.deep.common import (
     atomic_write_text,
     config_dict,
     epoch_permutation,
+    fit,
     load_config,
     load_dataset_arrays,
     load_versioned,
     mlp,
-    progress_bar,
     resolve_device,
     seed_everything,
     step_masks,
@@ -365,20 +365,17 @@ def train_reward_model(
         state.load(map_location=dev)
     else:
         (out / "train_state.pt").unlink(missing_ok=True)
-    history: list[dict[str, float]] = list(json.loads(state.extra.get("history", "[]")))
     steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
-    running = {"loss": 0.0, "nll": 0.0, "mse": 0.0, "n": 0}
-    running.update(json.loads(state.extra.get("running", "{}")))
 
     def dataset_variance() -> float:
         return reward_statistics(predict_rewards(net, obs, actions), valid)[1]
 
-    bar = progress_bar(total, "reward model", cfg.progress, initial=state.step)
-    net.train()
     order_epoch, order = -1, train_idx
-    while state.step < total:
-        epoch, k = divmod(state.step, steps_per_epoch)
+
+    def update(step: int) -> dict[str, float]:
+        nonlocal order_epoch, order
+        epoch, k = divmod(step, steps_per_epoch)
         if k == 0 and cfg.variance == "dataset":
             state.extra["variance"] = dataset_variance()
         if epoch != order_epoch:
@@ -388,29 +385,21 @@ def train_reward_model(
         r = net(torch.cat([obs[i1], obs[i2]]), torch.cat([actions[i1], actions[i2]]))
         r1, r2 = r[: len(batch)], r[len(batch) :]
         var = {"dataset": state.extra.get("variance"), "batch": None, "none": 1.0}[cfg.variance]
-        y = labels[batch] if probs is None else redrawn_labels(probs[batch], seed, state.step)
+        y = labels[batch] if probs is None else redrawn_labels(probs[batch], seed, step)
         loss = reward_model_loss(r1, r2, y, cfg.alpha_at(epoch), var, valid[i1], valid[i2])
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
         opt.step()
-        running["loss"] += loss.total.item()
-        running["nll"] += loss.nll.item()
-        running["mse"] += loss.mse.item()
-        running["n"] += 1
-        state.step += 1
-        bar.update(1)
-        if k == steps_per_epoch - 1:
-            record = {"epoch": epoch + 1, "loss": running["loss"] / running["n"], "nll": running["nll"] / running["n"], "mse": running["mse"] / running["n"]}
-            if n_val:
-                record.update(_pair_metrics(net, obs, actions, valid, first, second, labels, val_idx, "val"))
-            history.append(record)
-            running = {"loss": 0.0, "nll": 0.0, "mse": 0.0, "n": 0}
-            bar.set_postfix(nll=f"{record['nll']:.3f}")
-        state.extra["history"] = json.dumps(history)
-        state.extra["running"] = json.dumps(running)
-        state.maybe_save()
-    bar.close()
-    state.save()
+        return {"loss": loss.total.item(), "nll": loss.nll.item(), "mse": loss.mse.item()}
+
+    def epoch_record(means: dict[str, float], step: int) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": step // steps_per_epoch, **means}
+        if n_val:
+            record.update(_pair_metrics(net, obs, actions, valid, first, second, labels, val_idx, "val"))
+        return record
+
+    net.train()
+    history = fit(state, total, update, cfg.progress, "reward model", record_every=steps_per_epoch, finish_record=epoch_record)
 
     all_r = predict_rewards(net, obs, actions)
     mean, var = reward_statistics(all_r, valid)
