@@ -236,6 +236,7 @@ class TrainingState:
             raise ValueError(f"checkpoint_seconds: expected a finite non-negative number, got {every_seconds!r}")
         self.every_seconds = float(every_seconds)
         self._last_save = time.monotonic()
+        self._requested = False
         self.path = None if path is None else Path(path)
         self.every = int(every)
         self.objects = dict(objects)
@@ -259,13 +260,20 @@ class TrainingState:
         }
         path = atomic_torch_save(state, self.path)
         self._last_save = time.monotonic()
+        self._requested = False
         return path
+
+    def request_save(self) -> None:
+        """Make the next ``due`` true (a step whose result must not be lost, e.g. a saved level)."""
+        self._requested = True
 
     def due(self) -> bool:
         """Whether ``maybe_save`` would save now: the step counter is a positive multiple of
         ``every``, or ``every_seconds`` have passed since the last save (never without a path)."""
         if self.path is None:
             return False
+        if self._requested:
+            return True
         due_by_step = self.every and self.step > 0 and self.step % self.every == 0
         due_by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
         return bool(due_by_step or due_by_time)

@@ -50,8 +50,8 @@ from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
     config_dict,
+    fit,
     load_config,
-    progress_bar,
     resolve_device,
     seed_everything,
     torch_generator,
@@ -241,7 +241,6 @@ def train_behaviour_policies(
     else:
         (out / "train_state.pt").unlink(missing_ok=True)
     updates = int(state.extra.get("updates", 0))
-    history = list(json.loads(state.extra.get("history", "[]")))
     levels = list(json.loads(state.extra.get("levels", "[]")))
     steps_per_iteration = cfg.n_envs * H
     n_iterations = math.ceil(cfg.total_env_steps / steps_per_iteration)
@@ -274,9 +273,8 @@ def train_behaviour_policies(
                 "test_return_per_agent": result["return_per_agent"], "test_return_std": result["return_std"],
                 "above_trivial": bool(above)}
 
-    bar = progress_bar(n_iterations, f"online VDN {env_name}", cfg.progress, initial=state.step)
-    while state.step < n_iterations:
-        it = state.step
+    def iteration(it: int) -> dict[str, Any]:
+        nonlocal updates
         env_steps = it * steps_per_iteration
         policy = GreedyPolicy(net, cfg.epsilon(env_steps), explore_gen)
         batch = env.rollout(policy, _iteration_seed(seed, it, cfg.n_envs), source="online-vdn")
@@ -297,26 +295,18 @@ def train_behaviour_policies(
                 losses.append(loss.item())
                 if updates % cfg.target_update == 0:
                     target.load_state_dict(net.state_dict())
-        ret = float(batch.returns().mean())
-        history.append({"iteration": it + 1, "env_steps": env_steps, "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
-                        "behaviour_return_per_agent": ret, "td_loss": float(np.mean(losses)) if losses else None})
-        saved = False
         while pending and env_steps >= pending[0] and _rookie_try_due(it, pending[0], steps_per_iteration, n_iterations, cfg.rookie_checks):
             record = save_level(f"rookie_{pending[0]}", env_steps, pending[0])
             if record is None:
                 break
             levels.append(record)
             pending.pop(0)
-            saved = True
-        state.step += 1
-        bar.update(1)
-        bar.set_postfix(ret=f"{ret:.2f}")
-        state.extra.update(updates=updates, history=json.dumps(history), levels=json.dumps(levels))
-        if saved:
-            state.save()
-        else:
-            state.maybe_save()
-    bar.close()
+            state.request_save()
+        state.extra.update(updates=updates, levels=json.dumps(levels))
+        return {"iteration": it + 1, "env_steps": env_steps, "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
+                "behaviour_return_per_agent": float(batch.returns().mean()), "td_loss": float(np.mean(losses)) if losses else None}
+
+    history = fit(state, n_iterations, iteration, cfg.progress, f"online VDN {env_name}")
     if not any(lv["name"] == "expert" for lv in levels):
         levels.append(save_level("expert", final_steps, None))
         state.extra.update(levels=json.dumps(levels))

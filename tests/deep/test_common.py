@@ -207,3 +207,13 @@ def test_fit_resumes_its_partial_sums(tmp_path):
     assert not TrainingState(None, 3, {"net": net}).due() and TrainingState(None, 3, {"net": net}).save() is None
     with pytest.raises(ValueError, match="record_every"):
         fit(TrainingState(None, 0, {"net": net}), 1, lambda k: {}, False, "t", record_every=0)
+
+
+def test_a_requested_save_is_due_once(tmp_path):
+    net = torch.nn.Linear(1, 1)
+    state = TrainingState(tmp_path / "s.pt", 0, {"net": net})
+    state.step = 1
+    assert not state.due()
+    state.request_save()
+    assert state.due() and state.maybe_save() and (tmp_path / "s.pt").exists()
+    assert not state.due()
