@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marlcov.theory.io import atomic_write, write_json
+from marlcov.theory.io import atomic_write_many, merge_verify_checks, write_json
 
 from .registry import CheckContext, CheckResult, reproduce_command
 
@@ -70,19 +70,27 @@ def save_counterexamples(results: list[CheckResult], ctx: CheckContext) -> None:
             write_json(ctx.out_dir / f"counterexample_{r.check.id}.json", _jsonable(r.verdict.counterexample))
 
 
-def write_report(results: list[CheckResult], ctx: CheckContext) -> dict:
-    """Write verify.json and verify.md into ``ctx.out_dir``; return the JSON document."""
+def write_report(results: list[CheckResult], ctx: CheckContext, partial: bool = False) -> dict:
+    """Write verify.json and verify.md into ``ctx.out_dir`` together (both temporaries, then both
+    renames) and return this run's JSON document. ``partial`` (``verify --only``): the checks of a
+    report already in the folder are kept, the re-run ones replaced (``theory.io.merge_verify_checks``
+    refuses a report made with other settings rather than overwrite it)."""
+    settings = {"quick": ctx.quick, "seed": ctx.seed}
     doc = {
         "schema": SCHEMA,
-        "settings": {"quick": ctx.quick, "seed": ctx.seed, "python": platform.python_version()},
+        "settings": {**settings, "python": platform.python_version()},
         "checks": [result_record(r, ctx) for r in results],
     }
     if ctx.out_dir is None:
         return doc
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(ctx.out_dir / "verify.json", doc)
+    report = ctx.out_dir / "verify.json"
+    written = {**doc, "checks": merge_verify_checks(report, doc["checks"], settings)} if partial else doc
     save_counterexamples(results, ctx)
-    atomic_write(ctx.out_dir / "verify.md", lambda fh: fh.write(markdown(doc)))
+    atomic_write_many({
+        report: lambda fh: json.dump(written, fh, indent=1),
+        ctx.out_dir / "verify.md": lambda fh: fh.write(markdown(written)),
+    })
     return doc
 
 

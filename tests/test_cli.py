@@ -94,6 +94,26 @@ def test_verify_writes_report(tmp_path, capsys):
     assert "marlhf.theorem3" in (tmp_path / "rep" / "verify.md").read_text()
 
 
+def test_verify_only_merges_into_the_report_of_the_folder(tmp_path, capsys):
+    rep = tmp_path / "rep"
+    assert run(capsys, "verify", "--only", "marlhf.theorem3", "--out", rep, "--json")[0] == 0
+    code, out, _ = run(capsys, "verify", "--only", "omapl.reward_q_bijection", "--out", rep, "--json")
+    assert code == 0 and [c["id"] for c in json.loads(out)["checks"]] == ["omapl.reward_q_bijection"]
+    on_disk = json.loads((rep / "verify.json").read_text())
+    assert [c["id"] for c in on_disk["checks"]] == ["marlhf.theorem3", "omapl.reward_q_bijection"]
+    markdown = (rep / "verify.md").read_text()
+    assert "marlhf.theorem3" in markdown and "omapl.reward_q_bijection" in markdown
+
+
+def test_verify_only_refuses_a_report_of_other_settings_before_running(tmp_path, capsys):
+    rep = tmp_path / "rep"
+    assert run(capsys, "verify", "--only", "marlhf.theorem3", "--out", rep, "--json")[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in rep.iterdir()}
+    code, out, err = run(capsys, "verify", "--full", "--only", "marlhf.theorem3", "--out", rep)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "settings" in err
+    assert {p.name: p.stat().st_mtime_ns for p in rep.iterdir()} == before
+
+
 def test_verify_unknown_id(tmp_path, capsys):
     code, _, err = run(capsys, "verify", "--only", "nope.x", "--out", tmp_path)
     assert code == 2 and "nope.x" in err

@@ -126,7 +126,7 @@ class StderrProgress:
 
     def update(self, task: Task) -> None:
         if self.live:
-            self._progress().update(self._ids[id(task)], completed=task.done)
+            self._progress().update(self._ids[id(task)], completed=task.done, description=task.description)
             return
         last = self._logged.get(id(task))
         wait = LOG_QUIET_SECONDS if last is None else LOG_EVERY_SECONDS

@@ -15,6 +15,8 @@ from rich.text import Text
 
 from marlcov.cli._common import EXIT_CHECK_ERROR, print_json
 from marlcov.theory.games import GameError
+from marlcov.theory.io import merge_verify_checks
+from marlcov.theory.progress import task
 
 #: The widest table printed: it must fit a terminal of 80 columns.
 TABLE_WIDTH = 80
@@ -63,12 +65,18 @@ def cmd_verify(args) -> int:
         raise GameError(str(exc.args[0])) from None
     out_dir = Path(args.out)
     ctx = CheckContext(quick=not args.full, seed=args.seed, out_dir=out_dir)
+    if args.only:
+        # A report that a partial run could not merge into is refused before any check runs
+        # (and before any figure of the folder is replaced).
+        merge_verify_checks(out_dir / "verify.json", [], {"quick": ctx.quick, "seed": ctx.seed})
     con = Console(stderr=args.json, highlight=False)
     results = []
-    for chk in checks:
-        with con.status(f"running {chk.id}"):
+    with task("running the checks", total=len(checks)) as progress:
+        for chk in checks:
+            progress.description = f"running {chk.id}"
             results.append(run_check(chk, ctx))
-    doc = write_report(results, ctx)
+            progress.advance()
+    doc = write_report(results, ctx, partial=bool(args.only))
     if args.json:
         print_json(doc)
     else:
