@@ -191,10 +191,10 @@ def test_skill_order_and_the_schedule_of_rookie_tries():
 
 
 def test_checkpoints_are_written_by_time_as_well_as_by_step(tmp_path, monkeypatch):
-    from marlcov.deep import common
+    from marlcov.deep import training
 
     now = [100.0]
-    monkeypatch.setattr(common.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(training.time, "monotonic", lambda: now[0])
     net = torch.nn.Linear(2, 2)
     state = TrainingState(tmp_path / "s.pt", 0, {"net": net}, every_seconds=60.0)
     state.step = 1
