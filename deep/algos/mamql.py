@@ -30,6 +30,11 @@ joint actions: 3-agent MPE (125) and SMAX 3m (512), not the 5-agent maps.
 Demonstrations are the trajectories of a dataset whose tags say "expert": by default those in
 which every agent's ``agent_policy`` tag is in ``demo_tags`` (``demo_field="source"`` filters
 on the trajectory's ``source`` tag instead, ``"all"`` takes the whole file).
+
+Length: about 480 lines, over the package's ~400: the joint critic, its marginalisation, the
+recovered-reward regression, the Boltzmann policy, its file format, the demonstration and
+reward-recovery metrics and the trainer are one method; a split into networks, metrics and
+trainer is the next step (the objectives themselves are ``theory.objectives.mamql``).
 """
 
 from __future__ import annotations

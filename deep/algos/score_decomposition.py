@@ -36,6 +36,11 @@ The schedule, the noising, the denoising loss and the score of a noise predictio
 ``theory.objectives.score_decomposition``'s functions (``vp_alpha_bars``, ``noised_actions``,
 ``denoising_loss``, ``score_from_noise``), the ones the ``score.denoising_score`` check of
 ``marlcov verify`` evaluates on Gaussian-mixture behaviours.
+
+Length: about 500 lines, over the package's ~400: the denoiser, the twin critic, the actor,
+their losses around ``theory.objectives.score_decomposition``, the two-phase trainer (its own
+loop: ``deep.training.fit`` records one phase at a time) and the continuous evaluator; a split
+into networks and trainer is the next step.
 """
 
 from __future__ import annotations
