@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import (
     game_features,
     measures_from_bonus,
@@ -185,11 +186,8 @@ def certificate_figure(path: str | Path, rows: Sequence[CertificateRow], ns: Seq
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.17, 1, 1))
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    path = save_figure(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -10,6 +10,7 @@ from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.linear_games.estimation import DEFAULT_DELTA, confidence_radius
 from marlcov.linear_games.sbsm import sbsm, theorem4_bound, transition_bonus_scale
 from marlcov.linear_games.sbsm_experiments import two_player_markov_equilibrium
+from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import DEFAULT_LAMBDA, bonus_terms, reward_covariance, reward_widths, transition_covariances
 from marlcov.theory.games import MarkovGame, random_markov_game
 from marlcov.theory.identifiable import identifiable_basis, policy_reference
@@ -113,7 +114,7 @@ def theorem4(ctx: CheckContext) -> Verdict:
         ax.set_ylabel("Nash gap / bound")
         ax.legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         figures.append(path.name)
         captions[path.name] = (
@@ -248,7 +249,7 @@ def theorem4_vacuous(ctx: CheckContext) -> Verdict:
         ax[1].set_xlabel("horizon H")
         ax[1].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         figures.append(path.name)
         captions[path.name] = (

@@ -11,6 +11,7 @@ import numpy as np
 from marlcov.linear_games.coverage_datasets import uniform_dataset
 from marlcov.linear_games.estimation import DEFAULT_DELTA, confidence_radius
 from marlcov.linear_games.sbsm import SBSMResult, optimistic_best_responses, pessimistic_values, sbsm
+from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import DEFAULT_LAMBDA
 from marlcov.theory.games import MarkovGame, random_linear_markov_game
 from marlcov.theory.policies import random_policy, replace_player, uniform_policy
@@ -197,7 +198,7 @@ def lemma5_radius(ctx: CheckContext) -> Verdict:
         ax.set_ylabel("share of seeds with theta in the set")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         figures.append(path.name)
         captions[path.name] = (

@@ -7,6 +7,7 @@ import cvxpy as cp
 import numpy as np
 from scipy.linalg import null_space
 
+from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import step_features
 from marlcov.theory.games import random_markov_game
 from marlcov.theory.policies import uniform_policy
@@ -187,7 +188,7 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
         ax[1].set_xlabel("MSE coefficient alpha")
         ax[1].set_ylabel("distance to the smoothest MLE (quotient)")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         figures.append(path.name)
         captions[path.name] = (

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from marlcov.theory.atomic import save_figure
+
 from .report import DiagnosticResult
 
 
@@ -37,7 +39,7 @@ def write_plots(result: DiagnosticResult, out_dir: str | os.PathLike) -> list[st
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(str(out / "unilateral_per_agent.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -50,7 +52,7 @@ def write_plots(result: DiagnosticResult, out_dir: str | os.PathLike) -> list[st
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(str(out / "bonus_histograms.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     if result.sizes:
@@ -65,6 +67,6 @@ def write_plots(result: DiagnosticResult, out_dir: str | os.PathLike) -> list[st
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(str(out / "coverage_vs_size.png"))
-        fig.savefig(paths[-1], dpi=120)
+        save_figure(fig, paths[-1], dpi=120)
         plt.close(fig)
     return paths

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from marlcov.deep.common import eval_seed_start, progress_bar, resolve_device, step_masks
+from marlcov.theory.atomic import save_figure
 
 #: A standard deviation below this is treated as zero (constant rewards) when standardising.
 STD_FLOOR = 1e-8
@@ -201,7 +202,7 @@ def plot_reward_trajectory(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
