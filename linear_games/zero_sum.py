@@ -112,14 +112,23 @@ def _zs_polish(An: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
 
     M = An[np.ix_(S, T)]
     xS, yT = indifference(M), indifference(M.T)
-    if xS.min() < -PROB_ATOL or yT.min() < -PROB_ATOL:
+    if xS.min() >= -PROB_ATOL and yT.min() >= -PROB_ATOL:
+        xp, yp = np.zeros_like(x), np.zeros_like(y)
+        xp[S], yp[T] = xS, yT
+        xp, yp = to_simplex(xp), to_simplex(yp)
+        if _zs_exploitability(An, xp, yp) <= _zs_exploitability(An, x, y):
+            x, y = xp, yp
+    if _zs_exploitability(An, x, y) <= PIVOT_ATOL:
         return x, y
-    xp = np.zeros_like(x)
-    yp = np.zeros_like(y)
-    xp[S], yp[T] = xS, yT
-    xp, yp = to_simplex(xp), to_simplex(yp)
-    if _zs_exploitability(An, xp, yp) <= _zs_exploitability(An, x, y):
-        return xp, yp
+    # A degenerate game: the optimal set of a player can be a face, and the least-squares point
+    # of an underdetermined indifference system need not be optimal. Each player's simplex LP
+    # restricted to its support guess (against every action of the other) lands on a vertex of
+    # that face, exact to rounding.
+    xr, yr = np.zeros_like(x), np.zeros_like(y)
+    xr[S] = _zs_highs(An[S, :])[0]
+    yr[T] = _zs_highs(An[:, T])[1]
+    if _zs_exploitability(An, xr, yr) <= _zs_exploitability(An, x, y):
+        return xr, yr
     return x, y
 
 

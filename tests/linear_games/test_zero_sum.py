@@ -254,3 +254,15 @@ def test_batched_games_match_one_at_a_time(n0, n1, entries):
         _assert_optimal(A, sol)
         assert sol.exploitability <= POLISHED_RTOL * _span(A)
         assert sol.value == pytest.approx(zero_sum_solve(A, method="highs").value, abs=POLISHED_RTOL * _span(A))
+
+
+def test_polish_reaches_a_vertex_when_the_optimal_set_is_a_face():
+    """Column strategies (0, 0, 1 - t, t) are optimal for every t in [2/3, 1] (value -2): the
+    least-squares point of the underdetermined indifference system (t = 1/2) is not, and the
+    restricted simplex LPs must be used to certify the interior-point answer."""
+    A = np.array([[0, 0, 0, -3], [0, -1, -2, -2]], dtype=float)
+    for method in ("ipm", "highs", "auto"):
+        sol = zero_sum_solve(A, method=method)
+        assert sol.value == pytest.approx(-2.0, abs=1e-12)
+        assert sol.exploitability <= POLISHED_RTOL * _span(A)
+        assert sol.col_strategy[3] >= 2 / 3 - 1e-12
