@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import random
 import sys
 from pathlib import Path
@@ -157,7 +158,13 @@ def load_versioned(path: str | os.PathLike, expected_format: str, map_location: 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        # torch's own message for a file that is not a checkpoint spans many lines of advice
+        # about weights_only; say what the file is not, in one line.
+        raise ValueError(f"{path}: not a readable checkpoint (expected a torch.save file of format "
+                         f"{expected_format!r}): {type(exc).__name__}") from exc
     if not isinstance(obj, dict) or "format" not in obj:
         raise ValueError(f"{path}: field 'format' is missing; expected {expected_format!r}")
     if obj["format"] != expected_format:

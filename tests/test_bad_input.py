@@ -374,7 +374,6 @@ def test_garbage_policy_checkpoints_are_refused(tmp_path, garbage):
 
 
 @pytest.mark.deep
-@pytest.mark.xfail(strict=True, reason="deep.common.load_versioned passes torch.load's UnpicklingError on unnamed")
 @pytest.mark.parametrize("garbage", [b"garbage\n", bytes(range(256))])
 def test_garbage_checkpoints_to_evaluate_are_refused(tmp_path, garbage):
     ckpt = tmp_path / "policy.pt"
