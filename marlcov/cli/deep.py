@@ -403,7 +403,7 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--normalisation", choices=("min-max", "standardised"),
                    help="returns behind the labels: min-max range (the paper's code, default) or z-scores (the paper's text)")
     p.add_argument("--out", help="pairs file (default DATA.pairs.h5 beside DATA.h5)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing pairs file")
     seed(p)
 
     p = add("train-reward", cmd_train_reward, "reward model r_phi with loss (1)", "reward_model")
@@ -412,15 +412,15 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (reward_model.pt)")
     p.add_argument("--alpha", type=float, help="coefficient of the temporal MSE term (2)")
     p.add_argument("--variance", choices=("dataset", "batch", "none"), help="normalisation of the MSE term")
-    p.add_argument("--model", choices=("mlp", "gru", "linear"))
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--model", choices=("mlp", "gru", "linear"), help="reward network r_phi (default: the config's)")
+    p.add_argument("--epochs", type=int, help="passes over the pairs (default: the config's)")
     p.add_argument("--labels", choices=("redrawn", "fixed"), help="labels redrawn every minibatch (default) or the stored draw")
     seed(p)
 
     p = add("train-reference", cmd_train_reference, "imitation reference pi_ref by behaviour cloning", "reference")
     p.add_argument("data", help="DATA.h5")
     p.add_argument("--out", required=True, help="output directory (reference.pt)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the trajectories (default: the config's)")
     p.add_argument("--model", choices=("gru", "mlp"), help="recurrent (default, as the paper's code) or per-step reference")
     seed(p)
 
@@ -430,7 +430,7 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference.pt (needed when beta > 0)")
     p.add_argument("--out", required=True, help="output directory (policy.pt)")
     p.add_argument("--beta", type=float, help="KL reward coefficient")
-    p.add_argument("--updates", type=int)
+    p.add_argument("--updates", type=int, help="gradient updates of the Q-network (default: the config's)")
     seed(p)
 
     p = add("evaluate", cmd_evaluate, "test return per agent of a policy; reward MSE and plot with --reward-model and --data", None)
@@ -444,7 +444,7 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     seed(p)
 
     p = add("reproduce", cmd_reproduce, "the whole chain for Table 2 (mixes) or Table 3 (beta, alpha = 0), resumable", None)
-    p.add_argument("table", choices=TABLES)
+    p.add_argument("table", choices=TABLES, help="table2: the Table 1 mixes; table3: beta with alpha = 0")
     p.add_argument("--env", required=True, help="spread, tag or reference")
     p.add_argument("--seeds", type=int, default=1, help="seeds of the learning stages (default %(default)s)")
     p.add_argument("--out", default=DEFAULT_OUT, help="run directory (default %(default)s)")
