@@ -68,15 +68,28 @@ def run(quick: bool) -> list[dict]:
     t_bonus, t_bonus_mm = _timed(ours_bonus), _timed(matmul_bonus)
     rows = []
     for name, ours, base, what in (
-        (f"covariance pass {transitions:.0e} transitions, {n_pairs} pairs, H={H} d={D}", t_cov, t_cov_mm,
-         "numpy matmul: z^T z and per-step x^T x on the same batches"),
-        (f"bonus pass {transitions:.0e} transitions, H={H} d={D}", t_bonus, t_bonus_mm,
-         "numpy matmul: features x [Sigma_r^-1 blocks | Sigma_p^-1] on the same batches"),
-        (f"end to end {transitions:.0e} transitions (covariances, inverse, bonus)", t_cov + t_model + t_bonus, t_cov_mm + t_bonus_mm,
-         "numpy matmul of both passes (no inverse)"),
+        (
+            f"covariance pass {transitions:.0e} transitions, {n_pairs} pairs, H={H} d={D}",
+            t_cov,
+            t_cov_mm,
+            "numpy matmul: z^T z and per-step x^T x on the same batches",
+        ),
+        (
+            f"bonus pass {transitions:.0e} transitions, H={H} d={D}",
+            t_bonus,
+            t_bonus_mm,
+            "numpy matmul: features x [Sigma_r^-1 blocks | Sigma_p^-1] on the same batches",
+        ),
+        (
+            f"end to end {transitions:.0e} transitions (covariances, inverse, bonus)",
+            t_cov + t_model + t_bonus,
+            t_cov_mm + t_bonus_mm,
+            "numpy matmul of both passes (no inverse)",
+        ),
     ):
-        rows.append({"name": name, "ours_s": ours, "baseline": what, "baseline_s": base, "ratio": ours / base,
-                     "matmul_fraction": base / ours})
+        rows.append(
+            {"name": name, "ours_s": ours, "baseline": what, "baseline_s": base, "ratio": ours / base, "matmul_fraction": base / ours}
+        )
     rows[-1]["inverse_s"] = t_model
     return rows
 
@@ -88,5 +101,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     for row in run(args.quick):
-        print(f"{row['name']:<75} ours {row['ours_s']:.3f}s  matmul {row['baseline_s']:.3f}s  ratio {row['ratio']:.3f}  "
-              f"matmul_fraction {row['matmul_fraction']:.3f}")
+        print(
+            f"{row['name']:<75} ours {row['ours_s']:.3f}s  matmul {row['baseline_s']:.3f}s  ratio {row['ratio']:.3f}  "
+            f"matmul_fraction {row['matmul_fraction']:.3f}"
+        )

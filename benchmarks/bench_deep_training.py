@@ -111,7 +111,12 @@ def plain_reward_training(dataset: dict[str, np.ndarray], cfg: RewardModelConfig
     P = first.shape[0]
     for epoch in range(cfg.epochs):
         with torch.no_grad():
-            var = torch.cat([net(obs[k : k + 2048], actions[k : k + 2048]) for k in range(0, len(obs), 2048)]).double().var(unbiased=False).float()
+            var = (
+                torch.cat([net(obs[k : k + 2048], actions[k : k + 2048]) for k in range(0, len(obs), 2048)])
+                .double()
+                .var(unbiased=False)
+                .float()
+            )
         order = torch.as_tensor(np.random.default_rng([0, epoch]).permutation(P))
         for k in range(0, P, cfg.batch_size):
             b = order[k : k + cfg.batch_size]
@@ -142,11 +147,18 @@ def reward_model_rows(quick: bool, tmp: Path) -> list[dict]:
             ours = min(ours, seconds(lambda: train_reward_model(path, cfg, tmp / f"rm_{model}", seed=0, resume=False)))
             bare = min(bare, seconds(lambda: plain_reward_training(dataset, cfg)))
         trained = pairs * epochs
-        rows.append({
-            "name": f"reward model {model} (h={cfg.hidden}, L={cfg.layers}), {trained} pairs of batch {cfg.batch_size}",
-            "ours_s": ours, "baseline": "plain torch loop", "baseline_s": bare, "ratio": ours / bare, "throughput_ratio": bare / ours,
-            "ours_pairs_per_s": trained / ours, "baseline_pairs_per_s": trained / bare,
-        })
+        rows.append(
+            {
+                "name": f"reward model {model} (h={cfg.hidden}, L={cfg.layers}), {trained} pairs of batch {cfg.batch_size}",
+                "ours_s": ours,
+                "baseline": "plain torch loop",
+                "baseline_s": bare,
+                "ratio": ours / bare,
+                "throughput_ratio": bare / ours,
+                "ours_pairs_per_s": trained / ours,
+                "baseline_pairs_per_s": trained / bare,
+            }
+        )
     return rows
 
 
@@ -160,7 +172,9 @@ def plain_vdn(obs, actions, avail, rewards, cfg: OfflineVDNConfig) -> None:
     for k in range(len(dims) - 1):
         mods += [torch.nn.Linear(dims[k], dims[k + 1]), torch.nn.ReLU()]
     net = torch.nn.Sequential(*mods[:-1])
-    target = torch.nn.Sequential(*[type(m)(m.in_features, m.out_features) if isinstance(m, torch.nn.Linear) else torch.nn.ReLU() for m in mods[:-1]])
+    target = torch.nn.Sequential(
+        *[type(m)(m.in_features, m.out_features) if isinstance(m, torch.nn.Linear) else torch.nn.ReLU() for m in mods[:-1]]
+    )
     target.load_state_dict(net.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(0)
@@ -204,11 +218,18 @@ def vdn_rows(quick: bool) -> list[dict]:
     for _ in range(repeats):
         ours = min(ours, seconds(lambda: fit_offline_vdn(obs, actions, avail, rewards, cfg, seed=0)))
         bare = min(bare, seconds(lambda: plain_vdn(obs, actions, avail, rewards, cfg)))
-    return [{
-        "name": f"offline VDN + KL reward (h={cfg.hidden}, L={cfg.layers}), {cfg.updates} updates of batch {cfg.batch_size}x{HORIZON}",
-        "ours_s": ours, "baseline": "plain torch loop", "baseline_s": bare, "ratio": ours / bare, "throughput_ratio": bare / ours,
-        "ours_updates_per_s": cfg.updates / ours, "baseline_updates_per_s": cfg.updates / bare,
-    }]
+    return [
+        {
+            "name": f"offline VDN + KL reward (h={cfg.hidden}, L={cfg.layers}), {cfg.updates} updates of batch {cfg.batch_size}x{HORIZON}",
+            "ours_s": ours,
+            "baseline": "plain torch loop",
+            "baseline_s": bare,
+            "ratio": ours / bare,
+            "throughput_ratio": bare / ours,
+            "ours_updates_per_s": cfg.updates / ours,
+            "baseline_updates_per_s": cfg.updates / bare,
+        }
+    ]
 
 
 def run(quick: bool) -> list[dict]:
@@ -229,5 +250,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     for row in run(args.quick):
         rate = {k: v for k, v in row.items() if k.endswith("_per_s")}
-        print(f"{row['name']:<80} ours {row['ours_s']:.3f}s  plain {row['baseline_s']:.3f}s  throughput ratio {row['throughput_ratio']:.3f}  "
-              + "  ".join(f"{k}={v:.0f}" for k, v in rate.items()))
+        print(
+            f"{row['name']:<80} ours {row['ours_s']:.3f}s  plain {row['baseline_s']:.3f}s  throughput ratio {row['throughput_ratio']:.3f}  "
+            + "  ".join(f"{k}={v:.0f}" for k, v in rate.items())
+        )

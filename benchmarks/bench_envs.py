@@ -16,7 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -89,15 +88,17 @@ def run(quick: bool) -> list[dict]:
     for name in names:
         ours = ours_episode_seconds(name, batch, repeats) / HORIZON
         bare = bare_episode_seconds(name, batch, repeats) / HORIZON
-        rows.append({
-            "name": f"{name} step, batch {batch} (torch in/out)",
-            "ours_s": ours,
-            "baseline": "jaxmarl jit(vmap(step_env))",
-            "baseline_s": bare,
-            "ratio": ours / bare,
-            "ours_steps_per_s": batch / ours,
-            "baseline_steps_per_s": batch / bare,
-        })
+        rows.append(
+            {
+                "name": f"{name} step, batch {batch} (torch in/out)",
+                "ours_s": ours,
+                "baseline": "jaxmarl jit(vmap(step_env))",
+                "baseline_s": bare,
+                "ratio": ours / bare,
+                "ours_steps_per_s": batch / ours,
+                "baseline_steps_per_s": batch / bare,
+            }
+        )
     return rows
 
 
@@ -122,5 +123,7 @@ if __name__ == "__main__":
             print(json.dumps({k: (round(v) if isinstance(v, float) else v) for k, v in row.items()}))
     else:
         for row in run(args.quick):
-            print(f"{row['name']:<50} ours {row['ours_s'] * 1e3:.3f} ms ({row['ours_steps_per_s']:.0f} steps/s)  "
-                  f"{row['baseline']}: {row['baseline_s'] * 1e3:.3f} ms ({row['baseline_steps_per_s']:.0f} steps/s)  ratio {row['ratio']:.3f}")
+            print(
+                f"{row['name']:<50} ours {row['ours_s'] * 1e3:.3f} ms ({row['ours_steps_per_s']:.0f} steps/s)  "
+                f"{row['baseline']}: {row['baseline_s'] * 1e3:.3f} ms ({row['baseline_steps_per_s']:.0f} steps/s)  ratio {row['ratio']:.3f}"
+            )

@@ -44,10 +44,24 @@ def run(quick: bool) -> list[dict]:
     t_ident = _best_of(lambda: identifiable_measures(game, data, policy))
     t_both = _best_of(lambda: both_measures(game, data, policy))
     label = f"S=20 4x4 H=5 d=16, {data.n_pairs} pairs"
-    rows.append({"name": f"identifiable measures, {label}", "ours_s": t_ident,
-                 "baseline": "coverage_measures (Definition 1)", "baseline_s": t_paper, "ratio": t_ident / t_paper})
-    rows.append({"name": f"paper + identifiable in one pass, {label}", "ours_s": t_both,
-                 "baseline": "coverage_measures (Definition 1)", "baseline_s": t_paper, "ratio": t_both / t_paper})
+    rows.append(
+        {
+            "name": f"identifiable measures, {label}",
+            "ours_s": t_ident,
+            "baseline": "coverage_measures (Definition 1)",
+            "baseline_s": t_paper,
+            "ratio": t_ident / t_paper,
+        }
+    )
+    rows.append(
+        {
+            "name": f"paper + identifiable in one pass, {label}",
+            "ours_s": t_both,
+            "baseline": "coverage_measures (Definition 1)",
+            "baseline_s": t_paper,
+            "ratio": t_both / t_paper,
+        }
+    )
     tab = random_markov_game(200, (5, 5), 10, seed=0)
     tab_policy = random_policy(tab, 1)
     tab_data = sample_preference_dataset(tab, tab_policy, 10, 2)
@@ -57,7 +71,14 @@ def run(quick: bool) -> list[dict]:
     start = time.perf_counter()
     both_measures(tab, tab_data, tab_policy)
     t_tab_both = time.perf_counter() - start
-    rows.append({"name": "tabular H=10 S=200 5x5, 10 pairs: paper + identifiable", "ours_s": t_tab_both,
-                 "baseline": "coverage_measures (Woodbury)", "baseline_s": t_tab_paper, "ratio": t_tab_both / t_tab_paper,
-                 "peak_gib": _peak_gib()})
+    rows.append(
+        {
+            "name": "tabular H=10 S=200 5x5, 10 pairs: paper + identifiable",
+            "ours_s": t_tab_both,
+            "baseline": "coverage_measures (Woodbury)",
+            "baseline_s": t_tab_paper,
+            "ratio": t_tab_both / t_tab_paper,
+            "peak_gib": _peak_gib(),
+        }
+    )
     return rows

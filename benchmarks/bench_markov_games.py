@@ -40,8 +40,7 @@ def _best_of(fn, repeats: int) -> tuple[float, object]:
 
 
 def _row(name, ours_s, baseline, baseline_s, **extra) -> dict:
-    row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s,
-           "ratio": ours_s / baseline_s}
+    row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s, "ratio": ours_s / baseline_s}
     row.update(extra)
     return row
 
@@ -74,10 +73,16 @@ def bench_nash_gap(players, S: int = 100, H: int = 10, A: int = 4, repeats: int 
         old_s, (own, brs) = _best_of(m_plus_one_passes, 1)
         old_total = sum(max(0.0, br[0, 0] - own[0, i, 0]) for i, br in enumerate(brs))
         gb = P.nbytes / 2**30
-        rows.append(_row(f"nash_gap_m{m}_S{S}_H{H}_A{A}", ours_s, "one pass over P (P_h @ v per step)",
-                         floor_s, P_GiB=gb))
-        rows.append(_row(f"nash_gap_m{m}_S{S}_H{H}_A{A}", ours_s, "m + 1 passes (evaluate_policy + best_response)",
-                         old_s, agree=abs(gap.total - old_total)))
+        rows.append(_row(f"nash_gap_m{m}_S{S}_H{H}_A{A}", ours_s, "one pass over P (P_h @ v per step)", floor_s, P_GiB=gb))
+        rows.append(
+            _row(
+                f"nash_gap_m{m}_S{S}_H{H}_A{A}",
+                ours_s,
+                "m + 1 passes (evaluate_policy + best_response)",
+                old_s,
+                agree=abs(gap.total - old_total),
+            )
+        )
     return rows
 
 
@@ -102,8 +107,7 @@ def bench_zero_sum_markov(S: int = 20, H: int = 5, A: int = 4) -> list[dict]:
             linprog(np.ones(A), A_ub=-Mp.T, b_ub=-np.ones(A), bounds=(0, None), method="highs")
 
     base_s, _ = _best_of(bare, 1)
-    return [_row(f"markov_equilibrium_zero_sum_S{S}_H{H}_A{A}", ours_s, f"{H * S} bare stage LPs (HiGHS)", base_s,
-                 nash_gap=eq.nash_gap)]
+    return [_row(f"markov_equilibrium_zero_sum_S{S}_H{H}_A{A}", ours_s, f"{H * S} bare stage LPs (HiGHS)", base_s, nash_gap=eq.nash_gap)]
 
 
 def run(quick: bool) -> list[dict]:

@@ -56,8 +56,7 @@ def _best_of_interleaved(ours, peer, repeats: int) -> tuple[float, object, float
 
 
 def _row(name, ours_s, baseline, baseline_s, **extra) -> dict:
-    row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s,
-           "ratio": ours_s / baseline_s}
+    row = {"name": name, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s, "ratio": ours_s / baseline_s}
     row.update(extra)
     return row
 
@@ -79,8 +78,7 @@ def _peers_all_equilibria():
     if _have("quantecon"):
         from quantecon import game_theory as gt
 
-        peers["quantecon.vertex_enumeration (warm)"] = lambda A, B: gt.vertex_enumeration(
-            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))
+        peers["quantecon.vertex_enumeration (warm)"] = lambda A, B: gt.vertex_enumeration(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))
     if _have("nashpy"):
         import nashpy
 
@@ -89,8 +87,7 @@ def _peers_all_equilibria():
     if _have("pygambit"):
         import pygambit as gbt
 
-        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(
-            gbt.Game.from_arrays(A, B), rational=False).equilibria
+        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(gbt.Game.from_arrays(A, B), rational=False).equilibria
     return peers
 
 
@@ -110,18 +107,26 @@ def bench_all_equilibria(sizes, count: int, repeats: int) -> list[dict]:
                     lambda: [peer(A, B) for A, B in games],  # noqa: B023 - called inside the loop
                     1 if "nashpy" in label else repeats,
                 )
-            rows.append(_row(f"all_equilibria_{n}x{n}_x{count}", ours_s, label, base_s,
-                             equilibria_ours=sum(len(r) for r in ours), equilibria_peer=sum(len(f) for f in found)))
+            rows.append(
+                _row(
+                    f"all_equilibria_{n}x{n}_x{count}",
+                    ours_s,
+                    label,
+                    base_s,
+                    equilibria_ours=sum(len(r) for r in ours),
+                    equilibria_peer=sum(len(f) for f in found),
+                )
+            )
     return rows
 
 
 _FRESH = {
     "ours": "import numpy as np; from marlcov.linear_games.matrix_games import all_equilibria; "
-            "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
-            "all_equilibria(A, B)",
+    "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
+    "all_equilibria(A, B)",
     "quantecon": "import numpy as np; from quantecon import game_theory as gt; "
-                 "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
-                 "gt.vertex_enumeration(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))",
+    "r = np.random.default_rng(8); A, B = r.standard_normal((8, 8)), r.standard_normal((8, 8)); "
+    "gt.vertex_enumeration(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))",
 }
 
 
@@ -146,7 +151,8 @@ def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
         from quantecon import game_theory as gt
 
         peers["quantecon.lemke_howson (warm)"] = lambda A, B: gt.lemke_howson(
-            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=0)
+            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=0
+        )
     # nashpy's float tableau can fail to return on random games (see tests/linear_games), so it
     # is not timed here
     for n in sizes:
@@ -180,8 +186,16 @@ def bench_zero_sum(n: int, repeats: int, seed: int = 0) -> list[dict]:
         x = np.clip(res.x, 0, None) / np.clip(res.x, 0, None).sum()
         y = np.clip(-res.ineqlin.marginals, 0, None)
         y /= y.sum()
-        rows.append(_row(f"zero_sum_lp_n{n}", ours_s, f"scipy.linprog({method}), same LP", base_s,
-                         exploitability_ours=sol.exploitability, exploitability_peer=exploit(x, y)))
+        rows.append(
+            _row(
+                f"zero_sum_lp_n{n}",
+                ours_s,
+                f"scipy.linprog({method}), same LP",
+                base_s,
+                exploitability_ours=sol.exploitability,
+                exploitability_peer=exploit(x, y),
+            )
+        )
     return rows
 
 
@@ -196,10 +210,12 @@ def run(quick: bool) -> list[dict]:
 
 def _print_table(rows: list[dict]) -> None:
     for r in rows:
-        extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in r.items() if k not in ("name", "ours_s", "baseline", "baseline_s", "ratio"))
-        print(f"{r['name']:<34} ours {r['ours_s']:.4g}s  {r['baseline']}: {r['baseline_s']:.4g}s  "
-              f"ratio {r['ratio']:.3g}  {extra}")
+        extra = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("name", "ours_s", "baseline", "baseline_s", "ratio")
+        )
+        print(f"{r['name']:<34} ours {r['ours_s']:.4g}s  {r['baseline']}: {r['baseline_s']:.4g}s  ratio {r['ratio']:.3g}  {extra}")
 
 
 if __name__ == "__main__":

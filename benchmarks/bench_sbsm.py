@@ -15,14 +15,14 @@ import time
 
 import numpy as np
 
-from marlcov.theory.policies import joint_action_probs
-from marlcov.theory.preferences import PreferenceDataset
 from marlcov.linear_games.sbsm import (
     GameSpec,
     optimistic_best_responses,
     pessimistic_values,
     regression_model,
 )
+from marlcov.theory.policies import joint_action_probs
+from marlcov.theory.preferences import PreferenceDataset
 
 SIZES = dict(n_states=100, action_sizes=(4, 4, 4), horizon=10, dim=32, n_pairs=10_000)
 
@@ -106,12 +106,27 @@ def run(quick: bool = True) -> list[dict]:
     literal = times["literal"]
     label = "S=100 A=(4,4,4) d=32"
     return [
-        {"name": f"alg2+3 {label} H=10 N=10000", "ours_s": times["N"],
-         "baseline": "literal per-step regression", "baseline_s": literal, "ratio": times["N"] / literal},
-        {"name": f"alg2+3 {label} H=10 N=20000", "ours_s": times["2N"],
-         "baseline": "same at N=10000", "baseline_s": times["N"], "ratio": times["2N"] / times["N"]},
-        {"name": f"alg2+3 {label} H=20 N=10000", "ours_s": times["2H"],
-         "baseline": "same at H=10", "baseline_s": times["N"], "ratio": times["2H"] / times["N"]},
+        {
+            "name": f"alg2+3 {label} H=10 N=10000",
+            "ours_s": times["N"],
+            "baseline": "literal per-step regression",
+            "baseline_s": literal,
+            "ratio": times["N"] / literal,
+        },
+        {
+            "name": f"alg2+3 {label} H=10 N=20000",
+            "ours_s": times["2N"],
+            "baseline": "same at N=10000",
+            "baseline_s": times["N"],
+            "ratio": times["2N"] / times["N"],
+        },
+        {
+            "name": f"alg2+3 {label} H=20 N=10000",
+            "ours_s": times["2H"],
+            "baseline": "same at H=10",
+            "baseline_s": times["N"],
+            "ratio": times["2H"] / times["N"],
+        },
     ]
 
 

@@ -55,13 +55,37 @@ MARLCOV_ROOT = Path(__file__).resolve().parent.parent
 def stage_configs(scale: float) -> dict:
     n = lambda k: max(1, int(round(k * scale)))  # noqa: E731
     return {
-        "reward_model": {"model": "mlp", "hidden": 64, "layers": 4, "variance": "none", "epochs": n(4), "batch_size": 256,
-                         "lr": 1e-3, "progress": False},
+        "reward_model": {
+            "model": "mlp",
+            "hidden": 64,
+            "layers": 4,
+            "variance": "none",
+            "epochs": n(4),
+            "batch_size": 256,
+            "lr": 1e-3,
+            "progress": False,
+        },
         "reference": {"hidden": 64, "layers": 3, "epochs": n(4), "batch_size": 128, "lr": 1e-3, "progress": False},
-        "offline_vdn": {"beta": 1.0, "hidden": 64, "layers": 3, "lr": 1e-3, "batch_size": 64, "updates": n(400),
-                        "target_update": 200, "progress": False},
-        "omapl": {"hidden": 64, "layers": 2, "mixer_hidden": 32, "lr": 3e-4, "steps": n(400), "batch_pairs": 32, "beta": 1.0,
-                  "checkpoint_every": 10**9},
+        "offline_vdn": {
+            "beta": 1.0,
+            "hidden": 64,
+            "layers": 3,
+            "lr": 1e-3,
+            "batch_size": 64,
+            "updates": n(400),
+            "target_update": 200,
+            "progress": False,
+        },
+        "omapl": {
+            "hidden": 64,
+            "layers": 2,
+            "mixer_hidden": 32,
+            "lr": 3e-4,
+            "steps": n(400),
+            "batch_pairs": 32,
+            "beta": 1.0,
+            "checkpoint_every": 10**9,
+        },
     }
 
 
@@ -145,6 +169,7 @@ class Probe:
                         probe.syncs[f"{name} at {site}"] += 1
                         probe.direct_sites.add(site)
                 return original(tensor, *args, **kwargs)
+
             return wrapper
 
         handles = [register_module_forward_pre_hook(self.forward_pre_hook), register_optimizer_step_post_hook(self.step_post_hook)]
@@ -175,10 +200,17 @@ class Probe:
 
     def report(self, name: str, seconds: float) -> dict:
         total = sum(self.syncs.values())
-        return {"stage": name, "device": self.device.type, "seconds": seconds, "optimiser_steps": self.steps,
-                "steps_per_s": self.steps / seconds if seconds > 0 else None,
-                "syncs": total, "syncs_per_step": total / self.steps if self.steps else None,
-                "sites": dict(self.syncs.most_common(12)), "misplaced": self.misplaced}
+        return {
+            "stage": name,
+            "device": self.device.type,
+            "seconds": seconds,
+            "optimiser_steps": self.steps,
+            "steps_per_s": self.steps / seconds if seconds > 0 else None,
+            "syncs": total,
+            "syncs_per_step": total / self.steps if self.steps else None,
+            "sites": dict(self.syncs.most_common(12)),
+            "misplaced": self.misplaced,
+        }
 
 
 def run_stages(data: Path, pairs: Path, device: str, work: Path, scale: float) -> list[dict]:
@@ -193,14 +225,27 @@ def run_stages(data: Path, pairs: Path, device: str, work: Path, scale: float) -
     out = work / device
     shutil.rmtree(out, ignore_errors=True)  # every stage trains from scratch (the trainers resume otherwise)
     stages = [
-        ("table2: reward model", lambda: train_reward_model(data, cfg["reward_model"], out / "rm", device, 0, resume=False, pairs_path=pairs)),
+        (
+            "table2: reward model",
+            lambda: train_reward_model(data, cfg["reward_model"], out / "rm", device, 0, resume=False, pairs_path=pairs),
+        ),
         ("table2: reference", lambda: train_reference(data, cfg["reference"], out / "ref", device, 0, resume=False)),
-        ("table2: offline VDN", lambda: train_offline_vdn(data, out / "rm" / "reward_model.pt", out / "ref" / "reference.pt",
-                                                           cfg["offline_vdn"], out / "vdn", device, 0, resume=False)),
-        ("table2: evaluation", lambda: evaluate_policy(out / "vdn" / "policy.pt", ENV, EVAL_EPISODES, 0, EVAL_EPISODES, device,
-                                                       progress=False)),
-        ("compare: omapl cell", lambda: algorithm_cell("omapl", str(data), str(pairs), cfg, str(out / "omapl"), 0,
-                                                       {"episodes": EVAL_EPISODES, "batch_size": EVAL_EPISODES}, device)),
+        (
+            "table2: offline VDN",
+            lambda: train_offline_vdn(
+                data, out / "rm" / "reward_model.pt", out / "ref" / "reference.pt", cfg["offline_vdn"], out / "vdn", device, 0, resume=False
+            ),
+        ),
+        (
+            "table2: evaluation",
+            lambda: evaluate_policy(out / "vdn" / "policy.pt", ENV, EVAL_EPISODES, 0, EVAL_EPISODES, device, progress=False),
+        ),
+        (
+            "compare: omapl cell",
+            lambda: algorithm_cell(
+                "omapl", str(data), str(pairs), cfg, str(out / "omapl"), 0, {"episodes": EVAL_EPISODES, "batch_size": EVAL_EPISODES}, device
+            ),
+        ),
     ]
     rows = []
     for name, call in stages:
@@ -219,8 +264,11 @@ def run_stages(data: Path, pairs: Path, device: str, work: Path, scale: float) -
         if error:
             print(f"  {device:4s} {name:22s} FAILED: {error}", flush=True)
             continue
-        print(f"  {device:4s} {name:22s} {seconds:7.1f} s  {probe.steps:5d} steps  "
-              f"{rows[-1]['syncs_per_step'] or 0:6.2f} syncs/step  misplaced: {len(probe.misplaced)}", flush=True)
+        print(
+            f"  {device:4s} {name:22s} {seconds:7.1f} s  {probe.steps:5d} steps  "
+            f"{rows[-1]['syncs_per_step'] or 0:6.2f} syncs/step  misplaced: {len(probe.misplaced)}",
+            flush=True,
+        )
     return rows
 
 
@@ -240,14 +288,21 @@ def main(argv=None) -> int:
         try:
             jax.devices("gpu")
         except RuntimeError:
-            print("jax has no CUDA backend here: the compare cell's evaluation, which steps its environment on the "
-                  "device, will fail (install jax with CUDA support, e.g. pip install 'jax[cuda12]').", flush=True)
+            print(
+                "jax has no CUDA backend here: the compare cell's evaluation, which steps its environment on the "
+                "device, will fail (install jax with CUDA support, e.g. pip install 'jax[cuda12]').",
+                flush=True,
+            )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
         data, pairs = make_dataset(work)
-        results = {"torch": torch.__version__, "cuda": torch.version.cuda if has_cuda else None,
-                   "gpu": torch.cuda.get_device_name(0) if has_cuda else None, "rows": []}
+        results = {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if has_cuda else None,
+            "gpu": torch.cuda.get_device_name(0) if has_cuda else None,
+            "rows": [],
+        }
         for device in ("cpu", "cuda") if has_cuda else ("cpu",):
             results["rows"] += run_stages(data, pairs, device, work, args.scale)
     by = {(r["stage"], r["device"]): r for r in results["rows"]}
@@ -255,8 +310,10 @@ def main(argv=None) -> int:
     for stage in dict.fromkeys(r["stage"] for r in results["rows"]):
         c, g = by[(stage, "cpu")], by.get((stage, "cuda"))
         ratio = g["steps_per_s"] / c["steps_per_s"] if g and c["steps_per_s"] and g["steps_per_s"] else float("nan")
-        print(f"{stage:22s} {c['steps_per_s'] or 0:12.1f} {(g or {}).get('steps_per_s') or 0:13.1f} {ratio:9.2f}  "
-              f"{c['syncs_per_step'] or 0:.2f}, {(g or {}).get('syncs_per_step') or 0:.2f}")
+        print(
+            f"{stage:22s} {c['steps_per_s'] or 0:12.1f} {(g or {}).get('steps_per_s') or 0:13.1f} {ratio:9.2f}  "
+            f"{c['syncs_per_step'] or 0:.2f}, {(g or {}).get('syncs_per_step') or 0:.2f}"
+        )
     print("\nhost synchronisations by call site (first device listed):")
     for row in results["rows"]:
         for site, count in row["sites"].items():

@@ -43,8 +43,15 @@ def main(argv=None) -> int:
         for row in module.run(quick=args.quick):
             row["module"] = path.stem
             rows.append(row)
-            extra = "".join(f"  {k}={v:.3g}" for k, v in row.items() if k not in {"name", "ours_s", "baseline", "baseline_s", "ratio", "module"} and isinstance(v, float))
-            print(f"{row['name']:<55} ours {row['ours_s']:.4g}s  {row['baseline']}: {row['baseline_s']:.4g}s  ratio {row['ratio']:.3g}{extra}", flush=True)
+            extra = "".join(
+                f"  {k}={v:.3g}"
+                for k, v in row.items()
+                if k not in {"name", "ours_s", "baseline", "baseline_s", "ratio", "module"} and isinstance(v, float)
+            )
+            print(
+                f"{row['name']:<55} ours {row['ours_s']:.4g}s  {row['baseline']}: {row['baseline_s']:.4g}s  ratio {row['ratio']:.3g}{extra}",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps({"python": platform.python_version(), "machine": platform.machine(), "rows": rows}, indent=1))
     return 0

@@ -103,8 +103,10 @@ def main(argv=None) -> int:
             r = returns_of(make(), prey, args.episodes)
             row[prey_name] = {"mean": float(r.mean()), "sem": float(r.std(ddof=1) / np.sqrt(len(r))), "episodes": len(r)}
         rows.append(row)
-        print(f"{name:40s} {row['uniform']['mean']:9.2f} ± {row['uniform']['sem']:4.2f} {row['marlhf']['mean']:9.2f} ± {row['marlhf']['sem']:4.2f}",
-              flush=True)
+        print(
+            f"{name:40s} {row['uniform']['mean']:9.2f} ± {row['uniform']['sem']:4.2f} {row['marlhf']['mean']:9.2f} ± {row['marlhf']['sem']:4.2f}",
+            flush=True,
+        )
     if args.json:
         from marlcov.deep.common import atomic_write_text
 

@@ -73,8 +73,9 @@ def _json(path: Path, make: Callable[[], Any], log: Log, name: str) -> Any:
     return value
 
 
-def kl_clip_share(dataset: str | os.PathLike, reference_path: str | os.PathLike, beta: float, clip: tuple[float, float],
-                  device: str = "cpu") -> dict[str, float]:
+def kl_clip_share(
+    dataset: str | os.PathLike, reference_path: str | os.PathLike, beta: float, clip: tuple[float, float], device: str = "cpu"
+) -> dict[str, float]:
     """The share of per-agent KL terms ``beta (log pi_ref(a|o) + log |A|)`` over the real steps of
     a dataset that lie above ``clip[1]`` and below ``clip[0]``."""
     import torch
@@ -97,13 +98,26 @@ def kl_clip_share(dataset: str | os.PathLike, reference_path: str | os.PathLike,
         n = avail[k : k + REWARD_CHUNK].sum(dim=-1).clamp_min(1)
         terms.append((beta * (taken + torch.log(n.to(taken.dtype))))[valid[k : k + REWARD_CHUNK]])
     t = torch.cat(terms).double()
-    return {"above_high": float((t > clip[1]).double().mean()), "below_low": float((t < clip[0]).double().mean()),
-            "mean_unclipped": float(t.mean()), "mean_clipped": float(t.clamp(clip[0], clip[1]).mean())}
+    return {
+        "above_high": float((t > clip[1]).double().mean()),
+        "below_low": float((t < clip[0]).double().mean()),
+        "mean_unclipped": float(t.mean()),
+        "mean_clipped": float(t.clamp(clip[0], clip[1]).mean()),
+    }
 
 
-def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", config: str | os.PathLike | Mapping[str, Any] | None = None,
-                 mix: str = "diversified", seed: int = 0, device: str = "cpu", variants: list[str] | None = None,
-                 log: Log | None = None) -> dict[str, Any]:
+def run_ablation(
+    env: str,
+    out_dir: str | os.PathLike,
+    *,
+    scale: str = "small",
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    mix: str = "diversified",
+    seed: int = 0,
+    device: str = "cpu",
+    variants: list[str] | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
     """Test return of the official chain and of each variant in ``variants`` (default: all of
     ``VARIANTS``) on the ``mix`` dataset of ``env`` (shared by the seeds; labels and learning
     stages are seeded with ``seed``); writes ``OUT/<env>/ablation_seed<seed>.json`` and returns it."""
@@ -128,8 +142,17 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
     if not data.exists():
         log(f"[run ] dataset {mix}")
         c = rep.collect
-        collect_dataset(rep.env, mix, int(c.get("trajectories", 1024)), policies, data, seed=rep.seed_base,
-                        batch_size=int(c.get("batch_size", 128)), epsilon=float(c.get("epsilon", 0.0)), env_options=rep.env_options)
+        collect_dataset(
+            rep.env,
+            mix,
+            int(c.get("trajectories", 1024)),
+            policies,
+            data,
+            seed=rep.seed_base,
+            batch_size=int(c.get("batch_size", 128)),
+            epsilon=float(c.get("epsilon", 0.0)),
+            env_options=rep.env_options,
+        )
     label_base = dict(rep.label)
     stages = stage_configs(cfg, rep.env)
     ev = rep.evaluate
@@ -139,14 +162,30 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
         lab = {**label_base, **over.get("label", {})}
         normalisation = str(lab.get("normalisation", "min-max"))
         pairs = root / f"pairs_{normalisation}.h5"
-        label = _json(root / f"labels_{normalisation}.json", lambda: label_dataset_file(
-            data, pairs, pairs_per_trajectory=int(lab.get("pairs_per_trajectory", 10)), steepness=float(lab.get("steepness", 5.0)),
-            seed=seed, overwrite=True, normalisation=normalisation), log, f"labels {normalisation}")
+        label = _json(
+            root / f"labels_{normalisation}.json",
+            lambda: label_dataset_file(
+                data,
+                pairs,
+                pairs_per_trajectory=int(lab.get("pairs_per_trajectory", 10)),
+                steepness=float(lab.get("steepness", 5.0)),
+                seed=seed,
+                overwrite=True,
+                normalisation=normalisation,
+            ),
+            log,
+            f"labels {normalisation}",
+        )
         rm_over = {"normalisation": normalisation, **over.get("reward_model", {})}
         rm_dir = root / f"reward_{_tag(rm_over)}"
         rm_cfg = {**config_dict(stages["reward_model"]), **over.get("reward_model", {})}
         check_stage_config(rm_dir, load_config(type(stages["reward_model"]), rm_cfg))
-        _json(rm_dir / "done.json", lambda: train_reward_model(data, rm_cfg, rm_dir, device, seed, pairs_path=pairs), log, f"reward model {rm_dir.name}")
+        _json(
+            rm_dir / "done.json",
+            lambda: train_reward_model(data, rm_cfg, rm_dir, device, seed, pairs_path=pairs),
+            log,
+            f"reward model {rm_dir.name}",
+        )
         ref_over = over.get("reference", {})
         ref_dir = root / f"reference_{_tag(ref_over)}"
         ref_cfg = {**config_dict(stages["reference"]), **ref_over}
@@ -156,24 +195,56 @@ def run_ablation(env: str, out_dir: str | os.PathLike, *, scale: str = "small", 
         vdn_dir = root / f"vdn_{rm_dir.name}_{ref_dir.name}_{_tag(vdn_over)}"
         vdn_cfg = {**config_dict(stages["offline_vdn"]), **vdn_over}
         check_stage_config(vdn_dir, load_config(type(stages["offline_vdn"]), vdn_cfg))
-        _json(vdn_dir / "done.json", lambda: train_offline_vdn(data, rm_dir / "reward_model.pt", ref_dir / "reference.pt", vdn_cfg, vdn_dir,
-                                                                device, seed), log, f"offline VDN {name}")
+        _json(
+            vdn_dir / "done.json",
+            lambda: train_offline_vdn(data, rm_dir / "reward_model.pt", ref_dir / "reference.pt", vdn_cfg, vdn_dir, device, seed),
+            log,
+            f"offline VDN {name}",
+        )
 
         def evaluate() -> dict[str, Any]:
-            res = evaluate_policy(vdn_dir / "policy.pt", rep.env, n_episodes=int(ev.get("episodes", 500)), seed=seed,
-                                  batch_size=int(ev.get("batch_size", 250)), device=device, env_kwargs=rep.env_options, progress=False)
+            res = evaluate_policy(
+                vdn_dir / "policy.pt",
+                rep.env,
+                n_episodes=int(ev.get("episodes", 500)),
+                seed=seed,
+                batch_size=int(ev.get("batch_size", 250)),
+                device=device,
+                env_kwargs=rep.env_options,
+                progress=False,
+            )
             quality = reward_metrics(load_reward_model(rm_dir / "reward_model.pt", device), data, device)
-            return {"return_per_agent": res["return_per_agent"], "return_sem": res["return_sem"], "episodes": res["n_episodes"],
-                    "reward_mse": quality["mse"], "label_agreement": label["agreement_with_true_order"]}
+            return {
+                "return_per_agent": res["return_per_agent"],
+                "return_sem": res["return_sem"],
+                "episodes": res["n_episodes"],
+                "reward_mse": quality["mse"],
+                "label_agreement": label["agreement_with_true_order"],
+            }
 
         results[name] = _json(vdn_dir / "eval.json", evaluate, log, f"evaluate {name}")
     vcfg = stages["offline_vdn"]
-    clip = _json(root / "kl_clip_share.json", lambda: kl_clip_share(data, root / "reference_default" / "reference.pt", vcfg.beta,
-                                                                   vcfg.kl_clip or (-10.0, 1.0), device), log, "KL clip share") \
-        if (root / "reference_default" / "reference.pt").exists() else None
+    clip = (
+        _json(
+            root / "kl_clip_share.json",
+            lambda: kl_clip_share(data, root / "reference_default" / "reference.pt", vcfg.beta, vcfg.kl_clip or (-10.0, 1.0), device),
+            log,
+            "KL clip share",
+        )
+        if (root / "reference_default" / "reference.pt").exists()
+        else None
+    )
     behaviour = json.loads((policies / "metrics.json").read_text())["summary"].get("skill_order")
-    out = {"env": rep.env, "mix": mix, "scale": scale, "seed": seed, "variants": {n: VARIANTS[n] for n in names},
-           "results": results, "kl_clip_share": clip, "behaviour_skill_order": behaviour}
+    out = {
+        "env": rep.env,
+        "mix": mix,
+        "scale": scale,
+        "seed": seed,
+        "variants": {n: VARIANTS[n] for n in names},
+        "results": results,
+        "kl_clip_share": clip,
+        "behaviour_skill_order": behaviour,
+    }
     atomic_write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", rep.dir / f"ablation_seed{seed}.json")
     return out
 
@@ -184,19 +255,28 @@ def ablation_table(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
     from marlcov.deep.pipeline.tables import cell_text, summary
 
     names = [n for n in VARIANTS if all(n in r["results"] for r in per_seed)]
-    rows = {n: {k: summary([r["results"][n][k] for r in per_seed]) for k in ("return_per_agent", "reward_mse", "label_agreement")}
-            for n in names}
+    rows = {
+        n: {k: summary([r["results"][n][k] for r in per_seed]) for k in ("return_per_agent", "reward_mse", "label_agreement")}
+        for n in names
+    }
     official = [r["results"]["official"]["return_per_agent"] for r in per_seed] if "official" in names else None
-    lines = ["| variant | reverts | test return per agent | minus official (per seed) | reward MSE | label agreement |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | reverts | test return per agent | minus official (per seed) | reward MSE | label agreement |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in names:
         reverts = ", ".join(f"{stage}.{field} = {json.dumps(value)}" for stage, field, value in VARIANTS[n]) or "nothing"
         if n == "former":
             reverts = "all of the above"
-        diff = "" if official is None or n == "official" else ", ".join(
-            f"{r['results'][n]['return_per_agent'] - o:+.2f}" for r, o in zip(per_seed, official))
-        lines.append(f"| {n} | {reverts} | {cell_text(rows[n]['return_per_agent'])} | {diff} | "
-                     f"{cell_text(rows[n]['reward_mse'], 3)} | {cell_text(rows[n]['label_agreement'], 3)} |")
+        diff = (
+            ""
+            if official is None or n == "official"
+            else ", ".join(f"{r['results'][n]['return_per_agent'] - o:+.2f}" for r, o in zip(per_seed, official))
+        )
+        lines.append(
+            f"| {n} | {reverts} | {cell_text(rows[n]['return_per_agent'])} | {diff} | "
+            f"{cell_text(rows[n]['reward_mse'], 3)} | {cell_text(rows[n]['label_agreement'], 3)} |"
+        )
     return {"seeds": [r["seed"] for r in per_seed], "rows": rows, "markdown": "\n".join(lines) + "\n"}
 
 
@@ -210,8 +290,13 @@ def run_ablation_seeds(env: str, out_dir: str | os.PathLike, seeds: int = 1, **k
     per_seed = [run_ablation(env, out_dir, seed=k, **kwargs) for k in range(seeds)]
     table = ablation_table(per_seed)
     root = Path(out_dir) / per_seed[0]["env"]
-    result = {"env": per_seed[0]["env"], "mix": per_seed[0]["mix"], **table, "kl_clip_share": [r["kl_clip_share"] for r in per_seed],
-              "behaviour_skill_order": per_seed[0]["behaviour_skill_order"]}
+    result = {
+        "env": per_seed[0]["env"],
+        "mix": per_seed[0]["mix"],
+        **table,
+        "kl_clip_share": [r["kl_clip_share"] for r in per_seed],
+        "behaviour_skill_order": per_seed[0]["behaviour_skill_order"],
+    }
     atomic_write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", root / "ablation.json")
     atomic_write_text(table["markdown"], root / "ablation.md")
     return result

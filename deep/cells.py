@@ -46,10 +46,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 Log = Callable[[str], None]
 
@@ -166,8 +167,9 @@ def _local(pending: Sequence[Cell], workers: int, threads: int | None, log: Log)
             except Exception as exc:  # noqa: BLE001 - reported with the cell's key below
                 errors[cell.key] = exc
         return results, errors
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(run_cell, cell, threads): cell for cell in pending}
         log(f"[run ] {len(pending)} cell(s) in {workers} local processes")
         for fut in as_completed(futures):
@@ -181,11 +183,13 @@ def _local(pending: Sequence[Cell], workers: int, threads: int | None, log: Log)
 
 
 #: What to do when Ray refuses the connection for its token authentication (Ray >= 2.52).
-RAY_AUTH_HINT = ("the Ray cluster refused this client's authentication token. Ray's token authentication "
-                 "(RAY_AUTH_MODE=token) needs the cluster's token on the client: set RAY_AUTH_TOKEN, or "
-                 "RAY_AUTH_TOKEN_PATH to a file holding it (`ray get-auth-token` on the head node prints it), "
-                 "or start the cluster and this command with the same RAY_AUTH_MODE (e.g. RAY_AUTH_MODE=disabled "
-                 "on a trusted private network)")
+RAY_AUTH_HINT = (
+    "the Ray cluster refused this client's authentication token. Ray's token authentication "
+    "(RAY_AUTH_MODE=token) needs the cluster's token on the client: set RAY_AUTH_TOKEN, or "
+    "RAY_AUTH_TOKEN_PATH to a file holding it (`ray get-auth-token` on the head node prints it), "
+    "or start the cluster and this command with the same RAY_AUTH_MODE (e.g. RAY_AUTH_MODE=disabled "
+    "on a trusted private network)"
+)
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -193,7 +197,9 @@ def _is_auth_error(exc: BaseException) -> bool:
     return "authenticationerror" in text or "invalidauthtoken" in text or "auth token" in text or "unauthenticated" in text
 
 
-def _ray(pending: Sequence[Cell], address: str, workers: int, threads: int | None, log: Log) -> tuple[dict[str, dict], dict[str, BaseException]]:
+def _ray(
+    pending: Sequence[Cell], address: str, workers: int, threads: int | None, log: Log
+) -> tuple[dict[str, dict], dict[str, BaseException]]:
     try:
         import ray
     except ModuleNotFoundError as exc:
@@ -228,8 +234,9 @@ def _ray(pending: Sequence[Cell], address: str, workers: int, threads: int | Non
     return results, errors
 
 
-def run_cells(cells: Sequence[Cell], workers: int = 1, ray_address: str | None = None, threads: int | None = None,
-              log: Log | None = None) -> list[dict[str, Any]]:
+def run_cells(
+    cells: Sequence[Cell], workers: int = 1, ray_address: str | None = None, threads: int | None = None, log: Log | None = None
+) -> list[dict[str, Any]]:
     """The results of ``cells``, in their order: read from existing result files, the others
     computed on the chosen backend (module docstring). ``threads``: torch threads per cell.
     Raises RuntimeError naming every failed cell (after the others have finished)."""

@@ -12,8 +12,9 @@ import os
 import pickle
 import random
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -163,8 +164,9 @@ def load_versioned(path: str | os.PathLike, expected_format: str, map_location: 
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         # torch's own message for a file that is not a checkpoint spans many lines of advice
         # about weights_only; say what the file is not, in one line.
-        raise ValueError(f"{path}: not a readable checkpoint (expected a torch.save file of format "
-                         f"{expected_format!r}): {type(exc).__name__}") from exc
+        raise ValueError(
+            f"{path}: not a readable checkpoint (expected a torch.save file of format {expected_format!r}): {type(exc).__name__}"
+        ) from exc
     if not isinstance(obj, dict) or "format" not in obj:
         raise ValueError(f"{path}: field 'format' is missing; expected {expected_format!r}")
     if obj["format"] != expected_format:
@@ -217,7 +219,9 @@ def load_dataset_arrays(
         return reader.spec, out
 
 
-def to_tensors(arrays: Mapping[str, np.ndarray], device: torch.device, float_fields: Iterable[str] = ("obs", "state", "rewards")) -> dict[str, torch.Tensor]:
+def to_tensors(
+    arrays: Mapping[str, np.ndarray], device: torch.device, float_fields: Iterable[str] = ("obs", "state", "rewards")
+) -> dict[str, torch.Tensor]:
     """numpy arrays to torch tensors on ``device``: float fields as float32, ``actions`` as
     int64, ``avail`` as bool."""
     out = {}

@@ -49,8 +49,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,14 @@ VARIANTS = {
     "score-decomposition": ("Score decomposition", "true rewards, continuous actions"),
 }
 #: The recorded quantity plotted as each variant's learning curve.
-CURVE_METRICS = {"marlhf": "td_loss", "omapl": "loss", "omiga": "loss", "omiga-predicted": "loss", "mamql": "loss",
-                 "score-decomposition": "critic_loss"}
+CURVE_METRICS = {
+    "marlhf": "td_loss",
+    "omapl": "loss",
+    "omiga": "loss",
+    "omiga-predicted": "loss",
+    "mamql": "loss",
+    "score-decomposition": "critic_loss",
+}
 MARLHF_SECTIONS = ("reward_model", "reference", "offline_vdn")
 ALGO_SECTIONS = ("omapl", "omiga", "mamql", "score_decomposition")
 TOP_LEVEL = (*ALGO_SECTIONS, *MARLHF_SECTIONS, "evaluate", "envs", "seed_base", "notes", "description")
@@ -118,15 +125,31 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
             spec, n, has_pairs = reader.spec, len(reader), reader.has_pairs()
         side = pairs_path_for(p)
         pairs = str(side) if side.exists() else (str(p) if has_pairs else None)
-        return {"path": str(p), "env": spec.env_name, "action_space": "discrete", "n_actions": spec.n_actions,
-                "n_trajectories": n, "horizon": spec.horizon, "n_agents": spec.n_agents, "pairs": pairs}
+        return {
+            "path": str(p),
+            "env": spec.env_name,
+            "action_space": "discrete",
+            "n_actions": spec.n_actions,
+            "n_trajectories": n,
+            "horizon": spec.horizon,
+            "n_agents": spec.n_agents,
+            "pairs": pairs,
+        }
     from marlcov.deep.envs.mpe_continuous import CONTINUOUS_DATASET_FORMAT, read_continuous_dataset
 
     if fmt != CONTINUOUS_DATASET_FORMAT:
         raise ValueError(f"--dataset: {p} has attribute 'format' {fmt!r}; expected {DATASET_FORMAT!r} or {CONTINUOUS_DATASET_FORMAT!r}")
     spec, traj = read_continuous_dataset(p)
-    return {"path": str(p), "env": spec.env_name, "action_space": "continuous", "action_dim": spec.action_dim,
-            "n_trajectories": len(traj), "horizon": spec.horizon, "n_agents": spec.n_agents, "pairs": None}
+    return {
+        "path": str(p),
+        "env": spec.env_name,
+        "action_space": "continuous",
+        "action_dim": spec.action_dim,
+        "n_trajectories": len(traj),
+        "horizon": spec.horizon,
+        "n_agents": spec.n_agents,
+        "pairs": None,
+    }
 
 
 def env_of(name: str) -> str:
@@ -142,8 +165,10 @@ def env_of(name: str) -> str:
 
     if name in MAP_NAMES:
         return ENV_PREFIX + name
-    raise ValueError(f"--env: expected an MPE task ({sorted(ENV_ALIASES)} or full names) or a SMAX map "
-                     f"({list(MAP_NAMES)}, optionally prefixed 'smax_'), got {name!r}")
+    raise ValueError(
+        f"--env: expected an MPE task ({sorted(ENV_ALIASES)} or full names) or a SMAX map "
+        f"({list(MAP_NAMES)}, optionally prefixed 'smax_'), got {name!r}"
+    )
 
 
 def check_algos_fit_dataset(algos: Sequence[str], data: Mapping[str, Any], omiga_reward: str) -> None:
@@ -154,15 +179,20 @@ def check_algos_fit_dataset(algos: Sequence[str], data: Mapping[str, Any], omiga
     if wrong:
         need = "a continuous-action dataset (deep.envs.mpe_continuous)" if space == "discrete" else "a discrete-action dataset (deep.data)"
         shape = f"n_actions = {data.get('n_actions')}" if space == "discrete" else f"action_dim = {data.get('action_dim')}"
-        raise ValueError(f"--algos: {', '.join(wrong)} need(s) {need}, but {data['path']} has {space} actions ({shape}); "
-                         f"algorithms for {space} datasets: {', '.join(DISCRETE_ALGOS if space == 'discrete' else CONTINUOUS_ALGOS)}")
+        raise ValueError(
+            f"--algos: {', '.join(wrong)} need(s) {need}, but {data['path']} has {space} actions ({shape}); "
+            f"algorithms for {space} datasets: {', '.join(DISCRETE_ALGOS if space == 'discrete' else CONTINUOUS_ALGOS)}"
+        )
     if omiga_reward not in OMIGA_REWARDS:
         raise ValueError(f"--omiga-reward: expected one of {list(OMIGA_REWARDS)}, got {omiga_reward!r}")
-    needs_pairs = [a for a in algos if a in ("marlhf", "omapl")] + (["omiga --omiga-reward " + omiga_reward]
-                                                                   if "omiga" in algos and omiga_reward != "true" else [])
+    needs_pairs = [a for a in algos if a in ("marlhf", "omapl")] + (
+        ["omiga --omiga-reward " + omiga_reward] if "omiga" in algos and omiga_reward != "true" else []
+    )
     if needs_pairs and data["pairs"] is None:
-        raise ValueError(f"--dataset: {data['path']} has no preference pairs (none in the file, no {Path(data['path']).stem}.pairs.h5 "
-                         f"beside it), which {', '.join(needs_pairs)} need(s); label it with 'marlcov deep label'")
+        raise ValueError(
+            f"--dataset: {data['path']} has no preference pairs (none in the file, no {Path(data['path']).stem}.pairs.h5 "
+            f"beside it), which {', '.join(needs_pairs)} need(s); label it with 'marlcov deep label'"
+        )
 
 
 def load_compare_config(scale: str | None = "small", source: str | os.PathLike | Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -200,8 +230,15 @@ def trainer_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     from marlcov.deep.marlhf.vdn import OfflineVDNConfig
     from marlcov.deep.pipeline import section
 
-    classes = {"omapl": OMAPLConfig, "omiga": OMIGAConfig, "mamql": MAMQLConfig, "score_decomposition": ScoreDecompositionConfig,
-               "reward_model": RewardModelConfig, "reference": ReferenceConfig, "offline_vdn": OfflineVDNConfig}
+    classes = {
+        "omapl": OMAPLConfig,
+        "omiga": OMIGAConfig,
+        "mamql": MAMQLConfig,
+        "score_decomposition": ScoreDecompositionConfig,
+        "reward_model": RewardModelConfig,
+        "reference": ReferenceConfig,
+        "offline_vdn": OfflineVDNConfig,
+    }
     out = {}
     for name, cls in classes.items():
         try:
@@ -227,8 +264,9 @@ def evaluate_discrete(policy, spec, n_episodes: int, seed: int, batch_size: int,
     from marlcov.deep.envs import spec_env_kwargs
     from marlcov.deep.marlhf.evaluate import evaluate_policy
 
-    res = evaluate_policy(policy, spec.env_name, n_episodes, seed, batch_size, device, spec_env_kwargs(spec), progress=False,
-                          env_device=device)
+    res = evaluate_policy(
+        policy, spec.env_name, n_episodes, seed, batch_size, device, spec_env_kwargs(spec), progress=False, env_device=device
+    )
     out = {"return_per_agent": res["return_per_agent"], "return_std": res["return_std"], "episodes": res["n_episodes"]}
     if "win_rate" in res:
         out["win_rate"] = res["win_rate"]
@@ -268,12 +306,26 @@ def reward_model_cell(dataset: str, pairs: str, config: Mapping[str, Any], out_d
     if not (out / "reward_model.pt").exists():
         train_reward_model(dataset, config, out, device, seed, pairs_path=None if pairs == dataset else pairs)
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"variant": REWARD_VARIANT, "seed": int(seed), "reward_model": str(out / "reward_model.pt"), "summary": metrics["summary"],
-            "curve": _curve(metrics["history"], "loss") if metrics["history"] and "loss" in metrics["history"][0] else None}
+    return {
+        "variant": REWARD_VARIANT,
+        "seed": int(seed),
+        "reward_model": str(out / "reward_model.pt"),
+        "summary": metrics["summary"],
+        "curve": _curve(metrics["history"], "loss") if metrics["history"] and "loss" in metrics["history"][0] else None,
+    }
 
 
-def algorithm_cell(variant: str, dataset: str, pairs: str | None, configs: Mapping[str, Mapping[str, Any]], out_dir: str, seed: int,
-                   evaluate: Mapping[str, int], device: str = "cpu", reward_model: str | None = None) -> dict[str, Any]:
+def algorithm_cell(
+    variant: str,
+    dataset: str,
+    pairs: str | None,
+    configs: Mapping[str, Mapping[str, Any]],
+    out_dir: str,
+    seed: int,
+    evaluate: Mapping[str, int],
+    device: str = "cpu",
+    reward_model: str | None = None,
+) -> dict[str, Any]:
     """Train one variant (a key of ``VARIANTS``) with ``seed`` in ``out_dir`` (resuming from
     its checkpoints) and evaluate it. ``configs``: the trainers' config sections (plain dicts);
     ``evaluate``: ``{"episodes", "batch_size"}``; ``reward_model``: the MARLHF reward model
@@ -357,8 +409,14 @@ def variants_of(algos: Sequence[str], omiga_reward: str) -> list[str]:
     return out
 
 
-def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Sequence[int], configs: Mapping[str, Any],
-                  out_dir: str | os.PathLike, device: str = "cpu") -> tuple[list[Cell], list[Cell]]:
+def compare_cells(
+    data: Mapping[str, Any],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    configs: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    device: str = "cpu",
+) -> tuple[list[Cell], list[Cell]]:
     """The two waves of cells (module docstring): reward models and the variants that need
     none, then ``marlhf`` and ``omiga-predicted``."""
     from marlcov.deep.common import config_dict
@@ -373,16 +431,38 @@ def compare_cells(data: Mapping[str, Any], variants: Sequence[str], seeds: Seque
     for seed in seeds:
         rm_dir = root / REWARD_VARIANT / f"seed{seed}"
         if needs_rm:
-            first.append(Cell(f"{REWARD_VARIANT}/seed{seed}", "marlcov.deep.compare:reward_model_cell",
-                              {"dataset": dataset, "pairs": pairs, "config": plain["reward_model"], "out_dir": str(rm_dir),
-                               "seed": int(seed), "device": device}, str(rm_dir / "result.json")))
+            first.append(
+                Cell(
+                    f"{REWARD_VARIANT}/seed{seed}",
+                    "marlcov.deep.compare:reward_model_cell",
+                    {
+                        "dataset": dataset,
+                        "pairs": pairs,
+                        "config": plain["reward_model"],
+                        "out_dir": str(rm_dir),
+                        "seed": int(seed),
+                        "device": device,
+                    },
+                    str(rm_dir / "result.json"),
+                )
+            )
         for v in variants:
             d = root / v / f"seed{seed}"
-            kwargs = {"variant": v, "dataset": dataset, "pairs": pairs, "configs": plain, "out_dir": str(d), "seed": int(seed),
-                      "evaluate": plain["evaluate"], "device": device}
+            kwargs = {
+                "variant": v,
+                "dataset": dataset,
+                "pairs": pairs,
+                "configs": plain,
+                "out_dir": str(d),
+                "seed": int(seed),
+                "evaluate": plain["evaluate"],
+                "device": device,
+            }
             if v in needs_rm:
                 kwargs["reward_model"] = str(rm_dir / "reward_model.pt")
-            (second if v in needs_rm else first).append(Cell(f"{v}/seed{seed}", "marlcov.deep.compare:algorithm_cell", kwargs, str(d / "result.json")))
+            (second if v in needs_rm else first).append(
+                Cell(f"{v}/seed{seed}", "marlcov.deep.compare:algorithm_cell", kwargs, str(d / "result.json"))
+            )
     return first, second
 
 
@@ -398,11 +478,17 @@ def comparison_rows(results: Sequence[Mapping[str, Any]], variants: Sequence[str
     rows = {}
     for v in variants:
         recs = sorted((r for r in results if r["variant"] == v), key=lambda r: r["seed"])
-        row = {"label": VARIANTS[v][0], "trains_on": VARIANTS[v][1], "seeds": [r["seed"] for r in recs],
-               "return_per_agent": summary([r["return_per_agent"] for r in recs]),
-               "seconds": summary([r["seconds"] for r in recs]),
-               "per_seed": [{k: r[k] for k in ("seed", "return_per_agent", "return_std", "win_rate", "episodes", "seconds", "train") if k in r}
-                            for r in recs]}
+        row = {
+            "label": VARIANTS[v][0],
+            "trains_on": VARIANTS[v][1],
+            "seeds": [r["seed"] for r in recs],
+            "return_per_agent": summary([r["return_per_agent"] for r in recs]),
+            "seconds": summary([r["seconds"] for r in recs]),
+            "per_seed": [
+                {k: r[k] for k in ("seed", "return_per_agent", "return_std", "win_rate", "episodes", "seconds", "train") if k in r}
+                for r in recs
+            ],
+        }
         if all("win_rate" in r for r in recs):
             row["win_rate"] = summary([r["win_rate"] for r in recs])
         rows[v] = row
@@ -414,10 +500,12 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     rows = result["rows"]
     smax = any("win_rate" in r for r in rows.values())
     data = result["dataset"]
-    lines = [f"Comparison on {env_label(result['env'])}: dataset `{Path(data['path']).name}` ({data['n_trajectories']} trajectories, "
-             f"{data['action_space']} actions), scale {result['scale']}, seeds {', '.join(map(str, result['seeds']))}; "
-             f"{result['evaluate']['episodes']} evaluation episodes per seed. Mean ± sample std over seeds; per-seed numbers in compare.json.",
-             ""]
+    lines = [
+        f"Comparison on {env_label(result['env'])}: dataset `{Path(data['path']).name}` ({data['n_trajectories']} trajectories, "
+        f"{data['action_space']} actions), scale {result['scale']}, seeds {', '.join(map(str, result['seeds']))}; "
+        f"{result['evaluate']['episodes']} evaluation episodes per seed. Mean ± sample std over seeds; per-seed numbers in compare.json.",
+        "",
+    ]
     header = ["Algorithm", "Trains on"] + (["Win rate"] if smax else []) + ["Return per agent", "Wall time per seed (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows.values():
@@ -453,7 +541,7 @@ def learning_curves_figure(results: Sequence[Mapping[str, Any]], variants: Seque
         ax.set_xlabel("update")
         ax.set_ylabel(curves[0]["metric"])
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(shown):]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -465,10 +553,21 @@ def learning_curves_figure(results: Sequence[Mapping[str, Any]], variants: Seque
 
 
 # ----------------------------------------------------------------------------- the command
-def run_compare(dataset: str | os.PathLike, algos: str | Sequence[str], seeds: int = 3, env: str | None = None, scale: str | None = "small",
-                config: str | os.PathLike | Mapping[str, Any] | None = None, out_dir: str | os.PathLike = "marlcov-compare",
-                workers: int | None = None, ray_address: str | None = None, threads: int | None = 1, device: str = "cpu",
-                omiga_reward: str = "true", log: Log | None = None) -> dict[str, Any]:
+def run_compare(
+    dataset: str | os.PathLike,
+    algos: str | Sequence[str],
+    seeds: int = 3,
+    env: str | None = None,
+    scale: str | None = "small",
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    out_dir: str | os.PathLike = "marlcov-compare",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    threads: int | None = 1,
+    device: str = "cpu",
+    omiga_reward: str = "true",
+    log: Log | None = None,
+) -> dict[str, Any]:
     """``marlcov deep compare``: train and evaluate ``algos`` on ``dataset`` with ``seeds``
     seeds (``seed_base`` + 0..K-1), cells in parallel (``workers`` local processes, default
     ``min(cells, cpu_count)``, or Ray at ``ray_address``; ``threads`` torch threads per cell).
@@ -494,11 +593,19 @@ def run_compare(dataset: str | os.PathLike, algos: str | Sequence[str], seeds: i
         results += run_cells(second, workers if workers is not None else default_workers(len(second)), ray_address, threads, log)
     learned = [r for r in results if r["variant"] != REWARD_VARIANT]
     out = Path(out_dir)
-    result = {"env": data["env"], "dataset": data, "algos": names, "omiga_reward": omiga_reward, "scale": scale,
-              "seeds": seed_list, "evaluate": configs["evaluate"], "config": cfg,
-              "rows": comparison_rows(learned, variants),
-              "reward_models": [{k: r[k] for k in ("seed", "summary", "seconds")} for r in results if r["variant"] == REWARD_VARIANT],
-              "curves": {v: [{"seed": r["seed"], **r["curve"]} for r in learned if r["variant"] == v and r.get("curve")] for v in variants}}
+    result = {
+        "env": data["env"],
+        "dataset": data,
+        "algos": names,
+        "omiga_reward": omiga_reward,
+        "scale": scale,
+        "seeds": seed_list,
+        "evaluate": configs["evaluate"],
+        "config": cfg,
+        "rows": comparison_rows(learned, variants),
+        "reward_models": [{k: r[k] for k in ("seed", "summary", "seconds")} for r in results if r["variant"] == REWARD_VARIANT],
+        "curves": {v: [{"seed": r["seed"], **r["curve"]} for r in learned if r["variant"] == v and r.get("curve")] for v in variants},
+    }
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "compare.json")
     atomic_write_text(comparison_markdown(result), out / "compare.md")
     learning_curves_figure(learned, variants, out / "curves.png", f"Learning curves on {env_label(data['env'])} (mean over seeds)")

@@ -94,12 +94,18 @@ def summarise_diagnostic(diag: Mapping[str, Any]) -> dict[str, Any]:
     sim = diag.get("simulator")
     counts = diag["counts"]
     out = {
-        "single": {"value": diag["single"], "interval": _interval(boot.get("single")),
-                   "stderr": None if sim is None else sim["single_stderr"]},
-        "unilateral_plugin": {"value": boot.get("unilateral", {}).get("point", max(
-            (a["plug_in"] for a in diag["per_agent"] if a["plug_in"] is not None), default=None)),
+        "single": {
+            "value": diag["single"],
+            "interval": _interval(boot.get("single")),
+            "stderr": None if sim is None else sim["single_stderr"],
+        },
+        "unilateral_plugin": {
+            "value": boot.get("unilateral", {}).get(
+                "point", max((a["plug_in"] for a in diag["per_agent"] if a["plug_in"] is not None), default=None)
+            ),
             "interval": _interval(boot.get("unilateral")),
-            "per_agent": [a["plug_in"] for a in diag["per_agent"]]},
+            "per_agent": [a["plug_in"] for a in diag["per_agent"]],
+        },
         "uniform": {"value": diag["uniform"], "interval": _interval(boot.get("uniform"))},
         "joint_saco": {"value": counts["joint_saco"]},
         "state_ratio": {"value": counts["state_ratio"]},
@@ -113,8 +119,13 @@ def summarise_diagnostic(diag: Mapping[str, Any]) -> dict[str, Any]:
     if sim is not None:
         worst = [a["worst"] for a in sim["per_agent"]]
         i = int(np.argmax([w["value"] for w in worst]))
-        out["unilateral"] = {"value": sim["unilateral"], "stderr": worst[i]["stderr"], "worst_agent": i,
-                             "worst_deviation": worst[i]["name"], "per_agent": [w["value"] for w in worst]}
+        out["unilateral"] = {
+            "value": sim["unilateral"],
+            "stderr": worst[i]["stderr"],
+            "worst_agent": i,
+            "worst_deviation": worst[i]["name"],
+            "per_agent": [w["value"] for w in worst],
+        }
     else:
         out["unilateral"] = dict(out["unilateral_plugin"], note="no simulator: the plug-in estimate")
     return out
@@ -131,9 +142,13 @@ def mix_coverage(run_env: Path, mix: str, fmap, out_path: Path, settings: Mappin
     if out_path.exists():
         record = json.loads(out_path.read_text())
         if record.get("format") != COVERAGE_FORMAT:
-            raise ValueError(f"{out_path}: field 'format' is {record.get('format')!r}; expected {COVERAGE_FORMAT!r} (delete the file to recompute)")
+            raise ValueError(
+                f"{out_path}: field 'format' is {record.get('format')!r}; expected {COVERAGE_FORMAT!r} (delete the file to recompute)"
+            )
         if record.get("settings") != settings:
-            raise ValueError(f"{out_path}: field 'settings' is {record.get('settings')}; this study uses {settings} (delete the file to recompute)")
+            raise ValueError(
+                f"{out_path}: field 'settings' is {record.get('settings')}; this study uses {settings} (delete the file to recompute)"
+            )
         log(f"[skip] coverage {run_env.name} {mix}")
         return record
     data = run_env / "data" / f"{mix}.h5"
@@ -141,13 +156,31 @@ def mix_coverage(run_env: Path, mix: str, fmap, out_path: Path, settings: Mappin
     expert = policies / "expert.pt"
     rookies = {p.stem: str(p) for p in sorted(policies.glob("rookie_*.pt"))}
     log(f"[run ] coverage {run_env.name} {mix}")
-    diag = diagnose_hdf5(data, str(expert) if expert.exists() else None, fmap, bootstrap=settings["bootstrap"], seed=settings["seed"],
-                         pairs_path=pairs_path_for(data), bootstrap_anchors=settings["bootstrap_anchors"],
-                         simulate=settings["simulate"] and expert.exists(), rookies=rookies, episodes=settings["episodes"],
-                         fit_features=False).to_json()
-    record = {"format": COVERAGE_FORMAT, "settings": settings, "env": run_env.name, "mix": mix, "dataset": str(data),
-              "reference": diag["reference"], "features": diag["features"], "notes": diag["notes"],
-              "measures": summarise_diagnostic(diag), "diagnostic": diag}
+    diag = diagnose_hdf5(
+        data,
+        str(expert) if expert.exists() else None,
+        fmap,
+        bootstrap=settings["bootstrap"],
+        seed=settings["seed"],
+        pairs_path=pairs_path_for(data),
+        bootstrap_anchors=settings["bootstrap_anchors"],
+        simulate=settings["simulate"] and expert.exists(),
+        rookies=rookies,
+        episodes=settings["episodes"],
+        fit_features=False,
+    ).to_json()
+    record = {
+        "format": COVERAGE_FORMAT,
+        "settings": settings,
+        "env": run_env.name,
+        "mix": mix,
+        "dataset": str(data),
+        "reference": diag["reference"],
+        "features": diag["features"],
+        "notes": diag["notes"],
+        "measures": summarise_diagnostic(diag),
+        "diagnostic": diag,
+    }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(record, indent=2) + "\n", out_path)
     return record
@@ -168,7 +201,9 @@ def bonus_split(run_env: Path, mixes: Sequence[str], fmap, out_path: Path, setti
     if out_path.exists():
         record = json.loads(out_path.read_text())
         if record.get("settings") != key:
-            raise ValueError(f"{out_path}: field 'settings' is {record.get('settings')}; this study uses {key} (delete the file to recompute)")
+            raise ValueError(
+                f"{out_path}: field 'settings' is {record.get('settings')}; this study uses {key} (delete the file to recompute)"
+            )
         return record
     expert = run_env / "policies" / "expert.pt"
     if not expert.exists():
@@ -186,7 +221,7 @@ def bonus_split(run_env: Path, mixes: Sequence[str], fmap, out_path: Path, setti
             if env is None:
                 return None
             rollouts = _rollout(env, lambda cur, t: torch.as_tensor(pol(cur.obs, cur.avail, t)).long(), settings["seed"])
-        r, p = acc.bonus_model().terms(fmap(rollouts, rollouts["actions"][:, :spec.horizon]))
+        r, p = acc.bonus_model().terms(fmap(rollouts, rollouts["actions"][:, : spec.horizon]))
         terms[mix] = {"reward_term": float(r.sum(axis=1).mean()), "transition_term": float(p.sum(axis=1).mean())}
     record = {"settings": key, "terms": terms}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +242,17 @@ def join_points(table2: Mapping[str, Any], coverage: Mapping[str, Mapping[str, A
             continue
         measures = {k: coverage[mix]["measures"].get(k, {}).get("value") for k in MEASURES}
         for rec in row.get("records", []):
-            points.append({"run": run, "env": table2["env"], "mix": mix, "seed": int(rec["seed"]),
-                           "return": float(rec["return_per_agent"]), "mse": float(rec["mse"]), **measures})
+            points.append(
+                {
+                    "run": run,
+                    "env": table2["env"],
+                    "mix": mix,
+                    "seed": int(rec["seed"]),
+                    "return": float(rec["return_per_agent"]),
+                    "mse": float(rec["mse"]),
+                    **measures,
+                }
+            )
     return points
 
 
@@ -224,8 +268,13 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
         return {**out, "spearman": None, "spearman_p": None, "kendall": None, "kendall_p": None}
     s = stats.spearmanr(x, y)
     k = stats.kendalltau(x, y)
-    return {**out, "spearman": float(s.statistic), "spearman_p": float(s.pvalue),
-            "kendall": float(k.statistic), "kendall_p": float(k.pvalue)}
+    return {
+        **out,
+        "spearman": float(s.statistic),
+        "spearman_p": float(s.pvalue),
+        "kendall": float(k.statistic),
+        "kendall_p": float(k.pvalue),
+    }
 
 
 def correlate(points: Sequence[Mapping[str, Any]], measures: Iterable[str] = MEASURES, targets: Iterable[str] = TARGETS) -> dict[str, Any]:
@@ -242,8 +291,10 @@ def correlate(points: Sequence[Mapping[str, Any]], measures: Iterable[str] = MEA
         have = [p for p in points if p.get(m) is not None]
         have_means = [p for p in means if p.get(m) is not None]
         for t in targets:
-            out[m][t] = {"by_point": rank_correlations([p[m] for p in have], [p[t] for p in have]),
-                         "by_mix": rank_correlations([p[m] for p in have_means], [p[t] for p in have_means])}
+            out[m][t] = {
+                "by_point": rank_correlations([p[m] for p in have], [p[t] for p in have]),
+                "by_mix": rank_correlations([p[m] for p in have_means], [p[t] for p in have_means]),
+            }
     return out
 
 
@@ -252,8 +303,7 @@ def ranking(coverage: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     have disjoint bootstrap intervals (the measure separates them) where intervals exist."""
     out = {}
     for m, (_, direction) in MEASURES.items():
-        vals = {mix: c["measures"][m]["value"] for mix, c in coverage.items()
-                if c["measures"].get(m, {}).get("value") is not None}
+        vals = {mix: c["measures"][m]["value"] for mix, c in coverage.items() if c["measures"].get(m, {}).get("value") is not None}
         order = sorted(vals, key=lambda k: vals[k], reverse=direction == "higher")
         entry: dict[str, Any] = {"best_to_worst": order, "worst": order[-1] if order else None, "values": vals}
         ivs = {mix: coverage[mix]["measures"][m].get("interval") for mix in vals}
@@ -278,10 +328,19 @@ def find_envs(run_dir: Path) -> list[Path]:
     return [run_dir / e for e in ENV_LABELS if (run_dir / e / "table2.json").exists()]
 
 
-def run_study(runs: Sequence[str | Path], out: str | Path, *, bootstrap: int = DEFAULT_BOOTSTRAP,
-              bootstrap_anchors: int = DEFAULT_BOOTSTRAP_ANCHORS, episodes: int = DEFAULT_EPISODES,
-              feature_dim: int = DEFAULT_FEATURE_DIM, seed: int = 0, simulate: bool = True, envs: Sequence[str] | None = None,
-              log=None) -> dict[str, Any]:
+def run_study(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    bootstrap_anchors: int = DEFAULT_BOOTSTRAP_ANCHORS,
+    episodes: int = DEFAULT_EPISODES,
+    feature_dim: int = DEFAULT_FEATURE_DIM,
+    seed: int = 0,
+    simulate: bool = True,
+    envs: Sequence[str] | None = None,
+    log=None,
+) -> dict[str, Any]:
     """The study over the run directories ``runs`` (module docstring); returns the JSON dict."""
     from marlcov.deep.common import atomic_write_text
     from marlcov.deep.pipeline import env_name
@@ -295,8 +354,14 @@ def run_study(runs: Sequence[str | Path], out: str | Path, *, bootstrap: int = D
     for r in run_dirs:
         if not r.is_dir():
             raise ValueError(f"--runs: {r} is not a directory")
-    settings = {"bootstrap": int(bootstrap), "bootstrap_anchors": int(bootstrap_anchors), "episodes": int(episodes),
-                "feature_dim": int(feature_dim), "seed": int(seed), "simulate": bool(simulate)}
+    settings = {
+        "bootstrap": int(bootstrap),
+        "bootstrap_anchors": int(bootstrap_anchors),
+        "episodes": int(episodes),
+        "feature_dim": int(feature_dim),
+        "seed": int(seed),
+        "simulate": bool(simulate),
+    }
     names = [r.name for r in run_dirs]
     if len(set(names)) != len(names):
         names = [str(i) + "-" + r.name for i, r in enumerate(run_dirs)]
@@ -310,23 +375,30 @@ def run_study(runs: Sequence[str | Path], out: str | Path, *, bootstrap: int = D
             if not mixes:
                 continue
             fmap = env_feature_map(env_dir, mixes, feature_dim, seed)
-            coverage = {m: mix_coverage(env_dir, m, fmap, out / name / env_dir.name / f"coverage_{m}.json", settings, say)
-                        for m in mixes}
+            coverage = {m: mix_coverage(env_dir, m, fmap, out / name / env_dir.name / f"coverage_{m}.json", settings, say) for m in mixes}
             split = bonus_split(env_dir, mixes, fmap, out / name / env_dir.name / "bonus_split.json", settings, say) if simulate else None
             e = by_env.setdefault(env_dir.name, {"runs": {}, "points": []})
-            e["runs"][name] = {"path": str(run_dir), "seeds": table2.get("seeds"), "mixes": mixes,
-                               "bonus_split": None if split is None else split["terms"],
-                               "coverage": {m: c["measures"] for m, c in coverage.items()},
-                               "reference": {m: c["reference"] for m, c in coverage.items()},
-                               "ranking": ranking(coverage)}
+            e["runs"][name] = {
+                "path": str(run_dir),
+                "seeds": table2.get("seeds"),
+                "mixes": mixes,
+                "bonus_split": None if split is None else split["terms"],
+                "coverage": {m: c["measures"] for m, c in coverage.items()},
+                "reference": {m: c["reference"] for m, c in coverage.items()},
+                "ranking": ranking(coverage),
+            }
             e["points"] += join_points(table2, coverage, name)
     if not by_env:
         raise ValueError(f"--runs: no <env>/table2.json with datasets under {[str(r) for r in run_dirs]}")
     for e in by_env.values():
         e["correlations"] = correlate(e["points"])
-    result = {"format": STUDY_FORMAT, "measures": {k: {"label": v[0], "better": v[1]} for k, v in MEASURES.items()},
-              "targets": TARGETS, "settings": settings,
-              "envs": by_env}
+    result = {
+        "format": STUDY_FORMAT,
+        "measures": {k: {"label": v[0], "better": v[1]} for k, v in MEASURES.items()},
+        "targets": TARGETS,
+        "settings": settings,
+        "envs": by_env,
+    }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(result, indent=2) + "\n", out / "coverage_study.json")
     atomic_write_text(markdown(result), out / "coverage_study.md")
@@ -349,9 +421,13 @@ def _value_cell(m: Mapping[str, Any]) -> str:
 
 def markdown(result: Mapping[str, Any]) -> str:
     """The study as Markdown: per environment, the measures per mix, the rankings and the correlations."""
-    lines = ["# Coverage measures of the Table 1 mixes against the MARLHF test return", "",
-             "U_D measures: smaller = better covered (bracketed: 95% bootstrap interval over pair groups; ± : Monte Carlo "
-             "standard error of the simulated rollouts). Count ratios: larger = more distinct pairs.", ""]
+    lines = [
+        "# Coverage measures of the Table 1 mixes against the MARLHF test return",
+        "",
+        "U_D measures: smaller = better covered (bracketed: 95% bootstrap interval over pair groups; ± : Monte Carlo "
+        "standard error of the simulated rollouts). Count ratios: larger = more distinct pairs.",
+        "",
+    ]
     for env, e in result["envs"].items():
         lines += [f"## {ENV_LABELS.get(env, env)}", ""]
         for run, r in e["runs"].items():
@@ -362,26 +438,38 @@ def markdown(result: Mapping[str, Any]) -> str:
                 c = r["coverage"][mix]
                 lines.append("| " + " | ".join([MIX_LABELS[mix]] + [_value_cell(c.get(k, {"value": None})) for k in MEASURES]) + " |")
             if r.get("bonus_split"):
-                lines += ["", "U_D(pi*) split into its terms on the same pi* rollouts:", "",
-                          "| Mix | reward term (Sigma_r) | transition term (Sigma_p) |", "|---|---|---|"]
-                lines += [f"| {MIX_LABELS[m]} | {_num(t['reward_term'], 4)} | {_num(t['transition_term'], 4)} |"
-                          for m, t in r["bonus_split"].items()]
+                lines += [
+                    "",
+                    "U_D(pi*) split into its terms on the same pi* rollouts:",
+                    "",
+                    "| Mix | reward term (Sigma_r) | transition term (Sigma_p) |",
+                    "|---|---|---|",
+                ]
+                lines += [
+                    f"| {MIX_LABELS[m]} | {_num(t['reward_term'], 4)} | {_num(t['transition_term'], 4)} |"
+                    for m, t in r["bonus_split"].items()
+                ]
             lines += ["", "| Measure | best → worst covered | pairs of mixes with disjoint intervals |", "|---|---|---|"]
             for k, rk in r["ranking"].items():
                 sep = f"{len(rk['disjoint_pairs'])} of {rk['pairs']}" if "pairs" in rk else "—"
                 lines.append(f"| {MEASURES[k][0]} | {' → '.join(MIX_LABELS[m] for m in rk['best_to_worst'])} | {sep} |")
             lines.append("")
         n_pts = len(e["points"])
-        lines += [f"Rank correlations with the test return and the reward MSE: over {n_pts} points (mix × learning seed; "
-                  "the measure is shared by the seeds of a mix) and over the per-mix means.", "",
-                  "| Measure | target | Spearman (p) points | Kendall (p) points | n | Spearman (p) means | Kendall (p) means | n |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"Rank correlations with the test return and the reward MSE: over {n_pts} points (mix × learning seed; "
+            "the measure is shared by the seeds of a mix) and over the per-mix means.",
+            "",
+            "| Measure | target | Spearman (p) points | Kendall (p) points | n | Spearman (p) means | Kendall (p) means | n |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for k, per_target in e["correlations"].items():
             for t, c in per_target.items():
                 a, b = c["by_point"], c["by_mix"]
-                lines.append(f"| {MEASURES[k][0]} | {t} | {_num(a['spearman'], 2)} ({_num(a['spearman_p'], 2)}) | "
-                             f"{_num(a['kendall'], 2)} ({_num(a['kendall_p'], 2)}) | {a['n']} | {_num(b['spearman'], 2)} "
-                             f"({_num(b['spearman_p'], 2)}) | {_num(b['kendall'], 2)} ({_num(b['kendall_p'], 2)}) | {b['n']} |")
+                lines.append(
+                    f"| {MEASURES[k][0]} | {t} | {_num(a['spearman'], 2)} ({_num(a['spearman_p'], 2)}) | "
+                    f"{_num(a['kendall'], 2)} ({_num(a['kendall_p'], 2)}) | {a['n']} | {_num(b['spearman'], 2)} "
+                    f"({_num(b['spearman_p'], 2)}) | {_num(b['kendall'], 2)} ({_num(b['kendall_p'], 2)}) | {b['n']} |"
+                )
         lines.append("")
     return "\n".join(lines) + "\n"
 

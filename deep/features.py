@@ -29,8 +29,9 @@ kernel in the state times a discount per differing action.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -124,9 +125,21 @@ class RandomFourierFeatures(FeatureMap):
         mean, std: standardisation of the input; set by ``fit`` or given.
     """
 
-    def __init__(self, input_dim: int, n_agents: int, n_actions: int, dim: int = DEFAULT_DIM, *, source: str = "state",
-                 action_encoding: str = "joint", bandwidth: float = DEFAULT_BANDWIDTH,
-                 action_scale: float = DEFAULT_ACTION_SCALE, seed: int = 0, mean=None, std=None) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        n_agents: int,
+        n_actions: int,
+        dim: int = DEFAULT_DIM,
+        *,
+        source: str = "state",
+        action_encoding: str = "joint",
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        action_scale: float = DEFAULT_ACTION_SCALE,
+        seed: int = 0,
+        mean=None,
+        std=None,
+    ) -> None:
         if source not in SOURCES:
             raise ValueError(f"source: expected one of {list(SOURCES)}, got {source!r}")
         if action_encoding not in ACTION_ENCODINGS:
@@ -138,7 +151,7 @@ class RandomFourierFeatures(FeatureMap):
             raise ValueError(f"bandwidth: expected a positive number, got {bandwidth!r}")
         if not (np.isfinite(action_scale) and action_scale >= 0):
             raise ValueError(f"action_scale: expected a non-negative number, got {action_scale!r}")
-        if action_encoding == "joint" and n_actions ** n_agents > MAX_JOINT_ACTIONS:
+        if action_encoding == "joint" and n_actions**n_agents > MAX_JOINT_ACTIONS:
             raise ValueError(f"action_encoding: {n_actions}^{n_agents} joint actions exceed {MAX_JOINT_ACTIONS}; use 'agents'")
         self.source, self.action_encoding = source, action_encoding
         self.n_agents, self.n_actions, self.dim = int(n_agents), int(n_actions), int(dim)
@@ -148,7 +161,7 @@ class RandomFourierFeatures(FeatureMap):
         rng = np.random.default_rng(self.seed)
         k = self.input_dim
         self.omega = rng.normal(0.0, 1.0 / (self.bandwidth * np.sqrt(k)), size=(k, self.dim))
-        n_codes = self.n_actions ** self.n_agents if action_encoding == "joint" else self.n_agents * self.n_actions
+        n_codes = self.n_actions**self.n_agents if action_encoding == "joint" else self.n_agents * self.n_actions
         self.nu = rng.normal(0.0, self.action_scale, size=(n_codes, self.dim))
         self.offset = rng.uniform(0.0, 2.0 * np.pi, size=self.dim)
         self.mean = np.zeros(k) if mean is None else np.asarray(mean, dtype=np.float64)
@@ -157,7 +170,7 @@ class RandomFourierFeatures(FeatureMap):
             raise ValueError(f"mean/std: expected shape [{k}]")
 
     @classmethod
-    def for_spec(cls, spec, dim: int = DEFAULT_DIM, source: str = "state", **kwargs) -> "RandomFourierFeatures":
+    def for_spec(cls, spec, dim: int = DEFAULT_DIM, source: str = "state", **kwargs) -> RandomFourierFeatures:
         """For a ``deep.data.schema.DatasetSpec``."""
         input_dim = spec.state_dim if source == "state" else spec.obs_dim
         return cls(input_dim, spec.n_agents, spec.n_actions, dim, source=source, **kwargs)
@@ -171,7 +184,7 @@ class RandomFourierFeatures(FeatureMap):
             raise ValueError(f"{self.source}: expected {self.input_dim} values per step, got {x.shape[-1]}")
         return x
 
-    def fit(self, batches) -> "RandomFourierFeatures":
+    def fit(self, batches) -> RandomFourierFeatures:
         """Set ``mean``/``std`` from an iterable of field dicts (e.g. ``DatasetReader.iter_batches``
         yields ``(index, fields)``), streaming: sums and sums of squares over every step."""
         total = np.zeros(self.input_dim)
@@ -186,7 +199,7 @@ class RandomFourierFeatures(FeatureMap):
         if count == 0:
             raise ValueError("batches: no data to standardise the features with")
         self.mean = total / count
-        var = np.maximum(squares / count - self.mean ** 2, 0.0)
+        var = np.maximum(squares / count - self.mean**2, 0.0)
         std = np.sqrt(var)
         self.std = np.where(std < STD_FLOOR, 1.0, std)
         return self
@@ -222,8 +235,15 @@ class RandomFourierFeatures(FeatureMap):
         return np.cos(phase) / np.sqrt(self.dim)
 
     def describe(self) -> dict:
-        return {"kind": "random-fourier", "dim": self.dim, "source": self.source, "action_encoding": self.action_encoding,
-                "bandwidth": self.bandwidth, "action_scale": self.action_scale, "seed": self.seed}
+        return {
+            "kind": "random-fourier",
+            "dim": self.dim,
+            "source": self.source,
+            "action_encoding": self.action_encoding,
+            "bandwidth": self.bandwidth,
+            "action_scale": self.action_scale,
+            "seed": self.seed,
+        }
 
 
 class RewardModelFeatures(FeatureMap):
@@ -243,8 +263,18 @@ class RewardModelFeatures(FeatureMap):
     Per-agent outputs ``[B, T, m, k]`` are concatenated over agents into ``[B, T, m k]``.
     """
 
-    def __init__(self, model, n_agents: int, n_actions: int, obs_dim: int, *, call: Callable | None = None,
-                 normalize: bool = True, device: str = "cpu", name: str = "reward-model") -> None:
+    def __init__(
+        self,
+        model,
+        n_agents: int,
+        n_actions: int,
+        obs_dim: int,
+        *,
+        call: Callable | None = None,
+        normalize: bool = True,
+        device: str = "cpu",
+        name: str = "reward-model",
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -256,7 +286,7 @@ class RewardModelFeatures(FeatureMap):
         self.dim = int(probe.shape[-1])
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, spec, device: str = "cpu", **kwargs) -> "RewardModelFeatures":
+    def from_checkpoint(cls, path: str | os.PathLike, spec, device: str = "cpu", **kwargs) -> RewardModelFeatures:
         """A reward model saved by ``deep.marlhf.reward_model`` (``load_reward_model``)."""
         from marlcov.deep.marlhf.reward_model import load_reward_model
 
@@ -314,8 +344,9 @@ class FileFeatures(FeatureMap):
     diagnostic reports as a measure it could not compute.
     """
 
-    def __init__(self, path: str | os.PathLike, n_agents: int, n_actions: int, key: str = "features",
-                 deviation_key: str = "deviation_features") -> None:
+    def __init__(
+        self, path: str | os.PathLike, n_agents: int, n_actions: int, key: str = "features", deviation_key: str = "deviation_features"
+    ) -> None:
         self.path = Path(path)
         self.n_agents, self.n_actions = int(n_agents), int(n_actions)
         self.fields = ("actions",)
@@ -337,7 +368,12 @@ class FileFeatures(FeatureMap):
         if len(self._features.shape) != 3:
             raise ValueError(f"{self.path}: expected features of shape [N, H, d], got {list(self._features.shape)}")
         self.dim = int(self._features.shape[-1])
-        if self._deviations is not None and tuple(self._deviations.shape[1:]) != (self._features.shape[1], self.n_agents, self.n_actions, self.dim):
+        if self._deviations is not None and tuple(self._deviations.shape[1:]) != (
+            self._features.shape[1],
+            self.n_agents,
+            self.n_actions,
+            self.dim,
+        ):
             raise ValueError(f"{self.path}: '{deviation_key}' expected shape [N, H, m, n_actions, d], got {list(self._deviations.shape)}")
 
     @property

@@ -38,8 +38,13 @@ def _global_rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -146,8 +151,10 @@ class TrainingState:
         saved_config = json.loads(state["config"])
         if saved_config != self.config:
             changed = sorted(k for k in set(saved_config) | set(self.config) if saved_config.get(k) != self.config.get(k))
-            raise ValueError(f"{self.path}: checkpoint was made with another config (fields {changed} differ); "
-                             "delete it or pass resume=False to start afresh")
+            raise ValueError(
+                f"{self.path}: checkpoint was made with another config (fields {changed} differ); "
+                "delete it or pass resume=False to start afresh"
+            )
         missing = sorted(set(self.objects) - set(state["modules"]))
         if missing:
             raise ValueError(f"{self.path}: field 'modules' lacks {missing}")

@@ -98,9 +98,7 @@ def as_payoff_matrix(M, name: str) -> np.ndarray:
     except Exception as exc:  # ragged nested lists etc.
         raise ValueError(f"{name}: expected a 2-D array of finite real numbers ({exc})") from exc
     if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or np.issubdtype(arr.dtype, np.bool_)
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
     ):
         raise ValueError(f"{name}: expected a 2-D array of finite real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
@@ -129,8 +127,7 @@ def as_strategy(v, size: int, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected finite entries, found NaN or inf")
     if arr.min() < -PROB_ATOL or abs(arr.sum() - 1.0) > PROB_ATOL:
         raise ValueError(
-            f"{name}: expected a probability vector (entries >= 0, sum 1 within PROB_ATOL), "
-            f"got min {arr.min():.3g}, sum {arr.sum():.17g}"
+            f"{name}: expected a probability vector (entries >= 0, sum 1 within PROB_ATOL), got min {arr.min():.3g}, sum {arr.sum():.17g}"
         )
     return arr
 

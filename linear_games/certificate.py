@@ -104,10 +104,18 @@ class RadiusTerms:
         return (self.noise + self.residual + self.bias) / self.kappa
 
     def as_dict(self) -> dict:
-        return {"delta": self.delta, "lambda": self.lam, "theta_norm_bound": self.theta_norm_bound,
-                "log_det": self.log_det, "noise": self.noise, "residual": self.residual.tolist(),
-                "bias": self.bias, "margin": self.margin.tolist(), "kappa": self.kappa.tolist(),
-                "radius": self.radii.tolist()}
+        return {
+            "delta": self.delta,
+            "lambda": self.lam,
+            "theta_norm_bound": self.theta_norm_bound,
+            "log_det": self.log_det,
+            "noise": self.noise,
+            "residual": self.residual.tolist(),
+            "bias": self.bias,
+            "margin": self.margin.tolist(),
+            "kappa": self.kappa.tolist(),
+            "radius": self.radii.tolist(),
+        }
 
 
 @dataclass(frozen=True)
@@ -168,9 +176,14 @@ class IdentifiableConfidence:
         return self.distance(theta, features) <= self.radii
 
 
-def identifiable_confidence(features: np.ndarray, dataset: PreferenceDataset, delta: float = DEFAULT_DELTA,
-                            lam: float = DEFAULT_LAMBDA, theta_norm_bound: float | None = None,
-                            reference: np.ndarray | None = None) -> IdentifiableConfidence:
+def identifiable_confidence(
+    features: np.ndarray,
+    dataset: PreferenceDataset,
+    delta: float = DEFAULT_DELTA,
+    lam: float = DEFAULT_LAMBDA,
+    theta_norm_bound: float | None = None,
+    reference: np.ndarray | None = None,
+) -> IdentifiableConfidence:
     """The ridge MLE, the radii ``C_i`` with their constants, and the identifiable widths.
 
     Args:
@@ -202,13 +215,22 @@ def identifiable_confidence(features: np.ndarray, dataset: PreferenceDataset, de
         margin[i] = max(H * REWARD_RANGE, float(np.max(np.abs(z))) if z.size else 0.0)
         theta_hat[:, i] = theta.reshape(H, d)
     log_det = gram.log_det_ratio()
-    terms = RadiusTerms(float(delta), gram.lam, bound, log_det, 0.5 * float(np.sqrt(2.0 * np.log(m / delta) + log_det)),
-                        residual, 0.25 * np.sqrt(gram.lam) * bound, margin,
-                        np.array([logistic_curvature(M) for M in margin]))
+    terms = RadiusTerms(
+        float(delta),
+        gram.lam,
+        bound,
+        log_det,
+        0.5 * float(np.sqrt(2.0 * np.log(m / delta) + log_det)),
+        residual,
+        0.25 * np.sqrt(gram.lam) * bound,
+        margin,
+        np.array([logistic_curvature(M) for M in margin]),
+    )
     c = dataset_reference(features, dataset) if reference is None else np.asarray(reference, dtype=np.float64)
     width = reward_widths(features, gram, c)
     r_hat = np.einsum("h...d,hid->hi...", features, theta_hat) - np.einsum("hd,hid->hi", c, theta_hat).reshape(
-        H, m, *([1] * (features.ndim - 2)))
+        H, m, *([1] * (features.ndim - 2))
+    )
     return IdentifiableConfidence(theta_hat, c, terms, width, r_hat, gram)
 
 
@@ -232,8 +254,7 @@ def nash_gap_certificate(game: MarkovGame, confidence: IdentifiableConfidence, p
     policy = check_policy(policy, game)
     s1 = game.initial_state
     low = evaluate_policy(game.transitions, confidence.r_under, policy).V[0, :, s1]
-    high = np.array([best_response(game.transitions, confidence.r_bar[:, i], policy, i).values[0, s1]
-                     for i in range(game.n_players)])
+    high = np.array([best_response(game.transitions, confidence.r_bar[:, i], policy, i).values[0, s1] for i in range(game.n_players)])
     per = high - low
     return Certificate(float(per.sum()), per, confidence.terms.delta)
 

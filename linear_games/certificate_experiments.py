@@ -72,7 +72,7 @@ def _projected_widths(features: np.ndarray, complement: np.ndarray, lam: float, 
     H, d = features.shape[0], features.shape[-1]
     out = np.empty(features.shape[:-1])
     for h in range(H):
-        block = complement[h * d:(h + 1) * d]
+        block = complement[h * d : (h + 1) * d]
         z = step_table(features, h) - (0.0 if reference is None else reference[h])
         out[h] = np.linalg.norm(z @ block, axis=1).reshape(features.shape[1:-1]) / np.sqrt(lam)
     return out
@@ -82,7 +82,7 @@ def _orthogonal_complement(basis: np.ndarray, dim: int) -> np.ndarray:
     if basis.shape[1] == 0:
         return np.eye(dim)
     q, _ = np.linalg.qr(basis, mode="complete")
-    return q[:, basis.shape[1]:]
+    return q[:, basis.shape[1] :]
 
 
 def _row_space(rows: np.ndarray) -> np.ndarray:
@@ -92,8 +92,16 @@ def _row_space(rows: np.ndarray) -> np.ndarray:
     return vt[: int(np.sum(sing > RANK_RTOL * sing[0]))].T if sing[0] > 0 else np.zeros((rows.shape[1], 0))
 
 
-def certificate_run(family: str, coverage: str, n: int, seed: int, delta: float = DEFAULT_DELTA,
-                    lam: float = 1.0, point_estimate: bool = False, paper_reference: bool = False) -> CertificateRow:
+def certificate_run(
+    family: str,
+    coverage: str,
+    n: int,
+    seed: int,
+    delta: float = DEFAULT_DELTA,
+    lam: float = 1.0,
+    point_estimate: bool = False,
+    paper_reference: bool = False,
+) -> CertificateRow:
     """One run (module docstring). ``point_estimate`` (radius 0) and ``paper_reference`` (reference
     point 0, i.e. the paper's widths inside the certificate) are the check's planted mutations."""
     game, eq = theorem4_instance(family, seed)
@@ -106,31 +114,48 @@ def certificate_run(family: str, coverage: str, n: int, seed: int, delta: float 
     if point_estimate or paper_reference:
         terms = conf.terms
         if point_estimate:
-            terms = type(terms)(**{**{f: getattr(terms, f) for f in terms.__dataclass_fields__},
-                                   "noise": 0.0, "bias": 0.0, "residual": np.zeros_like(terms.residual)})
+            terms = type(terms)(
+                **{
+                    **{f: getattr(terms, f) for f in terms.__dataclass_fields__},
+                    "noise": 0.0,
+                    "bias": 0.0,
+                    "residual": np.zeros_like(terms.residual),
+                }
+            )
         width = reward_widths(features, conf.gram) if paper_reference else conf.width
         conf = type(conf)(conf.theta_hat, conf.reference, terms, width, conf.r_hat, conf.gram)
     cert = nash_gap_certificate(game, conf, result.policy).value
     paper_w = reward_widths(features, conf.gram)
     trans_w = transition_widths(features, transition_grams(features, data, lam))
-    bonus = (transition_bonus_scale(d, H, data.n_pairs, delta) * trans_w
-             + confidence_radius(d, H, data.n_pairs, delta, lam) * paper_w)
+    bonus = transition_bonus_scale(d, H, data.n_pairs, delta) * trans_w + confidence_radius(d, H, data.n_pairs, delta, lam) * paper_w
     printed = 4.0 * max(best_response(game.transitions, bonus, eq, i).values[0, s1] for i in range(game.n_players))
     c = policy_reference(game, eq)
     ident_w = reward_widths(features, conf.gram, c)
     offsets = _orthogonal_complement(identifiable_basis(features), H * d)
     unseen = _orthogonal_complement(_row_space(pair_differences(features, data)), H * d)
     return CertificateRow(
-        family, coverage, int(n), int(seed), nash_gap(game, result.policy).total, cert, float(printed),
-        measures_from_bonus(game, paper_w, eq).unilateral, measures_from_bonus(game, ident_w, eq).unilateral,
+        family,
+        coverage,
+        int(n),
+        int(seed),
+        nash_gap(game, result.policy).total,
+        cert,
+        float(printed),
+        measures_from_bonus(game, paper_w, eq).unilateral,
+        measures_from_bonus(game, ident_w, eq).unilateral,
         measures_from_bonus(game, _projected_widths(features, offsets, lam), eq).unilateral,
         measures_from_bonus(game, _projected_widths(features, unseen, lam, c), eq).unilateral,
         float(game.n_players * game.horizon),
     )
 
 
-def certificate_experiment(ns: Sequence[int], seeds: Sequence[int], families: Sequence[str] = ("random", "table4"),
-                           coverages: Sequence[str] = ("unilateral", "single"), **kwargs) -> list[CertificateRow]:
+def certificate_experiment(
+    ns: Sequence[int],
+    seeds: Sequence[int],
+    families: Sequence[str] = ("random", "table4"),
+    coverages: Sequence[str] = ("unilateral", "single"),
+    **kwargs,
+) -> list[CertificateRow]:
     """``certificate_run`` over every family, coverage, ``n`` and seed."""
     return [certificate_run(f, c, n, s, **kwargs) for f in families for c in coverages for n in ns for s in seeds]
 
@@ -166,8 +191,11 @@ def certificate_figure(path: str | Path, rows: Sequence[CertificateRow], ns: Seq
 
     families = sorted({r.family for r in rows})
     colours = {"unilateral": "tab:blue", "single": "tab:red"}
-    styles = (("paper_bound", "--", "Theorem 4 bound (printed)"), ("certificate", "-", "certificate"),
-              ("nash_gap", ":", "true Nash gap of the output"))
+    styles = (
+        ("paper_bound", "--", "Theorem 4 bound (printed)"),
+        ("certificate", "-", "certificate"),
+        ("nash_gap", ":", "true Nash gap of the output"),
+    )
     fig, axes = plt.subplots(1, len(families), figsize=(5.6 * len(families), 4.6), squeeze=False)
     for ax, family in zip(axes[0], families):
         for coverage, colour in colours.items():

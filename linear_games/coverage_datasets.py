@@ -47,11 +47,22 @@ class CoverageDataset:
     def summary(self) -> dict:
         """The coverage measures as plain numbers."""
         c, ident = self.coverage, self.identifiable
-        out = {"kind": self.kind, "pairs": self.dataset.n_pairs, "lambda": c.lam, "single": c.single,
-               "unilateral": c.unilateral, "uniform": c.uniform, "worst_player": c.worst_player}
+        out = {
+            "kind": self.kind,
+            "pairs": self.dataset.n_pairs,
+            "lambda": c.lam,
+            "single": c.single,
+            "unilateral": c.unilateral,
+            "uniform": c.uniform,
+            "worst_player": c.worst_player,
+        }
         if ident is not None:
-            out["identifiable"] = {"single": ident.single, "unilateral": ident.unilateral, "uniform": ident.uniform,
-                                   "worst_player": ident.worst_player}
+            out["identifiable"] = {
+                "single": ident.single,
+                "unilateral": ident.unilateral,
+                "uniform": ident.uniform,
+                "worst_player": ident.worst_player,
+            }
         return out
 
 
@@ -79,17 +90,25 @@ def _with_coverage(kind, game, dataset, reference, behaviour, weights, lam) -> C
     return CoverageDataset(kind, dataset, paper, tuple(behaviour), w / w.sum(), ident)
 
 
-def single_policy_dataset(game: MarkovGame, policy: Policy, n_pairs: int, seed=None,
-                          lam: float = DEFAULT_LAMBDA, steepness: float = 1.0) -> CoverageDataset:
+def single_policy_dataset(
+    game: MarkovGame, policy: Policy, n_pairs: int, seed=None, lam: float = DEFAULT_LAMBDA, steepness: float = 1.0
+) -> CoverageDataset:
     """Both trajectories of every pair follow ``policy`` (single-policy coverage of ``policy``)."""
     policy = check_policy(policy, game)
     data = sample_preference_dataset(game, policy, n_pairs, seed, steepness)
     return _with_coverage("single", game, data, policy, [policy], [1.0], lam)
 
 
-def unilateral_dataset(game: MarkovGame, policy: Policy, n_pairs: int, seed=None, equilibrium_weight: float = 0.5,
-                       include_uniform: bool = True, lam: float = DEFAULT_LAMBDA,
-                       steepness: float = 1.0) -> CoverageDataset:
+def unilateral_dataset(
+    game: MarkovGame,
+    policy: Policy,
+    n_pairs: int,
+    seed=None,
+    equilibrium_weight: float = 0.5,
+    include_uniform: bool = True,
+    lam: float = DEFAULT_LAMBDA,
+    steepness: float = 1.0,
+) -> CoverageDataset:
     """Each trajectory follows ``policy`` with probability ``equilibrium_weight``, otherwise one of
     ``unilateral_deviations(game, policy)`` chosen uniformly."""
     if not 0 <= equilibrium_weight <= 1:
@@ -102,8 +121,9 @@ def unilateral_dataset(game: MarkovGame, policy: Policy, n_pairs: int, seed=None
     return _with_coverage("unilateral", game, data, policy, behaviour, weights, lam)
 
 
-def uniform_dataset(game: MarkovGame, reference: Policy, n_pairs: int, seed=None,
-                    lam: float = DEFAULT_LAMBDA, steepness: float = 1.0) -> CoverageDataset:
+def uniform_dataset(
+    game: MarkovGame, reference: Policy, n_pairs: int, seed=None, lam: float = DEFAULT_LAMBDA, steepness: float = 1.0
+) -> CoverageDataset:
     """Both trajectories follow the uniform policy; coverage is measured around ``reference``."""
     reference = check_policy(reference, game, "reference")
     uniform = uniform_policy(game)
@@ -111,9 +131,16 @@ def uniform_dataset(game: MarkovGame, reference: Policy, n_pairs: int, seed=None
     return _with_coverage("uniform", game, data, reference, [uniform], [1.0], lam)
 
 
-def mixture_coverage_dataset(game: MarkovGame, reference: Policy, policies: Sequence[Policy],
-                             weights: Sequence[float], n_pairs: int, seed=None, lam: float = DEFAULT_LAMBDA,
-                             steepness: float = 1.0) -> CoverageDataset:
+def mixture_coverage_dataset(
+    game: MarkovGame,
+    reference: Policy,
+    policies: Sequence[Policy],
+    weights: Sequence[float],
+    n_pairs: int,
+    seed=None,
+    lam: float = DEFAULT_LAMBDA,
+    steepness: float = 1.0,
+) -> CoverageDataset:
     """Each trajectory follows a policy drawn from ``weights``; coverage measured around ``reference``."""
     if len(policies) == 0:
         raise GameError("policies: expected at least one behaviour policy")
@@ -123,8 +150,9 @@ def mixture_coverage_dataset(game: MarkovGame, reference: Policy, policies: Sequ
     return _with_coverage("mixture", game, data, reference, checked, weights, lam)
 
 
-def combined(game: MarkovGame, reference: Policy, parts: Sequence[PreferenceDataset],
-             lam: float = DEFAULT_LAMBDA, kind: str = "mixture") -> CoverageDataset:
+def combined(
+    game: MarkovGame, reference: Policy, parts: Sequence[PreferenceDataset], lam: float = DEFAULT_LAMBDA, kind: str = "mixture"
+) -> CoverageDataset:
     """The union of given datasets (pairs concatenated) with its coverage around ``reference``."""
     if len(parts) == 0:
         raise GameError("parts: expected at least one dataset")

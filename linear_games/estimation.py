@@ -154,8 +154,9 @@ def bradley_terry_mle_ridge(diffs: np.ndarray, labels: np.ndarray, ridge: float 
         sig = np.exp(-np.logaddexp(0.0, z))  # sigma(-z), stable for large |z|
         return value, -(rows.T @ (weights * sig)) + ridge * theta
 
-    result = minimize(value_and_grad, np.zeros(dim), jac=True, method="L-BFGS-B",
-                      options={"gtol": RIDGE_GTOL, "ftol": 0.0, "maxiter": 10_000})
+    result = minimize(
+        value_and_grad, np.zeros(dim), jac=True, method="L-BFGS-B", options={"gtol": RIDGE_GTOL, "ftol": 0.0, "maxiter": 10_000}
+    )
     return np.asarray(result.x, dtype=np.float64)
 
 
@@ -191,8 +192,9 @@ def reward_mle(
     return out
 
 
-def confidence_radius(d: int, horizon: int, n: int, delta: float = DEFAULT_DELTA,
-                      lam: float = DEFAULT_LAMBDA, constant: float = 1.0) -> float:
+def confidence_radius(
+    d: int, horizon: int, n: int, delta: float = DEFAULT_DELTA, lam: float = DEFAULT_LAMBDA, constant: float = 1.0
+) -> float:
     """``C_r = C sqrt((dH + log(1/delta)) / (lambda^2 n) + d)`` (appendix A.2); ``n`` pairs."""
     if not 0 < delta < 1:
         raise ValueError(f"delta: expected a number in (0, 1), got {delta}")

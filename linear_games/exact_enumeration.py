@@ -91,16 +91,9 @@ def exact_extreme_equilibria(A: np.ndarray, B: np.ndarray):
     n0, n1 = A.shape
     VX = exact_vertices(_positive(B))  # x: own = rows, opponent = columns
     VY = exact_vertices(_positive(A.T))  # y: own = columns, opponent = rows
-    degenerate = any(len(zx) + len(tx) > n0 for _, zx, tx in VX) or any(
-        len(zy) + len(ty) > n1 for _, zy, ty in VY
-    )
+    degenerate = any(len(zx) + len(tx) > n0 for _, zx, tx in VX) or any(len(zy) + len(ty) > n1 for _, zy, ty in VY)
     rows, cols = frozenset(range(n0)), frozenset(range(n1))
-    pairs = [
-        (ix, iy)
-        for ix, (_, zx, tx) in enumerate(VX)
-        for iy, (_, zy, ty) in enumerate(VY)
-        if (zx | ty) == rows and (tx | zy) == cols
-    ]
+    pairs = [(ix, iy) for ix, (_, zx, tx) in enumerate(VX) for iy, (_, zy, ty) in enumerate(VY) if (zx | ty) == rows and (tx | zy) == cols]
     finite = len({ix for ix, _ in pairs}) == len(pairs) == len({iy for _, iy in pairs})
     profiles = []
     for ix, iy in pairs:

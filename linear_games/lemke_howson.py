@@ -58,12 +58,8 @@ def lemke_howson(A, B, initial_dropped_label: int = 0) -> Equilibrium:
     A, B = as_bimatrix(A, B)
     n0, n1 = A.shape
     L = n0 + n1
-    if isinstance(initial_dropped_label, bool) or not isinstance(
-        initial_dropped_label, (int, np.integer)
-    ):
-        raise ValueError(
-            f"initial_dropped_label: expected an int in [0, {L}), got {initial_dropped_label!r}"
-        )
+    if isinstance(initial_dropped_label, bool) or not isinstance(initial_dropped_label, (int, np.integer)):
+        raise ValueError(f"initial_dropped_label: expected an int in [0, {L}), got {initial_dropped_label!r}")
     k = int(initial_dropped_label)
     if not 0 <= k < L:
         raise ValueError(f"initial_dropped_label: expected an int in [0, {L}), got {k}")

@@ -208,9 +208,22 @@ def sbsm(
         search = minimise_over_list(objective, checked, "list")
         class_name = "list"
     return SBSMResult(
-        search.policy, search.value, search.exact, search.lower_bound, search.method, class_name,
-        objective.per_player(search.policy), confidence.radius, float(c_p), float(lam), float(delta), bool(clip),
-        confidence, objective.model.width_table(), search.n_candidates, objective,
+        search.policy,
+        search.value,
+        search.exact,
+        search.lower_bound,
+        search.method,
+        class_name,
+        objective.per_player(search.policy),
+        confidence.radius,
+        float(c_p),
+        float(lam),
+        float(delta),
+        bool(clip),
+        confidence,
+        objective.model.width_table(),
+        search.n_candidates,
+        objective,
     )
 
 
@@ -255,8 +268,7 @@ def theorem4_bound(game: MarkovGame, result: SBSMResult, equilibrium: Policy) ->
     equilibrium = check_policy(equilibrium, game, "equilibrium")
     bonus = result.bonus()
     s1 = game.initial_state
-    per = np.array([best_response(game.transitions, bonus, equilibrium, i).values[0, s1]
-                    for i in range(game.n_players)])
+    per = np.array([best_response(game.transitions, bonus, equilibrium, i).values[0, s1] for i in range(game.n_players)])
     at_eq = float(evaluate_policy(game.transitions, bonus[:, None], equilibrium).V[0, 0, s1])
     return Theorem4Bound(float(4.0 * per.max()), float(2.0 * (game.n_players * at_eq + per.sum())), at_eq, per)
 

@@ -81,8 +81,15 @@ class Table4Outcome:
     constant: float
 
 
-def table4_experiment(n_pairs: int = 2000, unilateral_ns: Sequence[int] = (100, 1000, 10000), seed: int = 0,
-                      clip: bool = False, constant: float = 1.0, policy_class: str = "mixed", **sbsm_kwargs) -> Table4Outcome:
+def table4_experiment(
+    n_pairs: int = 2000,
+    unilateral_ns: Sequence[int] = (100, 1000, 10000),
+    seed: int = 0,
+    clip: bool = False,
+    constant: float = 1.0,
+    policy_class: str = "mixed",
+    **sbsm_kwargs,
+) -> Table4Outcome:
     """SBSM on Table 4 with single-policy data, then with the unilateral deviations added."""
     games = table4_games()
     equilibria = table4_equilibria()
@@ -100,8 +107,9 @@ def table4_experiment(n_pairs: int = 2000, unilateral_ns: Sequence[int] = (100, 
     return Table4Outcome(same, single_gaps, float(max(single_gaps)), list(unilateral_ns), uni, clip, constant)
 
 
-def theorem4_instance(family: str, seed: int, n_states: int = 1, action_sizes: Sequence[int] = (3, 3),
-                      horizon: int = 1, dim: int = 4) -> tuple[MarkovGame, Policy]:
+def theorem4_instance(
+    family: str, seed: int, n_states: int = 1, action_sizes: Sequence[int] = (3, 3), horizon: int = 1, dim: int = 4
+) -> tuple[MarkovGame, Policy]:
     """A game and an exact equilibrium of it.
 
     ``family="random"``: a random two-player linear Markov game (``theory.games``) and its Markov

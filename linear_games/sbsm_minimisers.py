@@ -225,8 +225,7 @@ def local_search(objective: SurrogateObjective, spec: GameSpec, n_restarts: int 
     best_z, best_value, evaluations = np.zeros(n_params), np.inf, 0
     for r in range(max(1, n_restarts)):
         z0 = np.zeros(n_params) if r == 0 else rng.normal(0.0, LOCAL_INIT_SCALE, n_params)
-        result = minimize(lambda z: objective(policy_of(z)), z0, method="L-BFGS-B",
-                          options={"maxiter": LOCAL_MAXITER})
+        result = minimize(lambda z: objective(policy_of(z)), z0, method="L-BFGS-B", options={"maxiter": LOCAL_MAXITER})
         evaluations += int(result.nfev)
         if result.fun < best_value:
             best_z, best_value = result.x, float(result.fun)

@@ -78,8 +78,7 @@ def game_spec(game: MarkovGame) -> GameSpec:
 def _check_dataset(spec: GameSpec, dataset: PreferenceDataset) -> None:
     if dataset.horizon != spec.horizon or dataset.n_players != spec.n_players:
         raise GameError(
-            f"actions: dataset has H = {dataset.horizon}, m = {dataset.n_players}; "
-            f"the game H = {spec.horizon}, m = {spec.n_players}"
+            f"actions: dataset has H = {dataset.horizon}, m = {dataset.n_players}; the game H = {spec.horizon}, m = {spec.n_players}"
         )
     if dataset.states.size and (dataset.states.min() < 0 or dataset.states.max() >= spec.n_states):
         raise GameError(f"states: expected indices in [0, {spec.n_states - 1}]")
@@ -190,8 +189,9 @@ class OptimisticBestResponses:
     policy: tuple[np.ndarray, ...]
 
 
-def pessimistic_values(model: RegressionModel, reward_weights: np.ndarray, policy: Policy,
-                       c_p: float, clip: bool = True) -> PessimisticValues:
+def pessimistic_values(
+    model: RegressionModel, reward_weights: np.ndarray, policy: Policy, c_p: float, clip: bool = True
+) -> PessimisticValues:
     """Algorithm 2 (pessimistic policy evaluation) for all players at once.
 
     Args:
@@ -214,8 +214,9 @@ def pessimistic_values(model: RegressionModel, reward_weights: np.ndarray, polic
     return PessimisticValues(V, Q.reshape(H, m, S, *sizes))
 
 
-def optimistic_best_responses(model: RegressionModel, reward_weights: np.ndarray, policy: Policy,
-                              c_p: float, clip: bool = True) -> OptimisticBestResponses:
+def optimistic_best_responses(
+    model: RegressionModel, reward_weights: np.ndarray, policy: Policy, c_p: float, clip: bool = True
+) -> OptimisticBestResponses:
     """Algorithm 3 (optimistic best response) of every player ``i`` against ``pi_{-i}``.
 
     Args:
@@ -265,9 +266,11 @@ class SurrogateObjective:
         return float(self.per_player(policy).sum())
 
 
-def surrogate_objective(spec: GameSpec, dataset: PreferenceDataset, confidence: RewardConfidence, c_p: float,
-                        lam: float = DEFAULT_LAMBDA, clip: bool = True) -> SurrogateObjective:
+def surrogate_objective(
+    spec: GameSpec, dataset: PreferenceDataset, confidence: RewardConfidence, c_p: float, lam: float = DEFAULT_LAMBDA, clip: bool = True
+) -> SurrogateObjective:
     """The surrogate of Algorithm 4 built from the data and the reward confidence set."""
     model = regression_model(spec, dataset, lam)
-    return SurrogateObjective(model, model.reward_weights(confidence.r_under), model.reward_weights(confidence.r_bar),
-                              float(c_p), bool(clip), spec.initial_state)
+    return SurrogateObjective(
+        model, model.reward_weights(confidence.r_under), model.reward_weights(confidence.r_bar), float(c_p), bool(clip), spec.initial_state
+    )

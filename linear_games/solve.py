@@ -17,9 +17,7 @@ def payoff_matrices(game: MarkovGame) -> tuple[np.ndarray, np.ndarray]:
     if game.n_players != 2:
         raise GameError(f"n_players: solve handles two-player games, the game has {game.n_players}")
     if game.n_states != 1 or game.horizon != 1:
-        raise GameError(
-            f"horizon/n_states: solve handles one-state, one-step games, got H = {game.horizon}, S = {game.n_states}"
-        )
+        raise GameError(f"horizon/n_states: solve handles one-state, one-step games, got H = {game.horizon}, S = {game.n_states}")
     return game.rewards[0, 0, 0], game.rewards[0, 1, 0]
 
 

@@ -60,7 +60,11 @@ def _batched_solve(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _side_check(
-    z: np.ndarray, ok: np.ndarray, supp: np.ndarray, other_supp: np.ndarray, Pn: np.ndarray,
+    z: np.ndarray,
+    ok: np.ndarray,
+    supp: np.ndarray,
+    other_supp: np.ndarray,
+    Pn: np.ndarray,
     own_first: bool,
 ):
     """Feasibility and labels of candidate strategies on one side.
@@ -93,11 +97,7 @@ def _side_check_impl(z, ok, supp, other_supp, Pn, own_first):
     zero_lab = strat <= PIVOT_ATOL
     tight_lab = pay >= best[:, None] - PIVOT_ATOL
     np.put_along_axis(tight_lab, other_supp, True, axis=1)
-    labels = (
-        np.concatenate([zero_lab, tight_lab], axis=1)
-        if own_first
-        else np.concatenate([tight_lab, zero_lab], axis=1)
-    )
+    labels = np.concatenate([zero_lab, tight_lab], axis=1) if own_first else np.concatenate([tight_lab, zero_lab], axis=1)
     return good, strat, labels
 
 

@@ -109,7 +109,7 @@ def _completely_labelled(LX: np.ndarray, LY: np.ndarray, n0: int, n1: int):
     CX, CY = (~LX).astype(np.float32), (~LY).astype(np.float32).T
     for rows, cols in ((np.flatnonzero(~simple_x), np.arange(len(LY))), (sx, np.flatnonzero(~simple_y))):
         for start in range(0, len(rows), _MATCH_CHUNK):
-            r = rows[start:start + _MATCH_CHUNK]
+            r = rows[start : start + _MATCH_CHUNK]
             i, j = np.nonzero(CX[r] @ CY[:, cols] == 0)
             ii.append(r[i])
             jj.append(cols[j])
@@ -158,8 +158,7 @@ def _exact_set(A, B, near: bool, separation: float) -> EquilibriumSet:
     Y = np.array([[float(v) for v in y] for _, y in profiles]).reshape(len(profiles), A.shape[1])
     order = sorted_order(X, Y)
     eqs = [make_equilibrium(A, B, X[i], Y[i]) for i in order]
-    return EquilibriumSet(eqs, complete=finite, degenerate=degenerate, near_degenerate=near,
-                          separation=separation, exact=True)
+    return EquilibriumSet(eqs, complete=finite, degenerate=degenerate, near_degenerate=near, separation=separation, exact=True)
 
 
 def all_equilibria(A, B, *, strict: bool = False, exact: bool | None = None) -> EquilibriumSet:
@@ -196,8 +195,9 @@ def all_equilibria(A, B, *, strict: bool = False, exact: bool | None = None) -> 
                 raise RuntimeError("all_equilibria: a completely labelled pair is not an equilibrium")  # pragma: no cover
             order = sorted_order(X, Y)
             eqs = [make_equilibrium(A, B, X[i], Y[i]) for i in order]
-            result = EquilibriumSet(eqs, complete=not (degenerate or near), degenerate=degenerate,
-                                    near_degenerate=near, separation=separation)
+            result = EquilibriumSet(
+                eqs, complete=not (degenerate or near), degenerate=degenerate, near_degenerate=near, separation=separation
+            )
     if strict and not result.complete:
         raise DegenerateGameError(
             f"A, B: the equilibrium set cannot be certified complete (degenerate={result.degenerate}, "

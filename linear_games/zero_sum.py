@@ -66,18 +66,14 @@ def _zs_cvxpy(An: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prob = cp.Problem(cp.Maximize(v), cons)
     if "CLARABEL" in cp.installed_solvers():
         # interior point: ask for a gap well below VALUE_ATOL (in normalised payoff units)
-        tol = dict(tol_gap_abs=PIVOT_ATOL, tol_gap_rel=PIVOT_ATOL, tol_feas=PIVOT_ATOL,
-                   tol_ktratio=PIVOT_ATOL)
+        tol = dict(tol_gap_abs=PIVOT_ATOL, tol_gap_rel=PIVOT_ATOL, tol_feas=PIVOT_ATOL, tol_ktratio=PIVOT_ATOL)
         prob.solve(solver="CLARABEL", **tol)
     else:  # pragma: no cover - CLARABEL ships with cvxpy
         prob.solve()
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or x.value is None or (
-        cons[0].dual_value is None
-    ):
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or x.value is None or (cons[0].dual_value is None):
         raise RuntimeError(f"zero_sum_solve: cvxpy failed with status {prob.status}")
     if prob.status == cp.OPTIMAL_INACCURATE:
-        warnings.warn("zero_sum_solve: cvxpy reports an inaccurate solution", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn("zero_sum_solve: cvxpy reports an inaccurate solution", RuntimeWarning, stacklevel=3)
     return to_simplex(np.asarray(x.value)), to_simplex(np.asarray(cons[0].dual_value))
 
 
@@ -163,16 +159,12 @@ def zero_sum_solve(A, method: str = "auto") -> ZeroSumSolution:
         if method == "auto" and _zs_exploitability(An, x, y) > PIVOT_ATOL:
             x, y = _zs_polish(An, *_zs_highs(An))
     exploit = max(0.0, float((A @ y).max() - (x @ A).min()))
-    return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y),
-                           exploitability=exploit)
-
-
+    return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y), exploitability=exploit)
 
 
 def _solution(A: np.ndarray, x: np.ndarray, y: np.ndarray) -> ZeroSumSolution:
     exploit = max(0.0, float((A @ y).max() - (x @ A).min()))
-    return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y),
-                           exploitability=exploit)
+    return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y), exploitability=exploit)
 
 
 def zero_sum_solve_batch(As) -> list[ZeroSumSolution]:

@@ -55,10 +55,10 @@ def anchored_game(seed: int, action_sizes: tuple[int, int] = (2, 2)) -> MarkovGa
     "statistical",
     source=Source(
         (
-            'Set  $\\lambda = 1$  for Algorithm 4. With probability  $1 - \\delta$ , we have $$\\text{Nash-gap}(\\pi^'
-            '{\\text{output}}) \\leq \\max_{\\pi_i} 4\\mathbb{E}_{\\pi_i, \\pi_{-i}^*} \\left[ \\sum_{h=1}^H C_{\\mathbb{P}'
-            '} \\|\\psi(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D},h}^{\\mathbb{P}} + \\lambda I]^{-1}} + C_r \\sum_{h'
-            '=1}^H \\|\\bar{\\psi}(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D}}^r + \\lambda I]^{-1}} \\right],$$'
+            "Set  $\\lambda = 1$  for Algorithm 4. With probability  $1 - \\delta$ , we have $$\\text{Nash-gap}(\\pi^"
+            "{\\text{output}}) \\leq \\max_{\\pi_i} 4\\mathbb{E}_{\\pi_i, \\pi_{-i}^*} \\left[ \\sum_{h=1}^H C_{\\mathbb{P}"
+            "} \\|\\psi(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D},h}^{\\mathbb{P}} + \\lambda I]^{-1}} + C_r \\sum_{h"
+            "=1}^H \\|\\bar{\\psi}(s_h, \\mathbf{a}_h)\\|_{[\\Sigma_{\\mathcal{D}}^r + \\lambda I]^{-1}} \\right],$$"
         ),
         "Theorem 4 and its proof, Appendix A.2",
         verbatim=True,
@@ -84,11 +84,20 @@ def theorem4(ctx: CheckContext) -> Verdict:
                 printed = 4.0 * bound.per_player.sum()
             if ctx.mutated("norm_without_square_root"):
                 squared = result.c_p * result.transition_width**2 + result.c_r * result.confidence.width**2
-                printed = 4.0 * max(best_response(game.transitions, squared, eq, i).values[0, game.initial_state]
-                                    for i in range(game.n_players))
-            rows.append({"seed": seed, "n": n, "nash_gap": nash_gap(game, result.policy).total, "bound": float(printed),
-                         "proof_bound": bound.summed, "theta_in_set": bool(np.all(result.confidence.contains(game.theta))),
-                         "m_H": game.n_players * game.horizon})
+                printed = 4.0 * max(
+                    best_response(game.transitions, squared, eq, i).values[0, game.initial_state] for i in range(game.n_players)
+                )
+            rows.append(
+                {
+                    "seed": seed,
+                    "n": n,
+                    "nash_gap": nash_gap(game, result.policy).total,
+                    "bound": float(printed),
+                    "proof_bound": bound.summed,
+                    "theta_in_set": bool(np.all(result.confidence.contains(game.theta))),
+                    "m_H": game.n_players * game.horizon,
+                }
+            )
     in_set = [r for r in rows if r["theta_in_set"]]
     within = [r["nash_gap"] <= r["bound"] + EXACT_ATOL for r in rows]
     non_vacuous = [r for r in rows if r["bound"] < r["m_H"]]
@@ -156,8 +165,15 @@ def theorem4(ctx: CheckContext) -> Verdict:
     )
 
 
-def theorem4_printed_bound(game: MarkovGame, data: PreferenceDataset, equilibrium, constant: float, reward_term: str = "printed",
-                           lam: float = DEFAULT_LAMBDA, delta: float = DEFAULT_DELTA) -> float:
+def theorem4_printed_bound(
+    game: MarkovGame,
+    data: PreferenceDataset,
+    equilibrium,
+    constant: float,
+    reward_term: str = "printed",
+    lam: float = DEFAULT_LAMBDA,
+    delta: float = DEFAULT_DELTA,
+) -> float:
     """``4 max_i max_{pi_i} E_{pi_i, pi*_-i}[sum_h C_P ||psi||_{Sigma_p^-1} + C_r ||psibar||_{Sigma_r^-1}]`` from the
     data's covariances alone (the MLE does not enter). ``reward_term``: ``"printed"``, ``"identifiable"`` (the
     width in the identifiable quotient) or ``"features"`` (Sigma_r of trajectory features, a planted misreading)."""
@@ -186,7 +202,7 @@ def unidentified_floor(features: np.ndarray, constant: float, lam: float = DEFAU
     q = identifiable_basis(features)
     floor = 0.0
     for h in range(H):
-        block = q[h * d:(h + 1) * d]
+        block = q[h * d : (h + 1) * d]
         complement = np.linalg.svd(np.eye(d) - block @ block.T)[0][:, : d - np.linalg.matrix_rank(block)]
         if complement.shape[1]:
             floor += float(np.abs(features[h].reshape(-1, d) @ complement).max(axis=1).min())
@@ -196,8 +212,7 @@ def unidentified_floor(features: np.ndarray, constant: float, lam: float = DEFAU
 @check(
     "marlhf.theorem4_vacuous",
     PAPER,
-    "Theorems 2/4: under unilateral coverage the printed bound becomes small, so SBSM's output is an approximate "
-    "Nash equilibrium.",
+    "Theorems 2/4: under unilateral coverage the printed bound becomes small, so SBSM's output is an approximate Nash equilibrium.",
     "exact",
     source=Source(
         "If the dataset has unilateral coverage on the Nash equilibrium policy, there exists an algorithm that can "
@@ -212,13 +227,21 @@ def unidentified_floor(features: np.ndarray, constant: float, lam: float = DEFAU
 )
 def theorem4_vacuous(ctx: CheckContext) -> Verdict:
     constant, lam = 1.0, DEFAULT_LAMBDA
-    reward_term = next((m for m in ("identifiable", "features") if ctx.mutated({"identifiable": "identifiable_reward_term",
-                                                                                "features": "sigma_r_of_features"}[m])), "printed")
+    reward_term = next(
+        (
+            m
+            for m in ("identifiable", "features")
+            if ctx.mutated({"identifiable": "identifiable_reward_term", "features": "sigma_r_of_features"}[m])
+        ),
+        "printed",
+    )
     m1, _ = table4_games()
     eq1, _ = table4_equilibria()
     ns = [100, 1_000, 10_000, 100_000] + ([] if ctx.quick else [1_000_000])
-    by_n = [theorem4_printed_bound(m1, sample_preference_dataset(m1, uniform_policy(m1), n, [ctx.seed, n]), eq1, constant,
-                                   reward_term) for n in ns]
+    by_n = [
+        theorem4_printed_bound(m1, sample_preference_dataset(m1, uniform_policy(m1), n, [ctx.seed, n]), eq1, constant, reward_term)
+        for n in ns
+    ]
     horizons = [1, 2, 3, 4]
     by_h, m_h, floors = [], [], []
     for H in horizons:
@@ -272,8 +295,7 @@ def theorem4_vacuous(ctx: CheckContext) -> Verdict:
     vacuous = min(by_n) >= largest_gap and all(b >= mh for b, mh in zip(by_h, m_h)) and floors[0] >= largest_gap
     return Verdict(
         "erratum" if vacuous else "holds",
-        f"bound {by_n[0]:.3g} -> {by_n[-1]:.3g} (n = {ns[0]:.0e} -> {ns[-1]:.0e}); floor {floors[0]:.3g}; largest gap "
-        f"mH = {largest_gap}",
+        f"bound {by_n[0]:.3g} -> {by_n[-1]:.3g} (n = {ns[0]:.0e} -> {ns[-1]:.0e}); floor {floors[0]:.3g}; largest gap mH = {largest_gap}",
         evidence=evidence,
         printed="under unilateral coverage the bound 4 max_i max_{pi_i} E[sum_h C_P||psi||_{Sigma_p^-1} + "
         "C_r||psibar||_{Sigma_r^-1}] is small",

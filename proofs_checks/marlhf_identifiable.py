@@ -55,8 +55,9 @@ FLOOR_FACTOR = 1.1
 def identifiable_certificate(ctx: CheckContext) -> Verdict:
     ns = (100, 1000, 10_000) if ctx.quick else (100, 1000, 10_000, 100_000)
     seeds = [ctx.seed + k for k in range(6 if ctx.quick else 20)]
-    rows = certificate_experiment(ns, seeds, delta=DELTA, point_estimate=ctx.mutated("point_estimate"),
-                                  paper_reference=ctx.mutated("paper_reference"))
+    rows = certificate_experiment(
+        ns, seeds, delta=DELTA, point_estimate=ctx.mutated("point_estimate"), paper_reference=ctx.mutated("paper_reference")
+    )
     sound = float(np.mean([r.sound for r in rows]))
     failures = []
     if sound < 1 - DELTA:
@@ -69,7 +70,8 @@ def identifiable_certificate(ctx: CheckContext) -> Verdict:
         mh = paper[0].horizon_bound
         slope = log_log_slope(ns, ident)
         at_floor = all(r.paper_unilateral >= r.paper_floor - VALUE_ATOL for r in paper) and all(
-            r.paper_unilateral <= FLOOR_FACTOR * r.paper_floor for r in paper if r.n == ns[-1])
+            r.paper_unilateral <= FLOOR_FACTOR * r.paper_floor for r in paper if r.n == ns[-1]
+        )
         evidence[family] = {
             "unilateral_certificate_median": cert,
             "unilateral_identifiable_coverage_median": ident,
@@ -103,11 +105,14 @@ def identifiable_certificate(ctx: CheckContext) -> Verdict:
         captions[path.name] = (
             "Against n (log-log, medians over seeds): Theorem 4's printed bound (dashed), the identifiable "
             f"certificate (solid, valid with probability {1 - DELTA:g}) and the true Nash gap of SBSM's output "
-            "(dotted), for unilateral (blue) and single-policy (red) data; grey: mH.")
+            "(dotted), for unilateral (blue) and single-policy (red) data; grey: mH."
+        )
     t4 = evidence["table4"]
-    summary = (f"sound in {sound:.0%} of {len(rows)} runs; unilateral n={ns[-1]}: certificate "
-               f"{t4['unilateral_certificate_median'][-1]:.2g} < mH={t4['mH']:g}, identifiable slope "
-               f"{t4['identifiable_slope']:.2f}, paper's measure at floor {t4['paper_floor'][-1]:.2g}")
+    summary = (
+        f"sound in {sound:.0%} of {len(rows)} runs; unilateral n={ns[-1]}: certificate "
+        f"{t4['unilateral_certificate_median'][-1]:.2g} < mH={t4['mH']:g}, identifiable slope "
+        f"{t4['identifiable_slope']:.2f}, paper's measure at floor {t4['paper_floor'][-1]:.2g}"
+    )
     return Verdict(
         "refuted" if failures else "holds",
         "; ".join(failures) if failures else summary,

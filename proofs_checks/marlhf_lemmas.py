@@ -104,8 +104,14 @@ def lemmas1_3(ctx: CheckContext) -> Verdict:
     freq = {key: counts[key] / totals[key] for key in counts}
     target = 1.0 - DEFAULT_DELTA
     evidence = {
-        "setting": {**LEMMA_GAME, "n_pairs": LEMMA_PAIRS, "seeds": n_seeds, "delta": DEFAULT_DELTA,
-                    "constant_C": LEMMA_CONSTANT, "clip": False},
+        "setting": {
+            **LEMMA_GAME,
+            "n_pairs": LEMMA_PAIRS,
+            "seeds": n_seeds,
+            "delta": DEFAULT_DELTA,
+            "constant_C": LEMMA_CONSTANT,
+            "clip": False,
+        },
         "frequency": freq,
         "target": target,
         "lemma3_max_lhs_over_rhs": float(max(ratios)),
@@ -152,9 +158,9 @@ def zhu_radius(dim: int, delta: float, lam: float, bound: float, gamma: float, c
     "statistical",
     source=Source(
         (
-            'By Lemma 5, the confidence region is $$\\Theta = \\left\\{ \\theta : \\|\\theta - \\hat{\\theta}\\|_{\\Sigma_{'
-            '\\mathcal{D}}^r + \\lambda I} \\leq C_r = C \\sqrt{\\frac{dH + \\log(1/\\delta)}{\\lambda^2 n} + d} \\right\\}'
-            '.$$'
+            "By Lemma 5, the confidence region is $$\\Theta = \\left\\{ \\theta : \\|\\theta - \\hat{\\theta}\\|_{\\Sigma_{"
+            "\\mathcal{D}}^r + \\lambda I} \\leq C_r = C \\sqrt{\\frac{dH + \\log(1/\\delta)}{\\lambda^2 n} + d} \\right\\}"
+            ".$$"
         ),
         "Appendix A.2 (Theta, C_r) and Lemma 5, Appendix A.3",
         verbatim=True,

@@ -110,7 +110,7 @@ def per_step_design(game, dataset, player: int = 0):
     phi = step_features(lin.features, dataset.states, dataset.actions)  # [N, 2, H, d]
     lifted = np.zeros(phi.shape[:3] + (H * d,))
     for h in range(H):
-        lifted[:, :, h, h * d:(h + 1) * d] = phi[:, :, h]
+        lifted[:, :, h, h * d : (h + 1) * d] = phi[:, :, h]
     X = lifted[:, 0].sum(axis=1) - lifted[:, 1].sum(axis=1)
     D = (lifted[:, :, :-1] - lifted[:, :, 1:]).reshape(-1, H * d)
     return X, dataset.prefs[:, player].astype(np.float64), D
@@ -162,7 +162,7 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
     if ctx.mutated("shift_within_step"):
         shift[0], shift[1] = 1.0, -1.0
     else:  # a constant moved from every (s, a) of step 1 to step 2 keeps every trajectory's sum
-        shift[:d], shift[d:2 * d] = 1.0, -1.0
+        shift[:d], shift[d : 2 * d] = 1.0, -1.0
     shift_residual = float(np.abs(X @ shift).max())
     alphas = [1e-6, 1e-4, 1e-2, 1.0] if ctx.quick else [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
     D_fit = np.eye(X.shape[1]) if ctx.mutated("l2_instead_of_time_mse") else D
@@ -215,8 +215,9 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
         f"{evidence['likelihood_null_space_dimension']} of {evidence['parameters']} directions unidentified; fit at "
         f"alpha={alphas[0]:g} is {distances[0]:.1e} from the smoothest MLE (quotient)",
         evidence=evidence,
-        counterexample=None if holds else {"seed": ctx.seed, "alphas": alphas, "mse": mse, "distances": distances,
-                                           "shift_residual": shift_residual},
+        counterexample=None
+        if holds
+        else {"seed": ctx.seed, "alphas": alphas, "mse": mse, "distances": distances, "shift_residual": shift_residual},
         figures=figures,
         captions=captions,
         seeds=[ctx.seed, ctx.seed + 1],

@@ -109,8 +109,7 @@ def table2_mse_columns(ctx: CheckContext) -> Verdict:
     "Section 6.2: with the Diversified dataset the variance across training runs is lower than with the other datasets.",
     "exact",
     source=Source(
-        "Additionally, we found that in a diversified dataset, the variance across all training runs was lower "
-        "compared to other datasets.",
+        "Additionally, we found that in a diversified dataset, the variance across all training runs was lower compared to other datasets.",
         "section 6.2, on Table 2",
         verbatim=True,
     ),
@@ -135,15 +134,16 @@ def table2_diversified_variance(ctx: CheckContext) -> Verdict:
         "tasks_where_diversified_is_lowest": int(lowest.sum()),
     }
     holds = not failing
-    summary = (f"Diversified has the lowest spread in {evidence['tasks_where_diversified_is_lowest']}/{len(envs)} tasks"
-               + ("" if holds else f"; not on {', '.join(failing)} ({std[div][~lowest][0]:.2f} vs "
-                  f"{others.min(axis=0)[~lowest][0]:.2f})"))
+    summary = f"Diversified has the lowest spread in {evidence['tasks_where_diversified_is_lowest']}/{len(envs)} tasks" + (
+        "" if holds else f"; not on {', '.join(failing)} ({std[div][~lowest][0]:.2f} vs {others.min(axis=0)[~lowest][0]:.2f})"
+    )
     return Verdict(
         "holds" if holds else "refuted",
         summary,
         evidence=evidence,
-        counterexample=None if holds else {"tasks": failing, "diversified_std": std[div][~lowest].tolist(),
-                                           "lower_std": others.min(axis=0)[~lowest].tolist()},
+        counterexample=None
+        if holds
+        else {"tasks": failing, "diversified_std": std[div][~lowest].tolist(), "lower_std": others.min(axis=0)[~lowest].tolist()},
     )
 
 
@@ -151,9 +151,13 @@ def table3() -> dict:
     """Table 3 as ``{"columns", "envs", "mean" [env, column], "std" [env, column], "bold"}``."""
     header, rows = parse_table(text.TABLE3)
     cells = list(rows.values())
-    return {"columns": [h.replace(" ", "") for h in header], "envs": list(rows),
-            "mean": np.array([[c[0] for c in row] for row in cells]), "std": np.array([[c[1] for c in row] for row in cells]),
-            "bold": bold_cells(text.TABLE3)}
+    return {
+        "columns": [h.replace(" ", "") for h in header],
+        "envs": list(rows),
+        "mean": np.array([[c[0] for c in row] for row in cells]),
+        "std": np.array([[c[1] for c in row] for row in cells]),
+        "bold": bold_cells(text.TABLE3),
+    }
 
 
 def _task_key(name: str) -> str:
@@ -199,7 +203,7 @@ def table3_tag_beta(ctx: CheckContext) -> Verdict:
     t = table3()
     betas = [float(c.split("=")[1]) for c in t["columns"] if c.startswith("\\beta=")]
     tag = t["envs"].index(next(e for e in t["envs"] if _task_key(e) == "tag"))
-    tag_means = t["mean"][tag, :len(betas)]
+    tag_means = t["mean"][tag, : len(betas)]
     evidence = {
         "section53_beta": stated,
         "section64_tag_beta": float(sec64.group(1)) if sec64 else None,
@@ -215,7 +219,8 @@ def table3_tag_beta(ctx: CheckContext) -> Verdict:
         "holds" if consistent else "erratum",
         f"Tag beta: text {stated.get('tag'):g}, Table 3 caption {caption.get('tag'):g}; Table 3 has no beta = "
         f"{stated.get('tag'):g} column; best Tag beta there {evidence['tag_best_beta_in_table3']:g}"
-        if not consistent else f"beta per task agrees: {stated}",
+        if not consistent
+        else f"beta per task agrees: {stated}",
         evidence=evidence,
         printed="beta = (1, 1, 3) for Spread-v3, Reference-v3, Tag-v3 (section 5.3; section 6.4: 'increasing beta to 3')",
         corrected=f"Table 3's standard pipeline uses beta = {caption.get('tag'):g} for Tag-v3 (its caption); no beta = "
@@ -268,8 +273,9 @@ def table3_regularisation(ctx: CheckContext) -> Verdict:
         f"alpha = 0 is worse than the standard pipeline in {evidence['tasks_where_alpha0_is_worse']}/{len(envs)} tasks"
         + ("" if holds else f"; better on {', '.join(failing)}"),
         evidence=evidence,
-        counterexample=None if holds else {"tasks": failing, "alpha0_return": a0_mean[~worse].tolist(),
-                                           "standard_return": std_mean[~worse].tolist()},
+        counterexample=None
+        if holds
+        else {"tasks": failing, "alpha0_return": a0_mean[~worse].tolist(), "standard_return": std_mean[~worse].tolist()},
     )
 
 

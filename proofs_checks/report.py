@@ -87,10 +87,12 @@ def write_report(results: list[CheckResult], ctx: CheckContext, partial: bool = 
     report = ctx.out_dir / "verify.json"
     written = {**doc, "checks": merge_verify_checks(report, doc["checks"], settings)} if partial else doc
     save_counterexamples(results, ctx)
-    atomic_write_many({
-        report: lambda fh: json.dump(written, fh, indent=1),
-        ctx.out_dir / "verify.md": lambda fh: fh.write(markdown(written)),
-    })
+    atomic_write_many(
+        {
+            report: lambda fh: json.dump(written, fh, indent=1),
+            ctx.out_dir / "verify.md": lambda fh: fh.write(markdown(written)),
+        }
+    )
     return doc
 
 

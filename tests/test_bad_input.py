@@ -56,8 +56,13 @@ POLICY = random_policy(GAME, 6)
 DATA = sample_preference_dataset(GAME, POLICY, 6, seed=1)
 
 #: A shape error names the array; the sizes it was checked against are named in the message.
-RELATED = {"n_players": ("rewards", "action_sizes"), "n_states": ("transitions",), "horizon": ("transitions",),
-           "action_sizes": ("transitions",), "features": ("theta",)}
+RELATED = {
+    "n_players": ("rewards", "action_sizes"),
+    "n_states": ("transitions",),
+    "horizon": ("transitions",),
+    "action_sizes": ("transitions",),
+    "features": ("theta",),
+}
 
 not_real = st.one_of(
     st.text(min_size=1, max_size=5),
@@ -80,8 +85,9 @@ def broken_games(draw):
     data = game_json()
     kind = draw(st.sampled_from(["delete", "unknown", "integer", "array", "array-shape", "nan"]))
     if kind == "delete":
-        field = draw(st.sampled_from(["format", "n_players", "n_states", "action_sizes", "horizon", "initial_state",
-                                      "transitions", "rewards"]))
+        field = draw(
+            st.sampled_from(["format", "n_players", "n_states", "action_sizes", "horizon", "initial_state", "transitions", "rewards"])
+        )
         del data[field]
     elif kind == "unknown":
         field = draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in data))
@@ -259,9 +265,17 @@ def hdf5_dataset(tmp_path_factory):
     rng = np.random.default_rng(0)
     spec = DatasetSpec("toy", {"horizon": H}, ("a0", "a1"), 2, 3, nA, H)
     with DatasetWriter(path, spec) as w:
-        w.append(TrajectoryBatch(rng.normal(size=(N, H + 1, m, 2)).astype(np.float32), rng.normal(size=(N, H + 1, 3)).astype(np.float32),
-                                 rng.integers(0, nA, (N, H, m)).astype(np.int16), np.ones((N, H, m, nA), bool),
-                                 rng.random((N, H, m)).astype(np.float32), np.arange(N), "mix"))
+        w.append(
+            TrajectoryBatch(
+                rng.normal(size=(N, H + 1, m, 2)).astype(np.float32),
+                rng.normal(size=(N, H + 1, 3)).astype(np.float32),
+                rng.integers(0, nA, (N, H, m)).astype(np.int16),
+                np.ones((N, H, m, nA), bool),
+                rng.random((N, H, m)).astype(np.float32),
+                np.arange(N),
+                "mix",
+            )
+        )
         f, s = sample_pairs(N, 2, 0)
         w.write_pairs(label_pairs(rng.random((N, m)), f, s, seed=1))
     return path
@@ -389,8 +403,16 @@ def _tiny_dataset(path):
     rng = np.random.default_rng(0)
     spec = DatasetSpec("toy", {}, ("a0", "a1"), 1, 1, nA, H)
     with DatasetWriter(path, spec) as w:
-        w.append(TrajectoryBatch(np.zeros((N, H + 1, m, 1), np.float32), np.zeros((N, H + 1, 1), np.float32),
-                                 rng.integers(0, nA, (N, H, m)).astype(np.int16), np.ones((N, H, m, nA), bool),
-                                 np.zeros((N, H, m), np.float32), np.arange(N), "mix"))
+        w.append(
+            TrajectoryBatch(
+                np.zeros((N, H + 1, m, 1), np.float32),
+                np.zeros((N, H + 1, 1), np.float32),
+                rng.integers(0, nA, (N, H, m)).astype(np.int16),
+                np.ones((N, H, m, nA), bool),
+                np.zeros((N, H, m), np.float32),
+                np.arange(N),
+                "mix",
+            )
+        )
         w.write_pairs(label_pairs(rng.random((N, m)), *sample_pairs(N, 1, 0), seed=1))
     return path

@@ -360,8 +360,7 @@ def test_the_tours_finite_game_lines_run_as_written(tmp_path):
     import sys
 
     script = "set -euo pipefail\n" + "\n".join(_tour_lines()) + "\n"
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}",
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"game.json", "pi.json", "data.npz", "m1.json"} <= {p.name for p in tmp_path.iterdir()}
@@ -403,8 +402,9 @@ def test_sample_draws_many_pairs_in_chunks_with_progress(files, capsys, monkeypa
             events.append(("close",))
 
     monkeypatch.setattr(cli, "StderrProgress", lambda name: Recorder())
-    code, _, _ = run(capsys, "sample", d / "game.json", d / "pi.json", "--pairs", 20, "--seed", 4, "--out", d / "many.npz", "--json",
-                     "--progress")
+    code, _, _ = run(
+        capsys, "sample", d / "game.json", d / "pi.json", "--pairs", 20, "--seed", 4, "--out", d / "many.npz", "--json", "--progress"
+    )
     ds = load_dataset(d / "many.npz", g)
     assert code == 0 and ds.n_pairs == 20
     chunks = ds.actions[:7], ds.actions[7:14], ds.actions[14:]

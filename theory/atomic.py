@@ -43,7 +43,7 @@ def _remove_stale_temporaries(path: Path) -> None:
     """Temporaries of ``path`` left by processes that no longer run (killed mid-write)."""
     prefix = f".{path.name}."
     for tmp in path.parent.glob(f"{prefix}*.tmp"):
-        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 

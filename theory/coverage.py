@@ -192,8 +192,9 @@ def dataset_bonus(game: MarkovGame, dataset: PreferenceDataset, lam: float = DEF
     """The bonus terms of ``dataset`` under the feature map of ``game`` (one-hot if it has none)."""
     dataset.check_against(game)
     features = game_features(game)
-    return BonusTerms(reward_widths(features, reward_gram(features, dataset, lam)),
-                      transition_widths(features, transition_grams(features, dataset, lam)))
+    return BonusTerms(
+        reward_widths(features, reward_gram(features, dataset, lam)), transition_widths(features, transition_grams(features, dataset, lam))
+    )
 
 
 def game_features(game: MarkovGame) -> np.ndarray:
@@ -234,9 +235,7 @@ class Coverage:
     worst_deviation: np.ndarray
 
 
-def coverage_measures(
-    game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA
-) -> Coverage:
+def coverage_measures(game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA) -> Coverage:
     """Single, unilateral and uniform coverage of ``dataset`` around ``policy`` (Definition 1).
 
     Only the feature map, sizes, horizon and transitions of ``game`` are used: the expectation

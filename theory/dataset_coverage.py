@@ -155,10 +155,13 @@ def finite_game_coverage(
     point = acc.bonus_model()
     bonus = bonus_grid(point, features)
     cov = measures_from_bonus(game, bonus, policy, acc.lam)
-    ident = measures_from_bonus(game, bonus_grid(point.with_reference(policy_reference(game, policy, features)), features),
-                                policy, acc.lam)
-    reps = {"single": np.empty(n_bootstrap), "unilateral": np.empty(n_bootstrap), "uniform": np.empty(n_bootstrap),
-            "per_player": np.empty((n_bootstrap, game.n_players))}
+    ident = measures_from_bonus(game, bonus_grid(point.with_reference(policy_reference(game, policy, features)), features), policy, acc.lam)
+    reps = {
+        "single": np.empty(n_bootstrap),
+        "unilateral": np.empty(n_bootstrap),
+        "uniform": np.empty(n_bootstrap),
+        "per_player": np.empty((n_bootstrap, game.n_players)),
+    }
     for k in range(n_bootstrap):
         c = measures_from_bonus(game, bonus_grid(acc.bonus_model(slot=k), features), policy, acc.lam)
         reps["single"][k], reps["unilateral"][k], reps["uniform"][k] = c.single, c.unilateral, c.uniform

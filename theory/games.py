@@ -13,8 +13,8 @@ Steps are 0-based in code (``h = 0`` is the paper's ``h = 1``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -50,16 +50,12 @@ def check_distribution(array: np.ndarray, field_name: str, axis: int = -1) -> No
         raise GameError(f"{field_name}: expected a non-empty array")
     if np.min(array) < -PROB_ATOL:
         where = np.unravel_index(np.argmin(array), array.shape)
-        raise GameError(
-            f"{field_name}: expected probabilities >= 0, found {array[where]:.3g} at index {tuple(int(i) for i in where)}"
-        )
+        raise GameError(f"{field_name}: expected probabilities >= 0, found {array[where]:.3g} at index {tuple(int(i) for i in where)}")
     sums = array.sum(axis=axis)
     bad = np.abs(sums - 1.0) > PROB_ATOL * max(1, array.shape[axis])
     if np.any(bad):
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise GameError(
-            f"{field_name}: expected rows summing to 1 along the last axis, row {where} sums to {sums[where]:.12g}"
-        )
+        raise GameError(f"{field_name}: expected rows summing to 1 along the last axis, row {where} sums to {sums[where]:.12g}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,9 +88,7 @@ class MarkovGame:
         P = _as_float_array(self.transitions, "transitions")
         R = _as_float_array(self.rewards, "rewards")
         if P.ndim < 4:
-            raise GameError(
-                f"transitions: expected shape [H, S, A_1, ..., A_m, S] with m >= 1, got {P.shape}"
-            )
+            raise GameError(f"transitions: expected shape [H, S, A_1, ..., A_m, S] with m >= 1, got {P.shape}")
         H, S = P.shape[0], P.shape[1]
         actions = P.shape[2:-1]
         if P.shape[-1] != S:
@@ -118,9 +112,7 @@ class MarkovGame:
                 psi = np.broadcast_to(psi, (H, *psi.shape))
             if psi.ndim < 2 or psi.shape[:-1] != (H, S, *actions):
                 shape = list(psi.shape) if psi.ndim <= 2 * (m + 3) else f"{psi.ndim} axes"
-                raise GameError(
-                    f"features: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] = {[H, S, *actions, 'd']}, got {shape}"
-                )
+                raise GameError(f"features: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] = {[H, S, *actions, 'd']}, got {shape}")
             object.__setattr__(self, "features", psi)
         if self.theta is not None:
             th = _as_float_array(self.theta, "theta")
@@ -133,9 +125,7 @@ class MarkovGame:
             implied = np.einsum("h...d,hid->hi...", self.features, th)
             err = float(np.max(np.abs(implied - R)))
             if err > VALUE_ATOL:
-                raise GameError(
-                    f"features, theta: Assumption 1 needs rewards = <features, theta>; they differ by up to {err:.3g}"
-                )
+                raise GameError(f"features, theta: Assumption 1 needs rewards = <features, theta>; they differ by up to {err:.3g}")
             object.__setattr__(self, "theta", th)
         object.__setattr__(self, "_validated", True)
 
@@ -159,7 +149,7 @@ class MarkovGame:
     def feature_dim(self) -> int | None:
         return None if self.features is None else int(self.features.shape[-1])
 
-    def with_one_hot_features(self) -> "MarkovGame":
+    def with_one_hot_features(self) -> MarkovGame:
         """The same game as a linear Markov game with one-hot features ``psi(s, a) = e_{(s, a)}``.
 
         ``d = S * prod(A_i)``; ``theta[h, i]`` is the flattened reward table and the transition
@@ -169,8 +159,7 @@ class MarkovGame:
         d = int(np.prod(shape))
         psi = np.eye(d).reshape(*shape, d)
         theta = self.rewards.reshape(self.horizon, self.n_players, d)
-        return MarkovGame(self.transitions, self.rewards, self.initial_state, psi, theta, self.name,
-                          self.bounded_rewards)
+        return MarkovGame(self.transitions, self.rewards, self.initial_state, psi, theta, self.name, self.bounded_rewards)
 
 
 def linear_markov_game(
@@ -203,7 +192,9 @@ def linear_markov_game(
     # psi carries the step axis iff it has one axis more than [S, A_1..A_m, d].
     psi_h = psi if psi.ndim == m + 3 else np.broadcast_to(psi, (H, *psi.shape))
     if psi_h.ndim != m + 3 or psi_h.shape[0] != H or psi_h.shape[1] != S:
-        raise GameError(f"psi: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] with H = {H}, S = {S}, m = {m}, got {list(psi.shape)}")
+        raise GameError(
+            f"psi: expected shape [S, A_1..A_m, d] or [H, S, A_1..A_m, d] with H = {H}, S = {S}, m = {m}, got {list(psi.shape)}"
+        )
     P = np.einsum("h...d,htd->h...t", psi_h, mu)
     R = np.einsum("h...d,hid->hi...", psi_h, theta)
     return MarkovGame(P, R, initial_state, psi_h, theta, name)

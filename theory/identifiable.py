@@ -75,7 +75,7 @@ def identifiable_basis(features: np.ndarray, rtol: float = RANK_RTOL) -> np.ndar
     out = np.zeros((H * d, sum(b.shape[1] for b in blocks)))
     col = 0
     for h, b in enumerate(blocks):
-        out[h * d:(h + 1) * d, col:col + b.shape[1]] = b
+        out[h * d : (h + 1) * d, col : col + b.shape[1]] = b
         col += b.shape[1]
     return out
 
@@ -125,12 +125,15 @@ def identifiable_bonus(game: MarkovGame, dataset: PreferenceDataset, reference, 
     lam = _check_lambda(lam)
     features = game_features(game)
     c = _check_reference(reference, features)
-    return BonusTerms(reward_widths(features, reward_gram(features, dataset, lam), c),
-                      transition_widths(features, transition_grams(features, dataset, lam)))
+    return BonusTerms(
+        reward_widths(features, reward_gram(features, dataset, lam), c),
+        transition_widths(features, transition_grams(features, dataset, lam)),
+    )
 
 
-def identifiable_measures(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
-                          lam: float = DEFAULT_LAMBDA, reference=None) -> Coverage:
+def identifiable_measures(
+    game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA, reference=None
+) -> Coverage:
     """Identifiable single, unilateral and uniform coverage around ``policy``, with the worst deviator.
 
     The same exact dynamic programme as ``theory.coverage.coverage_measures`` on the identifiable
@@ -141,15 +144,17 @@ def identifiable_measures(game: MarkovGame, dataset: PreferenceDataset, policy: 
     return measures_from_bonus(game, identifiable_bonus(game, dataset, c, lam).total(), policy, lam)
 
 
-def both_measures(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
-                  lam: float = DEFAULT_LAMBDA, reference=None) -> tuple[Coverage, Coverage]:
+def both_measures(
+    game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA, reference=None
+) -> tuple[Coverage, Coverage]:
     """``(paper's Definition 1, identifiable)`` from one pass over the data (the covariances are shared)."""
     report = identifiable_report(game, dataset, policy, lam, reference, reward_term=False)
     return report["paper"], report["identifiable"]
 
 
-def identifiable_report(game: MarkovGame, dataset: PreferenceDataset, policy: Policy,
-                        lam: float = DEFAULT_LAMBDA, reference=None, reward_term: bool = True) -> dict[str, Coverage]:
+def identifiable_report(
+    game: MarkovGame, dataset: PreferenceDataset, policy: Policy, lam: float = DEFAULT_LAMBDA, reference=None, reward_term: bool = True
+) -> dict[str, Coverage]:
     """``{"paper", "identifiable", "identifiable_reward_term"}`` from one pass: Definition 1, the
     identifiable measures, and (with ``reward_term``) those of the identifiable reward term alone,
     the part that is exactly invariant to step offsets (Definition 1's transition term is not)."""

@@ -38,19 +38,48 @@ from .preferences import PreferenceDataset
 from .safe_read import MAX_JSON_BYTES, MEMORY_BUDGET_BYTES, load_mapping, short_repr
 
 __all__ = [
-    "DATASET_FORMAT", "GAME_FORMAT", "MAX_JSON_BYTES", "MEMORY_BUDGET_BYTES", "POLICY_FORMAT",
-    "atomic_save", "atomic_write", "atomic_write_bytes", "atomic_write_many", "atomic_write_text",
-    "check_output_dir", "check_output_file", "game_to_dict", "load_dataset", "load_game",
-    "load_policy", "merge_verify_checks", "policy_to_dict", "save_dataset", "save_figure",
-    "save_game", "save_policy", "write_json",
+    "DATASET_FORMAT",
+    "GAME_FORMAT",
+    "MAX_JSON_BYTES",
+    "MEMORY_BUDGET_BYTES",
+    "POLICY_FORMAT",
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_many",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+    "game_to_dict",
+    "load_dataset",
+    "load_game",
+    "load_policy",
+    "merge_verify_checks",
+    "policy_to_dict",
+    "save_dataset",
+    "save_figure",
+    "save_game",
+    "save_policy",
+    "write_json",
 ]
 
 GAME_FORMAT = "marlcov.game/1"
 POLICY_FORMAT = "marlcov.policy/1"
 DATASET_FORMAT = "marlcov.prefs/1"
 
-GAME_FIELDS = ("format", "n_players", "n_states", "action_sizes", "horizon", "initial_state",
-               "transitions", "rewards", "features", "theta", "name")
+GAME_FIELDS = (
+    "format",
+    "n_players",
+    "n_states",
+    "action_sizes",
+    "horizon",
+    "initial_state",
+    "transitions",
+    "rewards",
+    "features",
+    "theta",
+    "name",
+)
 DATASET_FIELDS = ("format", "states", "actions", "prefs")
 
 
@@ -91,8 +120,16 @@ def _int_field(path, data: dict, key: str) -> int:
     return int(value)
 
 
-_KIND_NAMES = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numbers", "O": "mixed or ragged entries",
-               "M": "dates", "m": "time deltas", "V": "records"}
+_KIND_NAMES = {
+    "U": "strings",
+    "S": "bytes",
+    "b": "booleans",
+    "c": "complex numbers",
+    "O": "mixed or ragged entries",
+    "M": "dates",
+    "m": "time deltas",
+    "V": "records",
+}
 
 
 def _real_array(path, key: str, raw, shape: tuple | None = None, declared: str = "") -> np.ndarray:
@@ -183,12 +220,24 @@ def load_game(path: str | os.PathLike, bounded_rewards: bool = True) -> MarkovGa
             raise _file_error(path, f"field {key!r}: expected an integer >= {low}, got {value}")
     sizes = _int_array(path, "action_sizes", _require(path, data, "action_sizes"))
     if sizes.ndim != 1 or sizes.shape[0] != m or np.any(sizes < 1):
-        raise _file_error(path, f"field 'action_sizes': expected a list of {m} positive integers (n_players), got {short_repr(sizes.tolist())}")
+        raise _file_error(
+            path, f"field 'action_sizes': expected a list of {m} positive integers (n_players), got {short_repr(sizes.tolist())}"
+        )
     actions = tuple(int(a) for a in sizes)
-    P = _real_array(path, "transitions", _require(path, data, "transitions"), (H, S, *actions, S),
-                    "[H, S, A_1..A_m, S] from horizon, n_states, action_sizes")
-    R = _real_array(path, "rewards", _require(path, data, "rewards"), (H, m, S, *actions),
-                    "[H, m, S, A_1..A_m] from horizon, n_players, n_states, action_sizes")
+    P = _real_array(
+        path,
+        "transitions",
+        _require(path, data, "transitions"),
+        (H, S, *actions, S),
+        "[H, S, A_1..A_m, S] from horizon, n_states, action_sizes",
+    )
+    R = _real_array(
+        path,
+        "rewards",
+        _require(path, data, "rewards"),
+        (H, m, S, *actions),
+        "[H, m, S, A_1..A_m] from horizon, n_players, n_states, action_sizes",
+    )
     psi = _real_array(path, "features", data["features"]) if "features" in data else None
     theta = _real_array(path, "theta", data["theta"]) if "theta" in data else None
     name = _scalar(data.get("name"))
@@ -277,7 +326,6 @@ def dataset_nbytes(n_pairs: int, horizon: int, n_players: int) -> int:
     return 8 * n_pairs * (2 * (horizon + 1) + 2 * horizon * n_players + n_players)
 
 
-
 def merge_verify_checks(report: str | os.PathLike, checks: list[dict], settings: dict) -> list[dict]:
     """The ``checks`` of a ``verify.json`` about to replace ``report``: a partial run
     (``verify --only``) into a folder that holds a report keeps that report's other checks, in
@@ -290,12 +338,16 @@ def merge_verify_checks(report: str | os.PathLike, checks: list[dict], settings:
     old = load_mapping(report)
     old_checks = old.get("checks")
     if not isinstance(old_checks, list) or not all(isinstance(c, dict) and "id" in c for c in old_checks):
-        raise _file_error(report, "field 'checks': expected a list of checks with ids; not merging into it "
-                                  "(choose another --out, or remove the file)")
+        raise _file_error(
+            report, "field 'checks': expected a list of checks with ids; not merging into it (choose another --out, or remove the file)"
+        )
     old_settings = {k: (old.get("settings") or {}).get(k) for k in settings}
     if old_settings != dict(settings):
-        raise _file_error(report, f"field 'settings' is {short_repr(old_settings)}, this run {short_repr(dict(settings))}; "
-                                  "not merging a partial run into it (choose another --out, or the same settings)")
+        raise _file_error(
+            report,
+            f"field 'settings' is {short_repr(old_settings)}, this run {short_repr(dict(settings))}; "
+            "not merging a partial run into it (choose another --out, or the same settings)",
+        )
     new = {c["id"]: c for c in checks}
     merged = [new.pop(c["id"], c) for c in old_checks]
     return merged + [c for c in checks if c["id"] in new]

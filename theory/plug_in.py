@@ -83,8 +83,9 @@ class PlugInAccumulator:
         self._udev = np.zeros(self.n_agents)
         self._uniform = self._uniform_weight = 0.0
 
-    def add(self, reference, deviations: Sequence | None = None, available: Sequence | None = None,
-            joint=None, weights=None, valid=None) -> None:
+    def add(
+        self, reference, deviations: Sequence | None = None, available: Sequence | None = None, joint=None, weights=None, valid=None
+    ) -> None:
         """Add ``B`` anchor trajectories.
 
         Args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,9 +55,7 @@ def deterministic_policy(game: MarkovGame, actions: Sequence[np.ndarray]) -> Pol
     return tuple(out)
 
 
-def random_policy(
-    game: MarkovGame, seed: int | np.random.Generator | None = None, deterministic: bool = False
-) -> Policy:
+def random_policy(game: MarkovGame, seed: int | np.random.Generator | None = None, deterministic: bool = False) -> Policy:
     """A random product policy: Dirichlet(1) rows, or uniformly random one-hot rows."""
     rng = np.random.default_rng(seed)
     H, S = game.horizon, game.n_states

@@ -9,8 +9,8 @@ the sigmoid of the main text is what is implemented.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.special import expit
@@ -87,14 +87,14 @@ class PreferenceDataset:
             if col.size and (col.min() < 0 or col.max() >= a):
                 raise GameError(f"actions: player {i}'s actions expected in [0, {a - 1}]")
 
-    def __add__(self, other: "PreferenceDataset") -> "PreferenceDataset":
+    def __add__(self, other: PreferenceDataset) -> PreferenceDataset:
         return PreferenceDataset(
             np.concatenate([self.states, other.states]),
             np.concatenate([self.actions, other.actions]),
             np.concatenate([self.prefs, other.prefs]),
         )
 
-    def subset(self, index) -> "PreferenceDataset":
+    def subset(self, index) -> PreferenceDataset:
         return PreferenceDataset(self.states[index], self.actions[index], self.prefs[index])
 
 
@@ -105,9 +105,7 @@ def _sample_categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(idx, probs.shape[-1] - 1)
 
 
-def sample_trajectories(
-    game: MarkovGame, policy: Policy, n: int, seed: int | np.random.Generator | None = None
-) -> Trajectories:
+def sample_trajectories(game: MarkovGame, policy: Policy, n: int, seed: int | np.random.Generator | None = None) -> Trajectories:
     """Roll out ``n`` independent episodes of ``policy`` from ``s_1``; vectorised over episodes."""
     policy = check_policy(policy, game)
     rng = np.random.default_rng(seed)

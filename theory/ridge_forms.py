@@ -60,8 +60,7 @@ class RidgeGram:
             raise ValueError("rows, gram: expected exactly one of them")
         held = np.asarray(self.rows if self.gram is None else self.gram, dtype=np.float64)
         if held.ndim != 2 or held.shape[1] % self.block or (self.gram is not None and held.shape[0] != held.shape[1]):
-            raise ValueError(f"rows/gram: expected [r, n] or [n, n] with n a multiple of the block {self.block}, "
-                             f"got {list(held.shape)}")
+            raise ValueError(f"rows/gram: expected [r, n] or [n, n] with n a multiple of the block {self.block}, got {list(held.shape)}")
         object.__setattr__(self, "rows" if self.gram is None else "gram", held)
         object.__setattr__(self, "_cache", {})
 
@@ -138,7 +137,7 @@ class RidgeGram:
             d = self.block
             out = np.empty((self.n_blocks, d, d))
             for h in range(self.n_blocks):
-                col = linv[h * d:, h * d:(h + 1) * d]
+                col = linv[h * d :, h * d : (h + 1) * d]
                 out[h] = col.T @ col
             self._cache["blocks"] = out
         return self._cache["blocks"]
@@ -170,7 +169,7 @@ class RidgeGram:
         x = queries
         d = self.block
         if self.woodbury:
-            cols = self.rows[:, h * d:(h + 1) * d]
+            cols = self.rows[:, h * d : (h + 1) * d]
             sq = np.einsum("kd,kd->k", x, x)
             ex = cols @ x.T
             if offset is not None:

@@ -31,8 +31,19 @@ MAX_JSON_BYTES = 64 * 2**20
 #: Characters of a value quoted in an error message (a message stays one short line).
 REPR_CHARS = 60
 
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, NotImplementedError,
-                RuntimeError, SyntaxError, UnicodeDecodeError, OverflowError)
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,
+    OSError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    SyntaxError,
+    UnicodeDecodeError,
+    OverflowError,
+)
 
 
 def short_repr(value, limit: int = REPR_CHARS) -> str:
@@ -48,8 +59,10 @@ def _one_line(exc: BaseException) -> str:
 def _read_json(path: Path) -> dict:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
-        raise GameError(f"{path}: {size / 2**20:.0f} MiB of JSON is over the reader's limit of "
-                        f"{MAX_JSON_BYTES // 2**20} MiB; store large arrays as .npz")
+        raise GameError(
+            f"{path}: {size / 2**20:.0f} MiB of JSON is over the reader's limit of "
+            f"{MAX_JSON_BYTES // 2**20} MiB; store large arrays as .npz"
+        )
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -75,15 +88,18 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, budget:
         shape, dtype = _npy_header(fh)
         header_bytes = fh.tell()
     if dtype.hasobject:
-        raise GameError(f"{path}: field {key!r} holds pickled Python objects, which this reader never loads; "
-                        "expected an array of numbers")
+        raise GameError(f"{path}: field {key!r} holds pickled Python objects, which this reader never loads; expected an array of numbers")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if nbytes > budget:
-        raise GameError(f"{path}: field {key!r} declares {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
-                        f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB")
+        raise GameError(
+            f"{path}: field {key!r} declares {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
+            f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB"
+        )
     if nbytes > info.file_size - header_bytes:
-        raise GameError(f"{path}: field {key!r} is truncated (its header declares {nbytes} bytes, "
-                        f"the file holds {max(info.file_size - header_bytes, 0)})")
+        raise GameError(
+            f"{path}: field {key!r} is truncated (its header declares {nbytes} bytes, "
+            f"the file holds {max(info.file_size - header_bytes, 0)})"
+        )
     with zf.open(info) as fh:
         return np.lib.format.read_array(fh, allow_pickle=False)
 
@@ -94,8 +110,9 @@ def _read_npz(path: Path) -> dict:
             out, budget = {}, MEMORY_BUDGET_BYTES
             for info in zf.infolist():
                 if not info.filename.endswith(".npy"):
-                    raise GameError(f"{path}: member {short_repr(info.filename)} is not an array (.npy); "
-                                    "expected an NPZ written by numpy.savez")
+                    raise GameError(
+                        f"{path}: member {short_repr(info.filename)} is not an array (.npy); expected an NPZ written by numpy.savez"
+                    )
                 arr = out[info.filename[:-4]] = _read_member(zf, info, path, budget)
                 budget -= arr.nbytes
             return out

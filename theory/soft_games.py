@@ -21,8 +21,8 @@ Loops run over the horizon and players only; states and joint actions are vector
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.special import logsumexp, softmax
@@ -111,7 +111,9 @@ def inverse_soft_bellman(P: np.ndarray, Q: np.ndarray, ref: np.ndarray, beta: fl
     return r
 
 
-def regularised_value(P: np.ndarray, reward: np.ndarray, joint_policy: np.ndarray, ref: np.ndarray, beta: float, gamma: float = 1.0) -> np.ndarray:
+def regularised_value(
+    P: np.ndarray, reward: np.ndarray, joint_policy: np.ndarray, ref: np.ndarray, beta: float, gamma: float = 1.0
+) -> np.ndarray:
     """``V^pi[h, s] = E_pi[sum gamma^t (r - beta log(pi/ref))]`` of a joint policy; shape ``[H+1, S]``."""
     _check_shapes(P, reward)
     H, S = P.shape[:2]
@@ -195,7 +197,9 @@ def soft_best_response(P: np.ndarray, reward_i: np.ndarray, policy: Policy, play
     return MarginalCritic(q_bar, V, softmax(lam * q_bar, axis=2))
 
 
-def soft_evaluation(P: np.ndarray, reward_i: np.ndarray, policy: Policy, player: int, lam: float, gamma: float = 1.0, entropy: bool = True) -> MarginalCritic:
+def soft_evaluation(
+    P: np.ndarray, reward_i: np.ndarray, policy: Policy, player: int, lam: float, gamma: float = 1.0, entropy: bool = True
+) -> MarginalCritic:
     """Player i's marginalised critic of the profile ``pi`` (its own entropy bonus included when ``entropy``).
 
     ``V_i(s) = sum_{a_i} pi_i(a_i|s) [qbar_i(s,a_i) - (1/lam) log pi_i(a_i|s)]``; with
@@ -223,7 +227,9 @@ def boltzmann_residual(P: np.ndarray, rewards: np.ndarray, policy: Policy, lam: 
     return worst
 
 
-def regularised_nash_gap(P: np.ndarray, rewards: np.ndarray, policy: Policy, lam: float, initial_state: int = 0, gamma: float = 1.0) -> np.ndarray:
+def regularised_nash_gap(
+    P: np.ndarray, rewards: np.ndarray, policy: Policy, lam: float, initial_state: int = 0, gamma: float = 1.0
+) -> np.ndarray:
     """Per player ``V_i^{soft BR to pi_-i}(s_1) - V_i^{pi, entropy}(s_1) >= 0``; zero iff ``pi_i`` is the soft best response."""
     gaps = []
     for i in range(len(policy)):
@@ -250,7 +256,9 @@ class LogitEquilibrium:
     iterations: int
 
 
-def _stage_logit_equilibrium(G: np.ndarray, lam: float, damping: float, tol: float, max_iter: int, homotopy_steps: int) -> tuple[list[np.ndarray], int]:
+def _stage_logit_equilibrium(
+    G: np.ndarray, lam: float, damping: float, tol: float, max_iter: int, homotopy_steps: int
+) -> tuple[list[np.ndarray], int]:
     """Logit equilibria of the stage games ``G[i, s, a_1..a_m]`` at every state at once.
 
     Follows the principal branch by homotopy in the rationality (``lam/K, 2 lam/K, .., lam``,

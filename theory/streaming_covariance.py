@@ -95,7 +95,7 @@ def _inverse_diagonal_blocks(a: np.ndarray, block: int, field: str) -> np.ndarra
     n_blocks = a.shape[0] // block
     out = np.empty((n_blocks, block, block))
     for h in range(n_blocks):
-        col = linv[h * block:, h * block:(h + 1) * block]
+        col = linv[h * block :, h * block : (h + 1) * block]
         out[h] = col.T @ col
     return out
 
@@ -115,8 +115,9 @@ class CovarianceAccumulator:
     order, gives the same matrices up to rounding (``merge`` adds two accumulators).
     """
 
-    def __init__(self, horizon: int, dim: int, n_slots: int = 0, lam: float = DEFAULT_LAMBDA,
-                 memory_bytes: int = ACCUMULATOR_MEMORY_BYTES) -> None:
+    def __init__(
+        self, horizon: int, dim: int, n_slots: int = 0, lam: float = DEFAULT_LAMBDA, memory_bytes: int = ACCUMULATOR_MEMORY_BYTES
+    ) -> None:
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon: expected a positive integer, got {horizon!r}")
         if not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -130,7 +131,8 @@ class CovarianceAccumulator:
             fit = self.max_slots(self.horizon, self.dim, memory_bytes)
             raise ValueError(
                 f"n_slots: {n_slots} weighted copies of Sigma_r ({self.horizon * self.dim}^2) and Sigma_p need "
-                f"{need / 2**30:.2f} GiB, over the budget of {memory_bytes / 2**30:.2f} GiB; at most {max(fit, 0)} fit")
+                f"{need / 2**30:.2f} GiB, over the budget of {memory_bytes / 2**30:.2f} GiB; at most {max(fit, 0)} fit"
+            )
         Hd = self.horizon * self.dim
         # One Fortran-ordered matrix per slot, slot 0 the point estimate, so syrk updates in place.
         self._r = [np.zeros((Hd, Hd), order="F") for _ in range(self.n_slots + 1)]
@@ -165,8 +167,7 @@ class CovarianceAccumulator:
             raise ValueError(f"{field}: expected finite features")
         return arr, v
 
-    def update(self, features_first, features_second, weights=None, transitions: bool = True,
-               valid_first=None, valid_second=None) -> None:
+    def update(self, features_first, features_second, weights=None, transitions: bool = True, valid_first=None, valid_second=None) -> None:
         """Add ``B`` preference pairs given by the per-step features of both trajectories.
 
         Args:
@@ -366,16 +367,15 @@ class BonusModel:
         both = np.concatenate([self.reward_blocks, self.transition_inverse], axis=2)
         quad = np.empty((2, flat.shape[0], H))
         for start in range(0, flat.shape[0], BONUS_CHUNK):
-            by_step = flat[start:start + BONUS_CHUNK].transpose(1, 0, 2)
+            by_step = flat[start : start + BONUS_CHUNK].transpose(1, 0, 2)
             if self.reference is None:
                 prod = np.matmul(by_step, both)
-                quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., :d], by_step)
-                quad[1, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., d:], by_step)
+                quad[0, start : start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., :d], by_step)
+                quad[1, start : start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", prod[..., d:], by_step)
             else:
                 z = by_step - self.reference[:, None, :]
-                quad[0, start:start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", np.matmul(z, self.reward_blocks), z)
-                quad[1, start:start + BONUS_CHUNK] = np.einsum(
-                    "hnd,hnd->nh", np.matmul(by_step, self.transition_inverse), by_step)
+                quad[0, start : start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", np.matmul(z, self.reward_blocks), z)
+                quad[1, start : start + BONUS_CHUNK] = np.einsum("hnd,hnd->nh", np.matmul(by_step, self.transition_inverse), by_step)
         root = np.sqrt(np.maximum(quad, 0.0))
         return root[0].reshape(*lead, H), root[1].reshape(*lead, H)
 

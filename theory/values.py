@@ -138,10 +138,7 @@ def nash_gap(game: MarkovGame, policy: Policy) -> NashGap:
     sizes = game.action_sizes
     joint = joint_action_probs(policy)
     letters = "abcdefghijklmnopqrtuvwxyz"[:m]  # not "s", the state axis
-    br_sums = [
-        ",".join([f"s{letters}"] + [f"s{c}" for j, c in enumerate(letters) if j != i]) + f"->s{letters[i]}"
-        for i in range(m)
-    ]
+    br_sums = [",".join([f"s{letters}"] + [f"s{c}" for j, c in enumerate(letters) if j != i]) + f"->s{letters[i]}" for i in range(m)]
     W = np.zeros((2 * m, S))  # rows 0..m-1: V^pi[h+1]; rows m..2m-1: best-response values
     brs = tuple(np.zeros((H, S, a)) for a in sizes)
     for h in range(H - 1, -1, -1):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,8 +85,11 @@ class OfflineData:
         self.pairs = None
         if pairs is not None:
             y = (np.asarray(pairs.labels) == 1).mean(axis=1)
-            self.pairs = (torch.as_tensor(pairs.first, device=device), torch.as_tensor(pairs.second, device=device),
-                          torch.as_tensor(y, dtype=torch.float32, device=device))
+            self.pairs = (
+                torch.as_tensor(pairs.first, device=device),
+                torch.as_tensor(pairs.second, device=device),
+                torch.as_tensor(y, dtype=torch.float32, device=device),
+            )
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -95,8 +99,9 @@ class OfflineData:
         return {name: getattr(self, name)[index] for name in ("obs", "state", "actions", "avail", "rewards", "valid", "last")}
 
 
-def load_offline_data(dataset_path: str | os.PathLike, device: torch.device, need_pairs: bool = False,
-                      pairs_path: str | os.PathLike | None = None) -> OfflineData:
+def load_offline_data(
+    dataset_path: str | os.PathLike, device: torch.device, need_pairs: bool = False, pairs_path: str | os.PathLike | None = None
+) -> OfflineData:
     """Read a dataset file (and its preference pairs when ``need_pairs``: those stored in the
     dataset, or those of the pairs file ``pairs_path`` written for it) into memory."""
     from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
@@ -154,8 +159,13 @@ def clipped_exponent_values(q: torch.Tensor, v: torch.Tensor, scale: torch.Tenso
 
 def save_model(path: Path, spec: DatasetSpec, config: Mapping[str, Any], policy: nn.Module, extra_modules: Mapping[str, nn.Module]) -> Path:
     """Write the trained policy (and the value networks) with the dataset spec and config."""
-    obj = {"format": MODEL_FORMAT, "spec": json.dumps(spec.to_attrs()), "config": json.dumps(dict(config)),
-           "policy": policy.state_dict(), "modules": {k: m.state_dict() for k, m in extra_modules.items()}}
+    obj = {
+        "format": MODEL_FORMAT,
+        "spec": json.dumps(spec.to_attrs()),
+        "config": json.dumps(dict(config)),
+        "policy": policy.state_dict(),
+        "modules": {k: m.state_dict() for k, m in extra_modules.items()},
+    }
     return atomic_torch_save(obj, path)
 
 
@@ -187,8 +197,9 @@ def greedy_policy(policy_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor
     return act
 
 
-def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = 0,
-                        device: str | torch.device = "cpu") -> dict[str, float]:
+def evaluate_policy_net(
+    policy_net: nn.Module, spec: DatasetSpec, n_episodes: int = 32, seed: int = 0, device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Greedy play of ``policy_net`` (``deep.marlhf.evaluate.evaluate_policy``, episodes from
     reset seed ``eval_seed_start(seed, n_episodes)``): mean team return (mean over agents of the
     undiscounted return) and its std, and for SMAX the win rate."""
@@ -198,8 +209,17 @@ def evaluate_policy_net(policy_net: nn.Module, spec: DatasetSpec, n_episodes: in
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
     policy_net.eval()
-    res = evaluate_policy(greedy_policy(policy_net), spec.env_name, n_episodes, seed, n_episodes, device, spec_env_kwargs(spec),
-                          progress=False, env_device=device)
+    res = evaluate_policy(
+        greedy_policy(policy_net),
+        spec.env_name,
+        n_episodes,
+        seed,
+        n_episodes,
+        device,
+        spec_env_kwargs(spec),
+        progress=False,
+        env_device=device,
+    )
     out = {"return_mean": res["return_per_agent"], "return_std": res["return_std"], "episodes": res["n_episodes"]}
     if "win_rate" in res:
         out["win_rate"] = res["win_rate"]

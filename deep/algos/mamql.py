@@ -42,9 +42,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,10 +129,17 @@ class JointCritic(torch.nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
         if n_actions**n_agents > MAX_JOINT_ACTIONS:
-            raise ValueError(f"n_actions, n_agents: {n_actions}^{n_agents} joint actions exceed {MAX_JOINT_ACTIONS}, the most the "
-                             "exact marginalisation handles (3-agent MPE and SMAX 3m fit; 5-agent maps do not)")
-        self.network = {"obs_dim": int(obs_dim), "n_actions": int(n_actions), "n_agents": int(n_agents),
-                        "hidden": int(hidden), "layers": int(layers)}
+            raise ValueError(
+                f"n_actions, n_agents: {n_actions}^{n_agents} joint actions exceed {MAX_JOINT_ACTIONS}, the most the "
+                "exact marginalisation handles (3-agent MPE and SMAX 3m fit; 5-agent maps do not)"
+            )
+        self.network = {
+            "obs_dim": int(obs_dim),
+            "n_actions": int(n_actions),
+            "n_agents": int(n_agents),
+            "hidden": int(hidden),
+            "layers": int(layers),
+        }
         self.body = mlp(n_agents * obs_dim + n_agents, hidden, layers, n_actions**n_agents)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -213,12 +221,17 @@ def mamql_terms(critic: JointCritic, obs: torch.Tensor, actions: torch.Tensor, a
     q_taken = torch.where(valid[..., None], qbar[:, :H].gather(-1, idx).squeeze(-1), zero)
     v_next = torch.where((valid & ~last)[..., None], v[:, 1 : H + 1], zero)
     v_initial = v[:, 0]
-    objective = torch.stack([iq_learn_objective(q_taken[..., i], v_next[..., i], v_initial[:, i], config.gamma, config.reg_coef)
-                             for i in range(actions.shape[-1])])
+    objective = torch.stack(
+        [
+            iq_learn_objective(q_taken[..., i], v_next[..., i], v_initial[:, i], config.gamma, config.reg_coef)
+            for i in range(actions.shape[-1])
+        ]
+    )
     logits = (config.lam * qbar[:, :H]).masked_fill(~step_avail, MASKED_LOGIT)
     log_pi = torch.log_softmax(logits, dim=-1).gather(-1, idx).squeeze(-1)
-    return MAMQLTerms(q_taken=q_taken, v_next=v_next, v_initial=v_initial, objective=objective, loss=-objective.sum(),
-                      log_pi=log_pi, pi=pi, valid=valid)
+    return MAMQLTerms(
+        q_taken=q_taken, v_next=v_next, v_initial=v_initial, objective=objective, loss=-objective.sum(), log_pi=log_pi, pi=pi, valid=valid
+    )
 
 
 def joint_action_values(table: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -236,8 +249,9 @@ def recovered_rewards(terms: Mapping[str, torch.Tensor], gamma: float) -> torch.
     return inverse_soft_bellman(terms["q_taken"], terms["v_next"], gamma)
 
 
-def reward_loss(reward_net: JointCritic, obs: torch.Tensor, actions: torch.Tensor, terms: Mapping[str, torch.Tensor],
-                gamma: float) -> torch.Tensor:
+def reward_loss(
+    reward_net: JointCritic, obs: torch.Tensor, actions: torch.Tensor, terms: Mapping[str, torch.Tensor], gamma: float
+) -> torch.Tensor:
     """Eq. 9's constraint: ``mean (R_i(o_h, a_h) - (qbar_i - gamma V_i(o_{h+1})))^2`` over steps
     and agents, the critic's values held fixed."""
     H = actions.shape[1]
@@ -252,8 +266,15 @@ class BoltzmannPolicy:
     samples from ``pi_i ∝ exp(lam qbar_i)`` (from ``generator``), or takes its argmax with
     ``greedy``."""
 
-    def __init__(self, critic: JointCritic, lam: float, iterations: int, greedy: bool = False,
-                 generator: torch.Generator | None = None, name: str = "mamql") -> None:
+    def __init__(
+        self,
+        critic: JointCritic,
+        lam: float,
+        iterations: int,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+        name: str = "mamql",
+    ) -> None:
         self.critic, self.lam, self.iterations = critic, float(lam), int(iterations)
         self.greedy, self.generator, self.name = bool(greedy), generator, name
 
@@ -277,18 +298,28 @@ class BoltzmannPolicy:
         return torch.multinomial(flat, 1, generator=self.generator).reshape(p.shape[:-1])
 
 
-def save_mamql(path: str | os.PathLike, critic: JointCritic, reward_net: JointCritic, spec: DatasetSpec, config: MAMQLConfig,
-               meta: Mapping[str, Any]) -> Path:
+def save_mamql(
+    path: str | os.PathLike, critic: JointCritic, reward_net: JointCritic, spec: DatasetSpec, config: MAMQLConfig, meta: Mapping[str, Any]
+) -> Path:
     """Write the critic and reward networks, with the dataset's spec, in ``MAMQL_FORMAT`` (atomically)."""
-    return atomic_torch_save({
-        "format": MAMQL_FORMAT, "env_name": spec.env_name, "spec": json.dumps(spec.to_attrs()), "network": json.dumps(critic.network),
-        "config": json.dumps(config_dict(config)), "meta": json.dumps(dict(meta)),
-        "critic": critic.state_dict(), "reward": reward_net.state_dict(),
-    }, path)
+    return atomic_torch_save(
+        {
+            "format": MAMQL_FORMAT,
+            "env_name": spec.env_name,
+            "spec": json.dumps(spec.to_attrs()),
+            "network": json.dumps(critic.network),
+            "config": json.dumps(config_dict(config)),
+            "meta": json.dumps(dict(meta)),
+            "critic": critic.state_dict(),
+            "reward": reward_net.state_dict(),
+        },
+        path,
+    )
 
 
-def load_mamql(path: str | os.PathLike, device: str | torch.device = "cpu", greedy: bool = False,
-               generator: torch.Generator | None = None) -> tuple[BoltzmannPolicy, JointCritic]:
+def load_mamql(
+    path: str | os.PathLike, device: str | torch.device = "cpu", greedy: bool = False, generator: torch.Generator | None = None
+) -> tuple[BoltzmannPolicy, JointCritic]:
     """``(policy, reward_net)`` from a ``MAMQL_FORMAT`` file; ValueError naming the file and
     field when a field is missing or does not fit."""
     dev = resolve_device(device)
@@ -347,8 +378,9 @@ def demonstration_metrics(critic: JointCritic, obs, actions, avail, config: MAMQ
 
 
 @torch.no_grad()
-def reward_recovery_metrics(critic: JointCritic, reward_net: JointCritic, obs, actions, avail, rewards, config: MAMQLConfig,
-                            chunk: int = 256) -> dict[str, float]:
+def reward_recovery_metrics(
+    critic: JointCritic, reward_net: JointCritic, obs, actions, avail, rewards, config: MAMQLConfig, chunk: int = 256
+) -> dict[str, float]:
     """Pearson correlation with the true rewards ``[N, H, m]`` (read for evaluation only) of the
     rewards recovered along the given trajectories (any behaviour, not only the expert's): by
     the inverse operator ``qbar_i(o_h, a_{h,i}) - gamma V_i(o_{h+1})`` and by the reward network."""
@@ -362,14 +394,21 @@ def reward_recovery_metrics(critic: JointCritic, reward_net: JointCritic, obs, a
         rnet.append(joint_action_values(reward_net(obs[sl, :H]), actions[sl])[valid])
         true.append(rewards[sl][valid])
     true = torch.cat(true)
-    return {"reward_corr_inverse_operator": _pearson(torch.cat(rbar), true),
-            "reward_corr_reward_net": _pearson(torch.cat(rnet), true)}
+    return {"reward_corr_inverse_operator": _pearson(torch.cat(rbar), true), "reward_corr_reward_net": _pearson(torch.cat(rnet), true)}
 
 
 # ----------------------------------------------------------------------------- training
-def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, config: MAMQLConfig, seed: int = 0,
-              state_path: str | os.PathLike | None = None, resume: bool = True, run_config: Mapping[str, Any] | None = None,
-              progress: bool = True) -> tuple[JointCritic, JointCritic, list[dict[str, float]]]:
+def fit_mamql(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    avail: torch.Tensor,
+    config: MAMQLConfig,
+    seed: int = 0,
+    state_path: str | os.PathLike | None = None,
+    resume: bool = True,
+    run_config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[JointCritic, JointCritic, list[dict[str, float]]]:
     """Offline MAMQL on in-memory demonstrations ``obs [N, H+1, m, d]``, ``actions [N, H, m]``,
     ``avail [N, H, m, A]`` (one device). Batches of trajectories come from a seeded generator;
     with ``state_path`` the run checkpoints there and resumes from it. Returns the critic, the
@@ -385,9 +424,13 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
     ropt = torch.optim.Adam(reward_net.parameters(), lr=cfg.reward_lr)
     gen = torch_generator(seed, dev)
-    state = TrainingState(state_path, cfg.checkpoint_every if state_path else 0,
-                          {"critic": critic, "reward": reward_net, "opt": opt, "ropt": ropt}, {"batches": gen},
-                          run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
+    state = TrainingState(
+        state_path,
+        cfg.checkpoint_every if state_path else 0,
+        {"critic": critic, "reward": reward_net, "opt": opt, "ropt": ropt},
+        {"batches": gen},
+        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+    )
     if state_path is not None:
         if resume:
             state.load(map_location=dev)
@@ -414,8 +457,9 @@ def fit_mamql(obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, con
     return critic, reward_net, history
 
 
-def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: int = 0, greedy: bool = True,
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
+def evaluate_mamql(
+    policy_path: str | os.PathLike, n_episodes: int = 100, seed: int = 0, greedy: bool = True, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """True return of the learned Boltzmann policy in the environment of its dataset (MPE or
     SMAX), ``n_episodes`` episodes from seed ``deep.common.eval_seed_start(seed, n_episodes)``
     (``deep.marlhf.evaluate.evaluate_policy``): mean return per agent and its std over episodes,
@@ -429,16 +473,26 @@ def evaluate_mamql(policy_path: str | os.PathLike, n_episodes: int = 100, seed: 
     policy, _ = load_mamql(policy_path, dev, greedy=greedy, generator=torch_generator(seed, dev))
     spec = DatasetSpec.from_attrs(json.loads(load_versioned(policy_path, MAMQL_FORMAT, dev)["spec"]), str(policy_path))
     res = evaluate_policy(policy, spec.env_name, n_episodes, seed, n_episodes, dev, spec_env_kwargs(spec), progress=False, env_device=dev)
-    out = {"env_name": spec.env_name, "n_episodes": int(n_episodes), "return_per_agent": res["return_per_agent"],
-           "return_std": res["return_std"]}
+    out = {
+        "env_name": spec.env_name,
+        "n_episodes": int(n_episodes),
+        "return_per_agent": res["return_per_agent"],
+        "return_std": res["return_std"],
+    }
     if "win_rate" in res:
         out["win_rate"] = res["win_rate"]
     return out
 
 
-def train_mamql(dataset_path: str | os.PathLike, config: MAMQLConfig | Mapping[str, Any] | str | os.PathLike | None,
-                out_dir: str | os.PathLike, device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
-                resume: bool = True) -> dict[str, Any]:
+def train_mamql(
+    dataset_path: str | os.PathLike,
+    config: MAMQLConfig | Mapping[str, Any] | str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = True,
+) -> dict[str, Any]:
     """Offline MAMQL on the demonstrations of an HDF5 dataset.
 
     Args:
@@ -461,8 +515,9 @@ def train_mamql(dataset_path: str | os.PathLike, config: MAMQLConfig | Mapping[s
     demo = demonstration_mask(arrays, cfg.demo_field, cfg.demo_tags)
     if not demo.any():
         sources, policies = sorted(set(arrays["source"].tolist())), sorted(set(arrays["agent_policy"].ravel().tolist()))
-        raise ValueError(f"{dataset_path}: no trajectory has {cfg.demo_field} tags in {list(cfg.demo_tags)} "
-                         f"(sources {sources}, policies {policies})")
+        raise ValueError(
+            f"{dataset_path}: no trajectory has {cfg.demo_field} tags in {list(cfg.demo_tags)} (sources {sources}, policies {policies})"
+        )
     obs_all = torch.as_tensor(arrays["obs"], dtype=torch.float32, device=dev)
     actions_all = torch.as_tensor(arrays["actions"].astype(np.int64), device=dev)
     avail_all = torch.as_tensor(arrays["avail"], device=dev)
@@ -474,9 +529,13 @@ def train_mamql(dataset_path: str | os.PathLike, config: MAMQLConfig | Mapping[s
     obs, actions, avail = obs_all[keep], actions_all[keep], avail_all[keep]
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
     critic, reward_net, history = fit_mamql(obs, actions, avail, cfg, seed, out / "train_state.pt", resume, run_config, progress)
-    metrics: dict[str, Any] = {"n_demonstrations": int(demo.sum()), "n_trajectories": int(len(demo)), "updates": cfg.updates,
-                               "final_loss": history[-1]["loss"] if history else None,
-                               "final_reward_loss": history[-1]["reward_loss"] if history else None}
+    metrics: dict[str, Any] = {
+        "n_demonstrations": int(demo.sum()),
+        "n_trajectories": int(len(demo)),
+        "updates": cfg.updates,
+        "final_loss": history[-1]["loss"] if history else None,
+        "final_reward_loss": history[-1]["reward_loss"] if history else None,
+    }
     metrics.update(demonstration_metrics(critic, obs, actions, avail, cfg))
     metrics.update(reward_recovery_metrics(critic, reward_net, obs_all, actions_all, avail_all, rewards_all, cfg))
     path = save_mamql(out / "mamql.pt", critic, reward_net, spec, cfg, {"trainer": "mamql", **metrics})

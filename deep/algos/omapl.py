@@ -107,11 +107,18 @@ class OMAPLModel(torch.nn.Module):
         q = self.q(batch["obs"][:, :H])
         logits = self.policy(batch["obs"][:, :H])
         w, b = self.mixer(batch["state"])
-        return {"q_taken": taken(q, batch["actions"]), "v": self.v(batch["obs"]).squeeze(-1), "w": w, "b": b,
-                "log_pi_taken": taken(masked_log_probs(logits, batch["avail"]), batch["actions"])}
+        return {
+            "q_taken": taken(q, batch["actions"]),
+            "v": self.v(batch["obs"]).squeeze(-1),
+            "w": w,
+            "b": b,
+            "log_pi_taken": taken(masked_log_probs(logits, batch["avail"]), batch["actions"]),
+        }
 
 
-def omapl_losses(out: dict[str, torch.Tensor], valid: torch.Tensor, last: torch.Tensor, y: torch.Tensor, cfg: OMAPLConfig) -> dict[str, torch.Tensor]:
+def omapl_losses(
+    out: dict[str, torch.Tensor], valid: torch.Tensor, last: torch.Tensor, y: torch.Tensor, cfg: OMAPLConfig
+) -> dict[str, torch.Tensor]:
     """O-MAPL's three terms on a batch of P pairs laid out as ``2P`` trajectories (first members,
     then second members): ``out`` from ``OMAPLModel.values``, ``valid``/``last [2P, H]``,
     labels ``y [P]``. Returns the minimised ``loss`` and its parts ``preference`` (L),
@@ -148,9 +155,17 @@ def _run_config(cfg: OMAPLConfig, dataset_path: Path, seed: int) -> dict[str, An
     return {**config_dict(cfg), "dataset": str(dataset_path), "seed": int(seed)}
 
 
-def train_omapl(dataset_path: str | os.PathLike, config: OMAPLConfig | dict | str | os.PathLike | None = None,
-                out_dir: str | os.PathLike = "omapl_run", device: str = "cpu", seed: int = 0, progress: bool = True,
-                resume: bool = True, evaluate: bool = False, pairs_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def train_omapl(
+    dataset_path: str | os.PathLike,
+    config: OMAPLConfig | dict | str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "omapl_run",
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = True,
+    evaluate: bool = False,
+    pairs_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Train O-MAPL on the preference pairs stored in ``dataset_path`` (or in the pairs file
     ``pairs_path`` written for it, e.g. ``DATA.pairs.h5`` of ``marlcov deep label``).
 
@@ -193,8 +208,14 @@ def train_omapl(dataset_path: str | os.PathLike, config: OMAPLConfig | dict | st
 
     history = fit(state, cfg.steps, step, progress, "O-MAPL")
     save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer})
-    metrics: dict[str, Any] = {"algo": "omapl", "env": spec.env_name, "seed": int(seed), "steps": len(history),
-                               "final": history[-1] if history else {}, "history": history}
+    metrics: dict[str, Any] = {
+        "algo": "omapl",
+        "env": spec.env_name,
+        "seed": int(seed),
+        "steps": len(history),
+        "final": history[-1] if history else {},
+        "history": history,
+    }
     if evaluate:
         metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, seed, dev)
     write_metrics(out, metrics)

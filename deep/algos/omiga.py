@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -99,9 +100,14 @@ class OMIGAModel(torch.nn.Module):
         with torch.no_grad():
             q_target = taken(self.q_target(obs), batch["actions"])
         logits = self.policy(obs)
-        return {"q_taken": taken(self.q(obs), batch["actions"]), "q_target_taken": q_target,
-                "v": self.v(batch["obs"]).squeeze(-1), "w": w, "b": b,
-                "log_pi_taken": taken(masked_log_probs(logits, batch["avail"]), batch["actions"])}
+        return {
+            "q_taken": taken(self.q(obs), batch["actions"]),
+            "q_target_taken": q_target,
+            "v": self.v(batch["obs"]).squeeze(-1),
+            "w": w,
+            "b": b,
+            "log_pi_taken": taken(masked_log_probs(logits, batch["avail"]), batch["actions"]),
+        }
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
@@ -109,8 +115,9 @@ class OMIGAModel(torch.nn.Module):
             p_t.lerp_(p, tau)
 
 
-def omiga_losses(out: dict[str, torch.Tensor], team_rewards: torch.Tensor, valid: torch.Tensor, last: torch.Tensor,
-                 cfg: OMIGAConfig) -> dict[str, torch.Tensor]:
+def omiga_losses(
+    out: dict[str, torch.Tensor], team_rewards: torch.Tensor, valid: torch.Tensor, last: torch.Tensor, cfg: OMIGAConfig
+) -> dict[str, torch.Tensor]:
     """OMIGA's three losses on trajectories: ``out`` from ``OMIGAModel.values``,
     ``team_rewards``, ``valid``, ``last [B, H]``. Returns the minimised ``loss`` (their sum) and
     ``value`` (Eq. 13), ``q`` (Eq. 14, mean squared error) and ``policy`` (Eq. 15, maximised)."""
@@ -147,9 +154,17 @@ def _reward_name(reward_fn: RewardFn) -> str:
     return str(getattr(reward_fn, "name", getattr(reward_fn, "__name__", type(reward_fn).__name__)))
 
 
-def train_omiga(dataset_path: str | os.PathLike, config: OMIGAConfig | dict | str | os.PathLike | None = None,
-                out_dir: str | os.PathLike = "omiga_run", device: str = "cpu", seed: int = 0, progress: bool = True,
-                reward_fn: RewardFn | None = None, resume: bool = True, evaluate: bool = False) -> dict[str, Any]:
+def train_omiga(
+    dataset_path: str | os.PathLike,
+    config: OMIGAConfig | dict | str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "omiga_run",
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    reward_fn: RewardFn | None = None,
+    resume: bool = True,
+    evaluate: bool = False,
+) -> dict[str, Any]:
     """Train OMIGA on ``dataset_path``'s trajectories.
 
     Args:
@@ -171,8 +186,12 @@ def train_omiga(dataset_path: str | os.PathLike, config: OMIGAConfig | dict | st
     model = OMIGAModel(spec.obs_dim, spec.state_dim, spec.n_agents, spec.n_actions, cfg).to(dev)
     optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     gen = torch_generator(seed, "cpu")
-    run_config = {**config_dict(cfg), "dataset": str(dataset_path), "seed": int(seed),
-                  "rewards": "dataset" if reward_fn is None else _reward_name(reward_fn)}
+    run_config = {
+        **config_dict(cfg),
+        "dataset": str(dataset_path),
+        "seed": int(seed),
+        "rewards": "dataset" if reward_fn is None else _reward_name(reward_fn),
+    }
     state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"model": model, "optim": optim}, {"batches": gen}, run_config)
     if resume:
         state.load(dev)
@@ -190,8 +209,15 @@ def train_omiga(dataset_path: str | os.PathLike, config: OMIGAConfig | dict | st
 
     history = fit(state, cfg.steps, step, progress, "OMIGA")
     save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer})
-    metrics: dict[str, Any] = {"algo": "omiga", "env": spec.env_name, "seed": int(seed), "rewards": run_config["rewards"],
-                               "steps": len(history), "final": history[-1] if history else {}, "history": history}
+    metrics: dict[str, Any] = {
+        "algo": "omiga",
+        "env": spec.env_name,
+        "seed": int(seed),
+        "rewards": run_config["rewards"],
+        "steps": len(history),
+        "final": history[-1] if history else {},
+        "history": history,
+    }
     if evaluate:
         metrics["eval"] = evaluate_policy_net(model.policy, spec, cfg.eval_episodes, seed, dev)
     write_metrics(out, metrics)

@@ -49,9 +49,10 @@ import copy
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,8 +161,14 @@ class Denoiser(torch.nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, n_agents: int, steps: int, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
-        self.network = {"obs_dim": int(obs_dim), "action_dim": int(action_dim), "n_agents": int(n_agents), "steps": int(steps),
-                        "hidden": int(hidden), "layers": int(layers)}
+        self.network = {
+            "obs_dim": int(obs_dim),
+            "action_dim": int(action_dim),
+            "n_agents": int(n_agents),
+            "steps": int(steps),
+            "hidden": int(hidden),
+            "layers": int(layers),
+        }
         m = n_agents
         in_dim = action_dim + TIME_EMBED + m * obs_dim + m * action_dim + m + m
         self.body = mlp(in_dim, hidden, layers, action_dim)
@@ -223,8 +230,9 @@ def score_regulariser(denoiser, schedule: Schedule, obs, actions, mode: str, gen
 
 
 @torch.no_grad()
-def sample_joint_actions(denoiser: Denoiser, schedule: Schedule, obs, mode: str, generator: torch.Generator,
-                         clip: float | None = None) -> torch.Tensor:
+def sample_joint_actions(
+    denoiser: Denoiser, schedule: Schedule, obs, mode: str, generator: torch.Generator, clip: float | None = None
+) -> torch.Tensor:
     """Joint actions ``[B, m, da]`` drawn from the diffusion model by ancestral DDPM sampling,
     agent after agent given the earlier agents' sampled actions (``"sequential"``: the joint
     behaviour), or all agents at once from their marginals (``"independent"``: the product of
@@ -255,8 +263,13 @@ class Actor(torch.nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
-        self.network = {"obs_dim": int(obs_dim), "action_dim": int(action_dim), "n_agents": int(n_agents),
-                        "hidden": int(hidden), "layers": int(layers)}
+        self.network = {
+            "obs_dim": int(obs_dim),
+            "action_dim": int(action_dim),
+            "n_agents": int(n_agents),
+            "hidden": int(hidden),
+            "layers": int(layers),
+        }
         self.body = mlp(obs_dim + n_agents, hidden, layers, action_dim)
 
     def forward(self, obs):
@@ -276,13 +289,19 @@ class TwinCritic(torch.nn.Module):
         return torch.cat([self.q1(x), self.q2(x)], dim=-1)
 
 
-def critic_loss(critic: TwinCritic, target_critic: TwinCritic, target_actor: Actor, batch: Mapping[str, torch.Tensor],
-                config: ScoreDecompositionConfig, generator: torch.Generator) -> torch.Tensor:
+def critic_loss(
+    critic: TwinCritic,
+    target_critic: TwinCritic,
+    target_actor: Actor,
+    batch: Mapping[str, torch.Tensor],
+    config: ScoreDecompositionConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """TD3's loss: ``sum_k mean (Q_k(o, a) - y)^2``, ``y = r + gamma (1 - last) min_k Q'_k(o',
     clip(pi'(o') + clip(noise)))``."""
     with torch.no_grad():
         a_next = target_actor(batch["next_obs"])
-        noise = (torch.randn(a_next.shape, generator=generator, device=a_next.device) * config.policy_noise)
+        noise = torch.randn(a_next.shape, generator=generator, device=a_next.device) * config.policy_noise
         a_next = (a_next + noise.clamp(-config.noise_clip, config.noise_clip)).clamp(-1.0, 1.0)
         q_next = target_critic(batch["next_obs"], a_next).min(dim=-1).values
         y = batch["reward"] + config.gamma * (1.0 - batch["last"]) * q_next
@@ -290,8 +309,15 @@ def critic_loss(critic: TwinCritic, target_critic: TwinCritic, target_actor: Act
     return ((q - y[:, None]) ** 2).mean(dim=0).sum()
 
 
-def actor_loss(actor: Actor, critic: TwinCritic, denoiser: Denoiser, schedule: Schedule, obs, config: ScoreDecompositionConfig,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def actor_loss(
+    actor: Actor,
+    critic: TwinCritic,
+    denoiser: Denoiser,
+    schedule: Schedule,
+    obs,
+    config: ScoreDecompositionConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, R)``: ``-alpha mean Q_1(o, pi(o)) / mean|Q_1| + reg_weight R``."""
     a = actor(obs)
     q = critic(obs, a)[:, 0]
@@ -312,9 +338,13 @@ def transitions(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> di
     N, H = actions.shape[:2]
     last = np.zeros((N, H), np.float32)
     last[:, -1] = 1.0
-    return {"obs": obs[:, :H].reshape(N * H, *obs.shape[2:]), "next_obs": obs[:, 1:].reshape(N * H, *obs.shape[2:]),
-            "actions": actions.reshape(N * H, *actions.shape[2:]), "reward": rewards.mean(axis=-1).reshape(N * H),
-            "last": last.reshape(N * H)}
+    return {
+        "obs": obs[:, :H].reshape(N * H, *obs.shape[2:]),
+        "next_obs": obs[:, 1:].reshape(N * H, *obs.shape[2:]),
+        "actions": actions.reshape(N * H, *actions.shape[2:]),
+        "reward": rewards.mean(axis=-1).reshape(N * H),
+        "last": last.reshape(N * H),
+    }
 
 
 class ActorPolicy:
@@ -331,9 +361,15 @@ class ActorPolicy:
         return self.actor(torch.as_tensor(obs, dtype=torch.float32, device=dev)).cpu()
 
 
-def fit_score_decomposition(data: Mapping[str, torch.Tensor], config: ScoreDecompositionConfig, seed: int = 0,
-                            state_path: str | os.PathLike | None = None, resume: bool = True,
-                            run_config: Mapping[str, Any] | None = None, progress: bool = True):
+def fit_score_decomposition(
+    data: Mapping[str, torch.Tensor],
+    config: ScoreDecompositionConfig,
+    seed: int = 0,
+    state_path: str | os.PathLike | None = None,
+    resume: bool = True,
+    run_config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+):
     """Train the denoiser, then the actor-critic, on in-memory transitions (``transitions``'
     fields as tensors on one device). Checkpoints to / resumes from ``state_path``. Returns
     ``(actor, critic, denoiser, schedule, history)``."""
@@ -351,10 +387,23 @@ def fit_score_decomposition(data: Mapping[str, torch.Tensor], config: ScoreDecom
     a_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr)
     c_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
     gen = torch_generator(seed, dev)
-    objects = {"denoiser": denoiser, "actor": actor, "critic": critic, "target_actor": target_actor, "target_critic": target_critic,
-               "d_opt": d_opt, "a_opt": a_opt, "c_opt": c_opt}
-    state = TrainingState(state_path or os.devnull, cfg.checkpoint_every if state_path else 0, objects, {"gen": gen},
-                          run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
+    objects = {
+        "denoiser": denoiser,
+        "actor": actor,
+        "critic": critic,
+        "target_actor": target_actor,
+        "target_critic": target_critic,
+        "d_opt": d_opt,
+        "a_opt": a_opt,
+        "c_opt": c_opt,
+    }
+    state = TrainingState(
+        state_path or os.devnull,
+        cfg.checkpoint_every if state_path else 0,
+        objects,
+        {"gen": gen},
+        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+    )
     if state_path is not None:
         if resume:
             state.load(map_location=dev)
@@ -414,12 +463,23 @@ def fit_score_decomposition(data: Mapping[str, torch.Tensor], config: ScoreDecom
     return actor, critic, denoiser, schedule, history
 
 
-def save_score_decomposition(path, actor: Actor, denoiser: Denoiser, env_name: str, config: ScoreDecompositionConfig,
-                             meta: Mapping[str, Any]) -> Path:
+def save_score_decomposition(
+    path, actor: Actor, denoiser: Denoiser, env_name: str, config: ScoreDecompositionConfig, meta: Mapping[str, Any]
+) -> Path:
     """Write the actor and the denoiser in ``SCORE_DECOMPOSITION_FORMAT`` (atomically)."""
-    return atomic_torch_save({"format": SCORE_DECOMPOSITION_FORMAT, "env_name": str(env_name), "actor_network": json.dumps(actor.network),
-                              "denoiser_network": json.dumps(denoiser.network), "config": json.dumps(config_dict(config)),
-                              "meta": json.dumps(dict(meta)), "actor": actor.state_dict(), "denoiser": denoiser.state_dict()}, path)
+    return atomic_torch_save(
+        {
+            "format": SCORE_DECOMPOSITION_FORMAT,
+            "env_name": str(env_name),
+            "actor_network": json.dumps(actor.network),
+            "denoiser_network": json.dumps(denoiser.network),
+            "config": json.dumps(config_dict(config)),
+            "meta": json.dumps(dict(meta)),
+            "actor": actor.state_dict(),
+            "denoiser": denoiser.state_dict(),
+        },
+        path,
+    )
 
 
 def load_score_decomposition(path, device: str | torch.device = "cpu") -> tuple[ActorPolicy, Denoiser, ScoreDecompositionConfig]:
@@ -441,8 +501,14 @@ def load_score_decomposition(path, device: str | torch.device = "cpu") -> tuple[
     return ActorPolicy(actor), denoiser, load_config(ScoreDecompositionConfig, json.loads(obj["config"]))
 
 
-def evaluate_continuous_policy(policy, env_name: str = "simple_spread_v3", n_episodes: int = 100, seed: int = 0,
-                               env_kwargs: Mapping[str, Any] | None = None, batch_size: int = 250) -> dict[str, Any]:
+def evaluate_continuous_policy(
+    policy,
+    env_name: str = "simple_spread_v3",
+    n_episodes: int = 100,
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    batch_size: int = 250,
+) -> dict[str, Any]:
     """True return of a continuous policy (callable or ``SCORE_DECOMPOSITION_FORMAT`` file) over
     ``n_episodes`` episodes seeded from ``deep.common.eval_seed_start(seed, n_episodes)`` on."""
     from marlcov.deep.envs.mpe_continuous import ContinuousMPEBatch
@@ -457,14 +523,24 @@ def evaluate_continuous_policy(policy, env_name: str = "simple_spread_v3", n_epi
     chunks = [env.rollout(policy, base + k, source="eval").returns() for k in range(0, n_episodes, B)]
     returns = np.concatenate(chunks)[:n_episodes]
     per_episode = returns.mean(axis=1)
-    return {"env_name": env_name, "n_episodes": int(n_episodes), "return_per_agent": float(per_episode.mean()),
-            "return_std": float(per_episode.std()), "per_agent": returns.mean(axis=0).tolist()}
+    return {
+        "env_name": env_name,
+        "n_episodes": int(n_episodes),
+        "return_per_agent": float(per_episode.mean()),
+        "return_std": float(per_episode.std()),
+        "per_agent": returns.mean(axis=0).tolist(),
+    }
 
 
-def train_score_decomposition(dataset_path: str | os.PathLike,
-                              config: ScoreDecompositionConfig | Mapping[str, Any] | str | os.PathLike | None,
-                              out_dir: str | os.PathLike, device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
-                              resume: bool = True) -> dict[str, Any]:
+def train_score_decomposition(
+    dataset_path: str | os.PathLike,
+    config: ScoreDecompositionConfig | Mapping[str, Any] | str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = True,
+) -> dict[str, Any]:
     """Offline actor-critic with the diffusion score regulariser on a continuous-action dataset
     (``deep.envs.mpe_continuous``; all trajectories, true team rewards).
 
@@ -483,16 +559,23 @@ def train_score_decomposition(dataset_path: str | os.PathLike,
     flat = transitions(traj.obs, traj.actions, traj.rewards)
     data = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) for k, v in flat.items()}
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
-    actor, critic, denoiser, schedule, history = fit_score_decomposition(data, cfg, seed, out / "train_state.pt", resume,
-                                                                         run_config, progress)
+    actor, critic, denoiser, schedule, history = fit_score_decomposition(
+        data, cfg, seed, out / "train_state.pt", resume, run_config, progress
+    )
     last = {}
     for row in history:
         last.update({k: v for k, v in row.items() if k not in ("phase", "update")})
-    metrics: dict[str, Any] = {"n_trajectories": len(traj), "diffusion_updates": cfg.diffusion_updates, "updates": cfg.updates,
-                               "mode": cfg.mode, "dataset_return_per_agent": float(traj.returns().mean()),
-                               **{f"final_{k}": v for k, v in last.items()}}
-    path = save_score_decomposition(out / "score_decomposition.pt", actor, denoiser, spec.env_name, cfg,
-                                    {"trainer": "score-decomposition", **metrics})
+    metrics: dict[str, Any] = {
+        "n_trajectories": len(traj),
+        "diffusion_updates": cfg.diffusion_updates,
+        "updates": cfg.updates,
+        "mode": cfg.mode,
+        "dataset_return_per_agent": float(traj.returns().mean()),
+        **{f"final_{k}": v for k, v in last.items()},
+    }
+    path = save_score_decomposition(
+        out / "score_decomposition.pt", actor, denoiser, spec.env_name, cfg, {"trainer": "score-decomposition", **metrics}
+    )
     if cfg.eval_episodes > 0:
         kwargs = {k: spec.env_config[k] for k in ("horizon", "local_ratio", "num_agents") if k in spec.env_config}
         ev = evaluate_continuous_policy(ActorPolicy(actor), spec.env_name, cfg.eval_episodes, seed, kwargs)

@@ -159,8 +159,10 @@ class OmaplReader(ExternalReader):
         f, where = self._file, str(self.path)
         for name in [f"{k}_{s}" for k in self.REQUIRED for s in "xy"] + ["labels"]:
             if name not in f:
-                raise ValueError(f"{where}: field {name!r} is missing; expected the O-MAPL pair layout "
-                                 f"({', '.join(k + '_x/_y' for k in self.REQUIRED)}, labels)")
+                raise ValueError(
+                    f"{where}: field {name!r} is missing; expected the O-MAPL pair layout "
+                    f"({', '.join(k + '_x/_y' for k in self.REQUIRED)}, labels)"
+                )
         obs = f["obs_x"].shape
         if len(obs) != 4:
             raise shape_error(where, "obs_x", "[P, T+1, m, obs_dim]", obs)
@@ -199,8 +201,9 @@ class OmaplReader(ExternalReader):
         state_dim = int(np.prod(f["states_x"].shape[2:]))
         self._P, self._T = P, T
         self.n_trajectories = 2 * P
-        self.spec = DatasetSpec(f"{self.kind}:{self.path.stem}", config, tuple(f"agent_{i}" for i in range(m)),
-                                int(obs_dim), state_dim, n_actions, int(T))
+        self.spec = DatasetSpec(
+            f"{self.kind}:{self.path.stem}", config, tuple(f"agent_{i}" for i in range(m)), int(obs_dim), state_dim, n_actions, int(T)
+        )
         self.uuid = layout_uuid(self.kind, [(k, f[k].shape, f[k].dtype) for k in sorted(f.keys())])
         self.source_names = np.asarray([self.path.stem])
         self.policy_names = self.source_names
@@ -282,5 +285,7 @@ def open_dataset(path: str | os.PathLike):
         return OmigaReader(p)
     if "labels" in names and "obs_x" in names:
         return OmaplReader(p)
-    raise ValueError(f"{p}: unknown HDF5 layout (root fields {sorted(names)}); expected a marlcov dataset "
-                     f"(attribute {FORMAT_ATTR!r}), the OMIGA layout (o, s, a, r, d) or the O-MAPL pair layout (obs_x, ..., labels)")
+    raise ValueError(
+        f"{p}: unknown HDF5 layout (root fields {sorted(names)}); expected a marlcov dataset "
+        f"(attribute {FORMAT_ATTR!r}), the OMIGA layout (o, s, a, r, d) or the O-MAPL pair layout (obs_x, ..., labels)"
+    )

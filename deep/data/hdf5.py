@@ -110,12 +110,16 @@ def _check_trajectory_datasets(f: h5py.File, spec: DatasetSpec, n: int, where: s
         _check_dtype(ds, dtype, where)
         if ds.shape != (n, *shape):
             expected = [n, *shape]
-            raise GameError(f"{where}: {name}: expected shape {short_repr(expected)} (n_trajectories, "
-                            f"horizon, agent_names, obs_dim, state_dim, n_actions of the attributes), got {short_repr(list(ds.shape))}")
+            raise GameError(
+                f"{where}: {name}: expected shape {short_repr(expected)} (n_trajectories, "
+                f"horizon, agent_names, obs_dim, state_dim, n_actions of the attributes), got {short_repr(list(ds.shape))}"
+            )
         row_bytes += int(np.prod(shape, dtype=np.int64)) * ds.dtype.itemsize
     if row_bytes > MAX_TRAJECTORY_BYTES:
-        raise GameError(f"{where}: one trajectory takes {row_bytes / 2**20:.3g} MiB (obs_dim, state_dim, horizon), "
-                        f"over the reader's limit of {MAX_TRAJECTORY_BYTES // 2**20} MiB")
+        raise GameError(
+            f"{where}: one trajectory takes {row_bytes / 2**20:.3g} MiB (obs_dim, state_dim, horizon), "
+            f"over the reader's limit of {MAX_TRAJECTORY_BYTES // 2**20} MiB"
+        )
 
 
 def _write_pairs_group(f: h5py.File, pairs: PreferencePairs, n_trajectories: int, n_agents: int, compression: str | None) -> None:
@@ -151,8 +155,10 @@ def _read_pairs_group(g: h5py.Group, where: str, n_trajectories: int | None = No
             raise GameError(f"{where}: {field}: expected {ndim} axes, got shape {short_repr(list(ds.shape))}")
         nbytes = ds.size * ds.dtype.itemsize
         if nbytes > budget:
-            raise GameError(f"{where}: {field}: takes {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
-                            f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB")
+            raise GameError(
+                f"{where}: {field}: takes {nbytes / 2**30:.3g} GiB, over what is left of the reader's budget of "
+                f"{MEMORY_BUDGET_BYTES / 2**30:.3g} GiB"
+            )
         budget -= nbytes
         arrays[name] = ds[()]
     P = len(arrays["first"])
@@ -163,8 +169,10 @@ def _read_pairs_group(g: h5py.Group, where: str, n_trajectories: int | None = No
         for name in ("first", "second"):
             idx = arrays[name]
             if idx.size and (idx.min() < 0 or idx.max() >= n_trajectories):
-                raise GameError(f"{where}: {_hdf5_name(g, name)}: expected trajectory indices in [0, {n_trajectories - 1}], "
-                                f"found {int(idx.min())}..{int(idx.max())}")
+                raise GameError(
+                    f"{where}: {_hdf5_name(g, name)}: expected trajectory indices in [0, {n_trajectories - 1}], "
+                    f"found {int(idx.min())}..{int(idx.max())}"
+                )
     if not np.all(np.isin(arrays["labels"], (-1, 1))):
         raise GameError(f"{where}: {_hdf5_name(g, 'labels')}: expected values in {{+1, -1}}")
     if "probs" in arrays and not np.all((arrays["probs"] >= 0) & (arrays["probs"] <= 1)):
@@ -220,8 +228,7 @@ class DatasetWriter:
         elif compression is not None:
             opts = {"compression": compression, "shuffle": True}
         for name, (dtype, shape) in spec.field_layout().items():
-            f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                             chunks=(chunk_trajectories, *shape), **opts)
+            f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk_trajectories, *shape), **opts)
         self._source_names: list[str] = []
         self._policy_names: list[str] = []
         self.n_trajectories = 0
@@ -245,8 +252,12 @@ class DatasetWriter:
             return
         f, start = self._file, self.n_trajectories
         values = {
-            "obs": batch.obs, "state": batch.state, "actions": batch.actions, "avail": batch.avail,
-            "rewards": batch.rewards, "seed": batch.seed,
+            "obs": batch.obs,
+            "state": batch.state,
+            "actions": batch.actions,
+            "avail": batch.avail,
+            "rewards": batch.rewards,
+            "seed": batch.seed,
             "source": self._tag_ids(batch.source, self._source_names),
             "agent_policy": self._tag_ids(batch.agent_policy, self._policy_names),
         }
@@ -469,13 +480,17 @@ def read_pairs(path: str | os.PathLike, dataset: DatasetReader | None = None) ->
             key = "dataset_uuid" if fmt == PAIRS_FORMAT else "uuid"
             owner = str_attr(f.attrs, key, str(path))
             if owner != dataset.uuid:
-                raise GameError(f"{path}: attribute {key!r} is {short_repr(owner)}, but {dataset.path} has uuid "
-                                f"{dataset.uuid!r}: these pairs belong to another dataset")
+                raise GameError(
+                    f"{path}: attribute {key!r} is {short_repr(owner)}, but {dataset.path} has uuid "
+                    f"{dataset.uuid!r}: these pairs belong to another dataset"
+                )
         if PAIRS_GROUP not in f:
             raise GameError(f"{path}: no group '{PAIRS_GROUP}'")
         n = None if dataset is None else dataset.n_trajectories
         pairs = _read_pairs_group(f[PAIRS_GROUP], str(path), n)
     if dataset is not None and pairs.n_agents != dataset.spec.n_agents:
-        raise GameError(f"{path}: {PAIRS_GROUP}/labels: expected {dataset.spec.n_agents} labels per pair "
-                        f"(the agents of {dataset.path}), got {pairs.n_agents}")
+        raise GameError(
+            f"{path}: {PAIRS_GROUP}/labels: expected {dataset.spec.n_agents} labels per pair "
+            f"(the agents of {dataset.path}), got {pairs.n_agents}"
+        )
     return pairs

@@ -82,7 +82,9 @@ def normalised_returns(returns: np.ndarray, normalisation: str = DEFAULT_NORMALI
     raise ValueError(f"normalisation: expected one of {list(NORMALISATIONS)}, got {normalisation!r}")
 
 
-def sample_pairs(n_trajectories: int, pairs_per_trajectory: int = DEFAULT_PAIRS_PER_TRAJECTORY, seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sample_pairs(
+    n_trajectories: int, pairs_per_trajectory: int = DEFAULT_PAIRS_PER_TRAJECTORY, seed: int | np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(first, second)`` of ``P = pairs_per_trajectory * N`` pairs: every trajectory is the
     first member of exactly ``pairs_per_trajectory`` pairs (in random order), its partner is
     uniform over the other ``N - 1`` trajectories."""

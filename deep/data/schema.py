@@ -226,8 +226,14 @@ class TrajectoryBatch:
 
     def take(self, index) -> TrajectoryBatch:
         return TrajectoryBatch(
-            self.obs[index], self.state[index], self.actions[index], self.avail[index],
-            self.rewards[index], self.seed[index], self.source[index], self.agent_policy[index],
+            self.obs[index],
+            self.state[index],
+            self.actions[index],
+            self.avail[index],
+            self.rewards[index],
+            self.seed[index],
+            self.source[index],
+            self.agent_policy[index],
         )
 
     def returns(self) -> np.ndarray:
@@ -255,7 +261,9 @@ class PreferencePairs:
         labels = np.asarray(self.labels)
         P = self.first.shape[0] if self.first.ndim == 1 else -1
         if self.first.ndim != 1 or self.second.shape != self.first.shape:
-            raise ValueError(f"first/second: expected two index arrays of one shape [P], got {list(self.first.shape)} and {list(self.second.shape)}")
+            raise ValueError(
+                f"first/second: expected two index arrays of one shape [P], got {list(self.first.shape)} and {list(self.second.shape)}"
+            )
         if labels.ndim != 2 or labels.shape[0] != P:
             raise ValueError(f"labels: expected shape [P, n_agents] with P = {P}, got {list(labels.shape)}")
         if not np.all(np.isin(labels, (-1, 1))):

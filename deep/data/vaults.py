@@ -87,8 +87,9 @@ class FlatStepReader(ExternalReader):
             n_actions = 1
         H = int(self._ep_len.max())
         self.n_trajectories = int(self._ep_len.size)
-        self.spec = DatasetSpec(f"{kind}:{name}", config, tuple(f"agent_{i}" for i in range(self._m)),
-                                int(obs_dim), int(state_dim), int(n_actions), H)
+        self.spec = DatasetSpec(
+            f"{kind}:{name}", config, tuple(f"agent_{i}" for i in range(self._m)), int(obs_dim), int(state_dim), int(n_actions), H
+        )
         self.uuid = layout_uuid(kind, [*identity, self.n_trajectories])
         self.source_names = np.asarray([name])
         self.policy_names = self.source_names
@@ -163,8 +164,15 @@ class VaultReader(FlatStepReader):
     """An OG-MARL / flashbax vault read in place (module docstring)."""
 
     kind = KIND_VAULT
-    LEAVES = {"obs": "observations", "actions": "actions", "rewards": "rewards", "terminals": "terminals",
-              "truncations": "truncations", "legals": "infos.legals", "state": "infos.state"}
+    LEAVES = {
+        "obs": "observations",
+        "actions": "actions",
+        "rewards": "rewards",
+        "terminals": "terminals",
+        "truncations": "truncations",
+        "legals": "infos.legals",
+        "state": "infos.state",
+    }
     REQUIRED = ("obs", "actions", "rewards", "terminals", "truncations")
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -187,8 +195,10 @@ class VaultReader(FlatStepReader):
             shape, dtype = _leaf(meta["structure_shape"], dotted), _leaf(meta["structure_dtype"], dotted)
             if shape is None:
                 if name in self.REQUIRED:
-                    raise ValueError(f"{where}: field 'structure_shape.{dotted}' is missing; expected an OG-MARL vault "
-                                     "(observations, actions, rewards, terminals, truncations)")
+                    raise ValueError(
+                        f"{where}: field 'structure_shape.{dotted}' is missing; expected an OG-MARL vault "
+                        "(observations, actions, rewards, terminals, truncations)"
+                    )
                 continue
             shapes[name], dtypes[name] = tuple(int(x) for x in str(shape).strip("()").split(",") if x.strip()), str(dtype)
         obs = shapes["obs"]
@@ -202,7 +212,9 @@ class VaultReader(FlatStepReader):
         act = shapes["actions"]
         expected = 4 if self._continuous else 3
         if len(act) != expected or act[0] != B or act[2] != m:
-            raise shape_error(where, "structure_shape.actions", f"[{B}, T, {m}]" + (", action_dim]" if self._continuous else " integers"), act)
+            raise shape_error(
+                where, "structure_shape.actions", f"[{B}, T, {m}]" + (", action_dim]" if self._continuous else " integers"), act
+            )
         self._has_legals, self._has_state = "legals" in shapes, "state" in shapes
         if self._has_legals and (len(shapes["legals"]) != 4 or shapes["legals"][2] != m):
             raise shape_error(where, "structure_shape.infos.legals", f"[{B}, T, {m}, n_actions]", shapes["legals"])
@@ -222,7 +234,9 @@ class VaultReader(FlatStepReader):
         n_actions = shapes["legals"][3] if self._has_legals else top
         state_dim = int(np.prod(shapes["state"][2:])) if self._has_state else m * obs_dim
         action_dim = act[3] if self._continuous else 0
-        self._finish(f"{self.path.parent.name}/{self.path.name}", obs_dim, state_dim, n_actions, action_dim, [sorted(shapes.items()), written])
+        self._finish(
+            f"{self.path.parent.name}/{self.path.name}", obs_dim, state_dim, n_actions, action_dim, [sorted(shapes.items()), written]
+        )
 
     def _spans(self, name: str, requests: Sequence[tuple[int, int, int]]) -> list[np.ndarray]:
         if name == "done":
@@ -269,8 +283,14 @@ class OmigaReader(FlatStepReader):
         self._has_legals, self._has_state = False, True
         self._rows = [T]
         top = self._segment()
-        self._finish(self.path.stem, obs_dim, int(np.prod(s[1:])), top, a.shape[2] if self._continuous else 0,
-                     [(k, f[k].shape, str(f[k].dtype)) for k in sorted(f.keys())])
+        self._finish(
+            self.path.stem,
+            obs_dim,
+            int(np.prod(s[1:])),
+            top,
+            a.shape[2] if self._continuous else 0,
+            [(k, f[k].shape, str(f[k].dtype)) for k in sorted(f.keys())],
+        )
 
     def close(self) -> None:
         self._file.close()

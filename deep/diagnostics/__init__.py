@@ -130,8 +130,18 @@ from .streaming import (  # noqa: F401  (the names of marlcov.deep.diagnostics)
 
 
 # ----------------------------------------------------------------------------- entry points
-def diagnose(path, policy=None, features: Any = "random", lam: float = DEFAULT_LAMBDA, bootstrap: int = DEFAULT_BOOTSTRAP,
-             seed: int = 0, out_dir=None, *, game=None, **kwargs) -> dict:
+def diagnose(
+    path,
+    policy=None,
+    features: Any = "random",
+    lam: float = DEFAULT_LAMBDA,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    out_dir=None,
+    *,
+    game=None,
+    **kwargs,
+) -> dict:
     """The dataset diagnostic as the CLI's JSON dict.
 
     Args:
@@ -177,8 +187,16 @@ def coverage_command(args) -> dict:
         pairs_file = _default_pairs_file(args.game)
     if pairs_file is not None:
         kwargs["pairs_path"] = pairs_file
-    return diagnose(args.game, get("policy", None), get("features", "random"), float(get("lam", DEFAULT_LAMBDA)),
-                    int(get("bootstrap", DEFAULT_BOOTSTRAP)), int(get("seed", 0)), get("out", None), **kwargs)
+    return diagnose(
+        args.game,
+        get("policy", None),
+        get("features", "random"),
+        float(get("lam", DEFAULT_LAMBDA)),
+        int(get("bootstrap", DEFAULT_BOOTSTRAP)),
+        int(get("seed", 0)),
+        get("out", None),
+        **kwargs,
+    )
 
 
 def _default_pairs_file(path) -> Path | None:

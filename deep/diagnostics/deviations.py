@@ -48,7 +48,7 @@ class _AnchorEvaluation:
 
     @property
     def sizes(self) -> list:
-        return self.others[len(self.models.replicates):]
+        return self.others[len(self.models.replicates) :]
 
     def _kept(self, key: str) -> bool:
         return sum(x.size for x in self.hist[key]) < HISTOGRAM_SAMPLES
@@ -63,8 +63,7 @@ class _AnchorEvaluation:
         self.point.add(r, d, avail, valid=valid)
         if self.ident is not None:
             ident = self.models.identifiable
-            self.ident.add(ident.bonus(ref), None if devs is None else [_bonus_over(ident, x) for x in devs], avail,
-                           valid=valid)
+            self.ident.add(ident.bonus(ref), None if devs is None else [_bonus_over(ident, x) for x in devs], avail, valid=valid)
         if self._kept("reference"):
             self.hist["reference"].append(r[valid])
             if d is not None:
@@ -79,8 +78,7 @@ class _AnchorEvaluation:
         ref_sub = ref[sub]
         devs_sub = None if devs is None else [x[sub] for x in devs]
         for acc, other in zip(self.others, (*self.models.replicates, *self.models.sizes)):
-            acc.add(other.bonus(ref_sub), None if devs_sub is None else [_bonus_over(other, x) for x in devs_sub], a_sub,
-                    valid=v_sub)
+            acc.add(other.bonus(ref_sub), None if devs_sub is None else [_bonus_over(other, x) for x in devs_sub], a_sub, valid=v_sub)
 
     def add_joint(self, joint, in_subset: np.ndarray, valid: np.ndarray, available: np.ndarray) -> None:
         """Features at every joint action ``[B, H, K, d]`` of anchors of the uniform subset, their
@@ -106,8 +104,20 @@ def _bonus_over(model: BonusModel, features: np.ndarray) -> np.ndarray:
     return np.moveaxis(model.bonus(x), 1, 2)
 
 
-def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping, ref_actions: np.ndarray, idx,
-                    in_subset, in_uniform, can: dict, hasher, sorted_sa, H: int, valid: np.ndarray | None = None) -> None:
+def _evaluate_batch(
+    evaluation: _AnchorEvaluation,
+    fmap: FeatureMap,
+    d: Mapping,
+    ref_actions: np.ndarray,
+    idx,
+    in_subset,
+    in_uniform,
+    can: dict,
+    hasher,
+    sorted_sa,
+    H: int,
+    valid: np.ndarray | None = None,
+) -> None:
     """Features of one batch of anchors at the reference, unilateral and joint actions; the
     measures of every model, and the count of unilateral alternatives seen in the data. ``H``
     is the number of leading steps evaluated (the covariances' horizon); only the real steps
@@ -125,10 +135,10 @@ def _evaluate_batch(evaluation: _AnchorEvaluation, fmap: FeatureMap, d: Mapping,
             can["unilateral"] = False
     evaluation.add(ref, devs, avail if devs is not None else None, in_subset, valid)
     rows = np.flatnonzero(in_uniform)
-    step = max(1, EVAL_VECTORS // (H * nA ** m))
+    step = max(1, EVAL_VECTORS // (H * nA**m))
     table = all_joint_actions(m, nA) if rows.size and can["uniform"] else None
     for c in range(0, rows.size if can["uniform"] else 0, step):
-        chunk = rows[c:c + step]
+        chunk = rows[c : c + step]
         try:
             joint = fmap.joint({k: v[chunk] for k, v in d.items()}, H, None if idx is None else np.asarray(idx)[chunk])
         except NotImplementedError:

@@ -47,24 +47,53 @@ def diagnose_finite(game, data, policy, lam: float = DEFAULT_LAMBDA, bootstrap: 
     for frac in FINITE_SIZE_FRACTIONS:
         n = max(1, int(round(frac * ds.n_pairs)))
         c = finite_game_coverage(game_obj, ds.subset(slice(0, n)), pol, lam).coverage
-        sizes.append({"fraction": frac, "pairs": n, "single": c.single, "unilateral": c.unilateral, "uniform": c.uniform,
-                      "per_agent": c.per_player.tolist()})
-    per_agent = [{"player": i, "name": f"player_{i}", "unilateral": float(cov.per_player[i]), "estimator": "exact",
-                  "bootstrap": fc.bootstrap["per_player"][i]} for i in range(m)]
+        sizes.append(
+            {
+                "fraction": frac,
+                "pairs": n,
+                "single": c.single,
+                "unilateral": c.unilateral,
+                "uniform": c.uniform,
+                "per_agent": c.per_player.tolist(),
+            }
+        )
+    per_agent = [
+        {
+            "player": i,
+            "name": f"player_{i}",
+            "unilateral": float(cov.per_player[i]),
+            "estimator": "exact",
+            "bootstrap": fc.bootstrap["per_player"][i],
+        }
+        for i in range(m)
+    ]
     boot = {k: v for k, v in fc.bootstrap.items() if k != "per_player"}
     worst_dev = {"format": "marlcov.policy/1", "player": cov.worst_player, "probs": cov.worst_deviation.tolist()}
     bonus = fc.bonus
     return DiagnosticResult(
-        lam=cov.lam, single=cov.single, unilateral=cov.unilateral, uniform=cov.uniform, worst_player=cov.worst_player,
-        per_agent=per_agent, bootstrap=boot, counts=counts, sizes=sizes,
+        lam=cov.lam,
+        single=cov.single,
+        unilateral=cov.unilateral,
+        uniform=cov.uniform,
+        worst_player=cov.worst_player,
+        per_agent=per_agent,
+        bootstrap=boot,
+        counts=counts,
+        sizes=sizes,
         reference={"kind": "policy", "policy": str(policy), "worst_deviation": worst_dev},
-        features={"kind": "game" if game_obj.features is not None else "one-hot",
-                  "dim": int(game_obj.features.shape[-1]) if game_obj.features is not None else int(np.prod(bonus.shape[1:]))},
+        features={
+            "kind": "game" if game_obj.features is not None else "one-hot",
+            "dim": int(game_obj.features.shape[-1]) if game_obj.features is not None else int(np.prod(bonus.shape[1:])),
+        },
         dataset={"path": str(data), "format": "npz", "pairs": ds.n_pairs, "horizon": H, "agents": [f"player_{i}" for i in range(m)]},
         histograms={"reference": bonus.ravel()},
-        identifiable={"single": fc.identifiable.single, "unilateral": fc.identifiable.unilateral,
-                      "uniform": fc.identifiable.uniform,
-                      "worst_deviator": {"player": fc.identifiable.worst_player, "value": fc.identifiable.unilateral},
-                      "per_agent": fc.identifiable.per_player.tolist(), "estimator": "exact",
-                      "reference": "c_h = E_pi*[psi_h(s_h, a_h)] (theory.identifiable.policy_reference)"},
+        identifiable={
+            "single": fc.identifiable.single,
+            "unilateral": fc.identifiable.unilateral,
+            "uniform": fc.identifiable.uniform,
+            "worst_deviator": {"player": fc.identifiable.worst_player, "value": fc.identifiable.unilateral},
+            "per_agent": fc.identifiable.per_player.tolist(),
+            "estimator": "exact",
+            "reference": "c_h = E_pi*[psi_h(s_h, a_h)] (theory.identifiable.policy_reference)",
+        },
     )

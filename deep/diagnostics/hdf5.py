@@ -70,9 +70,16 @@ def diagnose_hdf5(
     before the streaming passes wherever the check does not need them."""
     say = progress or (lambda msg: None)
     notes: list[str] = []
-    _check_hdf5_options(lam=lam, bootstrap=bootstrap, groups=groups, bootstrap_anchors=bootstrap_anchors,
-                        reference_fraction=reference_fraction, count_resolution=count_resolution, block=block,
-                        episodes=episodes if simulate else 1)
+    _check_hdf5_options(
+        lam=lam,
+        bootstrap=bootstrap,
+        groups=groups,
+        bootstrap_anchors=bootstrap_anchors,
+        reference_fraction=reference_fraction,
+        count_resolution=count_resolution,
+        block=block,
+        episodes=episodes if simulate else 1,
+    )
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: dataset file not found")
     if pairs_path is not None and not Path(pairs_path).is_file():
@@ -83,8 +90,10 @@ def diagnose_hdf5(
         if N == 0:
             raise ValueError(f"{path}: n_trajectories: the dataset has no trajectories")
         if pairs_path is None and not reader.has_pairs():
-            raise ValueError(f"{path}: no preference pairs (group '{PAIRS_GROUP}'), which every coverage measure needs: label "
-                             "the dataset (marlcov deep label writes DATA.pairs.h5 beside it) or give its pairs file (--pairs-file)")
+            raise ValueError(
+                f"{path}: no preference pairs (group '{PAIRS_GROUP}'), which every coverage measure needs: label "
+                "the dataset (marlcov deep label writes DATA.pairs.h5 beside it) or give its pairs file (--pairs-file)"
+            )
         pairs = _open_hdf5(read_pairs, pairs_path, reader) if pairs_path is not None else reader.pairs()
         P = len(pairs)
         _check_pairs(pairs, N, m, pairs_path if pairs_path is not None else path)
@@ -101,8 +110,10 @@ def diagnose_hdf5(
             raise ValueError(f"{path}: avail: no trajectory has a real step (an available action)")
         if CovarianceAccumulator.max_slots(H_c, fmap.dim, memory_bytes) < 0:
             need = CovarianceAccumulator.bytes_needed(H_c, fmap.dim, 0)
-            raise ValueError(f"memory_bytes: Sigma_r and Sigma_p of Hd = {H_c * fmap.dim} need {need / 2**30:.2f} GiB, over the "
-                             f"budget of {memory_bytes / 2**30:.2f} GiB; use a smaller feature dimension")
+            raise ValueError(
+                f"memory_bytes: Sigma_r and Sigma_p of Hd = {H_c * fmap.dim} need {need / 2**30:.2f} GiB, over the "
+                f"budget of {memory_bytes / 2**30:.2f} GiB; use a smaller feature dimension"
+            )
         sim_env = None
         if simulate:
             if pol is None:
@@ -142,7 +153,7 @@ def diagnose_hdf5(
         n_trans = int(lengths.sum())
         if fit:
             fmap.mean = total / count
-            std = np.sqrt(np.maximum(squares / count - fmap.mean ** 2, 0.0))
+            std = np.sqrt(np.maximum(squares / count - fmap.mean**2, 0.0))
             fmap.std = np.where(std < STD_FLOOR, 1.0, std)
         data_sa = np.unique(np.concatenate(keys_sa))
         counts = {
@@ -159,7 +170,9 @@ def diagnose_hdf5(
         # Pass 1: covariances, pairs scheduled by blocks.
         G = min(groups, P, max(CovarianceAccumulator.max_slots(H_c, fmap.dim, memory_bytes), 0))
         if G < groups:
-            notes.append(f"bootstrap and size curve use {G} pair groups (memory budget {memory_bytes / 2**30:.1f} GiB, Hd = {H_c * fmap.dim})")
+            notes.append(
+                f"bootstrap and size curve use {G} pair groups (memory budget {memory_bytes / 2**30:.1f} GiB, Hd = {H_c * fmap.dim})"
+            )
         say(f"pass 1: covariances over {P} pairs, {G} groups")
         acc, multiplicity = accumulate_pairs(reader, pairs, fmap, lam, G, block, memory_bytes, horizon=H_c)
 
@@ -172,7 +185,7 @@ def diagnose_hdf5(
             notes.append("bootstrap skipped: fewer than two pair groups fit")
         v = rng.poisson(1.0, size=(n_rep, G)).astype(np.float64)
         replicates = [acc.bonus_model(coefficients=v[r]) for r in range(n_rep)]
-        prefix_groups = sorted({int(2 ** k) for k in range(int(np.log2(G)) + 1)} - {G}) if G >= 2 else []
+        prefix_groups = sorted({int(2**k) for k in range(int(np.log2(G)) + 1)} - {G}) if G >= 2 else []
         size_models = [acc.bonus_model(coefficients=(np.arange(G) < k).astype(np.float64)) for k in prefix_groups]
         models = _ModelSet(point, replicates, size_models, point.with_reference(acc.feature_mean()))
 
@@ -181,8 +194,12 @@ def diagnose_hdf5(
             ranked = bradley_terry_scores(pairs.first, pairs.second, pairs.labels, N)
             in_pairs = multiplicity > 0
             anchors = reference_trajectories(ranked, in_pairs, reference_fraction)
-            reference = {"kind": "preference-ranking", "score": "bradley-terry", "fraction": reference_fraction,
-                         "trajectories": int(anchors.size)}
+            reference = {
+                "kind": "preference-ranking",
+                "score": "bradley-terry",
+                "fraction": reference_fraction,
+                "trajectories": int(anchors.size),
+            }
         elif sim_env is None:
             anchors = np.arange(N)
             reference = {"kind": "policy", "policy": str(policy), "anchors": "dataset states", "trajectories": N}
@@ -190,7 +207,7 @@ def diagnose_hdf5(
             anchors = None
             reference = {"kind": "policy", "policy": str(policy), "anchors": "simulator rollouts", "trajectories": int(episodes)}
 
-        joint_size = nA ** m
+        joint_size = nA**m
         evaluation = _AnchorEvaluation(models, m, nA)
         n_anchor = anchors.size if anchors is not None else int(episodes)
         perm = rng.permutation(n_anchor)
@@ -214,23 +231,68 @@ def diagnose_hdf5(
                 valid = np.arange(H_c)[None, :] < lengths[idx][:, None]
                 recorded = d["actions"][:, :H_c].astype(np.int64)
                 ref_actions = recorded if pol is None else _policy_actions(pol, d["obs"][:, :H_c], d["avail"][:, :H_c], valid, recorded)
-                _evaluate_batch(evaluation, fmap, d, ref_actions, idx, in_subset_all[pos], in_uniform_all[pos], can, hasher_s, sorted_sa,
-                                H_c, valid)
+                _evaluate_batch(
+                    evaluation, fmap, d, ref_actions, idx, in_subset_all[pos], in_uniform_all[pos], can, hasher_s, sorted_sa, H_c, valid
+                )
             simulator = None
         else:
-            simulator = _simulate(sim_env, spec, pol, fmap, point, evaluation, in_subset_all, in_uniform_all, can, hasher_s,
-                                  sorted_sa, rookies or {}, seed, episodes, say)
+            simulator = _simulate(
+                sim_env,
+                spec,
+                pol,
+                fmap,
+                point,
+                evaluation,
+                in_subset_all,
+                in_uniform_all,
+                can,
+                hasher_s,
+                sorted_sa,
+                rookies or {},
+                seed,
+                episodes,
+                say,
+            )
         if not can["unilateral"]:
             notes.append("unilateral: the feature map gives no features at other actions")
         if not can["uniform"] and uniform:
             notes.append("uniform: the feature map gives no features at arbitrary joint actions")
 
-    reader_info = {**_spec_dict_from(spec, path, N), "pairs": P, "pairs_file": None if pairs_path is None else str(pairs_path),
-                   "real_steps": n_trans, "padded_trajectories": int(np.sum(lengths < H)), "longest_episode": H_c}
-    return _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, fmap, spec, reader_info=reader_info,
-                     simulator=simulator, notes=notes, n_rep=n_rep, bootstrap_anchors=int(in_subset_all.sum()), can=can)
+    reader_info = {
+        **_spec_dict_from(spec, path, N),
+        "pairs": P,
+        "pairs_file": None if pairs_path is None else str(pairs_path),
+        "real_steps": n_trans,
+        "padded_trajectories": int(np.sum(lengths < H)),
+        "longest_episode": H_c,
+    }
+    return _assemble(
+        evaluation,
+        models,
+        prefix_groups,
+        G,
+        P,
+        acc,
+        counts,
+        reference,
+        fmap,
+        spec,
+        reader_info=reader_info,
+        simulator=simulator,
+        notes=notes,
+        n_rep=n_rep,
+        bootstrap_anchors=int(in_subset_all.sum()),
+        can=can,
+    )
 
 
 def _spec_dict_from(spec, path, N) -> dict:
-    return {"path": str(path), "format": "hdf5", "env_name": spec.env_name, "trajectories": int(N),
-            "horizon": spec.horizon, "agents": list(spec.agent_names), "n_actions": spec.n_actions}
+    return {
+        "path": str(path),
+        "format": "hdf5",
+        "env_name": spec.env_name,
+        "trajectories": int(N),
+        "horizon": spec.horizon,
+        "agents": list(spec.agent_names),
+        "n_actions": spec.n_actions,
+    }

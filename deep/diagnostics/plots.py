@@ -29,7 +29,9 @@ def write_plots(result: DiagnosticResult, out_dir: str | os.PathLike) -> list[st
     vals = [np.nan if a["unilateral"] is None else a["unilateral"] for a in result.per_agent]
     err = None
     if all("bootstrap" in a and a["bootstrap"].get("low") is not None for a in result.per_agent):
-        err = np.array([[max(v - a["bootstrap"]["low"], 0.0), max(a["bootstrap"]["high"] - v, 0.0)] for v, a in zip(vals, result.per_agent)]).T
+        err = np.array(
+            [[max(v - a["bootstrap"]["low"], 0.0), max(a["bootstrap"]["high"] - v, 0.0)] for v, a in zip(vals, result.per_agent)]
+        ).T
     ax.bar(names, vals, yerr=err, capsize=4, color="tab:orange", label="unilateral (agent deviates)")
     ax.axhline(result.single, color="tab:blue", ls="--", label="single")
     if result.uniform is not None:
@@ -43,7 +45,11 @@ def write_plots(result: DiagnosticResult, out_dir: str | os.PathLike) -> list[st
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key, label in (("reference", "reference actions"), ("worst_deviation", "worst unilateral deviation"), ("joint_max", "worst joint action")):
+    for key, label in (
+        ("reference", "reference actions"),
+        ("worst_deviation", "worst unilateral deviation"),
+        ("joint_max", "worst joint action"),
+    ):
         vals = result.histograms.get(key)
         if vals is not None and len(vals):
             ax.hist(vals, bins=50, alpha=0.5, label=label)

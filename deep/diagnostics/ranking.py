@@ -8,8 +8,9 @@ from .defaults import BT_ITERATIONS, BT_PRIOR, BT_TOLERANCE
 
 
 # ----------------------------------------------------------------------------- preference ranking
-def bradley_terry_scores(first, second, labels, n_trajectories: int, prior: float = BT_PRIOR,
-                         iterations: int = BT_ITERATIONS, tol: float = BT_TOLERANCE) -> np.ndarray:
+def bradley_terry_scores(
+    first, second, labels, n_trajectories: int, prior: float = BT_PRIOR, iterations: int = BT_ITERATIONS, tol: float = BT_TOLERANCE
+) -> np.ndarray:
     """Centred Bradley-Terry log-strengths ``theta[n, i]`` fitted to the labels of each agent.
 
     ``P(agent i prefers n over n') = p_n / (p_n + p_n')``, ``p = exp(theta)``; the minorise-

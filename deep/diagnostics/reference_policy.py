@@ -9,8 +9,20 @@ from pathlib import Path
 import numpy as np
 
 #: What reading a damaged or foreign checkpoint raises (torch.load unpickles a zip archive).
-CHECKPOINT_ERRORS = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, KeyError,
-                     TypeError, AttributeError, ImportError, IndexError, UnicodeDecodeError)
+CHECKPOINT_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    UnicodeDecodeError,
+)
 
 
 # ----------------------------------------------------------------------------- policies
@@ -41,8 +53,9 @@ def load_policy(policy):
     return obj
 
 
-def _policy_actions(policy, obs: np.ndarray, avail: np.ndarray, valid: np.ndarray | None = None,
-                    fallback: np.ndarray | None = None) -> np.ndarray:
+def _policy_actions(
+    policy, obs: np.ndarray, avail: np.ndarray, valid: np.ndarray | None = None, fallback: np.ndarray | None = None
+) -> np.ndarray:
     """``policy`` applied at every real step of a batch: obs ``[B, T, m, o]``, avail ``[B, T, m, A]``,
     ``valid [B, T]`` (default: every step real) -> ``[B, T, m]``. A padded step, where no action is
     available, is not shown to the policy; it keeps ``fallback [B, T, m]`` (the recorded actions;
@@ -74,11 +87,15 @@ def _step_masks(avail: np.ndarray, where: str = "avail", index: np.ndarray | Non
         real = avail.any(axis=(2, 3))
         late = real[:, 1:] & ~real[:, :-1]
         n, t = np.argwhere(late)[0]
-        raise ValueError(f"{where}: trajectory {int(idx[n])} has a real step {int(t) + 1} after a padded step {int(t)} "
-                         "(expected the padding of an episode after all its real steps)") from None
+        raise ValueError(
+            f"{where}: trajectory {int(idx[n])} has a real step {int(t) + 1} after a padded step {int(t)} "
+            "(expected the padding of an episode after all its real steps)"
+        ) from None
     stuck = valid[:, :, None] & ~avail.any(axis=3)
     if stuck.any():
         n, t, i = np.argwhere(stuck)[0]
-        raise ValueError(f"{where}: trajectory {int(idx[n])}, step {int(t)}: agent {int(i)} has no available action at a "
-                         "real step (expected at least one, e.g. a no-op)")
+        raise ValueError(
+            f"{where}: trajectory {int(idx[n])}, step {int(t)}: agent {int(i)} has no available action at a "
+            "real step (expected at least one, e.g. a no-op)"
+        )
     return valid

@@ -75,6 +75,7 @@ def _finite_or_none(x) -> float | None:
 
 def _summaries(point: PlugInMeasures, point_sub: PlugInMeasures, reps: Sequence[PlugInMeasures]) -> dict:
     """Bootstrap summaries centred at the full-anchor point estimate (module docstring)."""
+
     def shifted(get):
         base, sub = get(point), get(point_sub)
         return bootstrap_summary(base, [get(r) - sub + base for r in reps])
@@ -88,8 +89,24 @@ def _summaries(point: PlugInMeasures, point_sub: PlugInMeasures, reps: Sequence[
     return out
 
 
-def _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, fmap, spec, reader_info, simulator,
-              notes, n_rep, bootstrap_anchors, can) -> DiagnosticResult:
+def _assemble(
+    evaluation,
+    models,
+    prefix_groups,
+    G,
+    P,
+    acc,
+    counts,
+    reference,
+    fmap,
+    spec,
+    reader_info,
+    simulator,
+    notes,
+    n_rep,
+    bootstrap_anchors,
+    can,
+) -> DiagnosticResult:
     point = evaluation.point.result()
     m = evaluation.m
     per_agent_values = np.array(point.unilateral, dtype=np.float64)
@@ -125,21 +142,47 @@ def _assemble(evaluation, models, prefix_groups, G, P, acc, counts, reference, f
     sizes = []
     for k, acc_k in zip(prefix_groups, evaluation.sizes):
         r = acc_k.result()
-        sizes.append({"fraction": k / G, "pairs": int(np.sum((np.arange(P) * G) // P < k)), "single": _finite_or_none(r.single),
-                      "unilateral": _finite_or_none(np.nanmax(r.unilateral)) if np.any(np.isfinite(r.unilateral)) else None,
-                      "uniform": _finite_or_none(r.uniform), "per_agent": [_finite_or_none(x) for x in r.unilateral]})
+        sizes.append(
+            {
+                "fraction": k / G,
+                "pairs": int(np.sum((np.arange(P) * G) // P < k)),
+                "single": _finite_or_none(r.single),
+                "unilateral": _finite_or_none(np.nanmax(r.unilateral)) if np.any(np.isfinite(r.unilateral)) else None,
+                "uniform": _finite_or_none(r.uniform),
+                "per_agent": [_finite_or_none(x) for x in r.unilateral],
+            }
+        )
     if evaluation.sizes:
         sub = evaluation.point_sub.result()
-        sizes.append({"fraction": 1.0, "pairs": int(P), "single": _finite_or_none(sub.single),
-                      "unilateral": _finite_or_none(np.nanmax(sub.unilateral)) if np.any(np.isfinite(sub.unilateral)) else None,
-                      "uniform": _finite_or_none(sub.uniform), "per_agent": [_finite_or_none(x) for x in sub.unilateral]})
+        sizes.append(
+            {
+                "fraction": 1.0,
+                "pairs": int(P),
+                "single": _finite_or_none(sub.single),
+                "unilateral": _finite_or_none(np.nanmax(sub.unilateral)) if np.any(np.isfinite(sub.unilateral)) else None,
+                "uniform": _finite_or_none(sub.uniform),
+                "per_agent": [_finite_or_none(x) for x in sub.unilateral],
+            }
+        )
     hist = {k: np.concatenate(v) if v else np.zeros(0) for k, v in evaluation.hist.items()}
     identifiable = None if evaluation.ident is None else _identifiable_json(evaluation.ident.result(), acc, can)
     return DiagnosticResult(
-        lam=acc.lam, single=float(single), unilateral=float(per_agent_values[worst]) if has_uni else float("nan"),
-        uniform=_finite_or_none(point.uniform), worst_player=worst, per_agent=per_agent, bootstrap=boot, counts=counts,
-        sizes=sizes, reference=reference, features=fmap.describe(), dataset=reader_info, simulator=simulator,
-        notes=notes, histograms=hist, identifiable=identifiable,
+        lam=acc.lam,
+        single=float(single),
+        unilateral=float(per_agent_values[worst]) if has_uni else float("nan"),
+        uniform=_finite_or_none(point.uniform),
+        worst_player=worst,
+        per_agent=per_agent,
+        bootstrap=boot,
+        counts=counts,
+        sizes=sizes,
+        reference=reference,
+        features=fmap.describe(),
+        dataset=reader_info,
+        simulator=simulator,
+        notes=notes,
+        histograms=hist,
+        identifiable=identifiable,
     )
 
 
@@ -156,14 +199,17 @@ def _identifiable_json(point: PlugInMeasures, acc: CovarianceAccumulator, can) -
         "estimator": "plug-in",
         "reference": "c_h = mean of psi_h over the data's trajectories running at step h",
         "constant_directions": acc.constant_directions().tolist(),
-        "rank_rule": (f"a direction of step h is one of constant projection when the centred second moment of the "
-                      f"data's psi_h has an eigenvalue <= {RANK_RTOL:g} times its largest along it; psi_h - c_h "
-                      "cancels every such direction, so they add nothing to the identifiable reward term"),
+        "rank_rule": (
+            f"a direction of step h is one of constant projection when the centred second moment of the "
+            f"data's psi_h has an eigenvalue <= {RANK_RTOL:g} times its largest along it; psi_h - c_h "
+            "cancels every such direction, so they add nothing to the identifiable reward term"
+        ),
     }
 
 
 def table_rows(out: Mapping) -> list[tuple[str, str]]:
     """``(measure, value)`` rows of the human-readable table of a diagnostic's JSON dict."""
+
     def fmt(x, b=None):
         if x is None:
             return "n/a"

@@ -50,12 +50,31 @@ def _rollout(env, act, seed: int) -> dict:
         cur = env.step(a)
         obs.append(cur.obs.numpy().copy())
         state.append(cur.state.numpy().copy())
-    return {"obs": np.stack(obs, 1), "state": np.stack(state, 1), "actions": np.stack(actions, 1).astype(np.int64),
-            "avail": np.stack(avail, 1)}
+    return {
+        "obs": np.stack(obs, 1),
+        "state": np.stack(state, 1),
+        "actions": np.stack(actions, 1).astype(np.int64),
+        "avail": np.stack(avail, 1),
+    }
 
 
-def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in_uniform, can, hasher, sorted_sa,
-              rookies: Mapping[str, Any], seed: int, episodes: int, say) -> dict:
+def _simulate(
+    env,
+    spec,
+    pol,
+    fmap,
+    point: BonusModel,
+    evaluation,
+    in_subset,
+    in_uniform,
+    can,
+    hasher,
+    sorted_sa,
+    rookies: Mapping[str, Any],
+    seed: int,
+    episodes: int,
+    say,
+) -> dict:
     """Rollouts of ``pi*`` (the anchors) and of deviations of each agent; ``U_D`` by Monte Carlo,
     every rollout from the same reset seeds (common random numbers for the comparisons)."""
     import torch
@@ -94,6 +113,7 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
                     alt = torch.where(keep, base[:, player], alt)
             base[:, player] = alt
             return base
+
         return act
 
     per_agent = []
@@ -111,5 +131,10 @@ def _simulate(env, spec, pol, fmap, point: BonusModel, evaluation, in_subset, in
             values[name] = {"value": mean, "stderr": se}
         worst = max(values, key=lambda k: values[k]["value"])
         per_agent.append({"candidates": values, "worst": {"name": worst, **values[worst]}})
-    return {"episodes": int(episodes), "single": single, "single_stderr": single_se, "per_agent": per_agent,
-            "unilateral": max(a["worst"]["value"] for a in per_agent)}
+    return {
+        "episodes": int(episodes),
+        "single": single,
+        "single_stderr": single_se,
+        "per_agent": per_agent,
+        "unilateral": max(a["worst"]["value"] for a in per_agent),
+    }

@@ -24,9 +24,9 @@ def _fields_needed(fmap: FeatureMap, extra: Sequence[str]) -> list[str]:
     return sorted(set(fmap.fields) | set(extra))
 
 
-def _check_hdf5_options(*, lam, bootstrap, groups, bootstrap_anchors, reference_fraction, count_resolution, block,
-                        episodes) -> None:
+def _check_hdf5_options(*, lam, bootstrap, groups, bootstrap_anchors, reference_fraction, count_resolution, block, episodes) -> None:
     """ValueError naming the first option out of its range; run before anything is read."""
+
     def integer(name, value, low):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -57,8 +57,10 @@ def read_episode_lengths(reader: DatasetReader, block: int = DEFAULT_BLOCK) -> n
         acts = d["actions"]
         if acts.size and (acts.min() < 0 or acts.max() >= nA):
             n = int(idx[np.flatnonzero(((acts < 0) | (acts >= nA)).any(axis=(1, 2)))[0]])
-            raise ValueError(f"{reader.path}: actions: expected values in [0, {nA - 1}], trajectory {n} has {acts[n - idx[0]].min()}.."
-                             f"{acts[n - idx[0]].max()}")
+            raise ValueError(
+                f"{reader.path}: actions: expected values in [0, {nA - 1}], trajectory {n} has {acts[n - idx[0]].min()}.."
+                f"{acts[n - idx[0]].max()}"
+            )
     return lengths
 
 
@@ -110,8 +112,10 @@ def _probe(reader: DatasetReader, fmap: FeatureMap, policy) -> None:
         why = " ".join(str(exc).split())
         raise ValueError(f"policy: fails on the first step of {reader.path}: {type(exc).__name__}: {why}") from exc
     if a.shape != (1, 1, spec.n_agents) or a.min() < 0 or a.max() >= spec.n_actions:
-        raise ValueError(f"policy: expected one action in [0, {spec.n_actions - 1}] per agent ({spec.n_agents}) on "
-                         f"{reader.path}, got {a.reshape(-1).tolist()}")
+        raise ValueError(
+            f"policy: expected one action in [0, {spec.n_actions - 1}] per agent ({spec.n_agents}) on "
+            f"{reader.path}, got {a.reshape(-1).tolist()}"
+        )
 
 
 def pair_groups(n_pairs: int, groups: int) -> np.ndarray:
@@ -119,9 +123,16 @@ def pair_groups(n_pairs: int, groups: int) -> np.ndarray:
     return (np.arange(n_pairs) * groups) // n_pairs if groups else np.zeros(n_pairs, dtype=np.int64)
 
 
-def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float = DEFAULT_LAMBDA, groups: int = 0,
-                     block: int = DEFAULT_BLOCK, memory_bytes: int = ACCUMULATOR_MEMORY_BYTES,
-                     horizon: int | None = None) -> tuple[CovarianceAccumulator, np.ndarray]:
+def accumulate_pairs(
+    reader: DatasetReader,
+    pairs,
+    fmap: FeatureMap,
+    lam: float = DEFAULT_LAMBDA,
+    groups: int = 0,
+    block: int = DEFAULT_BLOCK,
+    memory_bytes: int = ACCUMULATOR_MEMORY_BYTES,
+    horizon: int | None = None,
+) -> tuple[CovarianceAccumulator, np.ndarray]:
     """``Sigma_r`` and ``Sigma_p`` of the preference pairs of an HDF5 dataset, streaming.
 
     Trajectories are read in contiguous blocks of ``block``; a pair whose members lie in blocks
@@ -153,7 +164,9 @@ def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float 
     member = np.concatenate([f_idx, s_idx])
     member_group = np.concatenate([group, group])
     multiplicity = np.bincount(member, minlength=N).astype(np.float64)
-    group_mult = np.stack([np.bincount(member[member_group == g], minlength=N) for g in range(groups)]).astype(np.float64) if groups else None
+    group_mult = (
+        np.stack([np.bincount(member[member_group == g], minlength=N) for g in range(groups)]).astype(np.float64) if groups else None
+    )
     bf, bs = f_idx // block, s_idx // block
     order = np.lexsort((s_idx, bs, f_idx, bf))
     needed = _fields_needed(fmap, ["actions", "avail"])
@@ -173,17 +186,18 @@ def accumulate_pairs(reader: DatasetReader, pairs, fmap: FeatureMap, lam: float 
     starts = np.searchsorted(bf[order], np.arange(n_blocks + 1))
     for bi in range(n_blocks):
         lo = bi * block
-        if multiplicity[lo:lo + block].sum() == 0:
+        if multiplicity[lo : lo + block].sum() == 0:
             continue
         F_i, V_i = block_features(bi)
-        acc.update_transitions(F_i, multiplicity[lo:lo + block], None if group_mult is None else group_mult[:, lo:lo + block],
-                               valid=V_i)
-        rows = order[starts[bi]:starts[bi + 1]]
+        acc.update_transitions(
+            F_i, multiplicity[lo : lo + block], None if group_mult is None else group_mult[:, lo : lo + block], valid=V_i
+        )
+        rows = order[starts[bi] : starts[bi + 1]]
         for bj in np.unique(bs[rows]):
             sel = rows[bs[rows] == bj]
             F_j, V_j = (F_i, V_i) if bj == bi else block_features(bj)
             for c in range(0, sel.size, PAIR_BATCH):
-                chunk = sel[c:c + PAIR_BATCH]
+                chunk = sel[c : c + PAIR_BATCH]
                 w = (group[chunk][None, :] == np.arange(groups)[:, None]).astype(np.float64) if groups else None
                 first, second = f_idx[chunk] - lo, s_idx[chunk] - bj * block
                 acc.update(F_i[first], F_j[second], w, transitions=False, valid_first=V_i[first], valid_second=V_j[second])

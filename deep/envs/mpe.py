@@ -41,8 +41,9 @@ import functools
 import io
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -50,7 +51,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 
 
 @contextlib.contextmanager
@@ -161,7 +161,9 @@ def jax_device(device: str | torch.device):
         try:
             return jax.devices("gpu")[torch.device(device).index or 0]
         except RuntimeError as exc:
-            raise ValueError(f"device: jax has no CUDA backend here ({exc}); install jax with CUDA support, e.g. pip install 'jax[cuda12]'") from exc
+            raise ValueError(
+                f"device: jax has no CUDA backend here ({exc}); install jax with CUDA support, e.g. pip install 'jax[cuda12]'"
+            ) from exc
     raise ValueError(f"device: expected 'cpu' or 'cuda[:k]', got {device!r}")
 
 
@@ -170,7 +172,7 @@ def to_torch(x: jax.Array) -> torch.Tensor:
     return torch.from_dlpack(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_functions(name: str, horizon: int, local_ratio: float, num_agents: int, prey_mode: str):
     """The JaxMARL env and its jitted, vmapped ``(reset, reset_to, step)`` of one configuration, shared by every
     ``MPEBatch`` of that configuration so that each batch shape compiles once per process.
@@ -256,7 +258,8 @@ class MPEBatch:
         if name != "simple_tag_v3":
             mode = "none"
         self.env, self._reset_fn, self._reset_to_fn, self._step_fn = _compiled_functions(
-            name, int(horizon), float(local_ratio), int(num_agents), mode)
+            name, int(horizon), float(local_ratio), int(num_agents), mode
+        )
         self.name = name
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
@@ -267,8 +270,14 @@ class MPEBatch:
         if name == "simple_tag_v3":
             self._ctrl = [agents.index(a) for a in env.adversaries]
             self._prey = [agents.index(a) for a in env.good_agents]
-            config = {"horizon": int(horizon), "num_adversaries": 3, "num_good_agents": 1, "num_obstacles": 2,
-                      "prey_policy": prey_spec or ("uniform" if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__))}
+            config = {
+                "horizon": int(horizon),
+                "num_adversaries": 3,
+                "num_good_agents": 1,
+                "num_obstacles": 2,
+                "prey_policy": prey_spec
+                or ("uniform" if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__)),
+            }
         else:
             self._ctrl = list(range(len(agents)))
             self._prey = []
@@ -318,8 +327,13 @@ class MPEBatch:
                 out = self._reset_to_fn(keys, jax.device_put(initial_state, self._jdev))
         self._keys, self._state, obs, self._prey_obs, state_vec = out
         self.t = 0
-        return MPEStep(to_torch(obs), to_torch(state_vec), self._avail, self._zero_rewards,
-                       torch.zeros(self.batch_size, dtype=torch.bool, device=self.device))
+        return MPEStep(
+            to_torch(obs),
+            to_torch(state_vec),
+            self._avail,
+            self._zero_rewards,
+            torch.zeros(self.batch_size, dtype=torch.bool, device=self.device),
+        )
 
     def _actions_to_jax(self, actions, k: int, n_actions: int, field: str) -> jax.Array:
         t = torch.as_tensor(actions, device=self.device)
@@ -340,7 +354,9 @@ class MPEBatch:
         a = self._actions_to_jax(actions, self.spec.n_agents, self.spec.n_actions, "actions")
         if self.prey_policy is not None:
             prey_obs = to_torch(self._prey_obs)
-            prey_actions = self._actions_to_jax(self.prey_policy(prey_obs, self._prey_avail, self.t), len(self._prey), N_MOVES, "prey_policy output")
+            prey_actions = self._actions_to_jax(
+                self.prey_policy(prey_obs, self._prey_avail, self.t), len(self._prey), N_MOVES, "prey_policy output"
+            )
         else:
             prey_actions = None
         out = self._step_fn(self._keys, self._state, a, prey_actions)

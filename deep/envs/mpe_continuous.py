@@ -23,20 +23,20 @@ import functools
 import json
 import os
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import h5py
-import numpy as np
-import torch
-
-from marlcov.deep.envs.mpe import DEFAULT_LOCAL_RATIO, HORIZON, MAX_SEED, global_state  # first: it imports jaxmarl with its prints silenced
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np
+import torch
 from jaxmarl.environments.mpe import SimpleSpreadMPE  # noqa: E402
 from jaxmarl.environments.mpe.default_params import CONTINUOUS_ACT  # noqa: E402
+
+from marlcov.deep.envs.mpe import DEFAULT_LOCAL_RATIO, HORIZON, MAX_SEED, global_state  # first: it imports jaxmarl with its prints silenced
 
 CONTINUOUS_DATASET_FORMAT = "marlcov.deep-dataset-continuous/1"
 CONTINUOUS_ENV_NAMES = ("simple_spread_v3",)
@@ -52,10 +52,11 @@ SEED_STRIDE = 1_000_003
 ContinuousPolicy = Callable[[torch.Tensor, int], Any]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(horizon: int, local_ratio: float, num_agents: int):
-    env = SimpleSpreadMPE(num_agents=num_agents, num_landmarks=num_agents, local_ratio=local_ratio,
-                          max_steps=horizon - 1, action_type=CONTINUOUS_ACT)
+    env = SimpleSpreadMPE(
+        num_agents=num_agents, num_landmarks=num_agents, local_ratio=local_ratio, max_steps=horizon - 1, action_type=CONTINUOUS_ACT
+    )
     agents = list(env.agents)
 
     def reset_one(key):
@@ -68,8 +69,9 @@ def _compiled(horizon: int, local_ratio: float, num_agents: int):
         key, k_step = jax.random.split(key)
         u = jnp.clip(u, -1.0, 1.0)
         zero = jnp.zeros_like(u[:, :1])
-        five = jnp.concatenate([zero, jnp.maximum(-u[:, :1], 0), jnp.maximum(u[:, :1], 0),
-                                jnp.maximum(-u[:, 1:], 0), jnp.maximum(u[:, 1:], 0)], axis=1)
+        five = jnp.concatenate(
+            [zero, jnp.maximum(-u[:, :1], 0), jnp.maximum(u[:, :1], 0), jnp.maximum(-u[:, 1:], 0), jnp.maximum(u[:, 1:], 0)], axis=1
+        )
         obs, st, rew, _, _ = env.step_env(k_step, st, {a: five[i] for i, a in enumerate(agents)})
         r = jnp.stack([rew[a] for a in agents]).astype(jnp.float32)
         return key, st, jnp.stack([obs[a] for a in agents]), global_state("simple_spread_v3", env, st), r
@@ -118,8 +120,9 @@ class ContinuousMPEBatch:
     """``batch_size`` copies of continuous-action simple_spread_v3 stepped by one compiled step
     (CPU jax; tensors handed back as torch CPU tensors)."""
 
-    def __init__(self, name: str, batch_size: int, *, horizon: int = HORIZON, local_ratio: float = DEFAULT_LOCAL_RATIO,
-                 num_agents: int = 3) -> None:
+    def __init__(
+        self, name: str, batch_size: int, *, horizon: int = HORIZON, local_ratio: float = DEFAULT_LOCAL_RATIO, num_agents: int = 3
+    ) -> None:
         if name not in CONTINUOUS_ENV_NAMES:
             raise ValueError(f"name: expected one of {list(CONTINUOUS_ENV_NAMES)}, got {name!r}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -164,8 +167,9 @@ class ContinuousMPEBatch:
         self.state = torch.from_numpy(np.array(state_vec))
         return torch.from_numpy(np.array(obs)), torch.from_numpy(np.array(r))
 
-    def rollout(self, policy: ContinuousPolicy, seeds, *, source: str = "unknown",
-                agent_policy: Sequence[str] | None = None) -> ContinuousTrajectories:
+    def rollout(
+        self, policy: ContinuousPolicy, seeds, *, source: str = "unknown", agent_policy: Sequence[str] | None = None
+    ) -> ContinuousTrajectories:
         """Play B episodes with ``policy(obs [B, m, obs_dim], t) -> actions [B, m, 2]``."""
         spec, B = self.spec, self.batch_size
         H, m = spec.horizon, spec.n_agents
@@ -221,17 +225,23 @@ class UniformContinuousPolicy:
 
 
 # ----------------------------------------------------------------------------- dataset files
-def write_continuous_dataset(path: str | os.PathLike, spec: ContinuousSpec, batches: Sequence[ContinuousTrajectories],
-                             overwrite: bool = False) -> Path:
+def write_continuous_dataset(
+    path: str | os.PathLike, spec: ContinuousSpec, batches: Sequence[ContinuousTrajectories], overwrite: bool = False
+) -> Path:
     """Write ``batches`` as one continuous-action dataset file (atomically)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    fields = {name: np.concatenate([getattr(b, name) for b in batches]) for name in
-              ("obs", "state", "actions", "rewards", "seed", "source", "agent_policy")}
+    fields = {
+        name: np.concatenate([getattr(b, name) for b in batches])
+        for name in ("obs", "state", "actions", "rewards", "seed", "source", "agent_policy")
+    }
     N, H, m = fields["actions"].shape[:3]
-    expected = {"obs": (N, spec.horizon + 1, spec.n_agents, spec.obs_dim), "actions": (N, spec.horizon, spec.n_agents, spec.action_dim),
-                "rewards": (N, spec.horizon, spec.n_agents)}
+    expected = {
+        "obs": (N, spec.horizon + 1, spec.n_agents, spec.obs_dim),
+        "actions": (N, spec.horizon, spec.n_agents, spec.action_dim),
+        "rewards": (N, spec.horizon, spec.n_agents),
+    }
     for name, shape in expected.items():
         if fields[name].shape != shape:
             raise ValueError(f"{name}: expected shape {list(shape)}, got {list(fields[name].shape)}")
@@ -264,16 +274,40 @@ def read_continuous_dataset(path: str | os.PathLike) -> tuple[ContinuousSpec, Co
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt != CONTINUOUS_DATASET_FORMAT:
             raise ValueError(f"{path}: attribute 'format' is {fmt!r}; expected {CONTINUOUS_DATASET_FORMAT!r}")
-        spec = ContinuousSpec(str(f.attrs["env_name"]), json.loads(f.attrs["env_config"]), tuple(json.loads(f.attrs["agent_names"])),
-                              int(f.attrs["obs_dim"]), int(f.attrs["state_dim"]), int(f.attrs["action_dim"]), int(f.attrs["horizon"]))
-        data = ContinuousTrajectories(f["obs"][()], f["state"][()], f["actions"][()], f["rewards"][()], f["seed"][()],
-                                      f["source"][()].astype(str), f["agent_policy"][()].astype(str))
+        spec = ContinuousSpec(
+            str(f.attrs["env_name"]),
+            json.loads(f.attrs["env_config"]),
+            tuple(json.loads(f.attrs["agent_names"])),
+            int(f.attrs["obs_dim"]),
+            int(f.attrs["state_dim"]),
+            int(f.attrs["action_dim"]),
+            int(f.attrs["horizon"]),
+        )
+        data = ContinuousTrajectories(
+            f["obs"][()],
+            f["state"][()],
+            f["actions"][()],
+            f["rewards"][()],
+            f["seed"][()],
+            f["source"][()].astype(str),
+            f["agent_policy"][()].astype(str),
+        )
     return spec, data
 
 
-def collect_continuous_dataset(path: str | os.PathLike, n_expert: int, n_random: int, *, name: str = "simple_spread_v3",
-                               horizon: int = HORIZON, num_agents: int = 3, noise: float = 0.1, batch_size: int = 64,
-                               seed: int = 0, overwrite: bool = False) -> Path:
+def collect_continuous_dataset(
+    path: str | os.PathLike,
+    n_expert: int,
+    n_random: int,
+    *,
+    name: str = "simple_spread_v3",
+    horizon: int = HORIZON,
+    num_agents: int = 3,
+    noise: float = 0.1,
+    batch_size: int = 64,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
     """A continuous-action dataset: ``n_expert`` episodes of ``LandmarkAssignmentPolicy``
     (source "expert") and ``n_random`` of ``UniformContinuousPolicy`` (source "random")."""
     if n_expert < 0 or n_random < 0 or n_expert + n_random < 1:
@@ -283,8 +317,10 @@ def collect_continuous_dataset(path: str | os.PathLike, n_expert: int, n_random:
         raise ValueError(f"seed: expected an integer in [0, {last_seed}] (reset seeds start at seed * {SEED_STRIDE}), got {seed!r}")
     batches = []
     next_seed = int(seed) * SEED_STRIDE
-    for count, policy, tag in ((n_expert, LandmarkAssignmentPolicy(num_agents, noise, seed), "expert"),
-                               (n_random, UniformContinuousPolicy(seed + 1), "random")):
+    for count, policy, tag in (
+        (n_expert, LandmarkAssignmentPolicy(num_agents, noise, seed), "expert"),
+        (n_random, UniformContinuousPolicy(seed + 1), "random"),
+    ):
         done = 0
         while done < count:
             B = min(batch_size, count - done)

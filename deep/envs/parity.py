@@ -10,8 +10,8 @@ relative to the magnitudes are expected and nothing larger.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +52,7 @@ def jax_state_from_mpe2(name: str, world):
         # JaxMARL's goal[j] is the landmark agent j must reach; mpe2 stores it on the other agent.
         landmark_index = {id(lm): k for k, lm in enumerate(world.landmarks)}
         goal = jnp.asarray([landmark_index[id(world.agents[1 - j].goal_b)] for j in range(2)], dtype=jnp.int32)
-    return State(p_pos=jnp.asarray(p_pos), p_vel=jnp.asarray(p_vel), c=jnp.asarray(c),
-                 done=jnp.array(False), step=jnp.array(0), goal=goal)
+    return State(p_pos=jnp.asarray(p_pos), p_vel=jnp.asarray(p_vel), c=jnp.asarray(c), done=jnp.array(False), step=jnp.array(0), goal=goal)
 
 
 @dataclass(frozen=True)

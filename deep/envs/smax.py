@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -58,15 +59,26 @@ HORIZON = 100
 #: SMAX's discrete actions: 0-3 move (N, E, S, W), 4 stop, 5.. attack enemy j.
 STOP_ACTION = 4
 N_MOVEMENT_ACTIONS = 5
-__all__ = ["MAP_NAMES", "ENV_NAMES", "HORIZON", "STOP_ACTION", "SMAXSpec", "SMAXStep", "SMAXBatch",
-           "UniformRandomPolicy", "episode_lengths", "episode_wins", "map_of"]
+__all__ = [
+    "MAP_NAMES",
+    "ENV_NAMES",
+    "HORIZON",
+    "STOP_ACTION",
+    "SMAXSpec",
+    "SMAXStep",
+    "SMAXBatch",
+    "UniformRandomPolicy",
+    "episode_lengths",
+    "episode_wins",
+    "map_of",
+]
 
 
 def map_of(env_name: str) -> str:
     """The map of a SMAX ``env_name`` (``"smax_3m"`` -> ``"3m"``)."""
-    if not env_name.startswith(ENV_PREFIX) or env_name[len(ENV_PREFIX):] not in MAP_NAMES:
+    if not env_name.startswith(ENV_PREFIX) or env_name[len(ENV_PREFIX) :] not in MAP_NAMES:
         raise ValueError(f"env_name: expected one of {list(ENV_NAMES)}, got {env_name!r}")
-    return env_name[len(ENV_PREFIX):]
+    return env_name[len(ENV_PREFIX) :]
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,7 @@ def _make_env(map_name: str, horizon: int) -> HeuristicEnemySMAX:
     return HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=int(horizon) - 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_functions(map_name: str, horizon: int):
     """The env and its jitted, vmapped ``(reset, step)``, shared by every batch of one map."""
     env = _make_env(map_name, horizon)
@@ -147,8 +159,7 @@ def _compiled_functions(map_name: str, horizon: int):
     def observe(st):
         obs = env.get_obs(st)
         avail = env.get_avail_actions(st)
-        return (jnp.stack([obs[a] for a in agents]), env.get_world_state(st),
-                jnp.stack([avail[a] for a in agents]).astype(bool))
+        return (jnp.stack([obs[a] for a in agents]), env.get_world_state(st), jnp.stack([avail[a] for a in agents]).astype(bool))
 
     def outcome(st):
         alive = st.state.unit_alive
@@ -197,8 +208,16 @@ class SMAXBatch:
         env = self.env
         names = tuple(env.agents)
         config = {"map": map_name, "horizon": int(horizon), "enemy": "heuristic/closest", "won_battle_bonus": float(env.won_battle_bonus)}
-        self.spec = SMAXSpec(ENV_PREFIX + map_name, names, int(env.num_enemies), int(env.observation_spaces[names[0]].shape[0]),
-                             int(env.state_size), int(env.action_spaces[names[0]].n), int(horizon), config)
+        self.spec = SMAXSpec(
+            ENV_PREFIX + map_name,
+            names,
+            int(env.num_enemies),
+            int(env.observation_spaces[names[0]].shape[0]),
+            int(env.state_size),
+            int(env.action_spaces[names[0]].n),
+            int(horizon),
+            config,
+        )
         self.t: int | None = None
         self.seeds: np.ndarray | None = None
 
@@ -279,8 +298,8 @@ class SMAXBatch:
             obs[:, t + 1], state[:, t + 1], rewards[:, t] = cur.obs, cur.state, cur.rewards
             wins |= cur.won
             if bool(cur.done.all()):
-                obs[:, t + 2:] = cur.obs[:, None]
-                state[:, t + 2:] = cur.state[:, None]
+                obs[:, t + 2 :] = cur.obs[:, None]
+                state[:, t + 2 :] = cur.state[:, None]
                 break
         host = [x.cpu().numpy() for x in (obs, state, actions, avail, rewards)]
         self.last_lengths = episode_lengths(host[3])

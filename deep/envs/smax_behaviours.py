@@ -80,9 +80,11 @@ class FocusFirePolicy:
         # Every ally that sees an enemy sees the same health fraction: the max is the team's view.
         team_health = health.max(dim=1).values  # [B, E]
         in_team_range = can_attack.any(dim=1)
-        target = torch.where(in_team_range.any(-1),
-                             torch.where(in_team_range, team_health, _INF).argmin(-1),
-                             torch.where(seen.any(dim=1), team_health, _INF).argmin(-1))  # [B]
+        target = torch.where(
+            in_team_range.any(-1),
+            torch.where(in_team_range, team_health, _INF).argmin(-1),
+            torch.where(seen.any(dim=1), team_health, _INF).argmin(-1),
+        )  # [B]
         target_b = target[:, None].expand(B, m)
 
         own_target = torch.where(can_attack, health, _INF).argmin(-1)  # [B, m]
@@ -113,8 +115,9 @@ class NoisyExpertPolicy:
     ``[B, m]``: ``"rookie"`` for the deviator, ``"expert"`` for the others).
     """
 
-    def __init__(self, env: Any, prob: float = ROOKIE_PROB, deviators: str = "all", seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, env: Any, prob: float = ROOKIE_PROB, deviators: str = "all", seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
         if deviators not in ("all", "one"):
@@ -154,8 +157,7 @@ class UniformAvailablePolicy:
         return uniform_available(avail, self.generator)
 
 
-def behaviour_policy(behaviour: str, env: Any, seed: int = 0, rookie_prob: float = ROOKIE_PROB,
-                     device: str | torch.device = "cpu"):
+def behaviour_policy(behaviour: str, env: Any, seed: int = 0, rookie_prob: float = ROOKIE_PROB, device: str | torch.device = "cpu"):
     """The scripted policy of ``behaviour`` (one of ``BEHAVIOURS``) for the JaxMARL environment
     ``env`` of an ``SMAXBatch``; ``seed`` seeds its generator (the expert has none)."""
     if behaviour == "expert":

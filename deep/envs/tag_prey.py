@@ -99,13 +99,16 @@ def marlhf_prey_state_dict(params: Mapping, where: str = "parameters") -> dict[s
 
     gru = "params/ScannedRNN_0/GRUCell/"
     return {
-        "embed.weight": t("params/Dense_0/kernel").T, "embed.bias": t("params/Dense_0/bias"),
+        "embed.weight": t("params/Dense_0/kernel").T,
+        "embed.bias": t("params/Dense_0/bias"),
         "gru.weight_ih": torch.cat([t(gru + f"{g}/kernel").T for g in ("ir", "iz", "in")]),
         "gru.bias_ih": torch.cat([t(gru + f"{g}/bias") for g in ("ir", "iz", "in")]),
         "gru.weight_hh": torch.cat([t(gru + f"{g}/kernel").T for g in ("hr", "hz", "hn")]),
         "gru.bias_hh": torch.cat([torch.zeros(2 * HIDDEN), t(gru + "hn/bias")]),
-        "hidden.weight": t("params/Dense_1/kernel").T, "hidden.bias": t("params/Dense_1/bias"),
-        "logits.weight": t("params/Dense_2/kernel").T, "logits.bias": t("params/Dense_2/bias"),
+        "hidden.weight": t("params/Dense_1/kernel").T,
+        "hidden.bias": t("params/Dense_1/bias"),
+        "logits.weight": t("params/Dense_2/kernel").T,
+        "logits.bias": t("params/Dense_2/bias"),
     }
 
 
@@ -218,5 +221,7 @@ def prey_policy_from_spec(spec: str | None, *, seed: int = 0, device: str | torc
     kind, _, path = str(spec).partition(":")
     if kind == SPEC_MARLHF and path:
         return load_marlhf_prey(path, seed=seed, device=device)
-    raise ValueError(f"prey_policy: expected {SPEC_UNIFORM!r} or '{SPEC_MARLHF}:PATH' (PATH: the MARLHF repository's "
-                     f"model/tag/fixed_good_agent.msgpack), got {spec!r}")
+    raise ValueError(
+        f"prey_policy: expected {SPEC_UNIFORM!r} or '{SPEC_MARLHF}:PATH' (PATH: the MARLHF repository's "
+        f"model/tag/fixed_good_agent.msgpack), got {spec!r}"
+    )

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +113,9 @@ def _standardise_from_sums(s: float, s2: float, n: int) -> tuple[float, float]:
     return mean, (std if std >= STD_FLOOR else 1.0)
 
 
-def reward_metrics(reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> dict[str, float]:
+def reward_metrics(
+    reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
+) -> dict[str, float]:
     """Quality of a reward model on a dataset's true rewards (read for evaluation only).
 
     Returns ``mse``: mean over (trajectory, real step, agent) of ``(p~ - t~)^2`` where ``p~``
@@ -137,8 +140,7 @@ def reward_metrics(reward_model, dataset_path: str | os.PathLike, device: str | 
             # Adjacent steps (h, h+1) are both real exactly when h+1 is (real steps come first).
             pairs = valid[:, 1:]
             dp, dt = np.diff(p_all, axis=1)[pairs], np.diff(t_all, axis=1)[pairs]
-            sums += [p.sum(), (p * p).sum(), t.sum(), (t * t).sum(), (p * t).sum(),
-                     (dp**2).sum(), (dt**2).sum(), p.size, dp.size]
+            sums += [p.sum(), (p * p).sum(), t.sum(), (t * t).sum(), (p * t).sum(), (dp**2).sum(), (dt**2).sum(), p.size, dp.size]
     n, n_diff = int(sums[7]), int(sums[8])
     mp, sp = _standardise_from_sums(sums[0], sums[1], n)
     mt, st = _standardise_from_sums(sums[2], sums[3], n)
@@ -207,7 +209,9 @@ def plot_reward_trajectory(
     return path
 
 
-def predicted_reward_stats(reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> tuple[float, float]:
+def predicted_reward_stats(
+    reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
+) -> tuple[float, float]:
     """``(mean, std)`` of r_phi over every real step, agent and trajectory of a dataset."""
     from marlcov.deep.data.hdf5 import DatasetReader
 
@@ -217,7 +221,14 @@ def predicted_reward_stats(reward_model, dataset_path: str | os.PathLike, device
     with DatasetReader(dataset_path) as reader:
         H = reader.spec.horizon
         for _, d in reader.iter_batches(batch_size, fields=["obs", "actions", "avail"]):
-            p = reward_model.rewards(torch.as_tensor(d["obs"][:, :H], device=dev), torch.as_tensor(d["actions"].astype(np.int64), device=dev)).double().cpu().numpy()
+            p = (
+                reward_model.rewards(
+                    torch.as_tensor(d["obs"][:, :H], device=dev), torch.as_tensor(d["actions"].astype(np.int64), device=dev)
+                )
+                .double()
+                .cpu()
+                .numpy()
+            )
             p = p[step_masks(d["avail"])[0]]
             s += [p.sum(), (p * p).sum()]
             n += p.size

@@ -39,9 +39,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,8 +95,19 @@ class OnlineVDNConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("n_envs", "total_env_steps", "hidden", "layers", "buffer_episodes", "batch_episodes",
-                     "updates_per_iteration", "target_update", "horizon", "eval_episodes", "rookie_checks"):
+        for name in (
+            "n_envs",
+            "total_env_steps",
+            "hidden",
+            "layers",
+            "buffer_episodes",
+            "batch_episodes",
+            "updates_per_iteration",
+            "target_update",
+            "horizon",
+            "eval_episodes",
+            "rookie_checks",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         for name in ("epsilon_start", "epsilon_end", "gamma"):
@@ -140,8 +152,14 @@ class EpisodeReplay:
 
     def state_dict(self) -> dict[str, Any]:
         n = self.size
-        return {"obs": self.obs[:n], "actions": self.actions[:n], "avail": self.avail[:n], "rewards": self.rewards[:n],
-                "pos": self.pos, "size": self.size}
+        return {
+            "obs": self.obs[:n],
+            "actions": self.actions[:n],
+            "avail": self.avail[:n],
+            "rewards": self.rewards[:n],
+            "pos": self.pos,
+            "size": self.size,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         n = int(state["size"])
@@ -231,11 +249,20 @@ def train_behaviour_policies(
     explore_gen = torch_generator(seed * 2 + 1, dev)
     sample_gen = torch_generator(seed * 2 + 2, dev)
     result_fields = {k: v for k, v in config_dict(cfg).items() if k not in CADENCE_FIELDS}
-    run_config = {"config": result_fields, "seed": int(seed), "env_name": env_name,
-                  "prey_policy": None if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__)}
-    state = TrainingState(out / "train_state.pt", cfg.checkpoint_every,
-                          {"net": net, "target": target, "opt": opt, "buffer": buffer},
-                          {"explore": explore_gen, "sample": sample_gen}, run_config, cfg.checkpoint_seconds)
+    run_config = {
+        "config": result_fields,
+        "seed": int(seed),
+        "env_name": env_name,
+        "prey_policy": None if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__),
+    }
+    state = TrainingState(
+        out / "train_state.pt",
+        cfg.checkpoint_every,
+        {"net": net, "target": target, "opt": opt, "buffer": buffer},
+        {"explore": explore_gen, "sample": sample_gen},
+        run_config,
+        cfg.checkpoint_seconds,
+    )
     if resume:
         state.load(map_location=dev)
     else:
@@ -250,8 +277,15 @@ def train_behaviour_policies(
     def test_return(policy) -> dict[str, Any]:
         from marlcov.deep.marlhf.evaluate import evaluate_policy
 
-        return evaluate_policy(policy, env_name, n_episodes=cfg.eval_episodes, seed=seed,
-                               batch_size=min(cfg.eval_episodes, cfg.n_envs), env_kwargs=env_kwargs, progress=False)
+        return evaluate_policy(
+            policy,
+            env_name,
+            n_episodes=cfg.eval_episodes,
+            seed=seed,
+            batch_size=min(cfg.eval_episodes, cfg.n_envs),
+            env_kwargs=env_kwargs,
+            progress=False,
+        )
 
     if "trivial" not in state.extra:
         state.extra["trivial"] = float(test_return(trivial_policy(m, seed))["return_per_agent"])
@@ -269,9 +303,16 @@ def train_behaviour_policies(
             return None
         meta = {"trainer": "online-vdn", "name": name, "level": level, "env_steps": env_steps, "seed": int(seed)}
         path = save_policy(out / f"{name}.pt", net, env_name, cfg, meta)
-        return {"name": name, "path": str(path), "level": level, "env_steps": env_steps, "target_steps": target_steps,
-                "test_return_per_agent": result["return_per_agent"], "test_return_std": result["return_std"],
-                "above_trivial": bool(above)}
+        return {
+            "name": name,
+            "path": str(path),
+            "level": level,
+            "env_steps": env_steps,
+            "target_steps": target_steps,
+            "test_return_per_agent": result["return_per_agent"],
+            "test_return_std": result["return_std"],
+            "above_trivial": bool(above),
+        }
 
     def iteration(it: int) -> dict[str, Any]:
         nonlocal updates
@@ -303,18 +344,28 @@ def train_behaviour_policies(
             pending.pop(0)
             state.request_save()
         state.extra.update(updates=updates, levels=json.dumps(levels))
-        return {"iteration": it + 1, "env_steps": env_steps, "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
-                "behaviour_return_per_agent": float(batch.returns().mean()), "td_loss": float(np.mean(losses)) if losses else None}
+        return {
+            "iteration": it + 1,
+            "env_steps": env_steps,
+            "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
+            "behaviour_return_per_agent": float(batch.returns().mean()),
+            "td_loss": float(np.mean(losses)) if losses else None,
+        }
 
     history = fit(state, n_iterations, iteration, cfg.progress, f"online VDN {env_name}")
     if not any(lv["name"] == "expert" for lv in levels):
         levels.append(save_level("expert", final_steps, None))
         state.extra.update(levels=json.dumps(levels))
     state.save()
-    result = {"env_name": env_name, "expert": str(out / "expert.pt"),
-              "rookies": {str(lv["target_steps"]): lv["path"] for lv in levels if lv["level"] == "rookie"},
-              "levels": levels, "env_steps": final_steps, "updates": updates,
-              "skill_order": skill_order(levels, trivial_return)}
+    result = {
+        "env_name": env_name,
+        "expert": str(out / "expert.pt"),
+        "rookies": {str(lv["target_steps"]): lv["path"] for lv in levels if lv["level"] == "rookie"},
+        "levels": levels,
+        "env_steps": final_steps,
+        "updates": updates,
+        "skill_order": skill_order(levels, trivial_return),
+    }
     atomic_write_text(json.dumps({"summary": result, "history": history}, indent=2) + "\n", out / "metrics.json")
     atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
     return result
@@ -348,16 +399,24 @@ def trivial_policy(n_agents: int, seed: int = 0) -> JointPolicy:
     return JointPolicy([uniform] * n_agents, ["trivial"] * n_agents, "trivial")
 
 
-def level_policy(path: str | os.PathLike, n_agents: int, tag: str | None = None, device: str | torch.device = "cpu",
-                 epsilon: float = 0.0, seed: int = 0) -> JointPolicy:
+def level_policy(
+    path: str | os.PathLike, n_agents: int, tag: str | None = None, device: str | torch.device = "cpu", epsilon: float = 0.0, seed: int = 0
+) -> JointPolicy:
     """All agents from one checkpoint (the "expert" or "rookie" behaviour)."""
     p = load_policy(path, device, epsilon, torch_generator(seed, resolve_device(device)))
     tag = tag or str(p.meta.get("level", "policy"))
     return JointPolicy([p] * n_agents, [tag] * n_agents, tag)
 
 
-def unilateral_policy(expert_path: str | os.PathLike, rookie_path: str | os.PathLike, deviator: int, n_agents: int,
-                      device: str | torch.device = "cpu", epsilon: float = 0.0, seed: int = 0) -> JointPolicy:
+def unilateral_policy(
+    expert_path: str | os.PathLike,
+    rookie_path: str | os.PathLike,
+    deviator: int,
+    n_agents: int,
+    device: str | torch.device = "cpu",
+    epsilon: float = 0.0,
+    seed: int = 0,
+) -> JointPolicy:
     """n-1 experts and one rookie at position ``deviator`` (the "unilateral" behaviour)."""
     if not 0 <= deviator < n_agents:
         raise ValueError(f"deviator: expected an agent index in [0, {n_agents - 1}], got {deviator!r}")

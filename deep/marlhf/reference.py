@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,8 +138,10 @@ def check_actions_available(actions: np.ndarray, avail: np.ndarray, where: str =
     bad = ~taken & valid[..., None]
     if bad.any():
         n, t, i = np.argwhere(bad)[0]
-        raise ValueError(f"{where}: field 'avail' marks {int(bad.sum())} recorded action(s) of real steps as unavailable "
-                         f"(the first: trajectory {n}, step {t}, agent {i})")
+        raise ValueError(
+            f"{where}: field 'avail' marks {int(bad.sum())} recorded action(s) of real steps as unavailable "
+            f"(the first: trajectory {n}, step {t}, agent {i})"
+        )
 
 
 class ReferencePolicy:
@@ -169,8 +172,16 @@ class ReferencePolicy:
 
 
 def save_reference(path, net: PolicyNet, config: ReferenceConfig, sizes: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
-    return atomic_torch_save({"format": REFERENCE_FORMAT, "config": json.dumps(config_dict(config)), "sizes": json.dumps(dict(sizes)),
-                              "state_dict": net.state_dict(), "metrics": json.dumps(dict(metrics))}, path)
+    return atomic_torch_save(
+        {
+            "format": REFERENCE_FORMAT,
+            "config": json.dumps(config_dict(config)),
+            "sizes": json.dumps(dict(sizes)),
+            "state_dict": net.state_dict(),
+            "metrics": json.dumps(dict(metrics)),
+        },
+        path,
+    )
 
 
 def load_reference(path: str | os.PathLike, device: str | torch.device = "cpu") -> ReferencePolicy:
@@ -268,7 +279,12 @@ def train_reference(
 
     history = fit(state, total, update, cfg.progress, "reference (BC)", record_every=steps_per_epoch, finish_record=epoch_record)
 
-    summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_trajectories": int(len(train_idx)), "val_trajectories": int(n_val)}
+    summary: dict[str, Any] = {
+        "epochs": cfg.epochs,
+        "steps": total,
+        "train_trajectories": int(len(train_idx)),
+        "val_trajectories": int(n_val),
+    }
     summary.update(_metrics(net, obs, actions, avail, valid, train_idx, "train"))
     summary.update(_metrics(net, obs, actions, avail, valid, val_idx, "val"))
     metrics = {"summary": summary, "history": history}

@@ -90,9 +90,9 @@ from marlcov.theory.objectives.marlhf import (
     reward_loss,
     reward_variance,
     standardised_rewards,
+    temporal_mse,  # noqa: F401 - documented name of this module
     trajectory_returns,
 )
-from marlcov.theory.objectives.marlhf import temporal_mse  # noqa: F401 - documented name of this module
 
 REWARD_MODEL_FORMAT = "marlcov.deep-reward-model/1"
 MODEL_KINDS = ("mlp", "gru", "linear")
@@ -260,15 +260,26 @@ class TrainedRewardModel:
         return standardised_rewards(self.rewards(obs, actions), self.mean, self.var)
 
 
-def save_reward_model(path: str | os.PathLike, net: RewardNet, config: RewardModelConfig, sizes: Mapping[str, Any], mean: float, var: float, metrics: Mapping[str, Any]) -> Path:
-    return atomic_torch_save({
-        "format": REWARD_MODEL_FORMAT,
-        "config": json.dumps(config_dict(config)),
-        "sizes": json.dumps(dict(sizes)),
-        "state_dict": net.state_dict(),
-        "stats": {"mean": float(mean), "var": float(var)},
-        "metrics": json.dumps(dict(metrics)),
-    }, path)
+def save_reward_model(
+    path: str | os.PathLike,
+    net: RewardNet,
+    config: RewardModelConfig,
+    sizes: Mapping[str, Any],
+    mean: float,
+    var: float,
+    metrics: Mapping[str, Any],
+) -> Path:
+    return atomic_torch_save(
+        {
+            "format": REWARD_MODEL_FORMAT,
+            "config": json.dumps(config_dict(config)),
+            "sizes": json.dumps(dict(sizes)),
+            "state_dict": net.state_dict(),
+            "stats": {"mean": float(mean), "var": float(var)},
+            "metrics": json.dumps(dict(metrics)),
+        },
+        path,
+    )
 
 
 def load_reward_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedRewardModel:
@@ -302,8 +313,13 @@ def redrawn_labels(probs: torch.Tensor, seed: int, step: int) -> torch.Tensor:
 
 
 def _sizes(spec) -> dict[str, Any]:
-    return {"env_name": spec.env_name, "obs_dim": int(spec.obs_dim), "n_actions": int(spec.n_actions),
-            "n_agents": int(spec.n_agents), "horizon": int(spec.horizon)}
+    return {
+        "env_name": spec.env_name,
+        "obs_dim": int(spec.obs_dim),
+        "n_actions": int(spec.n_actions),
+        "n_agents": int(spec.n_agents),
+        "horizon": int(spec.horizon),
+    }
 
 
 def train_reward_model(
@@ -354,15 +370,22 @@ def train_reward_model(
     probs = None
     if cfg.labels == "redrawn":
         if pairs.probs is None:
-            raise ValueError(f"{pairs_path or dataset_path}: field 'probs' of the pairs is missing; labels='redrawn' draws every "
-                             "minibatch's labels from it (label the dataset again, or set labels='fixed')")
+            raise ValueError(
+                f"{pairs_path or dataset_path}: field 'probs' of the pairs is missing; labels='redrawn' draws every "
+                "minibatch's labels from it (label the dataset again, or set labels='fixed')"
+            )
         probs = torch.as_tensor(pairs.probs, dtype=torch.float32, device=dev)
 
     seed_everything(seed)
     sizes = _sizes(spec)
     net = build_reward_net(sizes, cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve()), "pairs": None if pairs_path is None else str(Path(pairs_path).resolve())}
+    run_config = {
+        "config": config_dict(cfg),
+        "seed": int(seed),
+        "dataset": str(dataset_path.resolve()),
+        "pairs": None if pairs_path is None else str(Path(pairs_path).resolve()),
+    }
     state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"net": net, "opt": opt}, config=run_config)
     if resume:
         state.load(map_location=dev)
@@ -406,8 +429,14 @@ def train_reward_model(
 
     all_r = predict_rewards(net, obs, actions)
     mean, var = reward_statistics(all_r, valid)
-    summary: dict[str, Any] = {"epochs": cfg.epochs, "steps": total, "train_pairs": len(train_idx), "val_pairs": int(n_val),
-                               "reward_mean": mean, "reward_var": var}
+    summary: dict[str, Any] = {
+        "epochs": cfg.epochs,
+        "steps": total,
+        "train_pairs": len(train_idx),
+        "val_pairs": int(n_val),
+        "reward_mean": mean,
+        "reward_var": var,
+    }
     summary.update(_pair_metrics(net, obs, actions, valid, first, second, labels, train_idx, "train"))
     if n_val:
         summary.update(_pair_metrics(net, obs, actions, valid, first, second, labels, val_idx, "val"))

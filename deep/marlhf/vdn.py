@@ -37,9 +37,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,13 @@ class AgentQNet(torch.nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, n_agents: int, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
-        self.network = {"obs_dim": int(obs_dim), "n_actions": int(n_actions), "n_agents": int(n_agents), "hidden": int(hidden), "layers": int(layers)}
+        self.network = {
+            "obs_dim": int(obs_dim),
+            "n_actions": int(n_actions),
+            "n_agents": int(n_agents),
+            "hidden": int(hidden),
+            "layers": int(layers),
+        }
         self.body = mlp(obs_dim + n_agents, hidden, layers, n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -126,8 +133,14 @@ class GreedyPolicy:
     available action of each agent's Q-values, or with probability ``epsilon`` (per agent) a
     uniformly drawn available action (from ``generator``)."""
 
-    def __init__(self, net: AgentQNet, epsilon: float = 0.0, generator: torch.Generator | None = None,
-                 env_name: str | None = None, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        net: AgentQNet,
+        epsilon: float = 0.0,
+        generator: torch.Generator | None = None,
+        env_name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon!r}")
         self.net, self.epsilon, self.generator = net, float(epsilon), generator
@@ -150,18 +163,26 @@ class GreedyPolicy:
 def save_policy(path: str | os.PathLike, net: AgentQNet, env_name: str, config: Any, meta: Mapping[str, Any]) -> Path:
     """Write a greedy Q-policy in ``POLICY_FORMAT`` (atomically)."""
     cfg = config_dict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
-    return atomic_torch_save({
-        "format": POLICY_FORMAT,
-        "env_name": str(env_name),
-        "network": json.dumps(net.network),
-        "config": json.dumps(cfg),
-        "meta": json.dumps(dict(meta)),
-        "state_dict": net.state_dict(),
-    }, path)
+    return atomic_torch_save(
+        {
+            "format": POLICY_FORMAT,
+            "env_name": str(env_name),
+            "network": json.dumps(net.network),
+            "config": json.dumps(cfg),
+            "meta": json.dumps(dict(meta)),
+            "state_dict": net.state_dict(),
+        },
+        path,
+    )
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", epsilon: float = 0.0,
-                generator: torch.Generator | None = None, env_name: str | None = None) -> GreedyPolicy:
+def load_policy(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    epsilon: float = 0.0,
+    generator: torch.Generator | None = None,
+    env_name: str | None = None,
+) -> GreedyPolicy:
     """Load a ``POLICY_FORMAT`` file as a ``GreedyPolicy``. Raises ValueError naming the file
     and field when a field is missing or malformed, or when ``env_name`` is given and differs."""
     dev = resolve_device(device)
@@ -194,8 +215,9 @@ def step_mask_tensors(avail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(valid, device=avail.device), torch.as_tensor(last, device=avail.device)
 
 
-def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float,
-              clip: tuple[float, float] | None = KL_CLIP) -> torch.Tensor:
+def kl_reward(
+    ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float, clip: tuple[float, float] | None = KL_CLIP
+) -> torch.Tensor:
     """Per-step KL reward of (3) with pi_w = 1/|A|: ``sum_i clip(beta (log pi_ref(a_i|o_i) + log |A_i|))``
     (``theory.objectives.marlhf.kl_reward_terms``; ``clip`` None: unclipped).
 
@@ -207,8 +229,16 @@ def kl_reward(ref_log_probs: torch.Tensor, actions: torch.Tensor, avail: torch.T
 
 
 @torch.no_grad()
-def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.Tensor, avail: torch.Tensor, beta: float,
-                    valid: torch.Tensor | None = None, kl_clip: tuple[float, float] | None = KL_CLIP) -> dict[str, torch.Tensor]:
+def offline_rewards(
+    reward_model,
+    reference,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    avail: torch.Tensor,
+    beta: float,
+    valid: torch.Tensor | None = None,
+    kl_clip: tuple[float, float] | None = KL_CLIP,
+) -> dict[str, torch.Tensor]:
     """The team reward of every dataset step, ``[N, H]``: ``r_std`` (4), ``kl`` (the KL reward
     of (3) after the 1/|A| substitution) and ``total = r_std + kl``; all three are 0 on padded
     steps.
@@ -223,9 +253,18 @@ def offline_rewards(reward_model, reference, obs: torch.Tensor, actions: torch.T
     if beta > 0:
         if reference is None:
             raise ValueError("reference: a reference policy is needed when beta > 0")
-        kl = torch.cat([kl_reward(reference.log_probs(obs[k : k + REWARD_CHUNK], avail[k : k + REWARD_CHUNK]), actions[k : k + REWARD_CHUNK],
-                                  avail[k : k + REWARD_CHUNK], beta, kl_clip)
-                        for k in range(0, obs.shape[0], REWARD_CHUNK)])
+        kl = torch.cat(
+            [
+                kl_reward(
+                    reference.log_probs(obs[k : k + REWARD_CHUNK], avail[k : k + REWARD_CHUNK]),
+                    actions[k : k + REWARD_CHUNK],
+                    avail[k : k + REWARD_CHUNK],
+                    beta,
+                    kl_clip,
+                )
+                for k in range(0, obs.shape[0], REWARD_CHUNK)
+            ]
+        )
         kl = kl.masked_fill(~valid, 0.0)
     else:
         kl = torch.zeros_like(r_std)
@@ -304,9 +343,13 @@ def fit_offline_vdn(
     target.load_state_dict(net.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch_generator(seed, dev)
-    state = TrainingState(state_path, cfg.checkpoint_every if state_path else 0,
-                          {"net": net, "target": target, "opt": opt}, {"batches": gen},
-                          run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)})
+    state = TrainingState(
+        state_path,
+        cfg.checkpoint_every if state_path else 0,
+        {"net": net, "target": target, "opt": opt},
+        {"batches": gen},
+        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+    )
     if state_path is not None:
         if resume:
             state.load(map_location=dev)
@@ -325,8 +368,9 @@ def fit_offline_vdn(
             target.load_state_dict(net.state_dict())
         return {"td_loss": loss.item()}
 
-    history = fit(state, cfg.updates, update, cfg.progress, "offline VDN", record_every=max(1, min(1000, cfg.updates // 20)),
-                  step_key="update")
+    history = fit(
+        state, cfg.updates, update, cfg.progress, "offline VDN", record_every=max(1, min(1000, cfg.updates // 20)), step_key="update"
+    )
     net.eval()
     return net, history
 
@@ -374,14 +418,28 @@ def train_offline_vdn(
     reward_model = load_reward_model(reward_model_path, dev)
     reference = load_reference(reference_path, dev) if reference_path is not None and cfg.beta > 0 else None
     rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta, valid, cfg.kl_clip)
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve()),
-                  "reward_model": str(Path(reward_model_path).resolve()),
-                  "reference": None if reference_path is None else str(Path(reference_path).resolve())}
+    run_config = {
+        "config": config_dict(cfg),
+        "seed": int(seed),
+        "dataset": str(dataset_path.resolve()),
+        "reward_model": str(Path(reward_model_path).resolve()),
+        "reference": None if reference_path is None else str(Path(reference_path).resolve()),
+    }
     net, history = fit_offline_vdn(obs, actions, avail, rew["total"], cfg, seed, out / "train_state.pt", resume, run_config, (valid, last))
-    summary = {"updates": cfg.updates, "beta": cfg.beta, "mean_r_std": float(rew["r_std"][valid].mean()),
-               "mean_kl_reward": float(rew["kl"][valid].mean()),
-               "final_td_loss": history[-1]["td_loss"] if history else None}
-    path = save_policy(out / "policy.pt", net, spec.env_name, cfg, {"trainer": "offline-vdn", "name": "offline-vdn", **{k: v for k, v in summary.items() if v is not None}})
+    summary = {
+        "updates": cfg.updates,
+        "beta": cfg.beta,
+        "mean_r_std": float(rew["r_std"][valid].mean()),
+        "mean_kl_reward": float(rew["kl"][valid].mean()),
+        "final_td_loss": history[-1]["td_loss"] if history else None,
+    }
+    path = save_policy(
+        out / "policy.pt",
+        net,
+        spec.env_name,
+        cfg,
+        {"trainer": "offline-vdn", "name": "offline-vdn", **{k: v for k, v in summary.items() if v is not None}},
+    )
     atomic_write_text(json.dumps({"summary": summary, "history": history}, indent=2) + "\n", out / "metrics.json")
     atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")
     return {"policy": str(path), "out_dir": str(out), **summary}

@@ -24,7 +24,7 @@ def smax_map(name: str) -> str | None:
     """The SMAX map of ``--env`` (``3m`` or ``smax_3m``), or None when ``name`` names no SMAX map."""
     from marlcov.deep.envs.smax import ENV_PREFIX, MAP_NAMES
 
-    bare = name[len(ENV_PREFIX):] if name.startswith(ENV_PREFIX) else name
+    bare = name[len(ENV_PREFIX) :] if name.startswith(ENV_PREFIX) else name
     return bare if bare in MAP_NAMES else None
 
 
@@ -38,8 +38,17 @@ class MixJob(NamedTuple):
     count: int
 
 
-def _play_mix(batch_env, jobs: Sequence[MixJob], mix: str, counts: Mapping[str, int], out_path: str | os.PathLike, *,
-              seed: int, overwrite: bool, behaviour_order: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _play_mix(
+    batch_env,
+    jobs: Sequence[MixJob],
+    mix: str,
+    counts: Mapping[str, int],
+    out_path: str | os.PathLike,
+    *,
+    seed: int,
+    overwrite: bool,
+    behaviour_order: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Play ``jobs`` in order on ``batch_env`` (an ``MPEBatch`` or ``SMAXBatch`` of B
     environments) and stream the trajectories into the HDF5 file ``out_path`` (written
     atomically). Trajectory k of the file is reset with seed ``base + k`` (base drawn from
@@ -73,8 +82,15 @@ def _play_mix(batch_env, jobs: Sequence[MixJob], mix: str, counts: Mapping[str, 
         order = source_skill_order(means, behaviour_order)
         # The dataset's own record of Table 1's order (the writer keeps unknown attributes).
         writer._file.attrs["skill_order"] = json.dumps(order)
-    out = {"path": str(out_path), "env": batch_env.spec.name, "mix": mix, "counts": dict(counts), "n_trajectories": written,
-           "mean_return_per_source": means, "skill_order": order}
+    out = {
+        "path": str(out_path),
+        "env": batch_env.spec.name,
+        "mix": mix,
+        "counts": dict(counts),
+        "n_trajectories": written,
+        "mean_return_per_source": means,
+        "skill_order": order,
+    }
     if any(wins.values()):
         out["win_rate_per_source"] = {s: float(np.concatenate(v).mean()) for s, v in wins.items() if v}
     return out
@@ -174,8 +190,11 @@ def collect_smax_dataset(
         raise ValueError(f"rookie_prob: expected a probability in [0, 1], got {rookie_prob!r}")
     # Scripted policies cost little next to the environment step: everything stays on the CPU.
     batch_env = SMAXBatch(name, int(min(batch_size, n_trajectories)), horizon=HORIZON if horizon is None else int(horizon))
-    jobs = [MixJob(source, behaviour_policy(source, batch_env.env, seed + k, prob), counts[source])
-            for k, source in enumerate(SOURCES) if counts[source]]
+    jobs = [
+        MixJob(source, behaviour_policy(source, batch_env.env, seed + k, prob), counts[source])
+        for k, source in enumerate(SOURCES)
+        if counts[source]
+    ]
     out = _play_mix(batch_env, jobs, mix, counts, out_path, seed=seed, overwrite=overwrite)
     out["rookie_prob"] = prob
     return out
@@ -218,13 +237,27 @@ def collect_continuous(
         raise FileExistsError(f"{out_path}: exists; pass --overwrite to replace it")
     n_expert, n_random = (int(c) for c in proportional_counts(int(n_trajectories), [expert_fraction, 1.0 - expert_fraction]))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    path = collect_continuous_dataset(out_path, n_expert, n_random, name=name, noise=float(noise),
-                                      batch_size=int(min(batch_size, n_trajectories)), seed=int(seed), overwrite=overwrite)
+    path = collect_continuous_dataset(
+        out_path,
+        n_expert,
+        n_random,
+        name=name,
+        noise=float(noise),
+        batch_size=int(min(batch_size, n_trajectories)),
+        seed=int(seed),
+        overwrite=overwrite,
+    )
     with h5py.File(path, "r") as f:
         source, rewards = f["source"][()].astype(str), f["rewards"][()]
     team = rewards.astype(np.float64).sum(axis=1).mean(axis=1)
-    return {"path": str(path), "env": name, "counts": {"expert": n_expert, "random": n_random}, "n_trajectories": len(source),
-            "noise": float(noise), "mean_return_per_source": {s: float(team[source == s].mean()) for s in np.unique(source)}}
+    return {
+        "path": str(path),
+        "env": name,
+        "counts": {"expert": n_expert, "random": n_random},
+        "n_trajectories": len(source),
+        "noise": float(noise),
+        "mean_return_per_source": {s: float(team[source == s].mean()) for s in np.unique(source)},
+    }
 
 
 def pairs_path_for(dataset_path: str | os.PathLike) -> Path:
@@ -233,9 +266,16 @@ def pairs_path_for(dataset_path: str | os.PathLike) -> Path:
     return p.with_name(p.name[: -len(p.suffix)] + PAIRS_SUFFIX if p.suffix else p.name + PAIRS_SUFFIX)
 
 
-def label_dataset_file(dataset_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
-                       pairs_per_trajectory: int = 10, steepness: float = 5.0, seed: int = 0, overwrite: bool = False,
-                       normalisation: str = "min-max") -> dict[str, Any]:
+def label_dataset_file(
+    dataset_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    pairs_per_trajectory: int = 10,
+    steepness: float = 5.0,
+    seed: int = 0,
+    overwrite: bool = False,
+    normalisation: str = "min-max",
+) -> dict[str, Any]:
     """Bradley-Terry labels (one per agent) for ``pairs_per_trajectory * N`` pairs of a dataset,
     over returns normalised by ``normalisation`` (``deep.data.preferences``), written to a pairs
     file (default ``pairs_path_for(dataset_path)``)."""
@@ -247,5 +287,10 @@ def label_dataset_file(dataset_path: str | os.PathLike, out_path: str | os.PathL
         pairs = label_dataset(reader, pairs_per_trajectory, steepness, seed, normalisation=normalisation)
         write_pairs_file(out, pairs, reader, overwrite=overwrite)
     agree = float((pairs.labels == np.where(pairs.probs >= 0.5, 1, -1)).mean())
-    return {"path": str(out), "pairs": len(pairs), "steepness": float(steepness), "normalisation": normalisation,
-            "agreement_with_true_order": agree}
+    return {
+        "path": str(out),
+        "pairs": len(pairs),
+        "steepness": float(steepness),
+        "normalisation": normalisation,
+        "agreement_with_true_order": agree,
+    }

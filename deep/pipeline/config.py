@@ -101,8 +101,12 @@ def stage_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     from marlcov.deep.marlhf.vdn import OfflineVDNConfig
 
     out = {}
-    for name, cls in (("online_vdn", OnlineVDNConfig), ("reward_model", RewardModelConfig),
-                      ("reference", ReferenceConfig), ("offline_vdn", OfflineVDNConfig)):
+    for name, cls in (
+        ("online_vdn", OnlineVDNConfig),
+        ("reward_model", RewardModelConfig),
+        ("reference", ReferenceConfig),
+        ("offline_vdn", OfflineVDNConfig),
+    ):
         try:
             out[name] = load_config(cls, section(config, name, env))
         except (TypeError, ValueError) as exc:

@@ -68,8 +68,11 @@ def source_skill_order(mean_returns: Mapping[str, float], behaviour: Mapping[str
     (``behaviour``) the ``skill_order`` of the behaviour policies' evaluation (online VDN)."""
     present = [s for s in SOURCES if s in mean_returns]
     values = [float(mean_returns[s]) for s in present]
-    out: dict[str, Any] = {"order": " > ".join(present), "mean_return_per_source": {s: float(mean_returns[s]) for s in present},
-                           "holds": bool(all(a > b for a, b in zip(values, values[1:])))}
+    out: dict[str, Any] = {
+        "order": " > ".join(present),
+        "mean_return_per_source": {s: float(mean_returns[s]) for s in present},
+        "holds": bool(all(a > b for a, b in zip(values, values[1:]))),
+    }
     if behaviour is not None:
         out["behaviour_policies"] = dict(behaviour)
     return out

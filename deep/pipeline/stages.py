@@ -45,23 +45,27 @@ def check_stage_config(stage_dir: Path, config: Any) -> None:
     changed = sorted(k for k in set(saved) | set(now) if k not in CADENCE_FIELDS and saved.get(k) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} now" for k in changed)
-        raise ValueError(f"{stage_dir}: this stage was made with another config ({detail}); delete the directory to "
-                         "remake it under the current config, or give another --out")
+        raise ValueError(
+            f"{stage_dir}: this stage was made with another config ({detail}); delete the directory to "
+            "remake it under the current config, or give another --out"
+        )
 
 
 def check_pairs_normalisation(pairs_path: Path, normalisation: str) -> None:
     """ValueError when an existing pairs file was labelled over returns normalised otherwise."""
     import h5py
 
-    from marlcov.deep.data.schema import PAIRS_GROUP
     from marlcov.deep.data.preferences import LABEL_MODELS
+    from marlcov.deep.data.schema import PAIRS_GROUP
 
     with h5py.File(pairs_path, "r") as f:
         model = f[PAIRS_GROUP].attrs.get("model") if PAIRS_GROUP in f else None
     model = model.decode() if isinstance(model, bytes) else model
     if model is not None and model != LABEL_MODELS[normalisation]:
-        raise ValueError(f"{pairs_path}: its labels come from {model!r}, the config asks for {LABEL_MODELS[normalisation]!r} "
-                         f"(label.normalisation {normalisation!r}); delete the pairs file and the stages after it, or give another --out")
+        raise ValueError(
+            f"{pairs_path}: its labels come from {model!r}, the config asks for {LABEL_MODELS[normalisation]!r} "
+            f"(label.normalisation {normalisation!r}); delete the pairs file and the stages after it, or give another --out"
+        )
 
 
 def _read_json(path: Path) -> Any:
@@ -82,7 +86,9 @@ class Reproduction:
     """One ``reproduce`` run: the directories of every stage of one environment and the code
     that makes each of them when missing. ``log`` receives one line per stage."""
 
-    def __init__(self, env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, device: str = "cpu", log: Log | None = None) -> None:
+    def __init__(
+        self, env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, device: str = "cpu", log: Log | None = None
+    ) -> None:
         self.env = env_name(env)
         self.config = dict(config)
         self.root = Path(out_dir)
@@ -115,25 +121,48 @@ class Reproduction:
         done = d / "metrics.json"
         if not (done.exists() and all(p.exists() for p in rookies) and (d / "expert.pt").exists()):
             done.unlink(missing_ok=True)
-        self._run(done, "behaviour policies", lambda: train_behaviour_policies(self.env, self.cfg["online_vdn"], d, self.device, self.seed_base))
+        self._run(
+            done, "behaviour policies", lambda: train_behaviour_policies(self.env, self.cfg["online_vdn"], d, self.device, self.seed_base)
+        )
         return d
 
     def dataset(self, mix: str) -> Path:
         policies = self.policies()
         path = self.dir / "data" / f"{mix}.h5"
         c = self.collect
-        self._run(path, f"dataset {mix}", lambda: collect_dataset(
-            self.env, mix, int(c.get("trajectories", 1024)), policies, path, seed=self.seed_base,
-            batch_size=int(c.get("batch_size", 128)), epsilon=float(c.get("epsilon", 0.0)),
-            rookie_steps=c.get("rookie_steps"), env_options=self.env_options))
+        self._run(
+            path,
+            f"dataset {mix}",
+            lambda: collect_dataset(
+                self.env,
+                mix,
+                int(c.get("trajectories", 1024)),
+                policies,
+                path,
+                seed=self.seed_base,
+                batch_size=int(c.get("batch_size", 128)),
+                epsilon=float(c.get("epsilon", 0.0)),
+                rookie_steps=c.get("rookie_steps"),
+                env_options=self.env_options,
+            ),
+        )
         pairs = pairs_path_for(path)
         lb = self.label
         normalisation = str(lb.get("normalisation", "min-max"))
         if pairs.exists() and pairs not in self._checked:
             check_pairs_normalisation(pairs, normalisation)
-        self._run(pairs, f"labels {mix}", lambda: label_dataset_file(
-            path, pairs, pairs_per_trajectory=int(lb.get("pairs_per_trajectory", 10)),
-            steepness=float(lb.get("steepness", 5.0)), seed=self.seed_base, normalisation=normalisation))
+        self._run(
+            pairs,
+            f"labels {mix}",
+            lambda: label_dataset_file(
+                path,
+                pairs,
+                pairs_per_trajectory=int(lb.get("pairs_per_trajectory", 10)),
+                steepness=float(lb.get("steepness", 5.0)),
+                seed=self.seed_base,
+                normalisation=normalisation,
+            ),
+        )
         return path
 
     # -- per-seed stages
@@ -168,8 +197,11 @@ class Reproduction:
         cfg = self._reward_config(alpha)
         d = self.reward_model_dir(mix, seed, alpha)
         check_stage_config(d, cfg)
-        self._run(d / "reward_model.pt", f"reward model {mix} seed {seed} alpha {cfg.alpha:g}",
-                  lambda: train_reward_model(data, cfg, d, self.device, seed, pairs_path=pairs_path_for(data)))
+        self._run(
+            d / "reward_model.pt",
+            f"reward model {mix} seed {seed} alpha {cfg.alpha:g}",
+            lambda: train_reward_model(data, cfg, d, self.device, seed, pairs_path=pairs_path_for(data)),
+        )
         return d / "reward_model.pt"
 
     def reference(self, mix: str, seed: int) -> Path:
@@ -178,7 +210,9 @@ class Reproduction:
         data = self.dataset(mix)
         d = self.reference_dir(mix, seed)
         check_stage_config(d, self.cfg["reference"])
-        self._run(d / "reference.pt", f"reference {mix} seed {seed}", lambda: train_reference(data, self.cfg["reference"], d, self.device, seed))
+        self._run(
+            d / "reference.pt", f"reference {mix} seed {seed}", lambda: train_reference(data, self.cfg["reference"], d, self.device, seed)
+        )
         return d / "reference.pt"
 
     def evaluated_policy(self, mix: str, seed: int, beta: float | None = None, alpha: float | None = None) -> dict[str, Any]:
@@ -198,20 +232,39 @@ class Reproduction:
         d = self.policy_dir(mix, seed, beta, alpha)
         tag = d.name
         check_stage_config(d, vcfg)
-        self._run(d / "policy.pt", f"offline VDN {mix} seed {seed} {tag}",
-                  lambda: train_offline_vdn(data, rm, ref, vcfg, d, self.device, seed))
+        self._run(
+            d / "policy.pt", f"offline VDN {mix} seed {seed} {tag}", lambda: train_offline_vdn(data, rm, ref, vcfg, d, self.device, seed)
+        )
         ev = self.evaluate
 
         def make_eval() -> None:
-            res = evaluate_policy(d / "policy.pt", self.env, n_episodes=int(ev.get("episodes", 500)), seed=seed,
-                                  batch_size=int(ev.get("batch_size", 250)), device=self.device, env_kwargs=self.env_options,
-                                  progress=bool(ev.get("progress", True)))
+            res = evaluate_policy(
+                d / "policy.pt",
+                self.env,
+                n_episodes=int(ev.get("episodes", 500)),
+                seed=seed,
+                batch_size=int(ev.get("batch_size", 250)),
+                device=self.device,
+                env_kwargs=self.env_options,
+                progress=bool(ev.get("progress", True)),
+            )
             model = load_reward_model(rm, self.device)
             metrics = reward_metrics(model, data, self.device)
-            record = {"env": self.env, "mix": mix, "seed": seed, "beta": vcfg.beta, "alpha": model.meta["config"].alpha,
-                      "return_per_agent": res["return_per_agent"], "return_std": res["return_std"], "episodes": res["n_episodes"],
-                      "mse": metrics["mse"], "pred_roughness": metrics["pred_roughness"], "true_roughness": metrics["true_roughness"],
-                      "policy": str(d / "policy.pt"), "reward_model": str(rm)}
+            record = {
+                "env": self.env,
+                "mix": mix,
+                "seed": seed,
+                "beta": vcfg.beta,
+                "alpha": model.meta["config"].alpha,
+                "return_per_agent": res["return_per_agent"],
+                "return_std": res["return_std"],
+                "episodes": res["n_episodes"],
+                "mse": metrics["mse"],
+                "pred_roughness": metrics["pred_roughness"],
+                "true_roughness": metrics["true_roughness"],
+                "policy": str(d / "policy.pt"),
+                "reward_model": str(rm),
+            }
             _write_json(record, d / "eval.json")
 
         self._run(d / "eval.json", f"evaluate {mix} seed {seed} {tag}", make_eval)
@@ -223,8 +276,13 @@ class Reproduction:
 
         path = self.dir / "plots" / name
         loaded = {label: load_reward_model(p, self.device) for label, p in models.items()}
-        self._run(path, f"plot {name}", lambda: plot_reward_trajectory(
-            loaded, self.dataset(mix), 0, path, self.device, title=f"{ENV_LABELS[self.env]}, {MIX_LABELS[mix]}, trajectory 0"))
+        self._run(
+            path,
+            f"plot {name}",
+            lambda: plot_reward_trajectory(
+                loaded, self.dataset(mix), 0, path, self.device, title=f"{ENV_LABELS[self.env]}, {MIX_LABELS[mix]}, trajectory 0"
+            ),
+        )
         return path
 
 
@@ -232,8 +290,17 @@ CELL_RESULT = "cell.json"
 LEARNING_STAGES = ("reward_model", "reference", "policy")
 
 
-def learning_cell(env: str, config: Mapping[str, Any], out_dir: str, device: str, stage: str, mix: str, seed: int,
-                  beta: float | None = None, alpha: float | None = None) -> dict[str, Any]:
+def learning_cell(
+    env: str,
+    config: Mapping[str, Any],
+    out_dir: str,
+    device: str,
+    stage: str,
+    mix: str,
+    seed: int,
+    beta: float | None = None,
+    alpha: float | None = None,
+) -> dict[str, Any]:
     """One learning cell of ``reproduce``, in any process (``deep.cells``): ``stage``
     ``"reward_model"`` (of ``alpha``), ``"reference"``, or ``"policy"`` (reward model, reference,
     offline VDN of ``beta`` and its evaluation, each made when missing). The shared stages
@@ -260,12 +327,34 @@ def _learning_cells(rep: Reproduction, specs: Sequence[Mapping[str, Any]]) -> li
     for sp in specs:
         stage, mix, seed = sp["stage"], sp["mix"], int(sp["seed"])
         beta, alpha = sp.get("beta"), sp.get("alpha")
-        d = {"reward_model": lambda: rep.reward_model_dir(mix, seed, alpha), "reference": lambda: rep.reference_dir(mix, seed),
-             "policy": lambda: rep.policy_dir(mix, seed, beta, alpha)}[stage]()
-        key = f"{stage} {mix} seed {seed}" + ("" if beta is None else f" beta {_fmt_beta(beta)}") + ("" if alpha is None else f" alpha {_fmt_beta(alpha)}")
-        cells.append(Cell(key, "marlcov.deep.pipeline.stages:learning_cell",
-                          {"env": rep.env, "config": rep.config, "out_dir": str(rep.root.resolve()), "device": rep.device,
-                           "stage": stage, "mix": mix, "seed": seed, "beta": beta, "alpha": alpha}, str(d.resolve() / CELL_RESULT)))
+        d = {
+            "reward_model": lambda: rep.reward_model_dir(mix, seed, alpha),
+            "reference": lambda: rep.reference_dir(mix, seed),
+            "policy": lambda: rep.policy_dir(mix, seed, beta, alpha),
+        }[stage]()
+        key = (
+            f"{stage} {mix} seed {seed}"
+            + ("" if beta is None else f" beta {_fmt_beta(beta)}")
+            + ("" if alpha is None else f" alpha {_fmt_beta(alpha)}")
+        )
+        cells.append(
+            Cell(
+                key,
+                "marlcov.deep.pipeline.stages:learning_cell",
+                {
+                    "env": rep.env,
+                    "config": rep.config,
+                    "out_dir": str(rep.root.resolve()),
+                    "device": rep.device,
+                    "stage": stage,
+                    "mix": mix,
+                    "seed": seed,
+                    "beta": beta,
+                    "alpha": alpha,
+                },
+                str(d.resolve() / CELL_RESULT),
+            )
+        )
     return cells
 
 

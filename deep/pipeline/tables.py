@@ -30,8 +30,16 @@ def cell_text(s: Mapping[str, Any] | None, digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def run_table2(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, seeds: int = 1, device: str = "cpu",
-               log: Log | None = None, mixes: Sequence[str] | None = None, parallel: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_table2(
+    env: str,
+    config: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    seeds: int = 1,
+    device: str = "cpu",
+    log: Log | None = None,
+    mixes: Sequence[str] | None = None,
+    parallel: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Table 2 for one environment: for each mix, K seeds of the chain; writes
     ``OUT/<env>/table2.json``, the reward plots, and ``OUT/table2.md`` over every environment
     present in ``OUT``. The (mix, seed) chains after the shared stages are cells run in
@@ -45,8 +53,12 @@ def run_table2(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, 
     rows = {}
     for j, mix in enumerate(mixes):
         records = all_records[j * seeds : (j + 1) * seeds]
-        rows[mix] = {"return": summary([r["return_per_agent"] for r in records]), "mse": summary([r["mse"] for r in records]),
-                     "pred_roughness": summary([r["pred_roughness"] for r in records]), "records": records}
+        rows[mix] = {
+            "return": summary([r["return_per_agent"] for r in records]),
+            "mse": summary([r["mse"] for r in records]),
+            "pred_roughness": summary([r["pred_roughness"] for r in records]),
+            "records": records,
+        }
         rep.plot(mix, {f"r_phi ({MIX_LABELS[mix]})": rep.reward_model(mix, rep.seed_base)}, f"table2_{mix}.png")
     result = {"table": "table2", "env": rep.env, "seeds": seeds, "rows": rows, "ran": rep.ran}
     _write_json(result, rep.dir / "table2.json")
@@ -54,8 +66,15 @@ def run_table2(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, 
     return result
 
 
-def run_table3(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, seeds: int = 1, device: str = "cpu",
-               log: Log | None = None, parallel: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_table3(
+    env: str,
+    config: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    seeds: int = 1,
+    device: str = "cpu",
+    log: Log | None = None,
+    parallel: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Table 3 for one environment: on the ``table3.mix`` dataset (Diversified), the test
     return for each beta of ``table3.betas`` and for alpha = 0 at the standard beta; writes
     ``OUT/<env>/table3.json``, the alpha comparison plot and ``OUT/table3.md``. Cells run in
@@ -83,12 +102,26 @@ def run_table3(env: str, config: Mapping[str, Any], out_dir: str | os.PathLike, 
     records = [by_spec[(rep.cfg["offline_vdn"].beta, 0.0, s)] for s in seed_list]
     cols["alpha=0"] = {"return": summary([r["return_per_agent"] for r in records]), "records": records}
     alpha = rep.cfg["reward_model"].alpha
-    smooth = {f"alpha={alpha:g}": summary([by_spec[(rep.cfg["offline_vdn"].beta, None, s)]["pred_roughness"] for s in seed_list]),
-              "alpha=0": summary([r["pred_roughness"] for r in records]),
-              "true": summary([r["true_roughness"] for r in records])}
-    rep.plot(mix, {f"alpha = {alpha:g}": rep.reward_model(mix, rep.seed_base), "alpha = 0": rep.reward_model(mix, rep.seed_base, 0.0)}, "table3_alpha.png")
-    result = {"table": "table3", "env": rep.env, "seeds": seeds, "mix": mix, "standard_beta": rep.cfg["offline_vdn"].beta,
-              "columns": cols, "roughness": smooth, "ran": rep.ran}
+    smooth = {
+        f"alpha={alpha:g}": summary([by_spec[(rep.cfg["offline_vdn"].beta, None, s)]["pred_roughness"] for s in seed_list]),
+        "alpha=0": summary([r["pred_roughness"] for r in records]),
+        "true": summary([r["true_roughness"] for r in records]),
+    }
+    rep.plot(
+        mix,
+        {f"alpha = {alpha:g}": rep.reward_model(mix, rep.seed_base), "alpha = 0": rep.reward_model(mix, rep.seed_base, 0.0)},
+        "table3_alpha.png",
+    )
+    result = {
+        "table": "table3",
+        "env": rep.env,
+        "seeds": seeds,
+        "mix": mix,
+        "standard_beta": rep.cfg["offline_vdn"].beta,
+        "columns": cols,
+        "roughness": smooth,
+        "ran": rep.ran,
+    }
     _write_json(result, rep.dir / "table3.json")
     write_table_markdown(out_dir, "table3")
     return result
@@ -127,7 +160,9 @@ def write_table_markdown(out_dir: str | os.PathLike, table: str) -> Path:
         for env, r in results.items():
             lines.append("| " + " | ".join([ENV_LABELS[env]] + [cell_text(r["columns"].get(c, {}).get("return")) for c in cols]) + " |")
         lines.append("")
-        lines.append("Roughness of the standardised rewards on the same dataset (mean squared change between adjacent steps; lower is smoother):")
+        lines.append(
+            "Roughness of the standardised rewards on the same dataset (mean squared change between adjacent steps; lower is smoother):"
+        )
         lines.append("")
         kinds: list[str] = []
         for r in results.values():
@@ -143,10 +178,19 @@ def write_table_markdown(out_dir: str | os.PathLike, table: str) -> Path:
     return path
 
 
-def reproduce(table: str, env: str, scale: str = "small", seeds: int = 1, device: str = "cpu",
-              out_dir: str | os.PathLike = "marlcov-deep", config: str | os.PathLike | Mapping[str, Any] | None = None,
-              log: Log | None = None, workers: int | None = None, ray_address: str | None = None,
-              threads: int | None = None) -> dict[str, Any]:
+def reproduce(
+    table: str,
+    env: str,
+    scale: str = "small",
+    seeds: int = 1,
+    device: str = "cpu",
+    out_dir: str | os.PathLike = "marlcov-deep",
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    log: Log | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """``marlcov deep reproduce``: the whole chain of ``table`` for ``env`` at ``scale``; the
     learning cells run in ``workers`` local processes (default: one per CPU, at most one per
     cell) or as Ray tasks at ``ray_address``, with ``threads`` torch threads each."""
@@ -156,6 +200,8 @@ def reproduce(table: str, env: str, scale: str = "small", seeds: int = 1, device
         raise ValueError(f"--seeds: expected a positive integer, got {seeds!r}")
     cfg = load_pipeline_config(scale, config)
     runner = run_table2 if table == "table2" else run_table3
-    result = runner(env, cfg, out_dir, int(seeds), device, log, parallel={"workers": workers, "ray_address": ray_address, "threads": threads})
+    result = runner(
+        env, cfg, out_dir, int(seeds), device, log, parallel={"workers": workers, "ray_address": ray_address, "threads": threads}
+    )
     result["markdown"] = str(Path(out_dir) / f"{table}.md")
     return result

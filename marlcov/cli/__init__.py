@@ -50,8 +50,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="marlcov", description="marlcov: theory, coverage diagnostics and verification for offline multi-agent RL "
-                    f"from preferences. File formats and the JSON keys of every command: {FORMATS}.")
+    parser = Parser(
+        prog="marlcov",
+        description="marlcov: theory, coverage diagnostics and verification for offline multi-agent RL "
+        f"from preferences. File formats and the JSON keys of every command: {FORMATS}.",
+    )
     parser.add_argument("--version", action="version", version=f"marlcov {__version__}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -102,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap": ("--bootstrap", dict(type=nonnegative_int, default=200, help="HDF5 only: bootstrap replicates (default %(default)s)")),
         "seed": ("--seed", dict(type=nonnegative_int, default=0, help="HDF5 only: seed of features and bootstrap")),
         "out": ("--out", dict(help="HDF5 only: directory for the plots")),
-        "pairs_file": ("--pairs-file", dict(help="HDF5 only: preference pairs in a separate file (default: DATA.pairs.h5 when DATA holds none)")),
+        "pairs_file": (
+            "--pairs-file",
+            dict(help="HDF5 only: preference pairs in a separate file (default: DATA.pairs.h5 when DATA holds none)"),
+        ),
         "simulate": ("--simulate", dict(action="store_true", help="HDF5 only: roll out deviations in the simulator")),
         "feature_dim": ("--feature-dim", dict(type=positive_int, help="HDF5 only: dimension of the feature map")),
     }
@@ -111,18 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(hdf5_only={dest: (flag, p.get_default(dest)) for dest, (flag, _) in hdf5.items()})
 
     p = add("sbsm", cmd_sbsm, "pessimistic SBSM policy from a preference dataset (Algorithms 2-4)")
-    p.add_argument("game", help="game file: the feature map, sizes and horizon are used; rewards and transitions only to report the true Nash gap")
+    p.add_argument(
+        "game", help="game file: the feature map, sizes and horizon are used; rewards and transitions only to report the true Nash gap"
+    )
     p.add_argument("data", help="preference dataset (.npz, marlcov.prefs/1)")
-    p.add_argument("--delta", type=open_unit_float, default=0.1, help="failure probability of the confidence sets, in (0, 1) (default %(default)s)")
+    p.add_argument(
+        "--delta", type=open_unit_float, default=0.1, help="failure probability of the confidence sets, in (0, 1) (default %(default)s)"
+    )
     p.add_argument("--c-r", dest="c_r", type=positive_float, help="reward radius C_r (default: Lemma 5's formula)")
     p.add_argument("--c-p", dest="c_p", type=positive_float, help="transition bonus scale C_P (default: Lemma 6's formula)")
     p.add_argument("--constant", type=positive_float, default=1.0, help="the unspecified constant C of the radii formulas (default 1)")
-    p.add_argument("--policy-class", choices=("deterministic", "mixed"),
-                   help="policies searched: 'deterministic' (exact enumeration, at most 50,000 joint policies) or 'mixed' "
-                        "(local search; exact for one step and two players); default: deterministic when small enough, else mixed")
-    p.add_argument("--reward-set", dest="reward_set", choices=("paper", "identifiable"), default="paper",
-                   help="reward confidence set: 'paper' (Lemma 5, radius C_r) or 'identifiable' (on the identifiable subspace) "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--policy-class",
+        choices=("deterministic", "mixed"),
+        help="policies searched: 'deterministic' (exact enumeration, at most 50,000 joint policies) or 'mixed' "
+        "(local search; exact for one step and two players); default: deterministic when small enough, else mixed",
+    )
+    p.add_argument(
+        "--reward-set",
+        dest="reward_set",
+        choices=("paper", "identifiable"),
+        default="paper",
+        help="reward confidence set: 'paper' (Lemma 5, radius C_r) or 'identifiable' (on the identifiable subspace) (default %(default)s)",
+    )
     p.add_argument("--lambda", dest="lam", type=positive_float, default=1.0, help="ridge lambda (default %(default)s)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the local search's restarts (default %(default)s)")
     p.add_argument("--equilibrium", help="a Nash equilibrium policy of GAME, to report Theorem 4's bound")
@@ -149,8 +166,10 @@ def check_options(args) -> None:
     if hdf5_only:
         is_hdf5 = Path(args.game).suffix.lower() in HDF5_SUFFIXES
         if is_hdf5 and args.data is not None:
-            raise GameError(f"DATA: {args.data} follows the HDF5 dataset {args.game}, which takes no second file "
-                            "(pairs in a separate file: --pairs-file)")
+            raise GameError(
+                f"DATA: {args.data} follows the HDF5 dataset {args.game}, which takes no second file "
+                "(pairs in a separate file: --pairs-file)"
+            )
         if is_hdf5 and args.out is not None:
             check_output_dir(args.out, "--out")
         for dest, (flag, default) in hdf5_only.items():

@@ -107,9 +107,18 @@ class StderrProgress:
                 TimeRemainingColumn,
             )
 
-            self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(file=self.stream),
-                                  transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._bars = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._bars.start()
         return self._bars
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from marlcov.cli._common import print_json
 from marlcov.theory.games import GameError
@@ -125,8 +126,12 @@ def cmd_train_experts(args) -> int:
     cfg = _stage_config(args, env, {"total_env_steps": args.env_steps})
     out_dir = Path(args.out or Path(DEFAULT_OUT) / env / "policies")
     res = train_behaviour_policies(env, cfg, out_dir, args.device, args.seed)
-    out = {"out_dir": str(out_dir), "expert": res["expert"], "rookies": res["rookies"],
-           "levels": [{k: lv[k] for k in ("name", "env_steps", "test_return_per_agent")} for lv in res["levels"]]}
+    out = {
+        "out_dir": str(out_dir),
+        "expert": res["expert"],
+        "rookies": res["rookies"],
+        "levels": [{k: lv[k] for k in ("name", "env_steps", "test_return_per_agent")} for lv in res["levels"]],
+    }
     return _report(args, out, f"behaviour policies of {env} in {out_dir}")
 
 
@@ -135,8 +140,17 @@ def cmd_collect(args) -> int:
     (``--policies``), a Table 1 mix on a SMAX map from scripted behaviours, or with
     ``--continuous`` a continuous-action spread dataset (``--expert-fraction``, ``--noise``)."""
     from marlcov.deep.common import resolve_device
-    from marlcov.deep.pipeline import (MIXES, collect_continuous, collect_dataset, collect_smax_dataset, env_kwargs, env_name, section,
-                               smax_map, stage_configs)
+    from marlcov.deep.pipeline import (
+        MIXES,
+        collect_continuous,
+        collect_dataset,
+        collect_smax_dataset,
+        env_kwargs,
+        env_name,
+        section,
+        smax_map,
+        stage_configs,
+    )
 
     config = _pipeline_config(args)
 
@@ -151,21 +165,34 @@ def cmd_collect(args) -> int:
         return n, args.batch_size or int(collect.get("batch_size", 128))
 
     if args.continuous:
-        not_with("--continuous collection (it takes --expert-fraction and --noise)",
-                 {"--mix": args.mix, "--policies": args.policies, "--epsilon": args.epsilon})
+        not_with(
+            "--continuous collection (it takes --expert-fraction and --noise)",
+            {"--mix": args.mix, "--policies": args.policies, "--epsilon": args.epsilon},
+        )
         n, batch = size_and_batch(env_name(args.env))
-        res = collect_continuous(args.env, n, args.out, expert_fraction=0.5 if args.expert_fraction is None else args.expert_fraction,
-                                 noise=0.1 if args.noise is None else args.noise, seed=args.seed, batch_size=batch,
-                                 overwrite=args.overwrite)
+        res = collect_continuous(
+            args.env,
+            n,
+            args.out,
+            expert_fraction=0.5 if args.expert_fraction is None else args.expert_fraction,
+            noise=0.1 if args.noise is None else args.noise,
+            seed=args.seed,
+            batch_size=batch,
+            overwrite=args.overwrite,
+        )
         return _report(args, res, f"wrote {res['n_trajectories']} continuous-action trajectories to {args.out}")
-    not_with("a Table 1 mix (--expert-fraction and --noise need --continuous)",
-             {"--expert-fraction": args.expert_fraction, "--noise": args.noise})
+    not_with(
+        "a Table 1 mix (--expert-fraction and --noise need --continuous)",
+        {"--expert-fraction": args.expert_fraction, "--noise": args.noise},
+    )
     if args.mix is None:
         raise GameError(f"--mix: required (one of {list(MIXES)}) unless --continuous is given")
     smax = smax_map(args.env)
     if smax is not None:
-        not_with("SMAX maps (their behaviours are the scripted ones of deep.envs.smax_behaviours)",
-                 {"--policies": args.policies, "--epsilon": args.epsilon})
+        not_with(
+            "SMAX maps (their behaviours are the scripted ones of deep.envs.smax_behaviours)",
+            {"--policies": args.policies, "--epsilon": args.epsilon},
+        )
         n, batch = size_and_batch("smax_" + smax)
         res = collect_smax_dataset(smax, args.mix, n, args.out, seed=args.seed, batch_size=batch, overwrite=args.overwrite)
         return _report(args, res, f"wrote {res['n_trajectories']} trajectories ({args.mix}) of smax_{smax} to {args.out}")
@@ -174,11 +201,20 @@ def cmd_collect(args) -> int:
         raise GameError("--policies: required for MPE tasks (the directory of expert.pt and rookie_<steps>.pt from train-experts)")
     n, batch = size_and_batch(env)
     collect = section(config, "collect", env)
-    res = collect_dataset(env, args.mix, n, args.policies, args.out, seed=args.seed, batch_size=batch,
-                          epsilon=float(collect.get("epsilon", 0.0)) if args.epsilon is None else args.epsilon,
-                          rookie_steps=collect.get("rookie_steps"),
-                          env_options=env_kwargs(env, stage_configs(config, env)["online_vdn"]),
-                          device=str(resolve_device(args.device)), overwrite=args.overwrite)
+    res = collect_dataset(
+        env,
+        args.mix,
+        n,
+        args.policies,
+        args.out,
+        seed=args.seed,
+        batch_size=batch,
+        epsilon=float(collect.get("epsilon", 0.0)) if args.epsilon is None else args.epsilon,
+        rookie_steps=collect.get("rookie_steps"),
+        env_options=env_kwargs(env, stage_configs(config, env)["online_vdn"]),
+        device=str(resolve_device(args.device)),
+        overwrite=args.overwrite,
+    )
     return _report(args, res, f"wrote {res['n_trajectories']} trajectories ({args.mix}) to {args.out}")
 
 
@@ -191,8 +227,9 @@ def cmd_label(args) -> int:
     k = args.pairs_per_trajectory if args.pairs_per_trajectory is not None else int(label.get("pairs_per_trajectory", 10))
     steep = args.steepness if args.steepness is not None else float(label.get("steepness", 5.0))
     normalisation = args.normalisation or str(label.get("normalisation", "min-max"))
-    res = label_dataset_file(args.data, args.out, pairs_per_trajectory=k, steepness=steep, seed=args.seed, overwrite=args.overwrite,
-                             normalisation=normalisation)
+    res = label_dataset_file(
+        args.data, args.out, pairs_per_trajectory=k, steepness=steep, seed=args.seed, overwrite=args.overwrite, normalisation=normalisation
+    )
     return _report(args, res, f"wrote {res['pairs']} labelled pairs to {res['path']}")
 
 
@@ -201,8 +238,9 @@ def cmd_train_reward(args) -> int:
     from marlcov.deep.pipeline import pairs_path_for
 
     env = _dataset_env(args.data)
-    cfg = _stage_config(args, env, {"alpha": args.alpha, "model": args.model, "epochs": args.epochs, "variance": args.variance,
-                                    "labels": args.labels})
+    cfg = _stage_config(
+        args, env, {"alpha": args.alpha, "model": args.model, "epochs": args.epochs, "variance": args.variance, "labels": args.labels}
+    )
     pairs = args.pairs
     if pairs is None and pairs_path_for(args.data).exists():
         pairs = str(pairs_path_for(args.data))
@@ -244,9 +282,19 @@ def cmd_evaluate(args) -> int:
     config = _pipeline_config(args)
     ev = section(config, "evaluate", env)
     n = args.episodes if args.episodes is not None else int(ev.get("episodes", 500))
-    res = evaluate_policy(policy, env, n_episodes=n, seed=args.seed, batch_size=int(ev.get("batch_size", 250)), device=args.device,
-                          env_kwargs=env_kwargs(env, stage_configs(config, env)["online_vdn"]), progress=not args.json)
-    out: dict[str, Any] = {k: res[k] for k in ("env_name", "n_episodes", "seed", "return_per_agent", "return_std", "return_sem", "per_agent")}
+    res = evaluate_policy(
+        policy,
+        env,
+        n_episodes=n,
+        seed=args.seed,
+        batch_size=int(ev.get("batch_size", 250)),
+        device=args.device,
+        env_kwargs=env_kwargs(env, stage_configs(config, env)["online_vdn"]),
+        progress=not args.json,
+    )
+    out: dict[str, Any] = {
+        k: res[k] for k in ("env_name", "n_episodes", "seed", "return_per_agent", "return_std", "return_sem", "per_agent")
+    }
     if (args.reward_model is None) != (args.data is None):
         raise GameError("--reward-model and --data: give both to measure the reward MSE (or neither)")
     if args.reward_model is not None:
@@ -269,12 +317,30 @@ def cmd_reproduce(args) -> int:
     config = _pipeline_config(args)
     if args.workers is not None and args.workers < 1:
         raise GameError(f"--workers: expected a positive integer, got {args.workers}")
-    res = reproduce(args.table, args.env, None, args.seeds, device, args.out, config, log=_log if not args.quiet else None,
-                    workers=args.workers, ray_address=args.ray, threads=args.threads)
+    res = reproduce(
+        args.table,
+        args.env,
+        None,
+        args.seeds,
+        device,
+        args.out,
+        config,
+        log=_log if not args.quiet else None,
+        workers=args.workers,
+        ray_address=args.ray,
+        threads=args.threads,
+    )
     markdown = Path(res["markdown"])
-    out = {"table": args.table, "env": res["env"], "seeds": args.seeds, "device": device, "markdown": str(markdown),
-           "json": str(Path(args.out) / res["env"] / f"{args.table}.json"), "ran": res["ran"],
-           "results": res["rows"] if args.table == "table2" else res["columns"]}
+    out = {
+        "table": args.table,
+        "env": res["env"],
+        "seeds": args.seeds,
+        "device": device,
+        "markdown": str(markdown),
+        "json": str(Path(args.out) / res["env"] / f"{args.table}.json"),
+        "ran": res["ran"],
+        "results": res["rows"] if args.table == "table2" else res["columns"],
+    }
     if args.json:
         print_json(out)
         return 0
@@ -293,14 +359,44 @@ def cmd_compare(args) -> int:
         raise GameError(f"--workers: expected a positive integer, got {args.workers}")
     device = str(resolve_device(args.device))
     try:
-        res = run_compare(args.dataset, args.algos, args.seeds, args.env, args.scale, args.config, args.out, args.workers,
-                          args.ray, args.threads, device, args.omiga_reward, log=_log if not args.quiet else None)
+        res = run_compare(
+            args.dataset,
+            args.algos,
+            args.seeds,
+            args.env,
+            args.scale,
+            args.config,
+            args.out,
+            args.workers,
+            args.ray,
+            args.threads,
+            device,
+            args.omiga_reward,
+            log=_log if not args.quiet else None,
+        )
     except RuntimeError as exc:
         print(f"marlcov deep compare: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print_json({k: res[k] for k in ("env", "dataset", "algos", "omiga_reward", "scale", "seeds", "evaluate", "rows",
-                                          "reward_models", "json", "markdown", "curves_png")})
+        print_json(
+            {
+                k: res[k]
+                for k in (
+                    "env",
+                    "dataset",
+                    "algos",
+                    "omiga_reward",
+                    "scale",
+                    "seeds",
+                    "evaluate",
+                    "rows",
+                    "reward_models",
+                    "json",
+                    "markdown",
+                    "curves_png",
+                )
+            }
+        )
         return 0
     print(Path(res["markdown"]).read_text())
     print(f"results: {res['json']}; table: {res['markdown']}; learning curves: {res['curves_png']}")
@@ -317,8 +413,17 @@ def cmd_ablate(args) -> int:
         raise GameError(f"--variants: unknown {unknown}; expected names from {sorted(VARIANTS)}")
     if args.seeds < 1:
         raise GameError(f"--seeds: expected a positive integer, got {args.seeds}")
-    res = run_ablation_seeds(args.env, args.out, args.seeds, scale=args.scale, config=args.config, mix=args.mix,
-                             device=str(resolve_device(args.device)), variants=args.variants, log=None if args.quiet else _log)
+    res = run_ablation_seeds(
+        args.env,
+        args.out,
+        args.seeds,
+        scale=args.scale,
+        config=args.config,
+        mix=args.mix,
+        device=str(resolve_device(args.device)),
+        variants=args.variants,
+        log=None if args.quiet else _log,
+    )
     if args.json:
         print_json(res)
         return 0
@@ -335,9 +440,18 @@ def cmd_study(args) -> int:
         if value < (0 if name == "bootstrap" else 1):
             kind = "non-negative" if name == "bootstrap" else "positive"
             raise GameError(f"--{name.replace('_', '-')}: expected a {kind} integer, got {value}")
-    result = run_study(args.runs, args.out, bootstrap=args.bootstrap, bootstrap_anchors=args.bootstrap_anchors,
-                       episodes=args.episodes, feature_dim=args.feature_dim, seed=args.seed, simulate=not args.no_simulate,
-                       envs=args.env, log=None if args.quiet else _log)
+    result = run_study(
+        args.runs,
+        args.out,
+        bootstrap=args.bootstrap,
+        bootstrap_anchors=args.bootstrap_anchors,
+        episodes=args.episodes,
+        feature_dim=args.feature_dim,
+        seed=args.seed,
+        simulate=not args.no_simulate,
+        envs=args.env,
+        log=None if args.quiet else _log,
+    )
     if args.json:
         print_json(result)
         return 0
@@ -352,8 +466,11 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     from marlcov.deep.compare import OMIGA_REWARDS
     from marlcov.deep.pipeline import MIXES, SCALES, TABLES
 
-    deep = subparsers.add_parser("deep", help="the MARLHF pipeline on MPE: collect, label, train, evaluate, reproduce",
-                                 description="The MARLHF pipeline on MPE (see docs/deep_pipeline.md).")
+    deep = subparsers.add_parser(
+        "deep",
+        help="the MARLHF pipeline on MPE: collect, label, train, evaluate, reproduce",
+        description="The MARLHF pipeline on MPE (see docs/deep_pipeline.md).",
+    )
     sub = deep.add_subparsers(dest="deep_command", required=True, metavar="STAGE")
 
     def add(name: str, func, help: str, stage_section: str | None) -> argparse.ArgumentParser:
@@ -362,8 +479,12 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--config", help="config file (.json/.yaml): a pipeline config, or the flat config of this stage")
         p.add_argument("--scale", choices=SCALES, default="small", help="defaults from deep/configs/<scale>.json (default %(default)s)")
         p.add_argument("--device", default="auto", help="cpu, cuda[:k] or auto (default %(default)s)")
-        p.add_argument("--threads", type=int, help="torch CPU threads per process (default: the CPUs shared among the workers; "
-                                                    "never more than the cores); results do not depend on it")
+        p.add_argument(
+            "--threads",
+            type=int,
+            help="torch CPU threads per process (default: the CPUs shared among the workers; "
+            "never more than the cores); results do not depend on it",
+        )
         p.set_defaults(func=_guarded(func), stage_section=stage_section)
         return p
 
@@ -372,7 +493,9 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
 
     def parallel(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workers", type=int, help="local processes running cells in parallel (default: min(cells, CPU count))")
-        p.add_argument("--ray", metavar="ADDRESS", help="run the cells as Ray tasks: ray.init(address=ADDRESS); 'local' starts a local instance")
+        p.add_argument(
+            "--ray", metavar="ADDRESS", help="run the cells as Ray tasks: ray.init(address=ADDRESS); 'local' starts a local instance"
+        )
 
     p = add("train-experts", cmd_train_experts, "online VDN behaviour policies: expert.pt and rookie_<steps>.pt", "online_vdn")
     p.add_argument("--env", required=True, help="spread, tag or reference")
@@ -380,8 +503,13 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--env-steps", dest="env_steps", type=int, help="total environment steps (overrides the config)")
     seed(p)
 
-    p = add("collect", cmd_collect, "collect a Table 1 mix of expert/unilateral/rookie/trivial trajectories into HDF5 "
-            "(MPE from trained policies, SMAX from scripted ones), or a continuous-action spread dataset", None)
+    p = add(
+        "collect",
+        cmd_collect,
+        "collect a Table 1 mix of expert/unilateral/rookie/trivial trajectories into HDF5 "
+        "(MPE from trained policies, SMAX from scripted ones), or a continuous-action spread dataset",
+        None,
+    )
     p.add_argument("--env", required=True, help="spread, tag or reference (MPE), or a SMAX map (3m, 2s3z, 5m_vs_6m, ...; smax_3m)")
     p.add_argument("--mix", choices=list(MIXES), help="Table 1 mix (required unless --continuous)")
     p.add_argument("--trajectories", type=int, help="dataset size (default: the config's collect.trajectories)")
@@ -389,9 +517,14 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output DATA.h5")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="episodes played and written per chunk")
     p.add_argument("--epsilon", type=float, help="MPE only: exploration of the expert and rookie policies (default 0)")
-    p.add_argument("--continuous", action="store_true",
-                   help="spread with continuous actions: scripted landmark-assignment expert and uniform trajectories")
-    p.add_argument("--expert-fraction", dest="expert_fraction", type=float, help="with --continuous: share of expert trajectories (default 0.5)")
+    p.add_argument(
+        "--continuous",
+        action="store_true",
+        help="spread with continuous actions: scripted landmark-assignment expert and uniform trajectories",
+    )
+    p.add_argument(
+        "--expert-fraction", dest="expert_fraction", type=float, help="with --continuous: share of expert trajectories (default 0.5)"
+    )
     p.add_argument("--noise", type=float, help="with --continuous: std of the expert's Gaussian action noise (default 0.1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     seed(p)
@@ -400,8 +533,11 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", help="DATA.h5 from collect")
     p.add_argument("--pairs-per-trajectory", dest="pairs_per_trajectory", type=int, help="pairs per trajectory (paper: 10)")
     p.add_argument("--steepness", type=float, help="factor on normalised return differences (paper: 5)")
-    p.add_argument("--normalisation", choices=("min-max", "standardised"),
-                   help="returns behind the labels: min-max range (the paper's code, default) or z-scores (the paper's text)")
+    p.add_argument(
+        "--normalisation",
+        choices=("min-max", "standardised"),
+        help="returns behind the labels: min-max range (the paper's code, default) or z-scores (the paper's text)",
+    )
     p.add_argument("--out", help="pairs file (default DATA.pairs.h5 beside DATA.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing pairs file")
     seed(p)
@@ -451,19 +587,25 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no stage log on stderr")
     parallel(p)
 
-    p = add("compare", cmd_compare, "train several offline algorithms on one dataset with the same seeds; one table and learning curves", None)
+    p = add(
+        "compare", cmd_compare, "train several offline algorithms on one dataset with the same seeds; one table and learning curves", None
+    )
     p.add_argument("--env", required=True, help="the dataset's task: spread, tag, reference (MPE) or a SMAX map (3m, smax_3m, ...)")
     p.add_argument("--dataset", required=True, help="DATA.h5 (discrete: deep.data schema; continuous: deep.envs.mpe_continuous)")
     p.add_argument("--algos", required=True, help="comma-separated: " + ",".join(COMPARE_ALGOS))
     p.add_argument("--seeds", type=int, default=3, help="seeds per algorithm (default %(default)s)")
-    p.add_argument("--omiga-reward", dest="omiga_reward", choices=OMIGA_REWARDS, default="true",
-                   help="OMIGA's rewards: the dataset's true rewards, the MARLHF reward model's predictions, or both (default %(default)s)")
+    p.add_argument(
+        "--omiga-reward",
+        dest="omiga_reward",
+        choices=OMIGA_REWARDS,
+        default="true",
+        help="OMIGA's rewards: the dataset's true rewards, the MARLHF reward model's predictions, or both (default %(default)s)",
+    )
     p.add_argument("--out", default="marlcov-compare", help="run directory (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no cell log on stderr")
     parallel(p)
 
-    from marlcov.deep.coverage_study import (DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_ANCHORS, DEFAULT_EPISODES,
-                                             DEFAULT_FEATURE_DIM)
+    from marlcov.deep.coverage_study import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_ANCHORS, DEFAULT_EPISODES, DEFAULT_FEATURE_DIM
 
     p = add("ablate", cmd_ablate, "the paper's public-code choices reverted one at a time: test return of each chain", None)
     p.add_argument("--env", required=True, help="spread, tag or reference")
@@ -478,11 +620,17 @@ def add_deep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for coverage_study.json/.md and the per-mix caches")
     p.add_argument("--env", action="append", help="only these environments (spread, tag, reference); repeatable")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap replicates (default %(default)s)")
-    p.add_argument("--bootstrap-anchors", dest="bootstrap_anchors", type=int, default=DEFAULT_BOOTSTRAP_ANCHORS,
-                   help="anchors the replicates are evaluated on (default %(default)s)")
+    p.add_argument(
+        "--bootstrap-anchors",
+        dest="bootstrap_anchors",
+        type=int,
+        default=DEFAULT_BOOTSTRAP_ANCHORS,
+        help="anchors the replicates are evaluated on (default %(default)s)",
+    )
     p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help="simulated rollouts per policy (default %(default)s)")
-    p.add_argument("--feature-dim", dest="feature_dim", type=int, default=DEFAULT_FEATURE_DIM,
-                   help="random-feature dimension d (default %(default)s)")
+    p.add_argument(
+        "--feature-dim", dest="feature_dim", type=int, default=DEFAULT_FEATURE_DIM, help="random-feature dimension d (default %(default)s)"
+    )
     p.add_argument("--no-simulate", dest="no_simulate", action="store_true", help="plug-in deviations only (no rollouts)")
     p.add_argument("--quiet", action="store_true", help="no log on stderr")
     seed(p)

@@ -31,16 +31,17 @@ def cmd_solve(args) -> int:
     con = console()
     name = game.name or Path(args.game).name
     if "policy" in result:
-        title = (f"{name}: Markov perfect equilibrium by backward induction over {result['stage_games']} stage games "
-                 f"({result['selection']})")
+        title = f"{name}: Markov perfect equilibrium by backward induction over {result['stage_games']} stage games ({result['selection']})"
         table = Table(title=title)
         for col in ("player", "V(s1)", "Nash gap term"):
             table.add_column(col)
         for i, (v, g) in enumerate(zip(result["values"], result["per_player"])):
             table.add_row(str(i), fmt(v), fmt(g))
         con.print(table)
-        con.print(f"exact Nash gap = {fmt(result['nash_gap'])}"
-                  + (f"; policy written to {result['policy_path']}" if "policy_path" in result else ""))
+        con.print(
+            f"exact Nash gap = {fmt(result['nash_gap'])}"
+            + (f"; policy written to {result['policy_path']}" if "policy_path" in result else "")
+        )
         return 0
     title = f"{name}: {'zero-sum (constant-sum)' if result['zero_sum'] else 'general-sum'}"
     if result["value"] is not None:
@@ -55,8 +56,11 @@ def cmd_solve(args) -> int:
         table.add_row(str(k), " ".join(fmt(v) for v in x), " ".join(fmt(v) for v in y), ", ".join(fmt(v) for v in eq["payoffs"]))
     con.print(table)
     if not result["complete"]:
-        why = ("degenerate: components of equilibria are shown by their extreme points"
-               if result["degenerate"] else "near-degenerate: the floating-point answer is not certified")
+        why = (
+            "degenerate: components of equilibria are shown by their extreme points"
+            if result["degenerate"]
+            else "near-degenerate: the floating-point answer is not certified"
+        )
         con.print(f"[yellow]Not certified complete ({why}; smallest separation {fmt(result['separation'])}).[/yellow]")
     return 0
 
@@ -153,9 +157,11 @@ def cmd_sample(args) -> int:
     policy = load_policy(args.policy, game)
     per_pair = SAMPLE_PEAK_FACTOR * dataset_nbytes(1, game.horizon, game.n_players)
     if args.pairs * per_pair > MEMORY_BUDGET_BYTES:
-        raise GameError(f"--pairs: {args.pairs} pairs of horizon {game.horizon} need about {args.pairs * per_pair / 2**30:.3g} GiB, "
-                        f"over the budget of {MEMORY_BUDGET_BYTES / 2**30:.3g} GiB; sample at most "
-                        f"{MEMORY_BUDGET_BYTES // per_pair} pairs per file")
+        raise GameError(
+            f"--pairs: {args.pairs} pairs of horizon {game.horizon} need about {args.pairs * per_pair / 2**30:.3g} GiB, "
+            f"over the budget of {MEMORY_BUDGET_BYTES / 2**30:.3g} GiB; sample at most "
+            f"{MEMORY_BUDGET_BYTES // per_pair} pairs per file"
+        )
     ds = _sampled_in_chunks(game, policy, args.pairs, args.seed, args.steepness)
     save_dataset(ds, args.out)
     out = {"path": str(args.out), "pairs": ds.n_pairs}
@@ -233,8 +239,10 @@ def _policy_class(args, game) -> str:
         return "deterministic"
     if chosen is None:
         return "mixed"
-    raise GameError(f"--policy-class: the deterministic class of {args.game} has {size:.3g} policies, more than the "
-                    f"{MAX_ENUMERATED_POLICIES} that are enumerated; pass --policy-class mixed")
+    raise GameError(
+        f"--policy-class: the deterministic class of {args.game} has {size:.3g} policies, more than the "
+        f"{MAX_ENUMERATED_POLICIES} that are enumerated; pass --policy-class mixed"
+    )
 
 
 def cmd_sbsm(args) -> int:

@@ -21,8 +21,7 @@ from marlcov.theory.progress import task
 #: The widest table printed: it must fit a terminal of 80 columns.
 TABLE_WIDTH = 80
 
-COLOURS = {"holds": "green", "erratum": "yellow", "proof-gap": "magenta", "definitional": "cyan",
-           "refuted": "red", "error": "bold red"}
+COLOURS = {"holds": "green", "erratum": "yellow", "proof-gap": "magenta", "definitional": "cyan", "refuted": "red", "error": "bold red"}
 
 
 def key_figure(result) -> str:
@@ -42,8 +41,9 @@ def verify_tables(results, width: int = TABLE_WIDTH) -> list[Table]:
     for paper, rows in papers.items():
         prefix = rows[0].check.id.split(".", 1)[0] + "."
         short = [r.check.id.removeprefix(prefix) for r in rows]
-        table = Table(title=f"{paper}  ({prefix}*)", box=box.SIMPLE_HEAD, width=width, title_justify="left",
-                      pad_edge=False, show_edge=False)
+        table = Table(
+            title=f"{paper}  ({prefix}*)", box=box.SIMPLE_HEAD, width=width, title_justify="left", pad_edge=False, show_edge=False
+        )
         table.add_column("check", no_wrap=True, min_width=max(len(s) for s in short), style="bold")
         table.add_column("verdict", no_wrap=True, min_width=max(len(r.status) for r in rows))
         table.add_column("claim / key figure", ratio=1, overflow="fold")

@@ -130,7 +130,7 @@ def test_threads_per_worker_never_oversubscribes(monkeypatch):
 def test_an_explicit_thread_count_above_the_share_is_lowered_and_said(tmp_path, monkeypatch):
     monkeypatch.setattr(cells_module, "available_cpus", lambda: 2)
     seen = []
-    monkeypatch.setattr(cells_module, "_local", lambda pending, n, threads, log: (seen.append((n, threads)) or ({}, {})))
+    monkeypatch.setattr(cells_module, "_local", lambda pending, n, threads, log: seen.append((n, threads)) or ({}, {}))
     lines = []
     with pytest.raises(KeyError):  # the stub computes nothing
         run_cells(cells(tmp_path, 2), workers=2, threads=2, log=lines.append)

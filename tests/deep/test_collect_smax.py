@@ -13,12 +13,12 @@ import torch
 
 pytestmark = pytest.mark.deep
 
+from marlcov.cli import main  # noqa: E402
 from marlcov.deep.data.hdf5 import DatasetReader, read_pairs  # noqa: E402
 from marlcov.deep.envs.mpe_continuous import read_continuous_dataset  # noqa: E402
 from marlcov.deep.envs.smax import STOP_ACTION, SMAXBatch, episode_lengths, episode_wins  # noqa: E402
 from marlcov.deep.envs.smax_behaviours import FocusFirePolicy, UniformAvailablePolicy, behaviour_policy  # noqa: E402
 from marlcov.deep.pipeline import MIXES, SOURCES, collect_smax_dataset, mix_counts  # noqa: E402
-from marlcov.cli import main  # noqa: E402
 
 B = 8
 #: Episodes of the expert-against-uniform check (8 batches).
@@ -159,8 +159,24 @@ def test_expert_actions_are_available_and_the_dead_stop(env):
 # ----------------------------------------------------------------------------- command line
 def test_cli_collect_then_label_on_3m(env, tmp_path, capsys):
     data = tmp_path / "3m.h5"
-    code, out, err = run(capsys, "deep", "collect", "--env", "3m", "--mix", "mix-unilateral", "--trajectories", 16,
-                         "--batch-size", B, "--out", data, "--seed", 2, "--json")
+    code, out, err = run(
+        capsys,
+        "deep",
+        "collect",
+        "--env",
+        "3m",
+        "--mix",
+        "mix-unilateral",
+        "--trajectories",
+        16,
+        "--batch-size",
+        B,
+        "--out",
+        data,
+        "--seed",
+        2,
+        "--json",
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["env"] == "smax_3m" and res["counts"] == {"expert": 8, "unilateral": 4, "rookie": 0, "trivial": 4}
@@ -177,21 +193,24 @@ def test_cli_collect_then_label_on_3m(env, tmp_path, capsys):
     assert np.allclose(pairs.probs, pairs.probs[:, :1])
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["--env", "3m", "--mix", "diversified", "--policies", "runs/policies"], "--policies"),
-    (["--env", "3m", "--mix", "diversified", "--epsilon", "0.1"], "--epsilon"),
-    (["--env", "3m", "--mix", "diversified", "--trajectories", "1"], "--trajectories"),
-    (["--env", "3m"], "--mix"),
-    (["--env", "pong", "--mix", "diversified"], "--env"),
-    (["--env", "spread", "--mix", "diversified"], "--policies"),
-    (["--env", "3m", "--mix", "diversified", "--noise", "0.1"], "--noise"),
-    (["--env", "spread", "--continuous", "--mix", "diversified"], "--mix"),
-    (["--env", "3m", "--continuous"], "--env"),
-    (["--env", "spread", "--continuous", "--expert-fraction", "1.5"], "--expert-fraction"),
-    (["--env", "spread", "--continuous", "--noise", "-1"], "--noise"),
-    (["--env", "spread", "--continuous", "--trajectories", "0"], "--trajectories"),
-    (["--env", "spread", "--continuous", "--seed", "99999"], "seed"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--env", "3m", "--mix", "diversified", "--policies", "runs/policies"], "--policies"),
+        (["--env", "3m", "--mix", "diversified", "--epsilon", "0.1"], "--epsilon"),
+        (["--env", "3m", "--mix", "diversified", "--trajectories", "1"], "--trajectories"),
+        (["--env", "3m"], "--mix"),
+        (["--env", "pong", "--mix", "diversified"], "--env"),
+        (["--env", "spread", "--mix", "diversified"], "--policies"),
+        (["--env", "3m", "--mix", "diversified", "--noise", "0.1"], "--noise"),
+        (["--env", "spread", "--continuous", "--mix", "diversified"], "--mix"),
+        (["--env", "3m", "--continuous"], "--env"),
+        (["--env", "spread", "--continuous", "--expert-fraction", "1.5"], "--expert-fraction"),
+        (["--env", "spread", "--continuous", "--noise", "-1"], "--noise"),
+        (["--env", "spread", "--continuous", "--trajectories", "0"], "--trajectories"),
+        (["--env", "spread", "--continuous", "--seed", "99999"], "seed"),
+    ],
+)
 def test_cli_bad_input_exits_2_naming_the_option(tmp_path, capsys, argv, option):
     code, out, err = run(capsys, "deep", "collect", *argv, "--out", tmp_path / "x.h5")
     assert code == 2
@@ -202,8 +221,25 @@ def test_cli_bad_input_exits_2_naming_the_option(tmp_path, capsys, argv, option)
 # ----------------------------------------------------------------------------- continuous spread
 def test_cli_collects_a_continuous_spread_dataset(tmp_path, capsys):
     path = tmp_path / "c.h5"
-    code, out, err = run(capsys, "deep", "collect", "--env", "spread", "--continuous", "--trajectories", 8, "--expert-fraction",
-                         0.25, "--noise", 0.2, "--batch-size", 4, "--out", path, "--json")
+    code, out, err = run(
+        capsys,
+        "deep",
+        "collect",
+        "--env",
+        "spread",
+        "--continuous",
+        "--trajectories",
+        8,
+        "--expert-fraction",
+        0.25,
+        "--noise",
+        0.2,
+        "--batch-size",
+        4,
+        "--out",
+        path,
+        "--json",
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["counts"] == {"expert": 2, "random": 6} and res["n_trajectories"] == 8 and res["noise"] == 0.2
@@ -214,8 +250,24 @@ def test_cli_collects_a_continuous_spread_dataset(tmp_path, capsys):
     team = data.returns().mean(axis=1)
     assert res["mean_return_per_source"]["expert"] == pytest.approx(team[:2].mean())
     assert team[:2].mean() > team[2:].mean()  # the landmark-assignment controller beats uniform forces
-    code, _, err = run(capsys, "deep", "collect", "--env", "spread", "--continuous", "--trajectories", 8, "--expert-fraction",
-                       0.25, "--noise", 0.2, "--batch-size", 4, "--out", tmp_path / "again.h5")
+    code, _, err = run(
+        capsys,
+        "deep",
+        "collect",
+        "--env",
+        "spread",
+        "--continuous",
+        "--trajectories",
+        8,
+        "--expert-fraction",
+        0.25,
+        "--noise",
+        0.2,
+        "--batch-size",
+        4,
+        "--out",
+        tmp_path / "again.h5",
+    )
     assert code == 0, err
     _, again = read_continuous_dataset(tmp_path / "again.h5")
     assert np.array_equal(again.actions, data.actions) and np.array_equal(again.obs, data.obs)

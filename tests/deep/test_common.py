@@ -49,8 +49,15 @@ def write_synthetic_dataset(path, n=96, horizon=4, n_agents=2, obs_dim=4, seed=0
     actions = uniform if p_best is None else np.where(rng.random(uniform.shape) < p_best, best, uniform)
     rewards = (actions == best).astype(np.float32)
     spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, SYNTH_ACTIONS, horizon)
-    batch = TrajectoryBatch(obs, rng.normal(size=(n, horizon + 1, 2)).astype(np.float32), actions.astype(np.int16),
-                            np.ones((n, horizon, n_agents, SYNTH_ACTIONS), dtype=bool), rewards, np.arange(n), "synthetic")
+    batch = TrajectoryBatch(
+        obs,
+        rng.normal(size=(n, horizon + 1, 2)).astype(np.float32),
+        actions.astype(np.int16),
+        np.ones((n, horizon, n_agents, SYNTH_ACTIONS), dtype=bool),
+        rewards,
+        np.arange(n),
+        "synthetic",
+    )
     first, second = sample_pairs(n, pairs_per_trajectory, seed)
     pairs = label_pairs(rewards.sum(axis=1), first, second, steepness, seed + 1)
     with DatasetWriter(path, spec) as w:

@@ -34,8 +34,15 @@ TINY = {
     "omapl": {"steps": 6, "hidden": 16, "mixer_hidden": 8, "batch_pairs": 4, "checkpoint_every": 3},
     "omiga": {"steps": 6, "hidden": 16, "mixer_hidden": 8, "batch_trajectories": 4, "checkpoint_every": 3},
     "mamql": {"updates": 3, "hidden": 16, "layers": 2, "batch_size": 4},
-    "score_decomposition": {"diffusion_updates": 2, "updates": 3, "hidden": 16, "layers": 2, "denoiser_hidden": 16,
-                            "denoiser_layers": 2, "batch_size": 16},
+    "score_decomposition": {
+        "diffusion_updates": 2,
+        "updates": 3,
+        "hidden": 16,
+        "layers": 2,
+        "denoiser_hidden": 16,
+        "denoiser_layers": 2,
+        "batch_size": 16,
+    },
     "reward_model": {"hidden": 16, "layers": 2, "epochs": 1, "batch_size": 16, "progress": False},
     "reference": {"hidden": 16, "layers": 2, "epochs": 1, "batch_size": 8, "progress": False},
     "offline_vdn": {"hidden": 16, "layers": 2, "updates": 4, "batch_size": 4, "target_update": 2, "progress": False},
@@ -124,8 +131,16 @@ def test_existing_cell_result_is_not_recomputed(dataset, tmp_path):
     """A run killed after one cell finished: that cell's result is read back, the others run."""
     cell = tmp_path / "cells" / "omiga" / "seed0"
     cell.mkdir(parents=True)
-    sentinel = {"variant": "omiga", "seed": 0, "return_per_agent": 123.0, "return_std": 0.0, "episodes": B, "seconds": 1.0,
-                "curve": {"metric": "loss", "update": [1.0], "value": [0.5]}, "train": {}}
+    sentinel = {
+        "variant": "omiga",
+        "seed": 0,
+        "return_per_agent": 123.0,
+        "return_std": 0.0,
+        "episodes": B,
+        "seconds": 1.0,
+        "curve": {"metric": "loss", "update": [1.0], "value": [0.5]},
+        "train": {},
+    }
     (cell / "result.json").write_text(json.dumps(sentinel))
     res = run_compare(dataset, "omiga", seeds=2, config=TINY, out_dir=tmp_path, workers=1)
     assert per_seed(res)["omiga"][0] == (0, 123.0)
@@ -142,9 +157,30 @@ def test_cell_without_result_resumes_from_its_checkpoint(dataset, tmp_path):
 
 
 def test_marlhf_omiga_on_predicted_rewards_and_mamql_through_the_cli(dataset, tmp_path, capsys):
-    argv = ["deep", "compare", "--env", "simple_spread_v3", "--dataset", dataset, "--algos", "marlhf,omiga,mamql",
-            "--omiga-reward", "both", "--seeds", "1", "--workers", "1", "--threads", "1", "--device", "cpu",
-            "--out", tmp_path, "--quiet", "--json"]
+    argv = [
+        "deep",
+        "compare",
+        "--env",
+        "simple_spread_v3",
+        "--dataset",
+        dataset,
+        "--algos",
+        "marlhf,omiga,mamql",
+        "--omiga-reward",
+        "both",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path,
+        "--quiet",
+        "--json",
+    ]
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     assert marlcov(argv + ["--config", config]) == 0
@@ -174,10 +210,14 @@ def test_bad_input_exits_2_naming_the_option(dataset, continuous_dataset, tmp_pa
     cases = [
         (["--env", "spread", "--dataset", dataset, "--algos", "omapl,dqn"], r"--algos: unknown algorithm\(s\) \['dqn'\]"),
         (["--env", "spread", "--dataset", tmp_path / "missing.h5", "--algos", "omapl"], r"--dataset: .*missing\.h5 not found"),
-        (["--env", "spread", "--dataset", dataset, "--algos", "omapl,score-decomposition"],
-         r"--algos: score-decomposition need\(s\) a continuous-action dataset.*discrete actions \(n_actions = 5\)"),
-        (["--env", "spread", "--dataset", continuous_dataset, "--algos", "omiga"],
-         r"--algos: omiga need\(s\) a discrete-action dataset.*continuous actions \(action_dim = 2\)"),
+        (
+            ["--env", "spread", "--dataset", dataset, "--algos", "omapl,score-decomposition"],
+            r"--algos: score-decomposition need\(s\) a continuous-action dataset.*discrete actions \(n_actions = 5\)",
+        ),
+        (
+            ["--env", "spread", "--dataset", continuous_dataset, "--algos", "omiga"],
+            r"--algos: omiga need\(s\) a discrete-action dataset.*continuous actions \(action_dim = 2\)",
+        ),
         (["--env", "3m", "--dataset", dataset, "--algos", "omapl"], r"--env: .* holds simple_spread_v3 trajectories, not smax_3m"),
         (["--env", "pong", "--dataset", dataset, "--algos", "omapl"], r"--env: expected"),
         (["--env", "spread", "--dataset", dataset, "--algos", "omapl", "--workers", "0"], r"--workers"),
@@ -204,12 +244,20 @@ def test_a_dataset_without_pairs_is_rejected_for_preference_learners(tmp_path):
 # ----------------------------------------------------------------------------- table
 def test_table_cells_are_mean_and_sample_std_over_seeds_and_smax_is_labelled():
     returns, wins = [1.0, 1.5, 2.0], [0.25, 0.5, 0.75]
-    results = [{"variant": "omapl", "seed": k, "return_per_agent": r, "return_std": 0.0, "win_rate": w, "episodes": 10, "seconds": 60.0}
-               for k, (r, w) in enumerate(zip(returns, wins))]
+    results = [
+        {"variant": "omapl", "seed": k, "return_per_agent": r, "return_std": 0.0, "win_rate": w, "episodes": 10, "seconds": 60.0}
+        for k, (r, w) in enumerate(zip(returns, wins))
+    ]
     rows = comparison_rows(results, ["omapl"])
     assert rows["omapl"]["return_per_agent"] == summary(returns) and summary(returns)["std"] == pytest.approx(np.std(returns, ddof=1))
-    result = {"env": "smax_3m", "rows": rows, "scale": "small", "seeds": [0, 1, 2], "evaluate": {"episodes": 10},
-              "dataset": {"path": "/d/3m.h5", "n_trajectories": 4, "action_space": "discrete"}}
+    result = {
+        "env": "smax_3m",
+        "rows": rows,
+        "scale": "small",
+        "seeds": [0, 1, 2],
+        "evaluate": {"episodes": 10},
+        "dataset": {"path": "/d/3m.h5", "n_trajectories": 4, "action_space": "discrete"},
+    }
     md = comparison_markdown(result)
     assert "smax_3m (SMAX, not SMAC)" in md and "not comparable to published SMAC tables" in md
     assert "| Algorithm | Trains on | Win rate | Return per agent | Wall time per seed (s) |" in md

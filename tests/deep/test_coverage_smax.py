@@ -74,15 +74,27 @@ def test_more_padding_changes_nothing(smax, tmp_path):
         spec, d, pairs = reader.spec, reader.read_fields(slice(None)), read_pairs(pairs_path, reader)
     H = spec.horizon + 20
     longer = padded(d, lengths, H, stop=STOP_ACTION)
-    spec_long = DatasetSpec(spec.env_name, {**spec.env_config, "horizon": H}, spec.agent_names, spec.obs_dim, spec.state_dim,
-                            spec.n_actions, H)
+    spec_long = DatasetSpec(
+        spec.env_name, {**spec.env_config, "horizon": H}, spec.agent_names, spec.obs_dim, spec.state_dim, spec.n_actions, H
+    )
     other = tmp_path / "3m_long.h5"
     with DatasetWriter(other, spec_long) as w:
-        w.append(TrajectoryBatch(longer["obs"], longer["state"], longer["actions"], longer["avail"], longer["rewards"], d["seed"],
-                                 d["source"], d["agent_policy"]))
+        w.append(
+            TrajectoryBatch(
+                longer["obs"],
+                longer["state"],
+                longer["actions"],
+                longer["avail"],
+                longer["rewards"],
+                d["seed"],
+                d["source"],
+                d["agent_policy"],
+            )
+        )
         w.write_pairs(pairs)
-    np.testing.assert_allclose(measures(diagnose(other, **OPTIONS)), measures(diagnose(path, pairs_path=pairs_path, **OPTIONS)),
-                               rtol=PAD_RTOL, atol=PAD_RTOL)
+    np.testing.assert_allclose(
+        measures(diagnose(other, **OPTIONS)), measures(diagnose(path, pairs_path=pairs_path, **OPTIONS)), rtol=PAD_RTOL, atol=PAD_RTOL
+    )
 
 
 def test_command_on_the_smax_dataset(smax, capsys):

@@ -16,10 +16,18 @@ pytestmark = pytest.mark.deep
 
 SEEDS = (0, 1, 2)
 #: Hand-made test returns and reward MSEs per (mix, seed).
-RETURNS = {"diversified": [-22.0, -21.5, -23.0], "mix-unilateral": [-20.0, -20.5, -21.0],
-           "mix-expert": [-21.0, -20.0, -22.5], "pure-expert": [-24.0, -23.5, -25.0]}
-MSES = {"diversified": [0.3, 0.25, 0.35], "mix-unilateral": [0.5, 0.55, 0.6],
-        "mix-expert": [0.45, 0.5, 0.4], "pure-expert": [0.7, 0.65, 0.8]}
+RETURNS = {
+    "diversified": [-22.0, -21.5, -23.0],
+    "mix-unilateral": [-20.0, -20.5, -21.0],
+    "mix-expert": [-21.0, -20.0, -22.5],
+    "pure-expert": [-24.0, -23.5, -25.0],
+}
+MSES = {
+    "diversified": [0.3, 0.25, 0.35],
+    "mix-unilateral": [0.5, 0.55, 0.6],
+    "mix-expert": [0.45, 0.5, 0.4],
+    "pure-expert": [0.7, 0.65, 0.8],
+}
 
 
 def make_run(root):
@@ -32,8 +40,10 @@ def make_run(root):
         actions = rng.integers(0, nA if mix != "pure-expert" else 1, size=(N, H, m))
         path = write_dataset(env_dir / "data" / f"{mix}.h5", N=N, H=H, m=m, nA=nA, seed=k, actions=actions)
         label_dataset_file(path, pairs_per_trajectory=3, seed=k)
-    rows = {mix: {"records": [{"seed": s, "return_per_agent": RETURNS[mix][j], "mse": MSES[mix][j]} for j, s in enumerate(SEEDS)]}
-            for mix in MIXES}
+    rows = {
+        mix: {"records": [{"seed": s, "return_per_agent": RETURNS[mix][j], "mse": MSES[mix][j]} for j, s in enumerate(SEEDS)]}
+        for mix in MIXES
+    }
     (env_dir / "table2.json").write_text(json.dumps({"table": "table2", "env": "simple_spread_v3", "seeds": len(SEEDS), "rows": rows}))
     return root
 
@@ -53,8 +63,11 @@ def test_rank_correlations_are_scipys():
 
 
 def test_correlate_over_points_and_over_means():
-    points = [{"run": "r", "mix": mix, "seed": s, "single": float(i), "return": RETURNS[mix][j], "mse": MSES[mix][j]}
-              for i, mix in enumerate(MIXES) for j, s in enumerate(SEEDS)]
+    points = [
+        {"run": "r", "mix": mix, "seed": s, "single": float(i), "return": RETURNS[mix][j], "mse": MSES[mix][j]}
+        for i, mix in enumerate(MIXES)
+        for j, s in enumerate(SEEDS)
+    ]
     got = correlate(points, ["single"], ["return", "mse"])
     x = [p["single"] for p in points]
     for t, table in (("return", RETURNS), ("mse", MSES)):
@@ -130,8 +143,19 @@ def test_the_reference_policy_may_be_a_pipeline_checkpoint(tmp_path):
 
 def test_a_measure_missing_from_some_records_leaves_those_points_out():
     """A cache written before the identifiable measures existed holds no value for them."""
-    points = [{"run": "r", "mix": mix, "seed": s, "single": float(i), "identifiable_single": None if i == 0 else float(-i),
-               "return": RETURNS[mix][j], "mse": MSES[mix][j]} for i, mix in enumerate(MIXES) for j, s in enumerate(SEEDS)]
+    points = [
+        {
+            "run": "r",
+            "mix": mix,
+            "seed": s,
+            "single": float(i),
+            "identifiable_single": None if i == 0 else float(-i),
+            "return": RETURNS[mix][j],
+            "mse": MSES[mix][j],
+        }
+        for i, mix in enumerate(MIXES)
+        for j, s in enumerate(SEEDS)
+    ]
     got = correlate(points, ["single", "identifiable_single"], ["return"])
     assert got["single"]["return"]["by_point"]["n"] == len(MIXES) * len(SEEDS)
     assert got["identifiable_single"]["return"]["by_point"]["n"] == (len(MIXES) - 1) * len(SEEDS)

@@ -32,23 +32,54 @@ EXACT_ATOL = 1e-8
 SUM_RTOL = 1e-10
 
 
-def write_dataset(path, *, N=40, H=4, m=2, nA=3, state_dim=3, obs_dim=2, seed=0, actions=None, states=None, pairs_per=3,
-                  returns=None, chunk=8, lengths=None, horizon=None, with_pairs=True):
+def write_dataset(
+    path,
+    *,
+    N=40,
+    H=4,
+    m=2,
+    nA=3,
+    state_dim=3,
+    obs_dim=2,
+    seed=0,
+    actions=None,
+    states=None,
+    pairs_per=3,
+    returns=None,
+    chunk=8,
+    lengths=None,
+    horizon=None,
+    with_pairs=True,
+):
     """A small dataset file through the data layer's writer, with Bradley-Terry pairs (none
     with ``with_pairs=False``). ``H`` steps are drawn; with ``lengths [N]`` (<= H) and/or
     ``horizon`` (>= max length) the episodes are cut and padded as SMAX stores them (``padded``)."""
     rng = np.random.default_rng(seed)
     acts = rng.integers(0, nA, size=(N, H, m)) if actions is None else actions
     st_ = rng.normal(size=(N, H + 1, state_dim)) if states is None else states
-    arrays = {"obs": rng.normal(size=(N, H + 1, m, obs_dim)), "state": st_, "actions": acts, "avail": np.ones((N, H, m, nA), bool),
-              "rewards": rng.random((N, H, m))}
+    arrays = {
+        "obs": rng.normal(size=(N, H + 1, m, obs_dim)),
+        "state": st_,
+        "actions": acts,
+        "avail": np.ones((N, H, m, nA), bool),
+        "rewards": rng.random((N, H, m)),
+    }
     if lengths is not None or horizon is not None:
         arrays = padded(arrays, np.full(N, H) if lengths is None else lengths, H if horizon is None else horizon)
     T = arrays["actions"].shape[1]
     spec = DatasetSpec("toy", {"horizon": T}, tuple(f"agent_{i}" for i in range(m)), obs_dim, state_dim, nA, T)
     with DatasetWriter(path, spec, overwrite=True, chunk_trajectories=chunk) as w:
-        w.append(TrajectoryBatch(arrays["obs"].astype(np.float32), arrays["state"].astype(np.float32), arrays["actions"].astype(np.int16),
-                                 arrays["avail"], arrays["rewards"].astype(np.float32), np.arange(N), "mix"))
+        w.append(
+            TrajectoryBatch(
+                arrays["obs"].astype(np.float32),
+                arrays["state"].astype(np.float32),
+                arrays["actions"].astype(np.int16),
+                arrays["avail"],
+                arrays["rewards"].astype(np.float32),
+                np.arange(N),
+                "mix",
+            )
+        )
         f, s = sample_pairs(N, pairs_per, seed)
         R = rng.random((N, m)) if returns is None else returns
         if with_pairs:
@@ -66,8 +97,10 @@ def padded(arrays, lengths, horizon, stop=0):
     real = np.arange(horizon)[None, :] < lengths[:, None]
     seen = np.minimum(np.arange(horizon + 1)[None, :], lengths[:, None])
     step = np.broadcast_to(np.minimum(np.arange(horizon), T - 1), real.shape)
-    out = {"obs": np.take_along_axis(arrays["obs"], seen[:, :, None, None], axis=1),
-           "state": np.take_along_axis(arrays["state"], seen[:, :, None], axis=1)}
+    out = {
+        "obs": np.take_along_axis(arrays["obs"], seen[:, :, None, None], axis=1),
+        "state": np.take_along_axis(arrays["state"], seen[:, :, None], axis=1),
+    }
     for name in ("actions", "avail", "rewards"):
         x = arrays[name]
         out[name] = np.take_along_axis(x, step.reshape(*step.shape, *[1] * (x.ndim - 2)), axis=1).copy()
@@ -79,7 +112,7 @@ def padded(arrays, lengths, horizon, stop=0):
 
 def all_features(reader, fmap):
     d = reader.read_fields(slice(0, len(reader)), list(set(fmap.fields) | {"actions"}))
-    return fmap(d, d["actions"][:, :reader.spec.horizon], np.arange(len(reader)))
+    return fmap(d, d["actions"][:, : reader.spec.horizon], np.arange(len(reader)))
 
 
 @settings(max_examples=6, deadline=None)
@@ -114,8 +147,16 @@ def test_hdf5_path_with_one_hot_file_features_equals_the_finite_game_covariances
     spec = DatasetSpec("finite", {}, ("p0", "p1"), 1, 1, 2, H)
     path = tmp_path / "finite.h5"
     with DatasetWriter(path, spec) as w:
-        w.append(TrajectoryBatch(np.zeros((N, H + 1, m, 1), np.float32), states[..., None].astype(np.float32), actions.astype(np.int16),
-                                 np.ones((N, H, m, 2), bool), np.zeros((N, H, m), np.float32), np.arange(N)))
+        w.append(
+            TrajectoryBatch(
+                np.zeros((N, H + 1, m, 1), np.float32),
+                states[..., None].astype(np.float32),
+                actions.astype(np.int16),
+                np.ones((N, H, m, 2), bool),
+                np.zeros((N, H, m), np.float32),
+                np.arange(N),
+            )
+        )
         w.write_pairs(PreferencePairs(np.arange(0, N, 2), np.arange(1, N, 2), ds.prefs))
     feats = step_features(game.features, states, actions)
     np.save(tmp_path / "psi.npy", feats)
@@ -152,8 +193,9 @@ def test_finite_npz_diagnostic_agrees_with_the_exact_measures(tmp_path):
 
 def test_hdf5_diagnostic_report(tmp_path):
     path = write_dataset(tmp_path / "d.h5", N=60, H=5)
-    out = diagnose(path, features="random", bootstrap=15, seed=3, out_dir=tmp_path / "figs", feature_dim=16, groups=8,
-                   bootstrap_anchors=4, block=16)
+    out = diagnose(
+        path, features="random", bootstrap=15, seed=3, out_dir=tmp_path / "figs", feature_dim=16, groups=8, bootstrap_anchors=4, block=16
+    )
     for key in ("lambda", "single", "unilateral", "uniform", "worst_deviator", "per_agent", "bootstrap", "counts"):
         assert key in out
     json.dumps(out)
@@ -177,8 +219,9 @@ def test_command_wiring_reads_an_argparse_namespace(tmp_path):
     import argparse
 
     path = write_dataset(tmp_path / "d.h5", N=20, H=3)
-    args = argparse.Namespace(game=str(path), data=None, policy=None, features="random", lam=1.0, bootstrap=0, seed=0,
-                              out=None, json=True, feature_dim=8)
+    args = argparse.Namespace(
+        game=str(path), data=None, policy=None, features="random", lam=1.0, bootstrap=0, seed=0, out=None, json=True, feature_dim=8
+    )
     out = coverage_command(args)
     assert out["bootstrap"]["replicates"] == 0 and out["lambda"] == 1.0
 
@@ -206,8 +249,8 @@ def test_unilateral_coverage_separates_pure_expert_from_mix_unilateral(tmp_path)
     mix = expert.copy()
     half = N // 2
     mix[half:, :, 0] = rng.integers(0, nA, size=(N - half, H))
-    mix[half + half // 2:, :, 0] = 0
-    mix[half + half // 2:, :, 1] = rng.integers(0, nA, size=(N - half - half // 2, H))
+    mix[half + half // 2 :, :, 0] = 0
+    mix[half + half // 2 :, :, 1] = rng.integers(0, nA, size=(N - half - half // 2, H))
 
     def expert_policy(obs, avail, t):
         import torch
@@ -273,7 +316,7 @@ def test_random_fourier_kernel_matches_its_documented_limit():
     b = np.array([[[0, 1]], [[2, 1]]])
     for acts, differs in ((a, 0), (b, 1)):
         x = fmap(fields, acts)
-        want = 0.5 * np.exp(-np.sum((s2 - s) ** 2) / (2 * 4)) * np.exp(-0.8 ** 2 * differs)
+        want = 0.5 * np.exp(-np.sum((s2 - s) ** 2) / (2 * 4)) * np.exp(-(0.8**2) * differs)
         assert abs(float(x[0, 0] @ x[1, 0]) - want) < 0.02
 
 
@@ -337,8 +380,17 @@ def test_simulator_deviations_on_mpe(tmp_path):
         w.append(env.rollout(UniformRandomPolicy(0), 0, source="trivial"))
     with DatasetReader(path) as r:
         write_pairs_file(tmp_path / "pairs.h5", label_dataset(r, 3, seed=0), r)
-    out = diagnose(path, UniformRandomPolicy(1), bootstrap=0, feature_dim=16, groups=0, simulate=True, episodes=8,
-                   pairs_path=tmp_path / "pairs.h5", rookies={"other-uniform": UniformRandomPolicy(2)})
+    out = diagnose(
+        path,
+        UniformRandomPolicy(1),
+        bootstrap=0,
+        feature_dim=16,
+        groups=0,
+        simulate=True,
+        episodes=8,
+        pairs_path=tmp_path / "pairs.h5",
+        rookies={"other-uniform": UniformRandomPolicy(2)},
+    )
     sim = out["simulator"]
     assert out["reference"]["anchors"] == "simulator rollouts" and sim["episodes"] == 8
     for i, agent in enumerate(out["per_agent"]):
@@ -415,8 +467,9 @@ def test_unpadded_measures_equal_definition_1_computed_in_memory(tmp_path):
     model = model.with_reference(both.mean(axis=0))
     ident = out["identifiable"]
     assert ident["single"] == pytest.approx(model.bonus(fmap(d, ref)).sum(axis=1).mean(), rel=PAD_RTOL)
-    np.testing.assert_allclose(ident["per_agent"], [bonus_over(fmap.unilateral(d, ref, i)).max(axis=-1).sum(axis=1).mean()
-                                                    for i in range(2)], rtol=PAD_RTOL)
+    np.testing.assert_allclose(
+        ident["per_agent"], [bonus_over(fmap.unilateral(d, ref, i)).max(axis=-1).sum(axis=1).mean() for i in range(2)], rtol=PAD_RTOL
+    )
     assert ident["uniform"] == pytest.approx(bonus_over(fmap.joint(d, H)).max(axis=-1).sum(axis=1).mean(), rel=PAD_RTOL)
     assert len(ident["constant_directions"]) == H and "rank_rule" in ident
 
@@ -433,8 +486,12 @@ def test_padding_appended_to_episodes_leaves_the_diagnostic_unchanged(tmp_path, 
     policy = zero_policy if use_policy else None
     opts = dict(bootstrap=6, groups=4, bootstrap_anchors=12, feature_dim=8, seed=2, block=5)
     reports = {}
-    for name, more in (("full", {}), ("full+pad", {"horizon": H0 + extra}), ("cut", {"lengths": lengths}),
-                       ("cut+pad", {"lengths": lengths, "horizon": H0 + extra})):
+    for name, more in (
+        ("full", {}),
+        ("full+pad", {"horizon": H0 + extra}),
+        ("cut", {"lengths": lengths}),
+        ("cut+pad", {"lengths": lengths, "horizon": H0 + extra}),
+    ):
         path = write_dataset(tmp_path / f"{name}.h5", **kw, **more)
         reports[name] = diagnose(path, policy, **opts)
     for a, b in (("full", "full+pad"), ("cut", "cut+pad")):
@@ -479,9 +536,13 @@ def _said(tmp_path, **kwargs):
 
 def test_every_check_fails_before_the_streaming_passes(tmp_path):
     path = write_dataset(tmp_path / "d.h5", N=12, H=3)
-    for option, value, field in (("reference_fraction", 0.0, "reference_fraction"), ("lam", 0.0, "lambda"),
-                                 ("count_resolution", 0.0, "count_resolution"), ("bootstrap_anchors", -1, "bootstrap_anchors"),
-                                 ("block", 0, "block")):
+    for option, value, field in (
+        ("reference_fraction", 0.0, "reference_fraction"),
+        ("lam", 0.0, "lambda"),
+        ("count_resolution", 0.0, "count_resolution"),
+        ("bootstrap_anchors", -1, "bootstrap_anchors"),
+        ("block", 0, "block"),
+    ):
         msg, said = _said(tmp_path, path=path, **{option: value})
         assert field in msg and said == [], (option, msg, said)
     msg, said = _said(tmp_path, path=path, memory_bytes=1000)

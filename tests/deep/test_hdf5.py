@@ -34,8 +34,12 @@ def make_batch(n: int, seed: int, source="expert", agent_policy=None) -> Traject
 
 
 def concat(batches):
-    return TrajectoryBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in
-                             ("obs", "state", "actions", "avail", "rewards", "seed", "source", "agent_policy")))
+    return TrajectoryBatch(
+        *(
+            np.concatenate([getattr(b, f) for b in batches])
+            for f in ("obs", "state", "actions", "avail", "rewards", "seed", "source", "agent_policy")
+        )
+    )
 
 
 def assert_same(a: TrajectoryBatch, b: TrajectoryBatch) -> None:

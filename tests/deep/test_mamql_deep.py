@@ -96,8 +96,16 @@ def _numpy_policies(tables, lam, sweeps):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(1, 3), A=st.integers(2, 3), H=st.integers(1, 3),
-       sweeps=st.integers(0, 3), lam=st.floats(0.2, 3.0), gamma=st.floats(0.0, 1.0), c=st.floats(0.0, 1.0))
+@given(
+    seed=st.integers(0, 10_000),
+    m=st.integers(1, 3),
+    A=st.integers(2, 3),
+    H=st.integers(1, 3),
+    sweeps=st.integers(0, 3),
+    lam=st.floats(0.2, 3.0),
+    gamma=st.floats(0.0, 1.0),
+    c=st.floats(0.0, 1.0),
+)
 def test_deep_loss_equals_the_checked_objective(seed, m, A, H, sweeps, lam, gamma, c):
     """The torch loss is theory.objectives.mamql.iq_learn_objective of the marginalised critics,
     here recomputed in numpy from the theory functions alone on random joint tables."""
@@ -106,8 +114,9 @@ def test_deep_loss_equals_the_checked_objective(seed, m, A, H, sweeps, lam, gamm
     table = rng.normal(size=(B, H + 1, m) + (A,) * m)
     actions = rng.integers(0, A, size=(B, H, m))
     cfg = MAMQLConfig(lam=lam, gamma=gamma, reg_coef=c, policy_iterations=sweeps)
-    terms = mamql_terms(FixedCritic(table), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions),
-                        torch.ones(B, H, m, A, dtype=torch.bool), cfg)
+    terms = mamql_terms(
+        FixedCritic(table), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions), torch.ones(B, H, m, A, dtype=torch.bool), cfg
+    )
     tables = [table[:, :, i] for i in range(m)]
     pis = _numpy_policies(tables, lam, sweeps)
     for i in range(m):
@@ -123,8 +132,11 @@ def test_reward_loss_matches_hand_computation():
     """One agent, two actions, H = 2, gamma = 0.5: R(o_h, a_h) = table[h, a_h] = (1, -1) at
     actions (0, 1); rbar = q_taken - gamma v_next = (2 - 0.5, 0.5 - 0); loss = mean of (R - rbar)^2."""
     reward_net = FixedCritic([[[[1.0, 3.0]], [[0.0, -1.0]]]])  # [B=1, H=2, m=1, A=2]
-    terms = {"q_taken": torch.tensor([[[2.0], [0.5]]], dtype=torch.float64), "v_next": torch.tensor([[[1.0], [0.0]]], dtype=torch.float64),
-             "valid": torch.ones(1, 2, dtype=torch.bool)}
+    terms = {
+        "q_taken": torch.tensor([[[2.0], [0.5]]], dtype=torch.float64),
+        "v_next": torch.tensor([[[1.0], [0.0]]], dtype=torch.float64),
+        "valid": torch.ones(1, 2, dtype=torch.bool),
+    }
     got = reward_loss(reward_net, torch.zeros(1, 3, 1, 1), torch.tensor([[[0], [1]]]), terms, 0.5)
     assert got.item() == pytest.approx(((1.0 - 1.5) ** 2 + (-1.0 - 0.5) ** 2) / 2, abs=LOSS_ATOL)
 
@@ -142,7 +154,9 @@ def test_reward_recovery_equals_the_checked_functions(seed, m, A, H, gamma):
     q_taken, v_next = rng.normal(size=(B, H, m)), rng.normal(size=(B, H, m))
     valid = np.arange(H)[None, :] < rng.integers(1, H + 1, size=B)[:, None]
     terms = {"q_taken": torch.as_tensor(q_taken), "v_next": torch.as_tensor(v_next), "valid": torch.as_tensor(valid)}
-    np.testing.assert_allclose(recovered_rewards(terms, gamma).numpy(), theory_mamql.inverse_soft_bellman(q_taken, v_next, gamma), atol=LOSS_ATOL)
+    np.testing.assert_allclose(
+        recovered_rewards(terms, gamma).numpy(), theory_mamql.inverse_soft_bellman(q_taken, v_next, gamma), atol=LOSS_ATOL
+    )
     got = reward_loss(FixedCritic(table), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions), terms, gamma)
     r_pred = np.stack([table[(b, h, i, *actions[b, h])] for b in range(B) for h in range(H) for i in range(m)]).reshape(B, H, m)
     want = theory_mamql.reward_regression_loss(r_pred[valid], q_taken[valid], v_next[valid], gamma)
@@ -169,16 +183,26 @@ def _write_demo_dataset(path, n=64, horizon=4, n_agents=2, obs_dim=4, n_actions=
     rewards = (actions == best).astype(np.float32)
     spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, n_actions, horizon)
     source = np.where(expert, "expert", "random")
-    batch = TrajectoryBatch(obs, np.zeros((n, horizon + 1, 2), np.float32), actions.astype(np.int16),
-                            np.ones((n, horizon, n_agents, n_actions), dtype=bool), rewards, np.arange(n), source)
+    batch = TrajectoryBatch(
+        obs,
+        np.zeros((n, horizon + 1, 2), np.float32),
+        actions.astype(np.int16),
+        np.ones((n, horizon, n_agents, n_actions), dtype=bool),
+        rewards,
+        np.arange(n),
+        source,
+    )
     with DatasetWriter(path, spec) as w:
         w.append(batch)
     return path
 
 
 def test_demonstration_mask_filters_tags():
-    arrays = {"actions": np.zeros((3, 1, 2)), "source": np.array(["expert", "mix", "random"]),
-              "agent_policy": np.array([["expert", "expert"], ["expert", "rookie"], ["rookie", "rookie"]])}
+    arrays = {
+        "actions": np.zeros((3, 1, 2)),
+        "source": np.array(["expert", "mix", "random"]),
+        "agent_policy": np.array([["expert", "expert"], ["expert", "rookie"], ["rookie", "rookie"]]),
+    }
     assert demonstration_mask(arrays, "agent_policy", ("expert",)).tolist() == [True, False, False]
     assert demonstration_mask(arrays, "source", ("expert", "mix")).tolist() == [True, True, False]
     assert demonstration_mask(arrays, "all", ()).tolist() == [True, True, True]
@@ -286,8 +310,13 @@ def test_padding_steps_do_not_change_the_objective(seed, pad, sweeps):
     cfg = MAMQLConfig(lam=0.7, gamma=0.9, reg_coef=0.3, policy_iterations=sweeps)
     padded = mamql_terms(FixedCritic(table), torch.zeros(B, H + 1 + pad, m, 1), torch.as_tensor(actions), torch.as_tensor(avail), cfg)
     # unpadded: the value after step H is zero there too, whatever obs H + 1 holds
-    short = mamql_terms(FixedCritic(table[:, : H + 1]), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions[:, :H]),
-                        torch.ones(B, H, m, A, dtype=torch.bool), cfg)
+    short = mamql_terms(
+        FixedCritic(table[:, : H + 1]),
+        torch.zeros(B, H + 1, m, 1),
+        torch.as_tensor(actions[:, :H]),
+        torch.ones(B, H, m, A, dtype=torch.bool),
+        cfg,
+    )
     assert torch.allclose(padded["objective"], short["objective"], atol=1e-10)
     assert padded["valid"][:, H:].sum().item() == 0 and padded["v_next"][:, H - 1 :].abs().max().item() == 0.0
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from marlcov.deep.common import step_masks
 from marlcov.deep.marlhf.reference import PolicyNet, behaviour_cloning_loss, check_actions_available
 from marlcov.deep.marlhf.reward_model import RewardNet, reward_model_loss, reward_statistics
-from marlcov.theory.objectives import log_sigmoid
 from marlcov.deep.marlhf.vdn import AgentQNet, offline_rewards, vdn_td_loss
+from marlcov.theory.objectives import log_sigmoid
 
 pytestmark = pytest.mark.deep
 
@@ -108,10 +108,11 @@ def test_td_loss_on_padded_trajectories_matches_hand_computation():
     Wt, bt = [[0.4, 0.0, 0.2], [0.1, -0.2, 0.3]], [0.0, 0.1]
     lengths = [2, 3]
     # obs[n][h][i], H + 1 = 5 entries; after the final observation (entry L) it repeats
-    obs = [[[1.0, -2.0], [0.5, 3.0], [-1.5, 0.5], [-1.5, 0.5], [-1.5, 0.5]],
-           [[0.0, 1.0], [2.0, -1.0], [0.5, 0.5], [1.0, -3.0], [1.0, -3.0]]]
-    actions = [[[0, 1], [1, 1], [FILLER, FILLER], [FILLER, FILLER]],
-               [[1, 0], [0, 1], [1, 1], [FILLER, FILLER]]]
+    obs = [
+        [[1.0, -2.0], [0.5, 3.0], [-1.5, 0.5], [-1.5, 0.5], [-1.5, 0.5]],
+        [[0.0, 1.0], [2.0, -1.0], [0.5, 0.5], [1.0, -3.0], [1.0, -3.0]],
+    ]
+    actions = [[[0, 1], [1, 1], [FILLER, FILLER], [FILLER, FILLER]], [[1, 0], [0, 1], [1, 1], [FILLER, FILLER]]]
     avail = _avail_of_lengths(lengths, 4, 2, 2)
     avail[0, 1, 0, 0] = False  # agent 0 may only take action 1 at step 1 of trajectory 0
     avail[1, 2, 1, 0] = False
@@ -131,12 +132,30 @@ def test_td_loss_on_padded_trajectories_matches_hand_computation():
             errors.append((q_tot - target) ** 2)
     hand = sum(errors) / len(errors)
     valid, last = _masks(avail)
-    loss = vdn_td_loss(_linear_q(W, b), _linear_q(Wt, bt), torch.tensor(obs).unsqueeze(-1), torch.tensor(actions),
-                       torch.as_tensor(avail), torch.tensor(rewards), gamma, valid, last)
+    loss = vdn_td_loss(
+        _linear_q(W, b),
+        _linear_q(Wt, bt),
+        torch.tensor(obs).unsqueeze(-1),
+        torch.tensor(actions),
+        torch.as_tensor(avail),
+        torch.tensor(rewards),
+        gamma,
+        valid,
+        last,
+    )
     assert loss.item() == pytest.approx(hand, abs=HAND_ATOL)
     with pytest.raises(ValueError, match="valid, last"):
-        vdn_td_loss(_linear_q(W, b), _linear_q(Wt, bt), torch.tensor(obs).unsqueeze(-1), torch.tensor(actions),
-                    torch.as_tensor(avail), torch.tensor(rewards), gamma, valid, None)
+        vdn_td_loss(
+            _linear_q(W, b),
+            _linear_q(Wt, bt),
+            torch.tensor(obs).unsqueeze(-1),
+            torch.tensor(actions),
+            torch.as_tensor(avail),
+            torch.tensor(rewards),
+            gamma,
+            valid,
+            None,
+        )
 
 
 def test_check_actions_available_skips_padded_steps():
@@ -201,9 +220,9 @@ def test_unpadded_batches_give_the_unmasked_formulas_bit_for_bit():
     for masked in (True, False):
         net.zero_grad()
         r = net(obs[:, :H], actions)
-        r1, r2 = r[: B // 2], r[B // 2:]
+        r1, r2 = r[: B // 2], r[B // 2 :]
         if masked:
-            loss = reward_model_loss(r1, r2, labels, 0.7, None, valid[: B // 2], valid[B // 2:])
+            loss = reward_model_loss(r1, r2, labels, 0.7, None, valid[: B // 2], valid[B // 2 :])
             total = loss.total
         else:
             both = torch.cat([r1, r2])
@@ -248,10 +267,12 @@ def _padded_batch(rng, lengths, H, m, A, d):
 
 
 def _append_padding(obs, actions, avail, rewards, pad):
-    return (np.concatenate([obs, np.repeat(obs[:, -1:], pad, axis=1)], axis=1),
-            np.concatenate([actions, np.full((actions.shape[0], pad, actions.shape[2]), FILLER)], axis=1),
-            np.concatenate([avail, np.zeros((avail.shape[0], pad, *avail.shape[2:]), dtype=bool)], axis=1),
-            np.concatenate([rewards, np.full((rewards.shape[0], pad), GARBAGE, dtype=np.float32)], axis=1))
+    return (
+        np.concatenate([obs, np.repeat(obs[:, -1:], pad, axis=1)], axis=1),
+        np.concatenate([actions, np.full((actions.shape[0], pad, actions.shape[2]), FILLER)], axis=1),
+        np.concatenate([avail, np.zeros((avail.shape[0], pad, *avail.shape[2:]), dtype=bool)], axis=1),
+        np.concatenate([rewards, np.full((rewards.shape[0], pad), GARBAGE, dtype=np.float32)], axis=1),
+    )
 
 
 def _losses(nets, obs, actions, avail, rewards):
@@ -279,8 +300,12 @@ def test_appending_padding_changes_no_loss(seed, H, pad, model):
     lengths = rng.integers(1, H + 1, size=4)
     batch = _padded_batch(rng, lengths, H, m, A, d)
     torch.manual_seed(seed)
-    nets = (RewardNet(d, A, m, model, hidden=8, layers=2), PolicyNet(d, A, m, hidden=8, layers=2),
-            AgentQNet(d, A, m, 8, 2), AgentQNet(d, A, m, 8, 2))
+    nets = (
+        RewardNet(d, A, m, model, hidden=8, layers=2),
+        PolicyNet(d, A, m, hidden=8, layers=2),
+        AgentQNet(d, A, m, 8, 2),
+        AgentQNet(d, A, m, 8, 2),
+    )
     with torch.no_grad():
         short = _losses(nets, *batch)
         long = _losses(nets, *_append_padding(*batch, pad))
@@ -315,19 +340,23 @@ def test_marlhf_end_to_end_on_smax_3m_with_early_ends(tmp_path):
             w.append(b)
         w.write_pairs(label_pairs(returns, first, second, seed=1))
 
-    rm = train_reward_model(data, {"hidden": 16, "layers": 2, "epochs": 3, "batch_size": 16, "alpha": 0.5, "progress": False},
-                            tmp_path / "rm", "cpu", seed=0)
+    rm = train_reward_model(
+        data, {"hidden": 16, "layers": 2, "epochs": 3, "batch_size": 16, "alpha": 0.5, "progress": False}, tmp_path / "rm", "cpu", seed=0
+    )
     assert math.isfinite(rm["train_nll"]) and rm["reward_var"] > 0
-    configs = {"reference": {"hidden": 16, "layers": 2, "epochs": 2, "batch_size": 8, "progress": False},
-               "offline_vdn": {"hidden": 16, "layers": 2, "batch_size": 8, "updates": 30, "target_update": 10, "beta": 0.5,
-                               "progress": False}}
-    cell = algorithm_cell("marlhf", str(data), str(data), configs, str(tmp_path / "marlhf"), 0, {"episodes": B, "batch_size": B},
-                          reward_model=rm["model"])
+    configs = {
+        "reference": {"hidden": 16, "layers": 2, "epochs": 2, "batch_size": 8, "progress": False},
+        "offline_vdn": {"hidden": 16, "layers": 2, "batch_size": 8, "updates": 30, "target_update": 10, "beta": 0.5, "progress": False},
+    }
+    cell = algorithm_cell(
+        "marlhf", str(data), str(data), configs, str(tmp_path / "marlhf"), 0, {"episodes": B, "batch_size": B}, reward_model=rm["model"]
+    )
     assert math.isfinite(cell["train"]["final_td_loss"]) and math.isfinite(cell["train"]["mean_kl_reward"])
     assert 0.0 <= cell["win_rate"] <= 1.0 and 0.0 <= cell["return_per_agent"] <= 2.0
 
-    ev = evaluate_policy(tmp_path / "marlhf" / "vdn" / "policy.pt", "smax_3m", n_episodes=B, seed=0, batch_size=B,
-                         env_kwargs={"horizon": H}, progress=False)
+    ev = evaluate_policy(
+        tmp_path / "marlhf" / "vdn" / "policy.pt", "smax_3m", n_episodes=B, seed=0, batch_size=B, env_kwargs={"horizon": H}, progress=False
+    )
     assert ev["return_per_agent"] == pytest.approx(cell["return_per_agent"]) and ev["win_rate"] == cell["win_rate"]
     with pytest.raises(ValueError, match="env_kwargs"):
         evaluate_policy(tmp_path / "marlhf" / "vdn" / "policy.pt", "smax_3m", n_episodes=B, env_kwargs={"local_ratio": 0.5})

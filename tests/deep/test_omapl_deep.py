@@ -34,16 +34,29 @@ def write_synthetic_dataset(path, n=24, horizon=6, n_agents=2, obs_dim=4, state_
     one team label per pair from the true returns (no env needed)."""
     rng = np.random.default_rng(seed)
     H, m = horizon, n_agents
-    spec = DatasetSpec(env_name, {"horizon": H, "local_ratio": 0.5, "num_agents": m}, tuple(f"agent_{i}" for i in range(m)),
-                       obs_dim, state_dim, n_actions, H)
+    spec = DatasetSpec(
+        env_name,
+        {"horizon": H, "local_ratio": 0.5, "num_agents": m},
+        tuple(f"agent_{i}" for i in range(m)),
+        obs_dim,
+        state_dim,
+        n_actions,
+        H,
+    )
     avail = np.ones((n, H, m, n_actions), dtype=bool)
     lengths = rng.integers(2, H + 1, size=n)
     for k, L in enumerate(lengths):
         avail[k, L:] = False
     actions = rng.integers(0, n_actions, size=(n, H, m)).astype(np.int16)
     rewards = ((actions == 0) & avail.any(-1)).astype(np.float32)
-    batch = TrajectoryBatch(rng.normal(size=(n, H + 1, m, obs_dim)).astype(np.float32),
-                            rng.normal(size=(n, H + 1, state_dim)).astype(np.float32), actions, avail, rewards, np.arange(n))
+    batch = TrajectoryBatch(
+        rng.normal(size=(n, H + 1, m, obs_dim)).astype(np.float32),
+        rng.normal(size=(n, H + 1, state_dim)).astype(np.float32),
+        actions,
+        avail,
+        rewards,
+        np.arange(n),
+    )
     returns = rewards.sum(axis=(1, 2))
     first = rng.integers(0, n, size=4 * n)
     second = (first + rng.integers(1, n, size=4 * n)) % n
@@ -90,8 +103,10 @@ def test_losses_on_a_hand_computed_pair():
 
 def test_gradients_reach_the_documented_networks():
     g = torch.Generator().manual_seed(0)
-    out = {k: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-           for k, shape in (("q_taken", (2, 3, 2)), ("v", (2, 4, 2)), ("w", (2, 4, 2)), ("b", (2, 4)), ("log_pi_taken", (2, 3, 2)))}
+    out = {
+        k: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+        for k, shape in (("q_taken", (2, 3, 2)), ("v", (2, 4, 2)), ("w", (2, 4, 2)), ("b", (2, 4)), ("log_pi_taken", (2, 3, 2)))
+    }
     valid, last = torch.ones(2, 3, dtype=torch.bool), torch.tensor([[False, False, True]] * 2)
     terms = omapl_losses(out, valid, last, _t([0.7]), OMAPLConfig())
     grad = torch.autograd.grad(terms["preference"], [out["v"], out["q_taken"]], allow_unused=True)

@@ -17,9 +17,9 @@ from marlcov.deep.algos.omiga import OMIGAConfig, evaluate_omiga, omiga_losses, 
 from marlcov.deep.common import TrainingState  # noqa: E402
 from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
 from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy  # noqa: E402
-from tests.deep.test_omapl_deep import LOSS_ATOL, LOSS_RTOL, write_synthetic_dataset  # noqa: E402
 from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
 from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
+from tests.deep.test_omapl_deep import LOSS_ATOL, LOSS_RTOL, write_synthetic_dataset  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_trajectories": 8, "lr": 3e-3, "checkpoint_every": 10}
 #: Gradient descent on Proposition 4.4's objective gets this close to its closed-form minimiser.
@@ -66,7 +66,9 @@ def test_deep_losses_equal_the_checked_objectives(B, H, m, seed, alpha, gamma):
     out = {"q_taken": _t(q), "q_target_taken": _t(q_tgt), "v": _t(v), "w": _t(w), "b": _t(b), "log_pi_taken": _t(log_pi)}
     terms = omiga_losses(out, _t(r), torch.as_tensor(valid), torch.as_tensor(last), OMIGAConfig(alpha=alpha, gamma=gamma))
     wv, vv = w[:, :H][valid], v[:, :H][valid]
-    np.testing.assert_allclose(float(terms["value"]), omiga_np.local_value_loss(q_tgt[valid][..., None], vv, wv, alpha).mean(), atol=LOSS_ATOL)
+    np.testing.assert_allclose(
+        float(terms["value"]), omiga_np.local_value_loss(q_tgt[valid][..., None], vv, wv, alpha).mean(), atol=LOSS_ATOL
+    )
     v_next = np.where(last, 0.0, omapl_np.linear_mix(v[:, 1:], w[:, 1:], b[:, 1:]))
     td = omapl_np.linear_mix(q, w[:, :H], b[:, :H]) - (r + gamma * v_next)
     np.testing.assert_allclose(float(terms["q"]), np.mean(td[valid] ** 2), atol=LOSS_ATOL)
@@ -104,6 +106,7 @@ def test_training_is_deterministic_and_lowers_the_q_loss(dataset, tmp_path):
 
 def test_reward_function_that_reproduces_the_rewards_gives_the_same_run(dataset, tmp_path):
     """The synthetic dataset pays 1 per agent choosing action 0 on a real step."""
+
     def reward_fn(obs, actions):
         return (actions == 0).float()
 
@@ -111,8 +114,14 @@ def test_reward_function_that_reproduces_the_rewards_gives_the_same_run(dataset,
     b = train_omiga(dataset, {**TINY, "steps": 15}, tmp_path / "b", seed=5, progress=False, reward_fn=reward_fn)
     assert b["rewards"] == "reward_fn" and a["history"] == b["history"]
     with pytest.raises(ValueError, match="reward_fn"):
-        train_omiga(dataset, {**TINY, "steps": 2}, tmp_path / "c", seed=5, progress=False,
-                    reward_fn=lambda obs, actions: torch.zeros(actions.shape[:2]))
+        train_omiga(
+            dataset,
+            {**TINY, "steps": 2},
+            tmp_path / "c",
+            seed=5,
+            progress=False,
+            reward_fn=lambda obs, actions: torch.zeros(actions.shape[:2]),
+        )
 
 
 def test_killed_run_resumes_exactly(dataset, tmp_path, monkeypatch):

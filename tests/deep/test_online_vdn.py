@@ -29,10 +29,22 @@ ENV = "simple_spread_v3"
 #: One batch size for every environment of this module, so that it compiles once.
 B = 8
 H = 25
-TINY = {"n_envs": B, "total_env_steps": B * H * 4, "rookie_steps": [B * H * 2], "hidden": 16, "layers": 2,
-        "buffer_episodes": 32, "batch_episodes": 4, "updates_per_iteration": 2, "learning_starts": 0,
-        "epsilon_decay_steps": B * H * 4, "eval_episodes": B, "target_update": 3, "checkpoint_every": 1, "progress": False}
-
+TINY = {
+    "n_envs": B,
+    "total_env_steps": B * H * 4,
+    "rookie_steps": [B * H * 2],
+    "hidden": 16,
+    "layers": 2,
+    "buffer_episodes": 32,
+    "batch_episodes": 4,
+    "updates_per_iteration": 2,
+    "learning_starts": 0,
+    "epsilon_decay_steps": B * H * 4,
+    "eval_episodes": B,
+    "target_update": 3,
+    "checkpoint_every": 1,
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +60,9 @@ def test_checkpoints_at_each_proficiency_level(trained):
     rookie_level, expert_level = res["levels"]
     assert expert_level["env_steps"] == B * H * 4 and rookie_level["env_steps"] >= B * H * 2
     # Table 1's order: the trivial return is that of uniform play on the same evaluation episodes.
-    trivial = evaluate_policy(trivial_policy(3, 0), ENV, n_episodes=B, seed=0, batch_size=B, env_kwargs={"horizon": H, "local_ratio": 0.5},
-                              progress=False)["return_per_agent"]
+    trivial = evaluate_policy(
+        trivial_policy(3, 0), ENV, n_episodes=B, seed=0, batch_size=B, env_kwargs={"horizon": H, "local_ratio": 0.5}, progress=False
+    )["return_per_agent"]
     order = res["skill_order"]
     assert order["test_return_per_agent"]["trivial"] == pytest.approx(trivial, abs=1e-9)
     assert rookie_level["above_trivial"] == (rookie_level["test_return_per_agent"] > trivial)
@@ -107,8 +120,9 @@ def test_joint_policies_take_each_agent_from_its_policy(trained):
     assert lv.agent_tags == ["expert"] * 3 and torch.equal(lv(obs, avail, 0), expert(obs, avail, 0))
     with pytest.raises(ValueError, match="deviator"):
         unilateral_policy(res["expert"], rookie_path, deviator=3, n_agents=3)
-    const = JointPolicy([lambda o, v, t: torch.zeros(o.shape[:2], dtype=torch.long),
-                         lambda o, v, t: torch.full(o.shape[:2], 4)], ["a", "b"], "const")
+    const = JointPolicy(
+        [lambda o, v, t: torch.zeros(o.shape[:2], dtype=torch.long), lambda o, v, t: torch.full(o.shape[:2], 4)], ["a", "b"], "const"
+    )
     assert const(obs[:, :2], avail[:, :2], 0).tolist() == [[0, 4]] * 64
 
 
@@ -143,7 +157,12 @@ def test_evaluate_policy_is_seeded_and_matches_rollout_returns():
 def test_replay_buffer_ring_and_state():
     buf = EpisodeReplay(5, 2, 1, 1, 2, torch.device("cpu"))
     for k in range(3):
-        buf.add(torch.full((2, 3, 1, 1), float(k)), torch.zeros(2, 2, 1, dtype=torch.long), torch.ones(2, 2, 1, 2, dtype=torch.bool), torch.zeros(2, 2))
+        buf.add(
+            torch.full((2, 3, 1, 1), float(k)),
+            torch.zeros(2, 2, 1, dtype=torch.long),
+            torch.ones(2, 2, 1, 2, dtype=torch.bool),
+            torch.zeros(2, 2),
+        )
     assert buf.size == 5 and buf.pos == 1
     assert buf.obs[:, 0, 0, 0].tolist() == [2.0, 0.0, 1.0, 1.0, 2.0]  # the third add wraps round
     other = EpisodeReplay(5, 2, 1, 1, 2, torch.device("cpu"))
@@ -172,14 +191,19 @@ def test_a_rookie_below_the_trivial_policy_is_tried_again(tmp_path, monkeypatch)
     res = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
     rookie_level, expert_level = res["levels"]
     assert rookie_level["env_steps"] == B * H * 3 and rookie_level["test_return_per_agent"] == -5.0 and rookie_level["above_trivial"]
-    assert res["skill_order"] == {"test_return_per_agent": {f"rookie_{B * H * 2}": -5.0, "expert": -1.0, "trivial": -10.0},
-                                  "order": "expert > rookie > trivial", "holds": True}
+    assert res["skill_order"] == {
+        "test_return_per_agent": {f"rookie_{B * H * 2}": -5.0, "expert": -1.0, "trivial": -10.0},
+        "order": "expert > rookie > trivial",
+        "holds": True,
+    }
     assert load_policy(rookie_level["path"]).meta["env_steps"] == B * H * 3
 
 
 def test_skill_order_and_the_schedule_of_rookie_tries():
-    levels = [{"name": "rookie_5", "level": "rookie", "test_return_per_agent": -30.0},
-              {"name": "expert", "level": "expert", "test_return_per_agent": -20.0}]
+    levels = [
+        {"name": "rookie_5", "level": "rookie", "test_return_per_agent": -30.0},
+        {"name": "expert", "level": "expert", "test_return_per_agent": -20.0},
+    ]
     assert skill_order(levels, -26.0)["holds"] is False  # the small-scale rookie of issue 19
     assert skill_order(levels, -31.0)["holds"] is True
     assert skill_order(levels[:1], -31.0)["holds"] is True

@@ -35,9 +35,21 @@ ENV = "simple_spread_v3"
 B = 8
 H = 25
 TINY = {
-    "online_vdn": {"n_envs": B, "total_env_steps": B * H * 4, "rookie_steps": [B * H * 2], "hidden": 16, "layers": 2,
-                   "buffer_episodes": 32, "batch_episodes": 4, "updates_per_iteration": 2, "learning_starts": 0,
-                   "epsilon_decay_steps": B * H * 4, "eval_episodes": B, "target_update": 3, "progress": False},
+    "online_vdn": {
+        "n_envs": B,
+        "total_env_steps": B * H * 4,
+        "rookie_steps": [B * H * 2],
+        "hidden": 16,
+        "layers": 2,
+        "buffer_episodes": 32,
+        "batch_episodes": 4,
+        "updates_per_iteration": 2,
+        "learning_starts": 0,
+        "epsilon_decay_steps": B * H * 4,
+        "eval_episodes": B,
+        "target_update": 3,
+        "progress": False,
+    },
     "collect": {"trajectories": 16, "batch_size": B},
     "label": {"pairs_per_trajectory": 2},
     "reward_model": {"hidden": 16, "layers": 2, "epochs": 2, "batch_size": 16, "progress": False},
@@ -62,7 +74,11 @@ def marlcov(argv):
 
 def stage_files(root):
     """Every stage output under a run directory, with its modification time."""
-    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.suffix in (".pt", ".h5", ".json") and not p.name.startswith("table")}
+    return {
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".pt", ".h5", ".json") and not p.name.startswith("table")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +89,25 @@ def run(tmp_path_factory):
     config = root / "tiny.json"
     config.write_text(json.dumps(TINY))
     out = root / "out"
-    argv = ["deep", "reproduce", "table2", "--env", "spread", "--seeds", "1", "--device", "cpu", "--out", str(out),
-            "--config", str(config), "--threads", "1", "--quiet", "--json"]
+    argv = [
+        "deep",
+        "reproduce",
+        "table2",
+        "--env",
+        "spread",
+        "--seeds",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--threads",
+        "1",
+        "--quiet",
+        "--json",
+    ]
     assert marlcov(argv) == 0
     first = json.loads((out / ENV / "table2.json").read_text())
     before = stage_files(out)
@@ -83,8 +116,16 @@ def run(tmp_path_factory):
     shutil.rmtree(last)
     assert marlcov(argv) == 0
     second = json.loads((out / ENV / "table2.json").read_text())
-    return {"out": out, "config": config, "first": first, "second": second, "before": before, "after": stage_files(out),
-            "deleted": last, "first_eval": first_eval}
+    return {
+        "out": out,
+        "config": config,
+        "first": first,
+        "second": second,
+        "before": before,
+        "after": stage_files(out),
+        "deleted": last,
+        "first_eval": first_eval,
+    }
 
 
 # ----------------------------------------------------------------------------- Table 1 mixes
@@ -113,8 +154,32 @@ def test_table_1_ratios_over_expert_unilateral_rookie_trivial():
 def test_collected_mix_has_exact_source_counts_and_tags(run, tmp_path):
     policies = run["out"] / ENV / "policies"
     data = tmp_path / "d.h5"
-    assert marlcov(["deep", "collect", "--env", "spread", "--mix", "diversified", "--trajectories", "24", "--policies", str(policies),
-                    "--out", str(data), "--batch-size", str(B), "--config", str(run["config"]), "--device", "cpu", "--json"]) == 0
+    assert (
+        marlcov(
+            [
+                "deep",
+                "collect",
+                "--env",
+                "spread",
+                "--mix",
+                "diversified",
+                "--trajectories",
+                "24",
+                "--policies",
+                str(policies),
+                "--out",
+                str(data),
+                "--batch-size",
+                str(B),
+                "--config",
+                str(run["config"]),
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     with DatasetReader(data) as reader:
         d = reader.read_fields(slice(None), ["source", "agent_policy", "seed"])
         returns = reader.returns().mean(axis=1)
@@ -203,29 +268,58 @@ def test_resumed_run_recomputes_only_the_deleted_stage(run):
 def test_reproduce_table3_reuses_the_table2_runs(run):
     out = run["out"]
     before = stage_files(out)
-    assert marlcov(["deep", "reproduce", "table3", "--env", "spread", "--out", str(out), "--config", str(run["config"]),
-                    "--device", "cpu", "--quiet", "--json"]) == 0
+    assert (
+        marlcov(
+            [
+                "deep",
+                "reproduce",
+                "table3",
+                "--env",
+                "spread",
+                "--out",
+                str(out),
+                "--config",
+                str(run["config"]),
+                "--device",
+                "cpu",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / ENV / "table3.json").read_text())
     # beta = 1 is the standard run of Table 2's Diversified row: nothing new for it
     assert res["columns"]["beta=1"]["records"][0]["policy"] == run["second"]["rows"]["diversified"]["records"][0]["policy"]
     assert all(p in stage_files(out) and stage_files(out)[p] == t for p, t in before.items())
-    assert set(res["ran"]) == {"offline VDN diversified seed 0 vdn_beta0", "evaluate diversified seed 0 vdn_beta0",
-                               "reward model diversified seed 0 alpha 0", "offline VDN diversified seed 0 vdn_beta1_alpha0",
-                               "evaluate diversified seed 0 vdn_beta1_alpha0", "plot table3_alpha.png"}
+    assert set(res["ran"]) == {
+        "offline VDN diversified seed 0 vdn_beta0",
+        "evaluate diversified seed 0 vdn_beta0",
+        "reward model diversified seed 0 alpha 0",
+        "offline VDN diversified seed 0 vdn_beta1_alpha0",
+        "evaluate diversified seed 0 vdn_beta1_alpha0",
+        "plot table3_alpha.png",
+    }
     assert res["columns"]["alpha=0"]["records"][0]["alpha"] == 0.0
     md = (out / "table3.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Environment") and "β" in line)
     assert [c.strip() for c in header.split("|")[2:-1]] == ["β = 0", "β = 1", "α = 0"]
     row = next(line for line in md.splitlines() if line.startswith("| Spread-v3") and len(re.findall(NUMBER, line)) == 3)
     assert [float(x) for x in re.findall(NUMBER, row)] == pytest.approx(
-        [res["columns"][c]["return"]["mean"] for c in ("beta=0", "beta=1", "alpha=0")], abs=0.006)
+        [res["columns"][c]["return"]["mean"] for c in ("beta=0", "beta=1", "alpha=0")], abs=0.006
+    )
 
 
 # ----------------------------------------------------------------------------- tables, configs, errors
 def test_markdown_cells_are_mean_and_sample_std_over_seeds(tmp_path):
     values = [-21.0, -22.5, -20.25]
-    rows = {mix: {"return": {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": 3, "values": values},
-                  "mse": {"mean": 0.5, "std": 0.0, "n": 3, "values": [0.5] * 3}} for mix in MIXES}
+    rows = {
+        mix: {
+            "return": {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": 3, "values": values},
+            "mse": {"mean": 0.5, "std": 0.0, "n": 3, "values": [0.5] * 3},
+        }
+        for mix in MIXES
+    }
     (tmp_path / ENV).mkdir()
     (tmp_path / ENV / "table2.json").write_text(json.dumps({"rows": rows, "seeds": 3}))
     md = write_table_markdown(tmp_path, "table2").read_text()
@@ -247,8 +341,18 @@ def test_paper_config_holds_the_values_of_table_5():
         assert rm.labels == "redrawn"
         assert rm.variance == "none"  # alpha > 0 with the variance division collapses r_phi (reward_model.py)
     tag, spread, reference = (stage_configs(cfg, e) for e in ("simple_tag_v3", "simple_spread_v3", "simple_reference_v3"))
-    assert (tag["reward_model"].model, tag["reward_model"].hidden, tag["offline_vdn"].updates, tag["offline_vdn"].beta) == ("gru", 64, 10**6, 10.0)
-    assert (spread["reward_model"].model, spread["reward_model"].hidden, spread["offline_vdn"].updates, spread["offline_vdn"].beta) == ("mlp", 128, 10**4, 1.0)
+    assert (tag["reward_model"].model, tag["reward_model"].hidden, tag["offline_vdn"].updates, tag["offline_vdn"].beta) == (
+        "gru",
+        64,
+        10**6,
+        10.0,
+    )
+    assert (spread["reward_model"].model, spread["reward_model"].hidden, spread["offline_vdn"].updates, spread["offline_vdn"].beta) == (
+        "mlp",
+        128,
+        10**4,
+        1.0,
+    )
     assert (reference["reward_model"].hidden, reference["offline_vdn"].beta) == (64, 1.0)
 
 
@@ -268,8 +372,16 @@ def test_bad_input_names_the_option(tmp_path, capsys):
         load_pipeline_config("small", {"rewards": {}})
     assert marlcov(["deep", "reproduce", "table2", "--env", "spread", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert marlcov(["deep", "reproduce", "table2", "--env", "spread", "--seeds", "0", "--out", str(tmp_path / "o")]) == 2
-    assert marlcov(["deep", "collect", "--env", "pong", "--mix", "diversified", "--policies", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
-    assert marlcov(["deep", "collect", "--env", "spread", "--mix", "diversified", "--policies", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
+    assert (
+        marlcov(["deep", "collect", "--env", "pong", "--mix", "diversified", "--policies", str(tmp_path), "--out", str(tmp_path / "x.h5")])
+        == 2
+    )
+    assert (
+        marlcov(
+            ["deep", "collect", "--env", "spread", "--mix", "diversified", "--policies", str(tmp_path), "--out", str(tmp_path / "x.h5")]
+        )
+        == 2
+    )
     assert marlcov(["deep", "label", str(tmp_path / "missing.h5")]) == 2
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.h5").exists()
 

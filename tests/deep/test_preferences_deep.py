@@ -61,8 +61,7 @@ def test_steepness_sharpens_preferences(a, b, k1, k2):
 
 
 @settings(max_examples=30, deadline=None)
-@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite),
-       scale=st.floats(0.1, 10), shift=finite)
+@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite), scale=st.floats(0.1, 10), shift=finite)
 def test_standardisation(R, scale, shift):
     z, _, std = standardised_returns(R)
     varying = std >= 1e-6
@@ -89,8 +88,7 @@ def test_min_max_against_hand_computed_values():
 
 
 @settings(max_examples=30, deadline=None)
-@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite),
-       scale=st.floats(0.1, 10), shift=finite)
+@given(R=arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3)), elements=finite), scale=st.floats(0.1, 10), shift=finite)
 def test_min_max_lies_in_the_unit_interval_and_ignores_affine_changes(R, scale, shift):
     z, low, high = min_max_returns(R)
     assert np.all(z >= 0.0) and np.all(z <= 1.0)
@@ -162,4 +160,6 @@ def test_label_dataset_streams_returns_from_hdf5(tmp_path):
     with DatasetReader(path) as r:
         standard = label_dataset(r, seed=3, batch_size=4, normalisation="standardised")
     zs = (returns - returns.mean(axis=0)) / returns.std(axis=0)
-    np.testing.assert_allclose(standard.probs, 1 / (1 + np.exp(-DEFAULT_STEEPNESS * (zs[standard.first] - zs[standard.second]))), rtol=1e-12)
+    np.testing.assert_allclose(
+        standard.probs, 1 / (1 + np.exp(-DEFAULT_STEEPNESS * (zs[standard.first] - zs[standard.second]))), rtol=1e-12
+    )

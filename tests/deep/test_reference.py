@@ -127,7 +127,7 @@ def test_gru_reference_acting_step_by_step_equals_its_trajectory_log_probs():
     assert torch.allclose(net.log_probs(changed, avail)[:, :4], whole[:, :4])  # no step sees the future
     assert not torch.allclose(net.log_probs(changed, avail)[:, 4:], whole[:, 4:])
     policy = ReferencePolicy(net, {})
-    for episode in range(2):  # the second episode starts afresh at t = 0
+    for _episode in range(2):  # the second episode starts afresh at t = 0
         for t in range(6):
             assert torch.equal(policy(obs[:, t], avail[:, t], t), whole[:, t].argmax(dim=-1))
     with pytest.raises(ValueError, match="trajectories"):

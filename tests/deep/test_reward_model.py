@@ -24,8 +24,8 @@ from marlcov.deep.marlhf.reward_model import (
     temporal_mse,
     train_reward_model,
 )
-from tests.deep.test_common import best_actions, write_synthetic_dataset
 from marlcov.theory.preferences import bradley_terry_probability
+from tests.deep.test_common import best_actions, write_synthetic_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -122,8 +122,11 @@ def test_mse_term_vanishes_for_time_constant_rewards(levels, horizon, alpha):
 
 
 @settings(max_examples=20, deadline=None)
-@given(arrays(np.float64, (4, 3, 2), elements=st.floats(-3, 3)), arrays(np.float64, (4, 3, 2), elements=st.floats(-3, 3)),
-       arrays(np.int8, (4, 2), elements=st.sampled_from([-1, 1])))
+@given(
+    arrays(np.float64, (4, 3, 2), elements=st.floats(-3, 3)),
+    arrays(np.float64, (4, 3, 2), elements=st.floats(-3, 3)),
+    arrays(np.int8, (4, 2), elements=st.sampled_from([-1, 1])),
+)
 def test_nll_is_the_bradley_terry_negative_log_likelihood(r1, r2, y):
     p_first = bradley_terry_probability(r1.sum(axis=1), r2.sum(axis=1), 1.0)  # P(y_i = +1)
     likelihood = np.where(y == 1, p_first, 1.0 - p_first)

@@ -14,8 +14,8 @@ from marlcov.deep.algos.score_decomposition import (
     Schedule,
     ScoreDecompositionConfig,
     agent_scores,
-    diffusion_loss,
     denoising_loss,
+    diffusion_loss,
     fit_score_decomposition,
     load_score_decomposition,
     noised_actions,
@@ -141,8 +141,15 @@ def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da,
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), B=st.integers(1, 4), m=st.integers(1, 3), da=st.integers(1, 2), steps=st.integers(1, 5),
-       dropout=st.floats(0.0, 1.0), mode=st.sampled_from(["sequential", "independent"]))
+@given(
+    seed=st.integers(0, 10_000),
+    B=st.integers(1, 4),
+    m=st.integers(1, 3),
+    da=st.integers(1, 2),
+    steps=st.integers(1, 5),
+    dropout=st.floats(0.0, 1.0),
+    mode=st.sampled_from(["sequential", "independent"]),
+)
 def test_deep_denoising_loss_and_scores_equal_the_checked_functions(seed, B, m, da, steps, dropout, mode):
     """``diffusion_loss`` (float64 denoiser, random data) is theory's ``denoising_loss`` of its
     noise predictions on ``noised_actions`` of the same draws (t, eps, prefix kept) recomputed in
@@ -274,11 +281,24 @@ def test_transitions_flatten_with_team_reward_and_last_flag():
 def test_fit_resumes_exactly_and_is_deterministic(tmp_path):
     g = torch.Generator().manual_seed(0)
     N, m = 64, 2
-    data = {"obs": torch.randn(N, m, 3, generator=g), "next_obs": torch.randn(N, m, 3, generator=g),
-            "actions": torch.rand(N, m, 2, generator=g) * 2 - 1, "reward": torch.randn(N, generator=g),
-            "last": (torch.arange(N) % 4 == 3).float()}
-    cfg = ScoreDecompositionConfig(diffusion_steps=4, denoiser_hidden=16, denoiser_layers=2, hidden=16, layers=2, batch_size=16,
-                                   diffusion_updates=6, updates=6, checkpoint_every=4)
+    data = {
+        "obs": torch.randn(N, m, 3, generator=g),
+        "next_obs": torch.randn(N, m, 3, generator=g),
+        "actions": torch.rand(N, m, 2, generator=g) * 2 - 1,
+        "reward": torch.randn(N, generator=g),
+        "last": (torch.arange(N) % 4 == 3).float(),
+    }
+    cfg = ScoreDecompositionConfig(
+        diffusion_steps=4,
+        denoiser_hidden=16,
+        denoiser_layers=2,
+        hidden=16,
+        layers=2,
+        batch_size=16,
+        diffusion_updates=6,
+        updates=6,
+        checkpoint_every=4,
+    )
     full = fit_score_decomposition(data, cfg, seed=3, progress=False)
     path = tmp_path / "state.pt"
     original = torch.optim.Adam.step
@@ -315,8 +335,18 @@ def test_end_to_end_on_continuous_spread(tmp_path):
     # the scripted assignment policy moves agents towards landmarks: better than uniform noise
     ret = traj.returns().mean(axis=1)
     assert ret[traj.source == "expert"].mean() > ret[traj.source == "random"].mean()
-    cfg = {"diffusion_steps": 4, "denoiser_hidden": 32, "denoiser_layers": 2, "hidden": 32, "layers": 2, "batch_size": 32,
-           "diffusion_updates": 20, "updates": 20, "checkpoint_every": 0, "eval_episodes": 8}
+    cfg = {
+        "diffusion_steps": 4,
+        "denoiser_hidden": 32,
+        "denoiser_layers": 2,
+        "hidden": 32,
+        "layers": 2,
+        "batch_size": 32,
+        "diffusion_updates": 20,
+        "updates": 20,
+        "checkpoint_every": 0,
+        "eval_episodes": 8,
+    }
     res = train_score_decomposition(path, cfg, tmp_path / "run", seed=0, progress=False)
     assert math.isfinite(res["eval_return_per_agent"]) and math.isfinite(res["final_critic_loss"])
     policy, den, loaded_cfg = load_score_decomposition(res["policy"])

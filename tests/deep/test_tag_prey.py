@@ -41,12 +41,14 @@ def flax_params(seed: int = 0) -> dict:
     k = jax.random.split(jax.random.PRNGKey(seed), 4)
     d0, gru, d1, d2 = flax_layers()
     x = np.zeros((1, HIDDEN), np.float32)
-    return {"params": {
-        "Dense_0": d0.init(k[0], np.zeros((1, PADDED_OBS_DIM), np.float32))["params"],
-        "ScannedRNN_0": {"GRUCell_1": gru.init(k[1], x, x)["params"]},
-        "Dense_1": d1.init(k[2], x)["params"],
-        "Dense_2": d2.init(k[3], x)["params"],
-    }}
+    return {
+        "params": {
+            "Dense_0": d0.init(k[0], np.zeros((1, PADDED_OBS_DIM), np.float32))["params"],
+            "ScannedRNN_0": {"GRUCell_1": gru.init(k[1], x, x)["params"]},
+            "Dense_1": d1.init(k[2], x)["params"],
+            "Dense_2": d2.init(k[3], x)["params"],
+        }
+    }
 
 
 def flax_logits(params: dict, obs: np.ndarray) -> np.ndarray:
@@ -72,8 +74,7 @@ def prey_file(tmp_path_factory):
 
 
 @settings(max_examples=15, deadline=None)
-@given(obs=arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 5), st.just(PREY_OBS_DIM)),
-                  elements=st.floats(-3, 3, width=32)))
+@given(obs=arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 5), st.just(PREY_OBS_DIM)), elements=st.floats(-3, 3, width=32)))
 def test_torch_actor_matches_flax_layers(prey_file, obs):
     policy = load_marlhf_prey(prey_file)
     h = torch.zeros((obs.shape[0], HIDDEN))
@@ -86,8 +87,7 @@ def test_torch_actor_matches_flax_layers(prey_file, obs):
 
 
 @settings(max_examples=40, deadline=None)
-@given(logits=arrays(np.float64, st.integers(2, 6), elements=st.floats(-8, 8)),
-       blocked=st.lists(st.booleans(), min_size=6, max_size=6))
+@given(logits=arrays(np.float64, st.integers(2, 6), elements=st.floats(-8, 8)), blocked=st.lists(st.booleans(), min_size=6, max_size=6))
 def test_inverse_cdf_draw_has_the_softmax_frequencies(logits, blocked):
     K, N = logits.shape[0], 4000
     mask = np.asarray(blocked[:K])

@@ -36,9 +36,18 @@ def flat_layouts(draw, rows_max: int = 2):
     rows = [draw(st.lists(st.integers(1, 6), min_size=1, max_size=4)) for _ in range(B)]
     trailing = [draw(st.integers(0, 3)) for _ in range(B)]
     T = max(sum(r) + t for r, t in zip(rows, trailing))
-    return {"B": B, "m": m, "rows": rows, "T": T, "A": draw(st.integers(2, 5)), "seed": draw(st.integers(0, 2**16)),
-            "team_reward": draw(st.booleans()), "legals": draw(st.booleans()), "state": draw(st.booleans()),
-            "truncate": draw(st.lists(st.booleans(), min_size=24, max_size=24))}
+    return {
+        "B": B,
+        "m": m,
+        "rows": rows,
+        "T": T,
+        "A": draw(st.integers(2, 5)),
+        "seed": draw(st.integers(0, 2**16)),
+        "team_reward": draw(st.booleans()),
+        "legals": draw(st.booleans()),
+        "state": draw(st.booleans()),
+        "truncate": draw(st.lists(st.booleans(), min_size=24, max_size=24)),
+    }
 
 
 def raw_arrays(lay):
@@ -62,7 +71,9 @@ def raw_arrays(lay):
         "observations": rng.normal(size=(B, T, m, OBS_DIM)).astype(np.float32),
         "actions": rng.integers(0, A, (B, T, m)).astype(np.int32),
         "rewards": rng.normal(size=(B, T) if lay["team_reward"] else (B, T, m)).astype(np.float32),
-        "terminals": terminals, "truncations": truncations, "infos": {},
+        "terminals": terminals,
+        "truncations": truncations,
+        "infos": {},
     }
     if lay["legals"]:
         data["infos"]["legals"] = legals
@@ -95,12 +106,12 @@ def check_against_raw(reader, data, episodes, m):
     d = reader.read_fields(slice(None))
     valid, _ = step_masks(d["avail"])
     np.testing.assert_array_equal(valid.sum(axis=1), [L for _, _, L in episodes])
-    expected_returns = np.array([rew[b, s:s + L].astype(np.float64).sum(axis=0) for b, s, L in episodes])
+    expected_returns = np.array([rew[b, s : s + L].astype(np.float64).sum(axis=0) for b, s, L in episodes])
     np.testing.assert_allclose(reader.returns(), expected_returns, atol=F32_ATOL * H)
     for n, (b, s, L) in enumerate(episodes):
-        np.testing.assert_array_equal(d["actions"][n, :L], acts[b, s:s + L])
+        np.testing.assert_array_equal(d["actions"][n, :L], acts[b, s : s + L])
         assert (d["actions"][n, L:] == 0).all() and (d["rewards"][n, L:] == 0).all()
-        np.testing.assert_array_equal(d["obs"][n, :L], obs[b, s:s + L])
+        np.testing.assert_array_equal(d["obs"][n, :L], obs[b, s : s + L])
         np.testing.assert_array_equal(d["obs"][n, L:], np.broadcast_to(obs[b, s + L - 1], d["obs"][n, L:].shape))
     return d
 
@@ -117,9 +128,9 @@ def test_vault_episodes_are_the_raw_steps_cut_at_done_flags(tmp_path_factory, la
         assert reader.dropped_steps == sum(lay["T"] - sum(r) for r in lay["rows"])
         for n, (b, s, L) in enumerate(episodes):
             if lay["legals"]:
-                np.testing.assert_array_equal(d["avail"][n, :L], data["infos"]["legals"][b, s:s + L])
+                np.testing.assert_array_equal(d["avail"][n, :L], data["infos"]["legals"][b, s : s + L])
             if lay["state"]:
-                np.testing.assert_array_equal(d["state"][n, :L], data["infos"]["state"][b, s:s + L])
+                np.testing.assert_array_equal(d["state"][n, :L], data["infos"]["state"][b, s : s + L])
         order = np.random.default_rng(lay["seed"]).permutation(len(reader))
         shuffled = reader.read_fields(order, ["obs", "actions", "avail"])
         for name in ("obs", "actions", "avail"):
@@ -127,8 +138,18 @@ def test_vault_episodes_are_the_raw_steps_cut_at_done_flags(tmp_path_factory, la
 
 
 def test_vault_labels_and_pairs_file_round_trip(tmp_path):
-    lay = {"B": 2, "m": 2, "rows": [[3, 5, 2], [4, 4]], "T": 10, "A": 4, "seed": 3, "team_reward": True,
-           "legals": True, "state": True, "truncate": [False] * 24}
+    lay = {
+        "B": 2,
+        "m": 2,
+        "rows": [[3, 5, 2], [4, 4]],
+        "T": 10,
+        "A": 4,
+        "seed": 3,
+        "team_reward": True,
+        "legals": True,
+        "state": True,
+        "truncate": [False] * 24,
+    }
     data, episodes = raw_arrays(lay)
     write_vault(tmp_path, "Good", data)
     with open_dataset(tmp_path / "data.vlt" / "Good") as reader:
@@ -166,7 +187,7 @@ def test_omiga_file_is_read_as_episodes(tmp_path_factory, lay, continuous):
             d = reader.read_fields(slice(None), ["actions", "avail"])
             assert d["actions"].dtype == np.float32 and d["avail"].shape[-1] == 1
             for n, (_, s, L) in enumerate(episodes):
-                np.testing.assert_array_equal(d["actions"][n, :L], actions[s:s + L])
+                np.testing.assert_array_equal(d["actions"][n, :L], actions[s : s + L])
         else:
             check_against_raw(reader, team, episodes, m)
         assert reader.spec.state_dim == m * STATE_DIM
@@ -207,16 +228,22 @@ def test_omapl_pairs_come_from_the_file(tmp_path):
         d = reader.read_fields([P + 1, 0], ["avail", "rewards", "actions"])
         valid, _ = step_masks(d["avail"])
         np.testing.assert_array_equal(valid.sum(axis=1), [lengths[1, 1], lengths[0, 0]])
-        expected = [raw["rewards_y"][1, :lengths[1, 1]].sum(), raw["rewards_x"][0, :lengths[0, 0]].sum()]
+        expected = [raw["rewards_y"][1, : lengths[1, 1]].sum(), raw["rewards_x"][0, : lengths[0, 0]].sum()]
         np.testing.assert_allclose(d["rewards"][:, :, 0].sum(axis=1), expected, atol=F32_ATOL * T)
-        np.testing.assert_array_equal(d["actions"][1, :lengths[0, 0]], raw["actions_x"][0, :lengths[0, 0]])
+        np.testing.assert_array_equal(d["actions"][1, : lengths[0, 0]], raw["actions_x"][0, : lengths[0, 0]])
 
 
 def test_marlcov_files_open_as_themselves(tmp_path):
     spec = DatasetSpec("simple_spread_v3", {}, ("a", "b"), 2, 3, 4, 2)
     rng = np.random.default_rng(0)
-    batch = TrajectoryBatch(rng.normal(size=(3, 3, 2, 2)), rng.normal(size=(3, 3, 3)), rng.integers(0, 4, (3, 2, 2)),
-                            np.ones((3, 2, 2, 4), bool), rng.normal(size=(3, 2, 2)), np.arange(3))
+    batch = TrajectoryBatch(
+        rng.normal(size=(3, 3, 2, 2)),
+        rng.normal(size=(3, 3, 3)),
+        rng.integers(0, 4, (3, 2, 2)),
+        np.ones((3, 2, 2, 4), bool),
+        rng.normal(size=(3, 2, 2)),
+        np.arange(3),
+    )
     with DatasetWriter(tmp_path / "d.h5", spec) as w:
         w.append(batch)
     with open_dataset(tmp_path / "d.h5") as reader:
@@ -245,8 +272,18 @@ def test_unknown_or_broken_layouts_are_refused_naming_file_and_field(tmp_path):
     write_omapl(omapl, drop=("dones_y",))
     with pytest.raises(ValueError, match="omapl.h5: field 'dones_y' is missing"):
         open_dataset(omapl)
-    lay = {"B": 1, "m": 2, "rows": [[2, 3]], "T": 5, "A": 3, "seed": 0, "team_reward": False, "legals": False,
-           "state": False, "truncate": [False] * 24}
+    lay = {
+        "B": 1,
+        "m": 2,
+        "rows": [[2, 3]],
+        "T": 5,
+        "A": 3,
+        "seed": 0,
+        "team_reward": False,
+        "legals": False,
+        "state": False,
+        "truncate": [False] * 24,
+    }
     data, _ = raw_arrays(lay)
     write_vault(tmp_path, "Good", data)
     write_vault(tmp_path, "Poor", data)
@@ -262,8 +299,18 @@ def test_unknown_or_broken_layouts_are_refused_naming_file_and_field(tmp_path):
 
 
 def test_continuous_actions_come_back_as_floats_with_real_steps_available(tmp_path):
-    lay = {"B": 1, "m": 2, "rows": [[3, 4]], "T": 8, "A": 3, "seed": 5, "team_reward": False, "legals": False,
-           "state": True, "truncate": [True] * 24}
+    lay = {
+        "B": 1,
+        "m": 2,
+        "rows": [[3, 4]],
+        "T": 8,
+        "A": 3,
+        "seed": 5,
+        "team_reward": False,
+        "legals": False,
+        "state": True,
+        "truncate": [True] * 24,
+    }
     data, episodes = raw_arrays(lay)
     data["actions"] = np.random.default_rng(5).uniform(-1, 1, (1, 8, 2, 6)).astype(np.float32)
     write_vault(tmp_path, "Expert", data)

@@ -70,8 +70,15 @@ def test_td_loss_matches_hand_computation():
             net.body[0].bias.copy_(torch.tensor(bm))
         return net
 
-    loss = vdn_td_loss(linear(W, b), linear(Wt, bt), torch.tensor([obs]).unsqueeze(-1), torch.tensor([actions]),
-                       torch.tensor([avail]), torch.tensor([rewards]), gamma)
+    loss = vdn_td_loss(
+        linear(W, b),
+        linear(Wt, bt),
+        torch.tensor([obs]).unsqueeze(-1),
+        torch.tensor([actions]),
+        torch.tensor([avail]),
+        torch.tensor([rewards]),
+        gamma,
+    )
     assert loss.item() == pytest.approx(hand, abs=ATOL)
 
     # Double Q: the online network picks each agent's available action, the target values it.
@@ -83,11 +90,26 @@ def test_td_loss_matches_hand_computation():
     boot_double = sum(q(Wt, bt, obs[1][i], i, picks[i]) for i in range(2))
     targets_double = [rewards[0] + gamma * boot_double, rewards[1]]
     hand_double = sum((q_tot2[h] - targets_double[h]) ** 2 for h in range(2)) / 2
-    loss = vdn_td_loss(linear(W2, b2), linear(Wt, bt), torch.tensor([obs]).unsqueeze(-1), torch.tensor([actions]),
-                       torch.tensor([avail]), torch.tensor([rewards]), gamma, double_q=True)
+    loss = vdn_td_loss(
+        linear(W2, b2),
+        linear(Wt, bt),
+        torch.tensor([obs]).unsqueeze(-1),
+        torch.tensor([actions]),
+        torch.tensor([avail]),
+        torch.tensor([rewards]),
+        gamma,
+        double_q=True,
+    )
     assert loss.item() == pytest.approx(hand_double, abs=ATOL)
-    single = vdn_td_loss(linear(W2, b2), linear(Wt, bt), torch.tensor([obs]).unsqueeze(-1), torch.tensor([actions]),
-                         torch.tensor([avail]), torch.tensor([rewards]), gamma)
+    single = vdn_td_loss(
+        linear(W2, b2),
+        linear(Wt, bt),
+        torch.tensor([obs]).unsqueeze(-1),
+        torch.tensor([actions]),
+        torch.tensor([avail]),
+        torch.tensor([rewards]),
+        gamma,
+    )
     assert single.item() != pytest.approx(loss.item(), abs=1e-3)
 
 
@@ -191,10 +213,15 @@ def test_pipeline_from_preferences_to_a_policy(tmp_path):
     """Reward model, reference and offline VDN on files, end to end: the greedy policy of the
     learnt reward picks the rewarded action far more often than chance (1/3)."""
     data = write_synthetic_dataset(tmp_path / "d.h5", n=160, horizon=3, p_best=0.5)
-    rm = train_reward_model(data, {"hidden": 32, "layers": 3, "epochs": 10, "batch_size": 64, "alpha": 0.0, "progress": False},
-                            tmp_path / "rm", "cpu", seed=0)
-    ref = train_reference(data, {"hidden": 32, "layers": 2, "epochs": 10, "batch_size": 32, "progress": False}, tmp_path / "ref", "cpu", seed=0)
-    (tmp_path / "vdn.yaml").write_text("hidden: 32\nlayers: 2\nbatch_size: 32\nupdates: 500\ntarget_update: 50\ngamma: 0.5\nbeta: 0.3\nprogress: false\n")
+    rm = train_reward_model(
+        data, {"hidden": 32, "layers": 3, "epochs": 10, "batch_size": 64, "alpha": 0.0, "progress": False}, tmp_path / "rm", "cpu", seed=0
+    )
+    ref = train_reference(
+        data, {"hidden": 32, "layers": 2, "epochs": 10, "batch_size": 32, "progress": False}, tmp_path / "ref", "cpu", seed=0
+    )
+    (tmp_path / "vdn.yaml").write_text(
+        "hidden: 32\nlayers: 2\nbatch_size: 32\nupdates: 500\ntarget_update: 50\ngamma: 0.5\nbeta: 0.3\nprogress: false\n"
+    )
     res = train_offline_vdn(data, rm["model"], ref["model"], tmp_path / "vdn.yaml", tmp_path / "vdn", "cpu", seed=0)
     policy = load_policy(res["policy"], env_name="synthetic")
     assert policy.meta["trainer"] == "offline-vdn" and policy.meta["config"]["beta"] == 0.3

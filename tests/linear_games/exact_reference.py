@@ -44,8 +44,10 @@ def exact_reference(A, B):
     """``(profiles, degenerate, finite)``: exact extreme equilibria as tuples of Fractions."""
     n0, n1 = len(A), len(A[0])
     VX = _vertices(_rational_positive(B))
-    VY = {z: frozenset((k + n0) if k < n1 else (k - n1) for k in lab)  # to row-then-column labels
-          for z, lab in _vertices(_rational_positive([list(r) for r in zip(*A)])).items()}
+    VY = {
+        z: frozenset((k + n0) if k < n1 else (k - n1) for k in lab)  # to row-then-column labels
+        for z, lab in _vertices(_rational_positive([list(r) for r in zip(*A)])).items()
+    }
     degenerate = any(len(v) > n0 for v in VX.values()) or any(len(v) > n1 for v in VY.values())
     every = frozenset(range(n0 + n1))
     pairs = [(x, y) for x, lx in VX.items() for y, ly in VY.items() if lx | ly == every]

@@ -48,9 +48,7 @@ def _same_set(ours, theirs, atol=AGREE_ATOL) -> bool:
     used = [False] * len(theirs)
     for x, y in ours:
         for j, (u, v) in enumerate(theirs):
-            if not used[j] and np.allclose(x, u, atol=atol, rtol=0) and np.allclose(
-                y, v, atol=atol, rtol=0
-            ):
+            if not used[j] and np.allclose(x, u, atol=atol, rtol=0) and np.allclose(y, v, atol=atol, rtol=0):
                 used[j] = True
                 break
         else:
@@ -60,10 +58,7 @@ def _same_set(ours, theirs, atol=AGREE_ATOL) -> bool:
 
 def _contains(ours, profile, atol=AGREE_ATOL) -> bool:
     x, y = profile
-    return any(
-        np.allclose(u, x, atol=atol, rtol=0) and np.allclose(v, y, atol=atol, rtol=0)
-        for u, v in _profiles(ours)
-    )
+    return any(np.allclose(u, x, atol=atol, rtol=0) and np.allclose(v, y, atol=atol, rtol=0) for u, v in _profiles(ours))
 
 
 def _check_equilibrium(A, B, eq: Equilibrium) -> None:
@@ -110,10 +105,7 @@ def test_von_stengel_3x2_lemke_howson_all_labels():
         _check_equilibrium(VON_STENGEL_A, VON_STENGEL_B, eq)
         assert _contains(res, _profiles([eq])[0], atol=PROB_ATOL)
     # LH never reaches the middle equilibrium (it has the opposite index)
-    reached = {
-        tuple(np.round(lemke_howson(VON_STENGEL_A, VON_STENGEL_B, k).strategies[0], 6))
-        for k in range(5)
-    }
+    reached = {tuple(np.round(lemke_howson(VON_STENGEL_A, VON_STENGEL_B, k).strategies[0], 6)) for k in range(5)}
     assert (0.8, 0.2, 0.0) not in reached
 
 

@@ -31,8 +31,9 @@ def _bijective(ours, truth, atol) -> bool:
         return False
     used = set()
     for x, y in ours:
-        hit = next((j for j, (u, v) in enumerate(truth) if j not in used
-                    and np.abs(x - u).max() <= atol and np.abs(y - v).max() <= atol), None)
+        hit = next(
+            (j for j, (u, v) in enumerate(truth) if j not in used and np.abs(x - u).max() <= atol and np.abs(y - v).max() <= atol), None
+        )
         if hit is None:
             return False
         used.add(hit)

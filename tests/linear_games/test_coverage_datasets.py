@@ -52,8 +52,7 @@ def test_unilateral_data_covers_every_pure_deviation_of_table4():
 def test_reported_coverage_is_the_coverage_of_the_dataset_and_is_ordered(seed):
     game = random_linear_markov_game(2, (2, 2), 2, 3, seed=seed)
     eq = uniform_policy(game)
-    for cov in (single_policy_dataset(game, eq, 50, seed), unilateral_dataset(game, eq, 50, seed),
-                uniform_dataset(game, eq, 50, seed)):
+    for cov in (single_policy_dataset(game, eq, 50, seed), unilateral_dataset(game, eq, 50, seed), uniform_dataset(game, eq, 50, seed)):
         direct = coverage_measures(game, cov.dataset, eq)
         assert cov.coverage.single == pytest.approx(direct.single)
         assert cov.coverage.unilateral == pytest.approx(direct.unilateral)

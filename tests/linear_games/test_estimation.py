@@ -163,6 +163,7 @@ def test_reward_mle_recovers_differences_with_many_pairs():
     s1 = game.initial_state
     est = np.einsum("...d,id->i...", game.features[0, s1], theta[0])
     true = game.rewards[0, :, s1]
+
     # Only s_1 is visited at h = 0, and only differences are identified: compare centred rewards there.
     def centred(r):
         return r - r.mean(axis=(1, 2), keepdims=True)

@@ -191,8 +191,7 @@ def test_deterministic_enumeration_is_the_minimum_over_every_deterministic_polic
     result = sbsm(game, data, mle="ridge", clip=False, c_r=0.5, c_p=0.5)
     assert result.exact and result.method == "enumeration"
     assert deterministic_class_size(game_spec(game)) == 64
-    brute = min(result.objective((p0, p1)) for p0 in all_deterministic_policies(game, 0)
-                for p1 in all_deterministic_policies(game, 1))
+    brute = min(result.objective((p0, p1)) for p0 in all_deterministic_policies(game, 0) for p1 in all_deterministic_policies(game, 1))
     assert result.surrogate == pytest.approx(brute, abs=1e-12)
 
 

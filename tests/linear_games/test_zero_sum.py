@@ -128,9 +128,7 @@ def float_games(draw):
 
 
 int_games = shapes.flatmap(
-    lambda s: st.lists(
-        st.lists(st.integers(-10, 10), min_size=s[1], max_size=s[1]), min_size=s[0], max_size=s[0]
-    )
+    lambda s: st.lists(st.lists(st.integers(-10, 10), min_size=s[1], max_size=s[1]), min_size=s[0], max_size=s[0])
 ).map(lambda rows: np.array(rows, dtype=float))
 
 
@@ -245,8 +243,11 @@ def test_degenerate_integer_games_n300_polished_to_rounding(kind):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 6).flatmap(
-    lambda k: st.lists(st.integers(-3, 3), min_size=k * 16, max_size=k * 16)))
+@given(
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 6).flatmap(lambda k: st.lists(st.integers(-3, 3), min_size=k * 16, max_size=k * 16)),
+)
 def test_batched_games_match_one_at_a_time(n0, n1, entries):
     k = len(entries) // 16
     As = np.array(entries, dtype=float).reshape(k, 16)[:, : n0 * n1].reshape(k, n0, n1)

@@ -22,7 +22,7 @@ def test_moving_reward_between_steps_leaves_every_comparison_unchanged(seed, H, 
     d = X.shape[1] // H
     for h in range(H - 1):
         v = np.zeros(H * d)
-        v[h * d:(h + 1) * d], v[(h + 1) * d:(h + 2) * d] = 1.0, -1.0
+        v[h * d : (h + 1) * d], v[(h + 1) * d : (h + 2) * d] = 1.0, -1.0
         assert np.abs(X @ v).max() == 0.0
         assert np.abs(D @ v).max() > 0  # ... but the per-step rewards, and their smoothness, change
 
@@ -72,8 +72,18 @@ def test_markdown_table_escapes_pipes_in_cells():
 
     doc = {
         "settings": {"quick": True, "seed": 0, "python": "3"},
-        "checks": [{"id": "a.b", "paper": "P", "claim": "c", "verdict": "holds", "summary": "max |x| = 0",
-                    "seconds": 0.1, "kind": "exact", "evidence": {}}],
+        "checks": [
+            {
+                "id": "a.b",
+                "paper": "P",
+                "claim": "c",
+                "verdict": "holds",
+                "summary": "max |x| = 0",
+                "seconds": 0.1,
+                "kind": "exact",
+                "evidence": {},
+            }
+        ],
     }
     row = [line for line in markdown(doc).splitlines() if line.startswith("| `a.b`")][0]
     assert row.count(" | ") == 4 and "\\|x\\|" in row

@@ -169,8 +169,7 @@ def test_lemma3_value_error_is_within_the_bonus_sum_whenever_theta_is_in_the_set
 @given(st.lists(st.tuples(st.decimals(-99, 99, places=2), st.decimals(0, 9, places=2), st.booleans()), min_size=1, max_size=6))
 def test_table_rows_parse_back_to_the_printed_numbers(cells):
     header = "\t" + "\t".join(f"c{j}" for j in range(len(cells)))
-    row = "Row\t" + "\t".join(
-        (f"<b><math>{m} \\pm {s}</math></b>" if bold else f"${m} \\pm {s}$") for m, s, bold in cells)
+    row = "Row\t" + "\t".join((f"<b><math>{m} \\pm {s}</math></b>" if bold else f"${m} \\pm {s}$") for m, s, bold in cells)
     names, rows = parse_table(header + "\n" + row)
     assert names == [f"c{j}" for j in range(len(cells))]
     assert rows["Row"] == [(float(m), float(s)) for m, s, _ in cells]

@@ -130,8 +130,7 @@ def test_definitional_iff_no_mutations():
     from marlcov.proofs_checks import registry
 
     check("test.plain", "P", "c", "exact", source=Source("q", "l", False))(lambda ctx: Verdict("holds", "x"))
-    check("test.mut", "P", "c", "exact", source=Source("q", "l", False), mutations={"m": "a bug"})(
-        lambda ctx: Verdict("definitional", "x"))
+    check("test.mut", "P", "c", "exact", source=Source("q", "l", False), mutations={"m": "a bug"})(lambda ctx: Verdict("definitional", "x"))
     try:
         plain = run_check(registry._REGISTRY["test.plain"], CheckContext())
         mut = run_check(registry._REGISTRY["test.mut"], CheckContext())

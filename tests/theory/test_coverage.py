@@ -33,7 +33,7 @@ def loop_covariances(game, ds, lam):
             lifted = np.zeros(H * d)
             for h in range(H):
                 v = psi[(h, ds.states[n, k, h], *ds.actions[n, k, h])]
-                lifted[h * d:(h + 1) * d] += v
+                lifted[h * d : (h + 1) * d] += v
                 sigma_p[h] += np.outer(v, v)
             feats.append(lifted)
         diff = feats[0] - feats[1]
@@ -61,7 +61,7 @@ def test_bonus_matches_explicit_inverses(seed, H, d, n):
         h = idx[0]
         v = g.features[idx]
         lifted = np.zeros(H * d)
-        lifted[h * d:(h + 1) * d] = v
+        lifted[h * d : (h + 1) * d] = v
         assert terms.reward[idx] == pytest.approx(np.sqrt(lifted @ inv_r @ lifted), rel=1e-10, abs=1e-13)
         assert terms.transition[idx] == pytest.approx(np.sqrt(v @ np.linalg.inv(sp[h]) @ v), rel=1e-10, abs=1e-13)
 
@@ -91,9 +91,7 @@ def test_unilateral_coverage_is_the_maximum_over_all_deviations(gdp):
     cov = coverage_measures(g, ds, pi)
     bonus = dataset_bonus(g, ds).total()
     brute = max(
-        expected_return(g, replace_player(pi, i, dev), bonus)
-        for i in range(g.n_players)
-        for dev in all_deterministic_policies(g, i)
+        expected_return(g, replace_player(pi, i, dev), bonus) for i in range(g.n_players) for dev in all_deterministic_policies(g, i)
     )
     assert cov.unilateral == pytest.approx(brute, abs=1e-12)
     returned = policy_uncertainty(g, bonus, replace_player(pi, cov.worst_player, cov.worst_deviation))

@@ -287,7 +287,9 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="slot"):
         CovarianceAccumulator(1, 2, n_slots=1).sigma_r(slot=3)
     game = random_markov_game(2, (2,), 2, seed=0)
-    ds = sample_preference_dataset(random_markov_game(2, (2,), 3, seed=0), random_policy(random_markov_game(2, (2,), 3, seed=0), seed=0), 3, seed=0)
+    ds = sample_preference_dataset(
+        random_markov_game(2, (2,), 3, seed=0), random_policy(random_markov_game(2, (2,), 3, seed=0), seed=0), 3, seed=0
+    )
     with pytest.raises(GameError):
         finite_game_coverage(game, ds, random_policy(game, seed=0))
 
@@ -365,8 +367,7 @@ def test_padding_steps_change_no_covariance_bonus_or_measure(seed, n, H0, d, ext
     short = CovarianceAccumulator(H0, d, lam=lam)
     short.update(first, second, valid_first=v1, valid_second=v2)
     long = CovarianceAccumulator(H, d, lam=lam)
-    long.update(_pad(first, H, garbage), _pad(second, H, garbage), valid_first=_masks(len_first, H),
-                valid_second=_masks(len_second, H))
+    long.update(_pad(first, H, garbage), _pad(second, H, garbage), valid_first=_masks(len_first, H), valid_second=_masks(len_second, H))
     absorbing = CovarianceAccumulator(H0, d, lam=lam)
     absorbing.update(np.where(v1[..., None], first, 0.0), np.where(v2[..., None], second, 0.0))
 
@@ -404,8 +405,9 @@ def test_padding_steps_change_no_covariance_bonus_or_measure(seed, n, H0, d, ext
         av = [a if H_model == H0 else _pad(a, H_model, False) for a in avail]
         acc = PlugInAccumulator(2)
         acc.add(bonus[..., 0, 0], [bonus[..., :, 0], bonus[..., 0, :]], av, valid=valid)
-        acc.add_uniform(bonus.reshape(B, H_model, A * A), valid=valid,
-                        available=(av[0][..., :, None] & av[1][..., None, :]).reshape(B, H_model, A * A))
+        acc.add_uniform(
+            bonus.reshape(B, H_model, A * A), valid=valid, available=(av[0][..., :, None] & av[1][..., None, :]).reshape(B, H_model, A * A)
+        )
         return acc.result()
 
     got_short, got_long = measures(m_short, H0, garbage), measures(m_long, H, garbage)
@@ -462,8 +464,13 @@ def test_constant_directions_and_feature_mean_of_the_accumulator(seed, n, H, d, 
 
 
 @settings(max_examples=15, deadline=None)
-@given(seeds, st.integers(2, 20), st.integers(1, 3), st.integers(1, 4),
-       arrays(np.float64, (3, 4), elements=st.floats(-5.0, 5.0, allow_nan=False)))
+@given(
+    seeds,
+    st.integers(2, 20),
+    st.integers(1, 3),
+    st.integers(1, 4),
+    arrays(np.float64, (3, 4), elements=st.floats(-5.0, 5.0, allow_nan=False)),
+)
 def test_the_streamed_identifiable_reward_term_is_invariant_to_step_offsets(seed, n, H, d, u_all):
     """Adding ``u_h`` to every feature of step h, in the data and in the queries, moves the reference
     with it: the identifiable reward term is unchanged; the paper's is not in general."""

@@ -75,13 +75,14 @@ def test_woodbury_and_dense_forms_agree(r, H, d, lam, seed):
     dense = RidgeGram.from_gram(lam, rows.T @ rows, d)
     inverse = np.linalg.inv(lam * np.eye(H * d) + rows.T @ rows)
     for h in range(H):
-        block = inverse[h * d:(h + 1) * d, h * d:(h + 1) * d]
+        block = inverse[h * d : (h + 1) * d, h * d : (h + 1) * d]
         z = queries - offset
         want = np.einsum("kd,de,ke->k", z, block, z)
         np.testing.assert_allclose(wood.block_forms(h, queries, offset), want, rtol=FORM_RTOL, atol=FORM_RTOL / lam)
         np.testing.assert_allclose(dense.block_forms(h, queries, offset), want, rtol=FORM_RTOL, atol=FORM_RTOL / lam)
-    np.testing.assert_allclose(wood.log_det_ratio(), np.linalg.slogdet(np.eye(H * d) + rows.T @ rows / lam)[1],
-                               rtol=FORM_RTOL, atol=FORM_RTOL)
+    np.testing.assert_allclose(
+        wood.log_det_ratio(), np.linalg.slogdet(np.eye(H * d) + rows.T @ rows / lam)[1], rtol=FORM_RTOL, atol=FORM_RTOL
+    )
     np.testing.assert_allclose(dense.log_det_ratio(), wood.log_det_ratio(), rtol=FORM_RTOL, atol=FORM_RTOL)
     rhs = rng.normal(size=(H * d, 3))
     want_solve = inverse @ rhs
@@ -128,7 +129,7 @@ def test_restricted_norm_is_the_full_norm_on_the_identifiable_subspace(instance,
         sigma_v = restricted_covariance(gram, q)
         for h in range(H):
             z = np.zeros((features[h].reshape(-1, d).shape[0], H * d))
-            z[:, h * d:(h + 1) * d] = features[h].reshape(-1, d) - c[h]
+            z[:, h * d : (h + 1) * d] = features[h].reshape(-1, d) - c[h]
             coords = z @ q
             np.testing.assert_allclose(coords @ q.T, z, atol=1e-9)  # z lies in V
             want = np.einsum("kq,qk->k", coords, np.linalg.solve(sigma_v, coords.T)) if q.shape[1] else np.zeros(len(z))
@@ -145,7 +146,7 @@ def test_the_paper_reward_term_never_falls_below_the_offset_floor(instance, lam)
     basis = identifiable_basis(features)
     widths = reward_widths(features, reward_gram(features, data, lam)).reshape(H, -1)
     for h in range(H):
-        q = basis[h * d:(h + 1) * d]
+        q = basis[h * d : (h + 1) * d]
         table = features[h].reshape(-1, d)
         perp = table - (table @ q) @ q.T
         floor = np.einsum("kd,kd->k", perp, perp) / lam

@@ -197,8 +197,9 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
 
 
 # ------------------------------------------------------------------ output paths
-@pytest.mark.parametrize("name, message", [("", "empty string"), ("d", "is a directory"), ("f/x.npz", "which is a file"),
-                                           ("x.json", "expected .npz")])
+@pytest.mark.parametrize(
+    "name, message", [("", "empty string"), ("d", "is a directory"), ("f/x.npz", "which is a file"), ("x.json", "expected .npz")]
+)
 def test_unusable_output_files_are_refused_before_any_work(tmp_path, name, message):
     (tmp_path / "d.npz").mkdir()
     (tmp_path / "f").write_text("a file")
@@ -231,8 +232,13 @@ def test_partial_verify_runs_merge_into_a_full_report(tmp_path):
     assert merged == [_check("a"), _check("b", 2.0), _check("c"), _check("d")]
 
 
-@pytest.mark.parametrize("content, message", [({"settings": {"quick": False, "seed": 0}, "checks": []}, "settings"),
-                                              ({"settings": {"quick": True, "seed": 0}, "checks": "x"}, "checks")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"settings": {"quick": False, "seed": 0}, "checks": []}, "settings"),
+        ({"settings": {"quick": True, "seed": 0}, "checks": "x"}, "checks"),
+    ],
+)
 def test_partial_verify_runs_refuse_a_report_they_cannot_merge_into(tmp_path, content, message):
     write_json(tmp_path / "verify.json", content)
     with pytest.raises(GameError, match=message):
@@ -267,8 +273,16 @@ def test_game_fields_of_the_wrong_kind_are_refused_not_converted(tmp_path, chang
 
 def test_complex_and_pickled_npz_arrays_are_refused(tmp_path):
     g = random_markov_game(2, (2, 2), 1, seed=0)
-    base = {"format": "marlcov.game/1", "n_players": 2, "n_states": 2, "action_sizes": [2, 2], "horizon": 1,
-            "initial_state": 0, "transitions": g.transitions, "rewards": g.rewards}
+    base = {
+        "format": "marlcov.game/1",
+        "n_players": 2,
+        "n_states": 2,
+        "action_sizes": [2, 2],
+        "horizon": 1,
+        "initial_state": 0,
+        "transitions": g.transitions,
+        "rewards": g.rewards,
+    }
     np.savez(tmp_path / "c.npz", **{**base, "rewards": g.rewards + 0j})
     with pytest.raises(GameError, match="'rewards': expected real numbers, found complex numbers"):
         load_game(tmp_path / "c.npz")

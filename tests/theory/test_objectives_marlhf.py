@@ -60,7 +60,8 @@ def test_numpy_and_torch_compute_the_same_loss(batch, alpha, var):
     both = np.concatenate([r1, r2])
     valid = np.concatenate([v1, v2])
     assert float(marlhf.reward_variance(torch.as_tensor(both), torch.as_tensor(valid))) == pytest.approx(
-        float(marlhf.reward_variance(both, valid)), rel=1e-12, abs=1e-12)
+        float(marlhf.reward_variance(both, valid)), rel=1e-12, abs=1e-12
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -96,8 +97,11 @@ def test_standardised_rewards_have_mean_zero_and_variance_one(r):
 
 
 @settings(max_examples=40, deadline=None)
-@given(p=arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 3)), elements=st.floats(1e-6, 1.0)),
-       n=st.integers(1, 9), beta=st.floats(0, 100))
+@given(
+    p=arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 3)), elements=st.floats(1e-6, 1.0)),
+    n=st.integers(1, 9),
+    beta=st.floats(0, 100),
+)
 def test_kl_terms_are_the_clipped_log_ratio_to_uniform(p, n, beta):
     n_avail = np.full(p.shape, n)
     raw = beta * (np.log(p) + np.log(n))

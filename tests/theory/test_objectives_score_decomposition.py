@@ -89,4 +89,6 @@ def test_posterior_noise_mean_of_one_gaussian_by_hand():
     sigma = math.sqrt(1 - ab)
     got = posterior_noise_mean(x, np.array([1.0]), np.array([[mean]]), np.array([[[s0**2]]]), np.sqrt(ab) * np.eye(1), ab, 1)
     assert got[0, 0] == pytest.approx(sigma * (0.5 - 0.6 * mean) / (ab * s0**2 + sigma**2))
-    assert sd.score_from_noise(got, ab)[0, 0] == pytest.approx(sd.gmm_score(x, *sd.noised_gmm(np.ones(1), np.array([[mean]]), np.array([[[s0**2]]]), ab))[0, 0])
+    assert sd.score_from_noise(got, ab)[0, 0] == pytest.approx(
+        sd.gmm_score(x, *sd.noised_gmm(np.ones(1), np.array([[mean]]), np.array([[[s0**2]]]), ab))[0, 0]
+    )

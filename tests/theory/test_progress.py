@@ -68,13 +68,26 @@ def test_streaming_reads_of_a_dataset_report_their_batches(tmp_path):
     N, H, m, nA = 10, 2, 2, 3
     spec = DatasetSpec("toy", {}, ("a0", "a1"), 1, 1, nA, H)
     with DatasetWriter(tmp_path / "d.h5", spec) as w:
-        w.append(TrajectoryBatch(np.zeros((N, H + 1, m, 1), np.float32), np.zeros((N, H + 1, 1), np.float32),
-                                 np.zeros((N, H, m), np.int16), np.ones((N, H, m, nA), bool), np.zeros((N, H, m), np.float32),
-                                 np.arange(N), "mix"))
+        w.append(
+            TrajectoryBatch(
+                np.zeros((N, H + 1, m, 1), np.float32),
+                np.zeros((N, H + 1, 1), np.float32),
+                np.zeros((N, H, m), np.int16),
+                np.ones((N, H, m, nA), bool),
+                np.zeros((N, H, m), np.float32),
+                np.arange(N),
+                "mix",
+            )
+        )
     rec = Recorder()
     with listening(rec), DatasetReader(tmp_path / "d.h5") as reader:
         seen = [idx for idx, _ in reader.iter_batches(4, fields=["actions"], shuffle=True, seed=0)]
     assert sorted(np.concatenate(seen).tolist()) == list(range(N))
     name = "reading actions of d.h5"
-    assert rec.events == [("start", name, 0, 3), ("update", name, 1, 3), ("update", name, 2, 3), ("update", name, 3, 3),
-                          ("finish", name, 3, 3)]
+    assert rec.events == [
+        ("start", name, 0, 3),
+        ("update", name, 1, 3),
+        ("update", name, 2, 3),
+        ("update", name, 3, 3),
+        ("finish", name, 3, 3),
+    ]

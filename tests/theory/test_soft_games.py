@@ -16,8 +16,8 @@ from marlcov.theory.soft_games import (
     marginal_mdp,
     regularised_nash_gap,
     regularised_value,
-    soft_best_response,
     soft_bellman_solve,
+    soft_best_response,
     soft_evaluation,
 )
 

@@ -37,10 +37,7 @@ def test_best_response_is_the_maximum_over_all_deterministic_deviations(game, se
     pi = random_policy(game, seed)
     for i in range(game.n_players):
         br = best_response(game.transitions, game.rewards[:, i], pi, i)
-        brute = max(
-            expected_return(game, replace_player(pi, i, dev), game.rewards[:, i])
-            for dev in all_deterministic_policies(game, i)
-        )
+        brute = max(expected_return(game, replace_player(pi, i, dev), game.rewards[:, i]) for dev in all_deterministic_policies(game, i))
         assert br.values[0, game.initial_state] == pytest.approx(brute, abs=1e-12)
         achieved = evaluate_policy(game.transitions, game.rewards, replace_player(pi, i, br.policy)).V[0, i, game.initial_state]
         assert achieved == pytest.approx(brute, abs=1e-12)

@@ -108,7 +108,10 @@ def reward_loss(r_first, r_second, labels, alpha: float, variance, valid_first=N
     valid = None if valid_first is None else xp.concat([valid_first, valid_second], axis=0)
     nll = preference_nll(r_first, r_second, labels, valid_first, valid_second)
     mse = temporal_mse(both, valid)
-    var = xp.maximum(xp.asarray(variance, dtype=both.dtype, device=getattr(both, "device", None)), xp.asarray(VAR_FLOOR, dtype=both.dtype, device=getattr(both, "device", None)))
+    var = xp.maximum(
+        xp.asarray(variance, dtype=both.dtype, device=getattr(both, "device", None)),
+        xp.asarray(VAR_FLOOR, dtype=both.dtype, device=getattr(both, "device", None)),
+    )
     return RewardLossTerms(nll + alpha / var * mse, nll, mse, var)
 
 

@@ -23,7 +23,7 @@ game. All functions accept numpy arrays or torch tensors.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -141,9 +141,7 @@ def sequential_conditional_scores(x, weights, means, covs, blocks: Sequence[Sequ
     prefix: list[int] = []
     for block in blocks:
         upto = prefix + list(block)
-        scores.append(
-            _padded_marginal_score(x, weights, means, covs, upto) - _padded_marginal_score(x, weights, means, covs, prefix)
-        )
+        scores.append(_padded_marginal_score(x, weights, means, covs, upto) - _padded_marginal_score(x, weights, means, covs, prefix))
         prefix = upto
     return scores
 
