@@ -113,3 +113,14 @@ def test_version_is_the_distributions():
     import marlcov
 
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == marlcov.__version__
+
+
+def test_ci_runs_the_readmes_test_command():
+    """The README's set-up names one command for the tests; .ci/run must run exactly it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("The tests include the deep pipeline's", 1)[1]
+    command = section.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    install, test = command.split(" && ")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert install in ci and test in ci, command
+    assert ci.index(install) < ci.index(test)
