@@ -1,5 +1,5 @@
 """Training throughput of the MARLHF learners on CPU, each against an equivalent plain-torch loop
-measured in the same run (issue 5).
+measured in the same run.
 
 * Reward model (``deep.marlhf.reward_model.train_reward_model``, loss (1)-(2), MLP and GRU
   variants, ``variance="dataset"``): preference pairs per second of the whole trainer on an

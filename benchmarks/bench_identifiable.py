@@ -4,7 +4,7 @@
   policy's occupancy, identifiable reward widths, the same dynamic programme) against
   ``theory.coverage.coverage_measures`` on the same game, data and policy. Target: ratio <= 1.5.
 - ``both measures``: the paper's and the identifiable ones from one pass (``both_measures``).
-- ``tabular H=10 S=200 5x5, 10 pairs``: the Woodbury path on the game of issue 15 (Hd = 50,000,
+- ``tabular H=10 S=200 5x5, 10 pairs``: the Woodbury path on a tabular game (Hd = 50,000,
   a dense Sigma_r would be 18.6 GiB); ``peak_gib`` is this process's peak resident memory after it.
 """
 

@@ -1,4 +1,4 @@
-"""Benchmark of the exact Nash gap at scale and of Markov-game equilibria (issue 16, items 4-5).
+"""Benchmark of the exact Nash gap at scale and of Markov-game equilibria.
 
 (a) ``theory.values.nash_gap`` on random games with m = 2..5 players, S = 100, H = 10, four
     actions each (m = 2..4 with ``--quick``), against the physical floor: one pass over the

@@ -1,4 +1,4 @@
-"""The paper's public code against each of our former choices, one at a time (issue 19).
+"""The paper's public code against each of our former choices, one at a time.
 
 The MARLHF pipeline follows the public code of the paper (NataliaZhang/Jax-MARLHF) by default:
 labels from min-max normalised returns, labels redrawn every minibatch, a GRU reference, and

@@ -1,4 +1,4 @@
-"""A certified Nash-gap bound from the identifiable part of the reward (issue 13), every constant stated.
+"""A certified Nash-gap bound from the identifiable part of the reward, every constant stated.
 
 Setting (the paper's Assumption 1 and Bradley-Terry model): ``r_{h,i}(s, a) = <psi_h(s, a), theta_{h,i}>``
 in ``[0, 1]``, labels ``P(y_{n,i} = +1 | x_n) = sigma(<x_n, theta_i>)`` with ``x_n = psi(tau_n) - psi(tau'_n)``

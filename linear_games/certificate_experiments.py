@@ -1,4 +1,4 @@
-"""The identifiable certificate against n (issue 13): soundness over random games, non-vacuity under
+"""The identifiable certificate against n: soundness over random games, non-vacuity under
 unilateral data, and the separation from single-policy data that the paper's measure cannot show.
 
 One run (``certificate_run``): a game and an exact equilibrium ``pi*`` (``sbsm_experiments.theorem4_instance``),

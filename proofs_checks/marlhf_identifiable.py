@@ -1,4 +1,4 @@
-"""Identifiable coverage and the certified Nash-gap bound of SBSM's output (issue 13), as one check.
+"""Identifiable coverage and the certified Nash-gap bound of SBSM's output, as one check.
 
 The paper's coverage (Definition 1) and Theorem 4's bound keep a floor that no data removes: the
 reward offset of every step is never seen by preferences. The check runs the certificate of

@@ -1,4 +1,4 @@
-"""The official-choice ablation (issue 19): every variant changes exactly its one choice."""
+"""The official-choice ablation: every variant changes exactly its one choice."""
 
 import json
 

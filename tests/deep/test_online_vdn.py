@@ -204,7 +204,7 @@ def test_skill_order_and_the_schedule_of_rookie_tries():
         {"name": "rookie_5", "level": "rookie", "test_return_per_agent": -30.0},
         {"name": "expert", "level": "expert", "test_return_per_agent": -20.0},
     ]
-    assert skill_order(levels, -26.0)["holds"] is False  # the small-scale rookie of issue 19
+    assert skill_order(levels, -26.0)["holds"] is False  # a small-scale rookie measured below uniform play
     assert skill_order(levels, -31.0)["holds"] is True
     assert skill_order(levels[:1], -31.0)["holds"] is True
     assert skill_order([levels[0], dict(levels[1], test_return_per_agent=-40.0)], -31.0)["holds"] is False

@@ -22,7 +22,7 @@ from marlcov.linear_games.matrix_games import (
 )
 from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
-# Agreement with nashpy, as sets of strategy profiles (the brief's figure).
+# Agreement with nashpy, as sets of strategy profiles (the figure the tests promise).
 AGREE_ATOL = 1e-8
 
 VON_STENGEL_A = [[3, 3], [2, 5], [0, 6]]

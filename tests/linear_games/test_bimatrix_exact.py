@@ -1,4 +1,4 @@
-"""The flags of ``all_equilibria`` against exact rational ground truth (issue 18).
+"""The flags of ``all_equilibria`` against exact rational ground truth.
 
 Degenerate games (ties, duplicated rows) are perturbed by 1e-12 .. 1e-4; the ground truth is
 the independent sympy enumeration of ``exact_reference``, run on the exact binary values of the

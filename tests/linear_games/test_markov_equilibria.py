@@ -1,4 +1,4 @@
-"""Markov perfect equilibria by backward induction (issue 16, item 4)."""
+"""Markov perfect equilibria by backward induction."""
 
 from __future__ import annotations
 

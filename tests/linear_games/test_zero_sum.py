@@ -15,7 +15,7 @@ from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 METHODS = ["auto", "ipm", "highs", "cvxpy"]
 
-# Agreement required between the two LP back ends (the brief's figure).
+# Agreement required between the two LP back ends (the figure the tests promise).
 AGREE_ATOL = 1e-8
 
 
@@ -210,7 +210,7 @@ def test_invalid_method():
         zero_sum_solve([[1.0]], method="simplex")
 
 
-# ------------------------------------------------------------------ certified accuracy (issue 18)
+# ------------------------------------------------------------------ certified accuracy
 
 #: The accuracy promised after polishing, in units of the payoff span.
 POLISHED_RTOL = 1e-10
