@@ -108,7 +108,9 @@ def _dataset_coverage(args) -> int:
     if args.json:
         print_json(out)
         return 0
-    table = Table(title=f"Coverage of {args.game} (lambda = {fmt(out['lambda'])}, features: {out['features']})")
+    feats = out["features"]
+    described = f"{feats.get('kind', 'features')}, d = {feats.get('dim')}" if isinstance(feats, dict) else str(feats)
+    table = Table(title=f"Coverage of {Path(args.game).name} (lambda = {fmt(out['lambda'])}, features: {described})")
     table.add_column("measure")
     table.add_column("value [bootstrap 95% interval]")
     for name, value in table_rows(out):

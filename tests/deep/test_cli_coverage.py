@@ -23,7 +23,9 @@ def test_marlcov_coverage_on_an_hdf5_dataset(tmp_path, capsys):
     assert ident["single"] <= ident["unilateral"] + 1e-9 <= ident["uniform"] + 2e-9
     assert ident["worst_deviator"]["value"] == ident["unilateral"]
     code = main(["coverage", str(path), "--bootstrap", "5", "--feature-dim", "8"])
-    assert code == 0 and "unilateral (max)" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert code == 0 and "unilateral (max)" in table
+    assert "d = 8" in table and "{" not in table  # the feature map in words, not a Python dict
 
 
 def test_finite_game_needs_its_dataset(tmp_path, capsys):
