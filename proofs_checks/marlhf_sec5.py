@@ -180,13 +180,13 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
         ax[0].loglog(alphas, mse, "o-")
         ax[0].set_xlabel("MSE coefficient alpha")
-        ax[0].set_ylabel("time-axis MSE of the fitted reward")
+        ax[0].set_ylabel("time-axis MSE of the fit")
         ax[1].loglog(alphas, np.maximum(distances, np.finfo(float).tiny), "o-")
         ax[1].set_xlabel("MSE coefficient alpha")
-        ax[1].set_ylabel("distance to the smoothest MLE (quotient)")
+        ax[1].set_ylabel("distance to smoothest MLE\n(identifiable quotient)")
         fig.tight_layout()
         save_figure(fig, path, dpi=120)
         plt.close(fig)
