@@ -1,6 +1,6 @@
 """Two-player matrix games: result types, input checks, payoff normalisation and the Nash gap.
 
-Conventions (see ``DESIGN.md``): ``A`` is the payoff matrix of player 0, who owns the rows
+Conventions (docs/formats.md): ``A`` is the payoff matrix of player 0, who owns the rows
 (the first action axis), ``B`` that of player 1, who owns the columns; both have shape
 ``[n0, n1]`` and may hold any finite real payoffs. A mixed strategy is a float64 vector on the
 simplex.

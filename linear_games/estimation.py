@@ -23,7 +23,7 @@ ellipsoid, in closed form:
 
 Conventions (recorded, not hidden):
 
-- ``Sigma_r`` contains ``lambda I`` once (DESIGN.md); the appendix writes ``Sigma_r + lambda I``
+- ``Sigma_r`` contains ``lambda I`` once (docs/formats.md); the appendix writes ``Sigma_r + lambda I``
   with a ``Sigma_r`` that already holds ``lambda I``, i.e. ``2 lambda I``. With the convention here,
   the paper's double ``lambda`` is the special case ``lam -> 2 lam`` in ``Sigma_r`` only.
 - ``C`` is an explicit constant (default 1); the paper leaves it unspecified.

@@ -274,12 +274,12 @@ def theorem4_bound(game: MarkovGame, result: SBSMResult, equilibrium: Policy) ->
 
 
 def policy_json(policy: Policy) -> dict:
-    """``{"format": "marlcov.policy/1", "probs": [...]}`` (DESIGN.md)."""
+    """``{"format": "marlcov.policy/1", "probs": [...]}`` (docs/formats.md)."""
     return {"format": "marlcov.policy/1", "probs": [np.asarray(p).tolist() for p in policy]}
 
 
 def sbsm_json(game: MarkovGame, dataset: PreferenceDataset, equilibrium: Policy | None = None, **kwargs) -> dict:
-    """DESIGN.md's ``marlcov sbsm`` JSON; ``nash_gap`` is the true gap, ``bound`` Theorem 4's at ``equilibrium``.
+    """The ``marlcov sbsm`` JSON (docs/formats.md); ``nash_gap`` is the true gap, ``bound`` Theorem 4's at ``equilibrium``.
 
     Keyword arguments go to ``sbsm``. ``bound`` is null without an equilibrium; extra keys give the
     proof's summed bound, the per-player gaps and the settings used. ``identifiable_bound`` is the

@@ -28,7 +28,7 @@ def is_constant_sum(A: np.ndarray, B: np.ndarray) -> bool:
 
 
 def solve_one_shot(game: MarkovGame) -> dict:
-    """The JSON of ``marlcov solve`` (DESIGN.md).
+    """The JSON of ``marlcov solve`` (docs/formats.md).
 
     Two-player games: every equilibrium of a nondegenerate game (support enumeration); for a
     degenerate game the equilibria found and ``complete: false``. Constant-sum games also get

@@ -30,7 +30,7 @@ def _jsonable(obj):
 
 
 def result_record(result: CheckResult, ctx: CheckContext) -> dict:
-    """One entry of ``checks`` in verify.json (DESIGN.md keys first)."""
+    """One entry of ``checks`` in verify.json (the documented keys first, docs/formats.md)."""
     chk, v = result.check, result.verdict
     record = {
         "id": chk.id,

@@ -10,7 +10,7 @@ With ``psi(s, a)`` in R^d and the lift ``psibar_h(s, a)`` in R^{Hd} (``psi`` in 
 - single ``U_D(pi*)``, unilateral ``max_i max_{pi_i} U_D(pi_i, pi*_{-i})``, uniform ``max_pi U_D(pi)``.
 
 The paper's main text writes ``Sigma_r`` with ``lambda I`` inside and the appendix (Lemmas 1-3)
-adds ``lambda I`` once more; DESIGN.md fixes the convention used here: ``lambda I`` once.
+adds ``lambda I`` once more; this package fixes the convention: ``lambda I`` once.
 
 Both covariances are ``lambda I + E^T E`` (``theory.ridge_forms.RidgeGram``): ``E = D``, the ``N x Hd``
 pair differences, for ``Sigma_r``; the visited rows of step h's table scaled by the square roots of
@@ -149,7 +149,7 @@ class BonusTerms:
     transition: np.ndarray
 
     def total(self, c_r: float = 1.0, c_p: float = 1.0) -> np.ndarray:
-        """``C_r * reward + C_P * transition`` (DESIGN.md's bonus is ``c_r = c_p = 1``)."""
+        """``C_r * reward + C_P * transition`` (the coverage bonus is ``c_r = c_p = 1``)."""
         return c_r * self.reward + c_p * self.transition
 
 

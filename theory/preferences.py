@@ -29,7 +29,7 @@ class Trajectories:
 
 @dataclass(frozen=True, eq=False)
 class PreferenceDataset:
-    """A preference dataset of a finite game (DESIGN.md format).
+    """A preference dataset of a finite game (docs/formats.md).
 
     Attributes:
         states: ``[N, 2, H+1]`` state indices of ``tau_n`` (index 0) and ``tau'_n`` (index 1).

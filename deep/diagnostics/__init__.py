@@ -3,7 +3,7 @@
 ``diagnose(path, ...)`` reads a dataset and reports single, unilateral (per agent) and uniform
 coverage with bootstrap uncertainty, count-based coverage for comparison, and plots.
 
-* Finite-game NPZ (DESIGN.md format; needs the game and a policy): the covariances are streamed
+* Finite-game NPZ (docs/formats.md; needs the game and a policy): the covariances are streamed
   through ``theory.dataset_coverage.CovarianceAccumulator`` with the game's (or one-hot)
   features, and the measures are the exact dynamic programmes of Definition 1; they agree with
   ``theory.coverage.coverage_measures``. Bootstrap: Poisson(1) weights per pair.
