@@ -78,7 +78,7 @@ from typing import Any
 
 from marlcov.theory.coverage import DEFAULT_LAMBDA
 
-from ..data.hdf5 import DatasetReader
+from ..data.external import open_dataset
 from .defaults import (  # noqa: F401  (the names of marlcov.deep.diagnostics)
     BT_ITERATIONS,
     BT_PRIOR,
@@ -163,10 +163,13 @@ def diagnose(
         if game is None:
             raise ValueError(f"{path}: a finite-game dataset needs its game (game=GAME)")
         result = diagnose_finite(game, path, policy, lam, bootstrap, seed)
-    elif suffix in (".h5", ".hdf5"):
+    elif suffix in (".h5", ".hdf5") or Path(path).is_dir():
         result = diagnose_hdf5(path, policy, features, lam, bootstrap, seed, **kwargs)
     else:
-        raise ValueError(f"{path}: expected an HDF5 dataset (.h5/.hdf5) or a finite-game NPZ dataset")
+        raise ValueError(
+            f"{path}: expected an HDF5 dataset (.h5/.hdf5: marlcov, OMIGA or O-MAPL layout), an OG-MARL vault "
+            "directory (NAME.vlt/UID) or a finite-game NPZ dataset"
+        )
     if out_dir is not None:
         result.figures = write_plots(result, out_dir)
     return result.to_json()
@@ -205,10 +208,10 @@ def _default_pairs_file(path) -> Path | None:
     from marlcov.deep.pipeline import pairs_path_for
 
     candidate = pairs_path_for(path)
-    if not (candidate.is_file() and Path(path).is_file()):
+    if not (candidate.is_file() and Path(path).exists()):
         return None
     try:
-        with DatasetReader(path) as reader:
+        with open_dataset(path) as reader:
             return None if reader.has_pairs() else candidate
     except (OSError, ValueError):
         return None

@@ -15,7 +15,8 @@ from marlcov.theory.dataset_coverage import (
     CovarianceAccumulator,
 )
 
-from ..data.hdf5 import DatasetReader, read_pairs
+from ..data.external import open_dataset
+from ..data.hdf5 import read_pairs
 from ..data.schema import PAIRS_GROUP
 from ..features import STD_FLOOR, RandomFourierFeatures, joint_action_index, make_feature_map
 from .counts import _Hasher
@@ -80,11 +81,11 @@ def diagnose_hdf5(
         block=block,
         episodes=episodes if simulate else 1,
     )
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: dataset file not found")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: dataset not found")
     if pairs_path is not None and not Path(pairs_path).is_file():
         raise FileNotFoundError(f"{pairs_path}: pairs file not found")
-    with _open_hdf5(DatasetReader, path) as reader:
+    with _open_hdf5(open_dataset, path) as reader:
         spec = reader.spec
         H, m, nA, N = spec.horizon, spec.n_agents, spec.n_actions, len(reader)
         if N == 0:

@@ -279,11 +279,12 @@ def label_dataset_file(
     """Bradley-Terry labels (one per agent) for ``pairs_per_trajectory * N`` pairs of a dataset,
     over returns normalised by ``normalisation`` (``deep.data.preferences``), written to a pairs
     file (default ``pairs_path_for(dataset_path)``)."""
-    from marlcov.deep.data.hdf5 import DatasetReader, write_pairs_file
+    from marlcov.deep.data.external import open_dataset
+    from marlcov.deep.data.hdf5 import write_pairs_file
     from marlcov.deep.data.preferences import label_dataset
 
     out = Path(out_path) if out_path is not None else pairs_path_for(dataset_path)
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         pairs = label_dataset(reader, pairs_per_trajectory, steepness, seed, normalisation=normalisation)
         write_pairs_file(out, pairs, reader, overwrite=overwrite)
     agree = float((pairs.labels == np.where(pairs.probs >= 0.5, 1, -1)).mean())

@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from marlcov import __version__
 from marlcov.cli._common import (
@@ -23,6 +22,7 @@ from marlcov.cli._common import (
     StderrProgress,
     finite_float,
     input_error_message,
+    is_deep_dataset,
     nonnegative_int,
     one_line,
     open_unit_float,
@@ -37,7 +37,6 @@ from marlcov.theory.games import GameError
 from marlcov.theory.progress import listening
 
 FORMATS = "docs/formats.md"
-HDF5_SUFFIXES = (".h5", ".hdf5")
 #: Set to 1 to see the traceback of an error reported in one line.
 TRACEBACK_ENV = "MARLCOV_TRACEBACK"
 
@@ -164,7 +163,7 @@ def check_options(args) -> None:
         check_output_dir(getattr(args, dest), f"--{dest.replace('_', '-')}")
     hdf5_only = getattr(args, "hdf5_only", {})
     if hdf5_only:
-        is_hdf5 = Path(args.game).suffix.lower() in HDF5_SUFFIXES
+        is_hdf5 = is_deep_dataset(args.game)
         if is_hdf5 and args.data is not None:
             raise GameError(
                 f"DATA: {args.data} follows the HDF5 dataset {args.game}, which takes no second file "
@@ -174,7 +173,7 @@ def check_options(args) -> None:
             check_output_dir(args.out, "--out")
         for dest, (flag, default) in hdf5_only.items():
             if not is_hdf5 and getattr(args, dest) != default:
-                raise GameError(f"{flag}: applies only to an HDF5 dataset (.h5/.hdf5); {args.game} is a finite game")
+                raise GameError(f"{flag}: applies only to a deep dataset (.h5/.hdf5 or a vault directory); {args.game} is a finite game")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -155,3 +156,13 @@ class StderrProgress:
         if self._bars is not None:
             self._bars.stop()
             self._bars = None
+
+
+#: Suffixes of the HDF5 datasets ``marlcov coverage`` reads (marlcov, OMIGA and O-MAPL layouts).
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def is_deep_dataset(path) -> bool:
+    """Whether ``marlcov coverage`` reads ``path`` as a deep dataset (an HDF5 file, or a
+    directory: an OG-MARL vault) rather than as a finite game."""
+    return Path(path).suffix.lower() in HDF5_SUFFIXES or Path(path).is_dir()

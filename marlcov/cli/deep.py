@@ -75,11 +75,11 @@ def _stage_config(args, env: str, overrides: dict[str, Any]) -> Any:
 
 
 def _dataset_env(path: str) -> str:
-    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.external import open_dataset
 
     if not Path(path).exists():
         raise GameError(f"{path}: dataset file not found")
-    with DatasetReader(path) as reader:
+    with open_dataset(path) as reader:
         return reader.spec.env_name
 
 

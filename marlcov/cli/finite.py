@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from marlcov.cli._common import console, fmt, print_json
+from marlcov.cli._common import console, fmt, is_deep_dataset, print_json
 from marlcov.theory.games import GameError
 
 
@@ -176,7 +176,7 @@ def cmd_sample(args) -> int:
 
 # -------------------------------------------------------------------------------------- coverage
 def cmd_coverage(args) -> int:
-    if Path(args.game).suffix.lower() in (".h5", ".hdf5"):
+    if is_deep_dataset(args.game):
         return _dataset_coverage(args)
     if args.data is None:
         raise GameError("DATA: a finite game needs its preference dataset (.npz) after GAME")

@@ -583,7 +583,7 @@ def test_a_dataset_without_pairs_is_refused_with_its_name(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.h5"):
         diagnose(path, pairs_path=tmp_path / "nothere.h5")
     (tmp_path / "text.h5").write_text("not HDF5")
-    with pytest.raises(ValueError, match="text.h5: cannot be read as HDF5"):
+    with pytest.raises(ValueError, match="text.h5: not an HDF5 file"):
         diagnose(tmp_path / "text.h5")
 
 

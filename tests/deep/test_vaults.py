@@ -1,6 +1,8 @@
 """Datasets in other people's layouts read in place: flashbax vaults written by flashbax itself,
 OMIGA and O-MAPL HDF5 files; episodes, padding, returns and refusals against the raw arrays."""
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -332,3 +334,34 @@ def test_continuous_actions_come_back_as_floats_with_real_steps_available(tmp_pa
         d = reader.read_fields(np.arange(6), ["actions", "avail"])
         valid, _ = step_masks(d["avail"])
         assert (d["actions"][valid] == 1).all() and (d["actions"][~valid] == 0).all()
+
+
+def test_label_and_coverage_commands_read_a_vault(tmp_path, capsys):
+    """``marlcov deep label VAULT`` writes the pairs beside the vault's UID directory, and
+    ``marlcov coverage VAULT`` finds them there, as for an HDF5 dataset."""
+    import json
+
+    from marlcov.cli import main
+
+    lay = {
+        "B": 2,
+        "m": 2,
+        "rows": [[3, 5, 2], [4, 4]],
+        "T": 10,
+        "A": 4,
+        "seed": 5,
+        "team_reward": False,
+        "legals": True,
+        "state": True,
+        "truncate": [False] * 24,
+    }
+    data, episodes = raw_arrays(lay)
+    write_vault(tmp_path, "Run", data)
+    capsys.readouterr()  # flashbax announces the new vault on stdout
+    vault = tmp_path / "data.vlt" / "Run"
+    assert main(["deep", "label", str(vault), "--pairs-per-trajectory", "4", "--json"]) == 0
+    labelled = json.loads(capsys.readouterr().out)
+    assert labelled["pairs"] == 4 * len(episodes) and Path(labelled["path"]).is_file()
+    assert main(["coverage", str(vault), "--bootstrap", "0", "--feature-dim", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["single"] <= doc["unilateral"] + 1e-9 <= doc["uniform"] + 2e-9
