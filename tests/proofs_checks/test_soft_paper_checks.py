@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from marlcov.proofs_checks.mamql import implied_expert_rewards, iq_objective_of_critic
-from marlcov.proofs_checks.mamql_concavity import HESSIAN_FD_ATOL, critic_problem, fd_hessian
+from marlcov.proofs_checks.mamql_concavity import HESSIAN_FD_ATOL, HESSIAN_FD_STEP, critic_problem, fd_hessian
 from marlcov.proofs_checks.registry import CheckContext, all_checks, run_check
 from marlcov.proofs_checks.score_decomposition import SOLVER_ATOL, kl_regularised_optimum
 
@@ -65,7 +65,12 @@ def test_coordination_game_uses_independent_optima(results):
 @given(arrays(np.float64, (4, 4), elements=st.floats(-2, 2)), arrays(np.float64, 4, elements=st.floats(-2, 2)))
 def test_fd_hessian_of_a_quadratic(a, x):
     sym = a + a.T
-    np.testing.assert_allclose(fd_hessian(lambda y: 0.5 * y @ sym @ y, x), sym, atol=1e-6)
+    f = lambda y: 0.5 * y @ sym @ y  # noqa: E731
+    # exact for a quadratic up to the rounding of f (at most a few eps times the sum of the
+    # magnitudes of its terms), amplified by 1 / h^2
+    scale = 1.0 + (np.abs(x) + 1.0) @ np.abs(sym) @ (np.abs(x) + 1.0)
+    rounding = 8 * np.finfo(float).eps * scale / HESSIAN_FD_STEP**2
+    np.testing.assert_allclose(fd_hessian(f, x), sym, rtol=0, atol=rounding)
 
 
 PROBLEM = critic_problem(np.random.default_rng(3), horizon=2)
