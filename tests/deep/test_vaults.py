@@ -139,19 +139,21 @@ def test_vault_episodes_are_the_raw_steps_cut_at_done_flags(tmp_path_factory, la
             np.testing.assert_array_equal(shuffled[name], d[name][order])
 
 
+#: Two rows of complete episodes (five in all) with legal-action masks and a global state.
+TWO_ROWS = {
+    "B": 2,
+    "m": 2,
+    "rows": [[3, 5, 2], [4, 4]],
+    "T": 10,
+    "A": 4,
+    "legals": True,
+    "state": True,
+    "truncate": [False] * 24,
+}
+
+
 def test_vault_labels_and_pairs_file_round_trip(tmp_path):
-    lay = {
-        "B": 2,
-        "m": 2,
-        "rows": [[3, 5, 2], [4, 4]],
-        "T": 10,
-        "A": 4,
-        "seed": 3,
-        "team_reward": True,
-        "legals": True,
-        "state": True,
-        "truncate": [False] * 24,
-    }
+    lay = {**TWO_ROWS, "seed": 3, "team_reward": True}
     data, episodes = raw_arrays(lay)
     write_vault(tmp_path, "Good", data)
     with open_dataset(tmp_path / "data.vlt" / "Good") as reader:
@@ -343,18 +345,7 @@ def test_label_and_coverage_commands_read_a_vault(tmp_path, capsys):
 
     from marlcov.cli import main
 
-    lay = {
-        "B": 2,
-        "m": 2,
-        "rows": [[3, 5, 2], [4, 4]],
-        "T": 10,
-        "A": 4,
-        "seed": 5,
-        "team_reward": False,
-        "legals": True,
-        "state": True,
-        "truncate": [False] * 24,
-    }
+    lay = {**TWO_ROWS, "seed": 5, "team_reward": False}
     data, episodes = raw_arrays(lay)
     write_vault(tmp_path, "Run", data)
     capsys.readouterr()  # flashbax announces the new vault on stdout
