@@ -5,7 +5,7 @@ import json
 import pytest
 
 from marlcov.deep.ablation import VARIANTS, run_ablation
-from tests.deep.test_pipeline import TINY
+from tests.deep.tiny import TINY_PIPELINE as TINY
 
 pytestmark = pytest.mark.deep
 

@@ -22,29 +22,12 @@ from marlcov.deep.marlhf.online_vdn import (
     unilateral_policy,
 )
 from marlcov.deep.marlhf.vdn import POLICY_FORMAT, load_policy
+from tests.deep.tiny import TINY_ONLINE_VDN, B, H  # noqa: E402
 
 pytestmark = pytest.mark.deep
 
 ENV = "simple_spread_v3"
-#: One batch size for every environment of this module, so that it compiles once.
-B = 8
-H = 25
-TINY = {
-    "n_envs": B,
-    "total_env_steps": B * H * 4,
-    "rookie_steps": [B * H * 2],
-    "hidden": 16,
-    "layers": 2,
-    "buffer_episodes": 32,
-    "batch_episodes": 4,
-    "updates_per_iteration": 2,
-    "learning_starts": 0,
-    "epsilon_decay_steps": B * H * 4,
-    "eval_episodes": B,
-    "target_update": 3,
-    "checkpoint_every": 1,
-    "progress": False,
-}
+TINY = {**TINY_ONLINE_VDN, "checkpoint_every": 1}
 
 
 @pytest.fixture(scope="module")

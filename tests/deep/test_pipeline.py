@@ -27,37 +27,12 @@ from marlcov.deep.pipeline import (
     write_table_markdown,
 )
 from marlcov.theory.games import GameError
+from tests.deep.tiny import TINY_PIPELINE, B  # noqa: E402
 
 pytestmark = pytest.mark.deep
 
 ENV = "simple_spread_v3"
-#: One batch size everywhere (training, collection, evaluation) so that the environment compiles once.
-B = 8
-H = 25
-TINY = {
-    "online_vdn": {
-        "n_envs": B,
-        "total_env_steps": B * H * 4,
-        "rookie_steps": [B * H * 2],
-        "hidden": 16,
-        "layers": 2,
-        "buffer_episodes": 32,
-        "batch_episodes": 4,
-        "updates_per_iteration": 2,
-        "learning_starts": 0,
-        "epsilon_decay_steps": B * H * 4,
-        "eval_episodes": B,
-        "target_update": 3,
-        "progress": False,
-    },
-    "collect": {"trajectories": 16, "batch_size": B},
-    "label": {"pairs_per_trajectory": 2},
-    "reward_model": {"hidden": 16, "layers": 2, "epochs": 2, "batch_size": 16, "progress": False},
-    "reference": {"hidden": 16, "layers": 2, "epochs": 2, "batch_size": 8, "progress": False},
-    "offline_vdn": {"hidden": 16, "layers": 2, "updates": 20, "batch_size": 8, "target_update": 5, "progress": False},
-    "evaluate": {"episodes": B, "batch_size": B, "progress": False},
-    "table3": {"betas": [0.0, 1.0]},
-}
+TINY = TINY_PIPELINE
 NUMBER = r"-?\d+\.\d+"
 
 
