@@ -12,7 +12,12 @@ Proficiency levels, saved in ``deep.marlhf.vdn.POLICY_FORMAT``:
 
 * ``rookie_<steps>.pt``: the greedy policy after the first iteration that reaches each count of
   ``rookie_steps`` environment steps (early stops) *and* scores above the trivial policy;
-* ``expert.pt``: the greedy policy at the end (``total_env_steps``);
+* ``expert.pt``: the best greedy policy among ``expert_checks`` candidates, taken at evenly
+  spaced iterations from the last rookie target to the end (the final policy always among
+  them). Online VDN's last iterate is not its best (measured at small scale: a final policy
+  below the rookie), so the candidates are scored on *selection* episodes (reset seeds offset
+  by ``SELECTION_SEED_OFFSET``) and the winner's reported return is measured afresh on the
+  test episodes, which the selection never saw;
 * trivial and unilateral joint policies are built from these with ``trivial_policy`` and
   ``unilateral_policy`` (n-1 experts and one rookie).
 
@@ -62,6 +67,10 @@ from marlcov.deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_p
 #: Training environments draw their seeds below this; evaluation seeds start here.
 TRAIN_SEED_SPAN = 2**31
 
+#: Expert candidates are scored with evaluation seed ``seed + SELECTION_SEED_OFFSET``: episodes
+#: disjoint from the test episodes of every run seed below the offset.
+SELECTION_SEED_OFFSET = 2**20
+
 
 @dataclass(frozen=True)
 class OnlineVDNConfig:
@@ -90,6 +99,7 @@ class OnlineVDNConfig:
     local_ratio: float = 0.5
     eval_episodes: int = 256
     rookie_checks: int = 50
+    expert_checks: int = 10
     checkpoint_every: int = 5
     checkpoint_seconds: float = 60.0
     progress: bool = True
@@ -107,6 +117,7 @@ class OnlineVDNConfig:
             "horizon",
             "eval_episodes",
             "rookie_checks",
+            "expert_checks",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -183,6 +194,17 @@ def _rookie_try_due(iteration: int, target_steps: int, steps_per_iteration: int,
         return True
     stride = max(1, (n_iterations - 1 - first) // max(1, checks))
     return (iteration - first) % stride == 0
+
+
+def _expert_check_due(iteration: int, first: int, n_iterations: int, checks: int) -> bool:
+    """Whether the greedy policy after ``iteration`` (0-based) is an expert candidate: ``checks``
+    evenly spaced iterations from ``first`` to the last, the last always included."""
+    if iteration < first:
+        return False
+    if iteration == n_iterations - 1:
+        return True
+    stride = max(1, (n_iterations - first) // max(1, checks))
+    return (n_iterations - 1 - iteration) % stride == 0
 
 
 def skill_order(levels: Sequence[Mapping[str, Any]], trivial_return: float) -> dict[str, Any]:
@@ -273,15 +295,16 @@ def train_behaviour_policies(
     n_iterations = math.ceil(cfg.total_env_steps / steps_per_iteration)
     pending = sorted(int(s) for s in cfg.rookie_steps if not any(lv.get("target_steps") == int(s) for lv in levels))
     final_steps = n_iterations * steps_per_iteration
+    expert_first = min(n_iterations - 1, max(0, math.ceil(max(cfg.rookie_steps, default=0) / steps_per_iteration) - 1))
 
-    def test_return(policy) -> dict[str, Any]:
+    def test_return(policy, eval_seed: int = seed) -> dict[str, Any]:
         from marlcov.deep.marlhf.evaluate import evaluate_policy
 
         return evaluate_policy(
             policy,
             env_name,
             n_episodes=cfg.eval_episodes,
-            seed=seed,
+            seed=eval_seed,
             batch_size=min(cfg.eval_episodes, cfg.n_envs),
             env_kwargs=env_kwargs,
             progress=False,
@@ -291,28 +314,42 @@ def train_behaviour_policies(
         state.extra["trivial"] = float(test_return(trivial_policy(m, seed))["return_per_agent"])
     trivial_return = float(state.extra["trivial"])
 
-    def save_level(name: str, env_steps: int, target_steps: int | None) -> dict[str, Any] | None:
-        """Save and score the current greedy policy as ``name``; a rookie that does not beat
-        the trivial policy is discarded (None) while tries remain."""
-        level = "expert" if name == "expert" else "rookie"
-        greedy = GreedyPolicy(net, 0.0, None, env_name, {"name": name})
-        result = test_return(greedy)
-        above = result["return_per_agent"] > trivial_return
-        last_try = env_steps >= final_steps
-        if level == "rookie" and not above and not last_try:
-            return None
-        meta = {"trainer": "online-vdn", "name": name, "level": level, "env_steps": env_steps, "seed": int(seed)}
-        path = save_policy(out / f"{name}.pt", net, env_name, cfg, meta)
+    def level_record(name: str, path: Path, env_steps: int, target_steps: int | None, result: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "name": name,
             "path": str(path),
-            "level": level,
+            "level": "expert" if name == "expert" else "rookie",
             "env_steps": env_steps,
             "target_steps": target_steps,
             "test_return_per_agent": result["return_per_agent"],
             "test_return_std": result["return_std"],
-            "above_trivial": bool(above),
+            "above_trivial": bool(result["return_per_agent"] > trivial_return),
         }
+
+    def save_rookie(name: str, env_steps: int, target_steps: int) -> dict[str, Any] | None:
+        """Save and score the current greedy policy as rookie ``name``; one that does not beat
+        the trivial policy is discarded (None) while tries remain."""
+        result = test_return(GreedyPolicy(net, 0.0, None, env_name, {"name": name}))
+        if result["return_per_agent"] <= trivial_return and env_steps < final_steps:
+            return None
+        meta = {"trainer": "online-vdn", "name": name, "level": "rookie", "env_steps": env_steps, "seed": int(seed)}
+        path = save_policy(out / f"{name}.pt", net, env_name, cfg, meta)
+        return level_record(name, path, env_steps, target_steps, result)
+
+    def consider_expert(env_steps: int) -> None:
+        """Score the current greedy policy on the selection episodes; keep it as
+        ``expert_candidate.pt`` (``expert.pt`` once the run ends) if it beats every earlier
+        candidate."""
+        greedy = GreedyPolicy(net, 0.0, None, env_name, {"name": "expert"})
+        score = float(test_return(greedy, seed + SELECTION_SEED_OFFSET)["return_per_agent"])
+        best = json.loads(state.extra.get("expert_candidate", "null"))
+        if best is None or score > best["selection_return_per_agent"]:
+            meta = {"trainer": "online-vdn", "name": "expert", "level": "expert", "env_steps": env_steps, "seed": int(seed)}
+            save_policy(out / "expert_candidate.pt", net, env_name, cfg, meta)
+            state.extra["expert_candidate"] = json.dumps({"env_steps": env_steps, "selection_return_per_agent": score})
+            state.request_save()
+        candidates = json.loads(state.extra.get("expert_candidates", "[]"))
+        state.extra["expert_candidates"] = json.dumps([*candidates, {"env_steps": env_steps, "selection_return_per_agent": score}])
 
     def iteration(it: int) -> dict[str, Any]:
         nonlocal updates
@@ -337,12 +374,14 @@ def train_behaviour_policies(
                 if updates % cfg.target_update == 0:
                     target.load_state_dict(net.state_dict())
         while pending and env_steps >= pending[0] and _rookie_try_due(it, pending[0], steps_per_iteration, n_iterations, cfg.rookie_checks):
-            record = save_level(f"rookie_{pending[0]}", env_steps, pending[0])
+            record = save_rookie(f"rookie_{pending[0]}", env_steps, pending[0])
             if record is None:
                 break
             levels.append(record)
             pending.pop(0)
             state.request_save()
+        if _expert_check_due(it, expert_first, n_iterations, cfg.expert_checks):
+            consider_expert(env_steps)
         state.extra.update(updates=updates, levels=json.dumps(levels))
         return {
             "iteration": it + 1,
@@ -354,7 +393,11 @@ def train_behaviour_policies(
 
     history = fit(state, n_iterations, iteration, cfg.progress, f"online VDN {env_name}")
     if not any(lv["name"] == "expert" for lv in levels):
-        levels.append(save_level("expert", final_steps, None))
+        chosen = json.loads(state.extra["expert_candidate"])
+        expert_path = out / "expert.pt"
+        if (out / "expert_candidate.pt").exists():
+            os.replace(out / "expert_candidate.pt", expert_path)
+        levels.append(level_record("expert", expert_path, chosen["env_steps"], None, test_return(load_policy(expert_path, dev))))
         state.extra.update(levels=json.dumps(levels))
     state.save()
     result = {
@@ -365,6 +408,7 @@ def train_behaviour_policies(
         "env_steps": final_steps,
         "updates": updates,
         "skill_order": skill_order(levels, trivial_return),
+        "expert_candidates": json.loads(state.extra.get("expert_candidates", "[]")),
     }
     atomic_write_text(json.dumps({"summary": result, "history": history}, indent=2) + "\n", out / "metrics.json")
     atomic_write_text(json.dumps(run_config, indent=2) + "\n", out / "config.json")

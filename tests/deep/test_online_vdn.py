@@ -9,10 +9,12 @@ import torch
 from marlcov.deep.common import EVAL_SEED_BASE, TrainingState
 from marlcov.deep.marlhf.evaluate import evaluate_policy
 from marlcov.deep.marlhf.online_vdn import (
+    SELECTION_SEED_OFFSET,
     TRAIN_SEED_SPAN,
     EpisodeReplay,
     JointPolicy,
     OnlineVDNConfig,
+    _expert_check_due,
     _iteration_seed,
     _rookie_try_due,
     level_policy,
@@ -41,7 +43,12 @@ def test_checkpoints_at_each_proficiency_level(trained):
     assert res["env_steps"] == B * H * 4 and res["updates"] == 4 * TINY["updates_per_iteration"]
     assert [lv["name"] for lv in res["levels"]] == [f"rookie_{B * H * 2}", "expert"]
     rookie_level, expert_level = res["levels"]
-    assert expert_level["env_steps"] == B * H * 4 and rookie_level["env_steps"] >= B * H * 2
+    assert rookie_level["env_steps"] >= B * H * 2
+    # The expert is the candidate with the best selection return, the last iterate among them.
+    candidates = res["expert_candidates"]
+    assert [c["env_steps"] for c in candidates] == [B * H * 2, B * H * 3, B * H * 4]
+    best = max(candidates, key=lambda c: c["selection_return_per_agent"])
+    assert expert_level["env_steps"] == best["env_steps"]
     # Table 1's order: the trivial return is that of uniform play on the same evaluation episodes.
     trivial = evaluate_policy(
         trivial_policy(3, 0), ENV, n_episodes=B, seed=0, batch_size=B, env_kwargs={"horizon": H, "local_ratio": 0.5}, progress=False
@@ -164,16 +171,27 @@ def test_seeds_and_config_validation():
     assert cfg.epsilon(0) == 1.0 and cfg.epsilon(50) == pytest.approx(0.55) and cfg.epsilon(1000) == pytest.approx(0.1)
 
 
-def test_a_rookie_below_the_trivial_policy_is_tried_again(tmp_path, monkeypatch):
-    """Scripted test returns: trivial -10, then the rookie at its target (-20, below) and one
-    iteration later (-5, above): the rookie is the second one."""
+def test_a_rookie_below_the_trivial_policy_is_tried_again_and_the_best_candidate_is_the_expert(tmp_path, monkeypatch):
+    """Scripted returns in call order: trivial -10; iteration 2: the rookie at its target (-20,
+    below trivial) and expert candidate 1 (-15); iteration 3: the rookie again (-5, above) and
+    candidate 2 (-8); iteration 4: candidate 3 (-12); then the chosen expert's test return (-1).
+    The rookie is the second try; the expert is candidate 2, not the last iterate."""
     from marlcov.deep.marlhf import evaluate
 
-    scores = iter([-10.0, -20.0, -5.0, -1.0])
-    monkeypatch.setattr(evaluate, "evaluate_policy", lambda *a, **k: {"return_per_agent": next(scores), "return_std": 0.0})
+    scores = iter([-10.0, -20.0, -15.0, -5.0, -8.0, -12.0, -1.0])
+    seeds = []
+
+    def scripted(*args, seed, **kwargs):
+        seeds.append(seed)
+        return {"return_per_agent": next(scores), "return_std": 0.0}
+
+    monkeypatch.setattr(evaluate, "evaluate_policy", scripted)
     res = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
     rookie_level, expert_level = res["levels"]
     assert rookie_level["env_steps"] == B * H * 3 and rookie_level["test_return_per_agent"] == -5.0 and rookie_level["above_trivial"]
+    assert expert_level["env_steps"] == B * H * 3 and load_policy(expert_level["path"]).meta["env_steps"] == B * H * 3
+    # Candidates are scored on selection episodes; every reported return on the test episodes.
+    assert seeds == [0, 0, SELECTION_SEED_OFFSET, 0, SELECTION_SEED_OFFSET, SELECTION_SEED_OFFSET, 0]
     assert res["skill_order"] == {
         "test_return_per_agent": {f"rookie_{B * H * 2}": -5.0, "expert": -1.0, "trivial": -10.0},
         "order": "expert > rookie > trivial",
@@ -195,6 +213,9 @@ def test_skill_order_and_the_schedule_of_rookie_tries():
     due = [it for it in range(100) if _rookie_try_due(it, 10 * 100, 100, 100, 10)]
     assert due == list(range(9, 100, 9))
     assert all(b - a <= 9 for a, b in zip(due, due[1:]))
+    # expert candidates from iteration 9 of 100, 10 checks: every 9th counted back from the last.
+    checks = [it for it in range(100) if _expert_check_due(it, 9, 100, 10)]
+    assert checks[-1] == 99 and checks[0] >= 9 and len(checks) == 11 and set(np.diff(checks)) == {9}
 
 
 def test_checkpoints_are_written_by_time_as_well_as_by_step(tmp_path, monkeypatch):
