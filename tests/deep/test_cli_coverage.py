@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 
 from marlcov.cli import main
-
-from .test_diagnostics import write_dataset
+from tests.deep.synthetic import write_random_dataset
 
 pytestmark = pytest.mark.deep
 
 
 def test_marlcov_coverage_on_an_hdf5_dataset(tmp_path, capsys):
     path = tmp_path / "data.h5"
-    write_dataset(path)
+    write_random_dataset(path)
     code = main(["coverage", str(path), "--bootstrap", "5", "--feature-dim", "8", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -42,10 +41,10 @@ def test_bad_hdf5_input_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
     padding layout: status 2 and one line on stderr, no traceback."""
     import h5py
 
-    bare = write_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
+    bare = write_random_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
     text = tmp_path / "text.h5"
     text.write_text("not HDF5")
-    hole = write_dataset(tmp_path / "hole.h5", N=6, H=3)
+    hole = write_random_dataset(tmp_path / "hole.h5", N=6, H=3)
     with h5py.File(hole, "r+") as f:
         f["avail"][2, 0] = False
     for argv, names in (
@@ -66,7 +65,7 @@ def test_bad_hdf5_input_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
 
 def test_padded_dataset_through_the_command(tmp_path, capsys):
     lengths = np.array([1, 2, 3, 4, 4, 3, 2, 1, 4, 4])
-    path = write_dataset(tmp_path / "padded.h5", N=10, H=4, lengths=lengths, horizon=9)
+    path = write_random_dataset(tmp_path / "padded.h5", N=10, H=4, lengths=lengths, horizon=9)
     code = main(["coverage", str(path), "--bootstrap", "3", "--feature-dim", "8", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -79,7 +78,7 @@ def test_pairs_file_beside_the_dataset_is_the_default(tmp_path, capsys):
     from marlcov.deep.data import DatasetReader, write_pairs_file
     from marlcov.deep.data.preferences import label_dataset
 
-    path = write_dataset(tmp_path / "data.h5", N=8, H=2, with_pairs=False)
+    path = write_random_dataset(tmp_path / "data.h5", N=8, H=2, with_pairs=False)
     with DatasetReader(path) as reader:
         write_pairs_file(tmp_path / "data.pairs.h5", label_dataset(reader, 2, seed=0), reader)
     code = main(["coverage", str(path), "--bootstrap", "0", "--feature-dim", "8", "--json"])

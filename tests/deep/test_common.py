@@ -1,8 +1,4 @@
-"""marlcov.deep.common: devices, seeding, configs from files, atomic resumable training state.
-
-Also holds ``write_synthetic_dataset``, the tiny offline dataset with a known reward that the
-other tests of deep.marlhf train on.
-"""
+"""marlcov.deep.common: devices, seeding, configs from files, atomic resumable training state."""
 
 import json
 import random
@@ -23,47 +19,9 @@ from marlcov.deep.common import (
     seed_everything,
     torch_generator,
 )
-from marlcov.deep.data.hdf5 import DatasetWriter
-from marlcov.deep.data.preferences import label_pairs, sample_pairs
-from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
+from tests.deep.synthetic import write_argmax_reward_dataset
 
 pytestmark = pytest.mark.deep
-
-SYNTH_ACTIONS = 3
-
-
-def best_actions(obs: np.ndarray) -> np.ndarray:
-    """The rewarded action of the synthetic task: argmax of the first SYNTH_ACTIONS features."""
-    return np.argmax(obs[..., :SYNTH_ACTIONS], axis=-1)
-
-
-def write_synthetic_dataset(path, n=96, horizon=4, n_agents=2, obs_dim=4, seed=0, p_best=None, pairs_per_trajectory=10, steepness=5.0):
-    """A dataset whose true reward is r_{h,i} = 1[a_{h,i} = argmax o_{h,i}[:3]]; observations are
-    i.i.d. normal (the next observation does not depend on the action). Actions: uniform, or
-    the rewarded action with probability ``p_best`` (else uniform). Labelled with the
-    Bradley-Terry model of deep.data.preferences."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n, horizon + 1, n_agents, obs_dim)).astype(np.float32)
-    uniform = rng.integers(0, SYNTH_ACTIONS, size=(n, horizon, n_agents))
-    best = best_actions(obs[:, :horizon])
-    actions = uniform if p_best is None else np.where(rng.random(uniform.shape) < p_best, best, uniform)
-    rewards = (actions == best).astype(np.float32)
-    spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, SYNTH_ACTIONS, horizon)
-    batch = TrajectoryBatch(
-        obs,
-        rng.normal(size=(n, horizon + 1, 2)).astype(np.float32),
-        actions.astype(np.int16),
-        np.ones((n, horizon, n_agents, SYNTH_ACTIONS), dtype=bool),
-        rewards,
-        np.arange(n),
-        "synthetic",
-    )
-    first, second = sample_pairs(n, pairs_per_trajectory, seed)
-    pairs = label_pairs(rewards.sum(axis=1), first, second, steepness, seed + 1)
-    with DatasetWriter(path, spec) as w:
-        w.append(batch)
-        w.write_pairs(pairs)
-    return path
 
 
 def test_resolve_device(monkeypatch):
@@ -173,7 +131,7 @@ def test_epoch_permutation_depends_only_on_seed_and_epoch():
 
 
 def test_load_dataset_arrays_matches_reader(tmp_path):
-    path = write_synthetic_dataset(tmp_path / "d.h5", n=10)
+    path = write_argmax_reward_dataset(tmp_path / "d.h5", n=10)
     spec, arrays = load_dataset_arrays(path, ["obs", "actions", "source"], batch_size=3)
     assert spec.n_agents == 2 and arrays["obs"].shape == (10, 5, 2, 4)
     assert arrays["actions"].dtype == np.int16 and list(arrays["source"]) == ["synthetic"] * 10

@@ -21,8 +21,8 @@ from marlcov.deep.diagnostics import diagnose  # noqa: E402
 from marlcov.deep.envs.smax import STOP_ACTION, SMAXBatch  # noqa: E402
 from marlcov.deep.envs.smax_behaviours import FocusFirePolicy  # noqa: E402
 from marlcov.deep.pipeline import collect_smax_dataset, pairs_path_for  # noqa: E402
-
-from .test_diagnostics import PAD_RTOL, measures, padded  # noqa: E402
+from tests.deep.coverage_fixtures import PAD_RTOL, measures  # noqa: E402
+from tests.deep.synthetic import smax_padded  # noqa: E402
 
 B = 8
 EPISODES = 16
@@ -73,7 +73,7 @@ def test_more_padding_changes_nothing(smax, tmp_path):
     with DatasetReader(path) as reader:
         spec, d, pairs = reader.spec, reader.read_fields(slice(None)), read_pairs(pairs_path, reader)
     H = spec.horizon + 20
-    longer = padded(d, lengths, H, stop=STOP_ACTION)
+    longer = smax_padded(d, lengths, H, stop=STOP_ACTION)
     spec_long = DatasetSpec(
         spec.env_name, {**spec.env_config, "horizon": H}, spec.agent_names, spec.obs_dim, spec.state_dim, spec.n_actions, H
     )

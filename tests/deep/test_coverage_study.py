@@ -9,8 +9,7 @@ from scipy import stats
 from marlcov.cli import main as cli_main
 from marlcov.deep.coverage_study import MEASURES, correlate, rank_correlations, run_study
 from marlcov.deep.pipeline import MIXES, label_dataset_file
-
-from .test_diagnostics import write_dataset
+from tests.deep.synthetic import write_random_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -38,7 +37,7 @@ def make_run(root):
     for k, mix in enumerate(MIXES):
         N, H, m, nA = 24, 3, 2, 3
         actions = rng.integers(0, nA if mix != "pure-expert" else 1, size=(N, H, m))
-        path = write_dataset(env_dir / "data" / f"{mix}.h5", N=N, H=H, m=m, nA=nA, seed=k, actions=actions)
+        path = write_random_dataset(env_dir / "data" / f"{mix}.h5", N=N, H=H, m=m, nA=nA, seed=k, actions=actions)
         label_dataset_file(path, pairs_per_trajectory=3, seed=k)
     rows = {
         mix: {"records": [{"seed": s, "return_per_agent": RETURNS[mix][j], "mse": MSES[mix][j]} for j, s in enumerate(SEEDS)]}

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marlcov.deep.data import DatasetReader, DatasetSpec, DatasetWriter, PreferencePairs, TrajectoryBatch
-from marlcov.deep.data.preferences import label_pairs, sample_pairs
+from marlcov.deep.data.preferences import sample_pairs
 from marlcov.deep.diagnostics import (
     accumulate_pairs,
     bradley_terry_scores,
@@ -25,89 +25,13 @@ from marlcov.theory.identifiable import identifiable_measures
 from marlcov.theory.io import save_dataset, save_game, save_policy
 from marlcov.theory.policies import random_policy
 from marlcov.theory.preferences import sample_preference_dataset
+from tests.deep.coverage_fixtures import PAD_RTOL, measures
+from tests.deep.synthetic import write_random_dataset
 
 pytestmark = pytest.mark.deep
 
 EXACT_ATOL = 1e-8
 SUM_RTOL = 1e-10
-
-
-def write_dataset(
-    path,
-    *,
-    N=40,
-    H=4,
-    m=2,
-    nA=3,
-    state_dim=3,
-    obs_dim=2,
-    seed=0,
-    actions=None,
-    states=None,
-    pairs_per=3,
-    returns=None,
-    chunk=8,
-    lengths=None,
-    horizon=None,
-    with_pairs=True,
-):
-    """A small dataset file through the data layer's writer, with Bradley-Terry pairs (none
-    with ``with_pairs=False``). ``H`` steps are drawn; with ``lengths [N]`` (<= H) and/or
-    ``horizon`` (>= max length) the episodes are cut and padded as SMAX stores them (``padded``)."""
-    rng = np.random.default_rng(seed)
-    acts = rng.integers(0, nA, size=(N, H, m)) if actions is None else actions
-    st_ = rng.normal(size=(N, H + 1, state_dim)) if states is None else states
-    arrays = {
-        "obs": rng.normal(size=(N, H + 1, m, obs_dim)),
-        "state": st_,
-        "actions": acts,
-        "avail": np.ones((N, H, m, nA), bool),
-        "rewards": rng.random((N, H, m)),
-    }
-    if lengths is not None or horizon is not None:
-        arrays = padded(arrays, np.full(N, H) if lengths is None else lengths, H if horizon is None else horizon)
-    T = arrays["actions"].shape[1]
-    spec = DatasetSpec("toy", {"horizon": T}, tuple(f"agent_{i}" for i in range(m)), obs_dim, state_dim, nA, T)
-    with DatasetWriter(path, spec, overwrite=True, chunk_trajectories=chunk) as w:
-        w.append(
-            TrajectoryBatch(
-                arrays["obs"].astype(np.float32),
-                arrays["state"].astype(np.float32),
-                arrays["actions"].astype(np.int16),
-                arrays["avail"],
-                arrays["rewards"].astype(np.float32),
-                np.arange(N),
-                "mix",
-            )
-        )
-        f, s = sample_pairs(N, pairs_per, seed)
-        R = rng.random((N, m)) if returns is None else returns
-        if with_pairs:
-            w.write_pairs(label_pairs(R, f, s, seed=seed + 1))
-    return path
-
-
-def padded(arrays, lengths, horizon, stop=0):
-    """Trajectories (``obs [N, T+1, m, o]``, ``state [N, T+1, s]``, ``actions [N, T, m]``,
-    ``avail [N, T, m, A]``, ``rewards [N, T, m]``) cut after ``lengths [N]`` (<= T) real steps and
-    padded to ``horizon`` steps as ``deep.envs.smax`` stores them: ``avail`` all False, action
-    ``stop``, reward 0, obs and state repeating the observation that follows the last real step."""
-    lengths = np.asarray(lengths)
-    T = arrays["actions"].shape[1]
-    real = np.arange(horizon)[None, :] < lengths[:, None]
-    seen = np.minimum(np.arange(horizon + 1)[None, :], lengths[:, None])
-    step = np.broadcast_to(np.minimum(np.arange(horizon), T - 1), real.shape)
-    out = {
-        "obs": np.take_along_axis(arrays["obs"], seen[:, :, None, None], axis=1),
-        "state": np.take_along_axis(arrays["state"], seen[:, :, None], axis=1),
-    }
-    for name in ("actions", "avail", "rewards"):
-        x = arrays[name]
-        out[name] = np.take_along_axis(x, step.reshape(*step.shape, *[1] * (x.ndim - 2)), axis=1).copy()
-    out["actions"][~real] = stop
-    out["avail"][~real] = False
-    out["rewards"][~real] = 0.0
-    return out
 
 
 def all_features(reader, fmap):
@@ -118,7 +42,7 @@ def all_features(reader, fmap):
 @settings(max_examples=6, deadline=None)
 @given(st.integers(0, 1000), st.sampled_from([1, 3, 7, 1000]), st.integers(0, 4))
 def test_streaming_hdf5_covariances_equal_the_in_memory_sums(tmp_path_factory, seed, block, groups):
-    path = write_dataset(tmp_path_factory.mktemp("d") / "d.h5", seed=seed, N=23)
+    path = write_random_dataset(tmp_path_factory.mktemp("d") / "d.h5", seed=seed, N=23)
     with DatasetReader(path) as reader:
         fmap = RandomFourierFeatures.for_spec(reader.spec, 8, seed=seed)
         pairs = reader.pairs()
@@ -192,7 +116,7 @@ def test_finite_npz_diagnostic_agrees_with_the_exact_measures(tmp_path):
 
 
 def test_hdf5_diagnostic_report(tmp_path):
-    path = write_dataset(tmp_path / "d.h5", N=60, H=5)
+    path = write_random_dataset(tmp_path / "d.h5", N=60, H=5)
     out = diagnose(
         path, features="random", bootstrap=15, seed=3, out_dir=tmp_path / "figs", feature_dim=16, groups=8, bootstrap_anchors=4, block=16
     )
@@ -218,7 +142,7 @@ def test_hdf5_diagnostic_report(tmp_path):
 def test_command_wiring_reads_an_argparse_namespace(tmp_path):
     import argparse
 
-    path = write_dataset(tmp_path / "d.h5", N=20, H=3)
+    path = write_random_dataset(tmp_path / "d.h5", N=20, H=3)
     args = argparse.Namespace(
         game=str(path), data=None, policy=None, features="random", lam=1.0, bootstrap=0, seed=0, out=None, json=True, feature_dim=8
     )
@@ -232,7 +156,7 @@ def test_counts_match_distinct_pairs_by_hand(tmp_path):
     N, H, m, nA = 10, 3, 2, 3
     acts = rng.integers(0, nA, size=(N // 2, H, m))
     states = rng.normal(size=(N // 2, H + 1, 3)) * 5
-    path = write_dataset(tmp_path / "d.h5", N=N, H=H, actions=np.concatenate([acts, acts]), states=np.concatenate([states, states]))
+    path = write_random_dataset(tmp_path / "d.h5", N=N, H=H, actions=np.concatenate([acts, acts]), states=np.concatenate([states, states]))
     out = diagnose(path, bootstrap=0, feature_dim=8, groups=0)
     assert out["counts"]["joint_saco"] == pytest.approx(0.5)
     assert out["counts"]["transitions"] == N * H
@@ -259,7 +183,7 @@ def test_unilateral_coverage_separates_pure_expert_from_mix_unilateral(tmp_path)
 
     results = {}
     for name, acts in (("pure", expert), ("mix", mix)):
-        path = write_dataset(tmp_path / f"{name}.h5", N=N, H=H, actions=acts, states=states, state_dim=2, seed=4)
+        path = write_random_dataset(tmp_path / f"{name}.h5", N=N, H=H, actions=acts, states=states, state_dim=2, seed=4)
         results[name] = diagnose(path, expert_policy, bootstrap=0, feature_dim=32, groups=0)
     pure, mixed = results["pure"], results["mix"]
     assert pure["unilateral"] > 1.5 * mixed["unilateral"]
@@ -363,7 +287,7 @@ def test_bad_inputs_name_the_field(tmp_path):
         diagnose(tmp_path / "x.csv")
     with pytest.raises(ValueError, match="game"):
         diagnose(tmp_path / "x.npz")
-    path = write_dataset(tmp_path / "d.h5", N=10, H=2)
+    path = write_random_dataset(tmp_path / "d.h5", N=10, H=2)
     with pytest.raises(ValueError, match="features"):
         diagnose(path, features="nonexistent-file.npy")
 
@@ -402,11 +326,6 @@ def test_simulator_deviations_on_mpe(tmp_path):
 
 
 # ----------------------------------------------------------------------------- padded episodes
-#: The same measures from covariances of another size (padding dropped or kept) or summed in
-#: another order: float64 rounding of a few hundred terms.
-PAD_RTOL = 1e-9
-
-
 def zero_policy(obs, avail, t):
     import torch
 
@@ -419,27 +338,11 @@ def fixed_features(spec, dim=8, seed=0):
     return RandomFourierFeatures.for_spec(spec, dim, seed=seed, mean=np.full(spec.state_dim, 0.1), std=np.full(spec.state_dim, 1.3))
 
 
-def measures(out):
-    """The numbers of a report that must not depend on how much padding the episodes carry."""
-    keys = [out["single"], out["unilateral"], out["uniform"]]
-    for a in out["per_agent"]:
-        keys += [a["unilateral"], a["plug_in"], a["uniform_deviation"]]
-    for name in ("single", "unilateral", "uniform"):
-        b = out["bootstrap"].get(name)
-        if b:
-            keys += [b["point"], b["low"], b["high"]]
-    for size in out["sizes"]:
-        keys += [size["single"], size["unilateral"], size["uniform"]]
-    c = out["counts"]
-    keys += [c["transitions"], c["joint_saco"], c["distinct_states"], *c["individual_saco"], *c.get("unilateral_seen", [])]
-    return np.array(keys, dtype=np.float64)
-
-
 def test_unpadded_measures_equal_definition_1_computed_in_memory(tmp_path):
     """MPE-like data (every step real): the streamed diagnostic is the old formula, written here
     on whole arrays: Sigma_r, Sigma_p from all pairs, then sums over all H steps of the bonus at
     the reference, the best deviation of each agent and the best joint action."""
-    path = write_dataset(tmp_path / "d.h5", N=30, H=4, m=2, nA=3, seed=11)
+    path = write_random_dataset(tmp_path / "d.h5", N=30, H=4, m=2, nA=3, seed=11)
     with DatasetReader(path) as reader:
         spec, pairs = reader.spec, reader.pairs()
         d = reader.read_fields(slice(None), ["state", "actions"])
@@ -492,7 +395,7 @@ def test_padding_appended_to_episodes_leaves_the_diagnostic_unchanged(tmp_path, 
         ("cut", {"lengths": lengths}),
         ("cut+pad", {"lengths": lengths, "horizon": H0 + extra}),
     ):
-        path = write_dataset(tmp_path / f"{name}.h5", **kw, **more)
+        path = write_random_dataset(tmp_path / f"{name}.h5", **kw, **more)
         reports[name] = diagnose(path, policy, **opts)
     for a, b in (("full", "full+pad"), ("cut", "cut+pad")):
         np.testing.assert_allclose(measures(reports[b]), measures(reports[a]), rtol=PAD_RTOL, atol=PAD_RTOL)
@@ -518,7 +421,7 @@ def test_a_reference_policy_is_asked_for_actions_at_real_steps_only(tmp_path):
         return torch.zeros(avail.shape[:2], dtype=torch.long)
 
     lengths = np.array([3, 1, 2, 3, 2, 1, 3, 2])
-    path = write_dataset(tmp_path / "d.h5", N=8, H=3, lengths=lengths, horizon=6, seed=1)
+    path = write_random_dataset(tmp_path / "d.h5", N=8, H=3, lengths=lengths, horizon=6, seed=1)
     out = diagnose(path, strict, bootstrap=0, groups=0, feature_dim=8)
     assert np.isfinite(out["single"]) and np.isfinite(out["unilateral"]) and np.isfinite(out["uniform"])
     # The probe's first step of trajectory 0 (a function is its own deep copy), then steps 0, 1, 2
@@ -535,7 +438,7 @@ def _said(tmp_path, **kwargs):
 
 
 def test_every_check_fails_before_the_streaming_passes(tmp_path):
-    path = write_dataset(tmp_path / "d.h5", N=12, H=3)
+    path = write_random_dataset(tmp_path / "d.h5", N=12, H=3)
     for option, value, field in (
         ("reference_fraction", 0.0, "reference_fraction"),
         ("lam", 0.0, "lambda"),
@@ -568,7 +471,7 @@ def test_bad_episode_layouts_are_refused_before_the_streaming_passes(tmp_path):
         ("stuck", lambda f: f["avail"].__setitem__((7, 2, 1), False), "trajectory 7, step 2: agent 1 has no available action"),
         ("pairs", lambda f: f["pairs/first"].__setitem__(0, 99), "pairs/first: expected trajectory indices in [0, 11]"),
     ):
-        path = write_dataset(tmp_path / f"{name}.h5", N=12, H=3)
+        path = write_random_dataset(tmp_path / f"{name}.h5", N=12, H=3)
         with h5py.File(path, "r+") as f:
             tamper(f)
         msg, said = _said(tmp_path, path=path)
@@ -577,7 +480,7 @@ def test_bad_episode_layouts_are_refused_before_the_streaming_passes(tmp_path):
 
 
 def test_a_dataset_without_pairs_is_refused_with_its_name(tmp_path):
-    path = write_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
+    path = write_random_dataset(tmp_path / "bare.h5", N=6, H=2, with_pairs=False)
     msg, said = _said(tmp_path, path=path)
     assert msg.startswith(f"{path}: no preference pairs") and "--pairs-file" in msg and said == []
     with pytest.raises(FileNotFoundError, match="nothere.h5"):

@@ -10,27 +10,12 @@ import numpy as np
 import pytest
 
 from marlcov.deep.data.hdf5 import DatasetReader, DatasetWriter, read_pairs, write_pairs_file
-from marlcov.deep.data.schema import DATASET_FORMAT, DatasetSpec, PreferencePairs, TrajectoryBatch
+from marlcov.deep.data.schema import DATASET_FORMAT, PreferencePairs, TrajectoryBatch
+from tests.deep.synthetic import SPEC, random_batch
 
 pytestmark = pytest.mark.deep
 
-SPEC = DatasetSpec("toy", {"horizon": 3, "note": "synthetic"}, ("a", "b"), obs_dim=4, state_dim=5, n_actions=3, horizon=3)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_batch(n: int, seed: int, source="expert", agent_policy=None) -> TrajectoryBatch:
-    rng = np.random.default_rng(seed)
-    H, m = SPEC.horizon, SPEC.n_agents
-    return TrajectoryBatch(
-        obs=rng.normal(size=(n, H + 1, m, SPEC.obs_dim)).astype(np.float32),
-        state=rng.normal(size=(n, H + 1, SPEC.state_dim)).astype(np.float32),
-        actions=rng.integers(0, SPEC.n_actions, size=(n, H, m)),
-        avail=rng.random((n, H, m, SPEC.n_actions)) < 0.8,
-        rewards=rng.normal(size=(n, H, m)).astype(np.float32),
-        seed=rng.integers(0, 2**40, size=n),
-        source=source,
-        agent_policy=agent_policy,
-    )
 
 
 def concat(batches):
@@ -50,9 +35,9 @@ def assert_same(a: TrajectoryBatch, b: TrajectoryBatch) -> None:
 @pytest.fixture
 def written(tmp_path):
     batches = [
-        make_batch(5, 0, "expert"),
-        make_batch(7, 1, "unilateral", agent_policy=["expert", "rookie-1"]),
-        make_batch(4, 2, ["trivial", "expert", "trivial", "rookie"]),
+        random_batch(5, 0, "expert"),
+        random_batch(7, 1, "unilateral", agent_policy=["expert", "rookie-1"]),
+        random_batch(4, 2, ["trivial", "expert", "trivial", "rookie"]),
     ]
     path = tmp_path / "data.h5"
     with DatasetWriter(path, SPEC, chunk_trajectories=4) as w:
@@ -111,12 +96,12 @@ def test_killed_writer_leaves_no_file_at_final_path(tmp_path):
     final = tmp_path / "killed.h5"
     script = f"""
 import os, signal, sys
-sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_hdf5 import SPEC, make_batch
+sys.path.insert(0, {str(REPO)!r})
+from tests.deep.synthetic import SPEC, random_batch
 from marlcov.deep.data.hdf5 import DatasetWriter
 w = DatasetWriter({str(final)!r}, SPEC, chunk_trajectories=2)
-w.append(make_batch(6, 0))
-w.append(make_batch(3, 1))
+w.append(random_batch(6, 0))
+w.append(random_batch(3, 1))
 os.kill(os.getpid(), signal.SIGKILL)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -129,7 +114,7 @@ def test_failed_writer_cleans_up(tmp_path):
     path = tmp_path / "failed.h5"
     with pytest.raises(RuntimeError, match="boom"):
         with DatasetWriter(path, SPEC) as w:
-            w.append(make_batch(3, 0))
+            w.append(random_batch(3, 0))
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
@@ -139,16 +124,16 @@ def test_writer_refuses_existing_file_and_bad_batches(written, tmp_path):
     with pytest.raises(FileExistsError):
         DatasetWriter(path, SPEC)
     w = DatasetWriter(tmp_path / "bad.h5", SPEC)
-    bad = make_batch(2, 0)
+    bad = random_batch(2, 0)
     bad.obs = bad.obs[:, :-1]
     with pytest.raises(ValueError, match="obs: expected shape"):
         w.append(bad)
-    bad = make_batch(2, 0)
+    bad = random_batch(2, 0)
     bad.actions = bad.actions + SPEC.n_actions
     with pytest.raises(ValueError, match="actions: expected values"):
         w.append(bad)
     with pytest.raises(ValueError, match="agent_policy"):
-        w.append(make_batch(2, 0, agent_policy=["x", "y", "z"]))
+        w.append(random_batch(2, 0, agent_policy=["x", "y", "z"]))
     w.abort()
     assert not (tmp_path / "bad.h5").exists()
 
@@ -157,7 +142,7 @@ def test_pairs_in_file_and_in_a_separate_file(tmp_path):
     pairs = PreferencePairs([0, 1, 2], [3, 0, 1], [[1, -1], [-1, -1], [1, 1]], probs=np.full((3, 2), 0.5), attrs={"steepness": 5.0})
     path = tmp_path / "with_pairs.h5"
     with DatasetWriter(path, SPEC) as w:
-        w.append(make_batch(4, 0))
+        w.append(random_batch(4, 0))
         with pytest.raises(ValueError, match="second: expected trajectory indices"):
             w.write_pairs(PreferencePairs([0], [4], [[1, 1]]))
         w.write_pairs(pairs)
@@ -170,7 +155,7 @@ def test_pairs_in_file_and_in_a_separate_file(tmp_path):
         np.testing.assert_array_equal(read_pairs(sidecar, r).first, pairs.first)
     other = tmp_path / "other.h5"
     with DatasetWriter(other, SPEC) as w:
-        w.append(make_batch(4, 1))
+        w.append(random_batch(4, 1))
     with DatasetReader(other) as r2:
         with pytest.raises(ValueError, match="dataset_uuid"):
             read_pairs(sidecar, r2)

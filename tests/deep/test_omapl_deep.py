@@ -14,62 +14,19 @@ pytestmark = pytest.mark.deep
 
 from marlcov.deep.algos import step_masks  # noqa: E402
 from marlcov.deep.algos.omapl import OMAPLConfig, omapl_losses, train_omapl  # noqa: E402
+from marlcov.deep.checkpoints import load_checkpoint  # noqa: E402
 from marlcov.deep.common import TrainingState  # noqa: E402
-from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
-from marlcov.deep.data.schema import DatasetSpec, PreferencePairs, TrajectoryBatch  # noqa: E402
 from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
 from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
-
-#: float64 evaluations of one formula in two array libraries agree to rounding.
-#: The deep losses and the theory functions on the same float64 numbers (absolute, and relative
-#: for the behaviour-cloning terms whose weights exp((Q - V)/beta) reach e^10).
-LOSS_ATOL = 1e-10
-LOSS_RTOL = 1e-10
+from tests.deep.loss_tolerances import LOSS_ATOL, LOSS_RTOL  # noqa: E402
+from tests.deep.synthetic import write_action_zero_reward_dataset  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_pairs": 8, "lr": 3e-3, "checkpoint_every": 10}
 
 
-def write_synthetic_dataset(path, n=24, horizon=6, n_agents=2, obs_dim=4, state_dim=5, n_actions=3, seed=0, env_name="simple_spread_v3"):
-    """Random trajectories with SMAX-like padding (random lengths), reward 1 for action 0, and
-    one team label per pair from the true returns (no env needed)."""
-    rng = np.random.default_rng(seed)
-    H, m = horizon, n_agents
-    spec = DatasetSpec(
-        env_name,
-        {"horizon": H, "local_ratio": 0.5, "num_agents": m},
-        tuple(f"agent_{i}" for i in range(m)),
-        obs_dim,
-        state_dim,
-        n_actions,
-        H,
-    )
-    avail = np.ones((n, H, m, n_actions), dtype=bool)
-    lengths = rng.integers(2, H + 1, size=n)
-    for k, L in enumerate(lengths):
-        avail[k, L:] = False
-    actions = rng.integers(0, n_actions, size=(n, H, m)).astype(np.int16)
-    rewards = ((actions == 0) & avail.any(-1)).astype(np.float32)
-    batch = TrajectoryBatch(
-        rng.normal(size=(n, H + 1, m, obs_dim)).astype(np.float32),
-        rng.normal(size=(n, H + 1, state_dim)).astype(np.float32),
-        actions,
-        avail,
-        rewards,
-        np.arange(n),
-    )
-    returns = rewards.sum(axis=(1, 2))
-    first = rng.integers(0, n, size=4 * n)
-    second = (first + rng.integers(1, n, size=4 * n)) % n
-    labels = np.repeat(np.where(returns[first] >= returns[second], 1, -1)[:, None], m, axis=1)
-    with DatasetWriter(path, spec) as writer:
-        writer.append(batch)
-        writer.write_pairs(PreferencePairs(first, second, labels))
-    return path
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("omapl") / "data.h5")
+    return write_action_zero_reward_dataset(tmp_path_factory.mktemp("omapl") / "data.h5")
 
 
 def _t(x):
@@ -185,15 +142,15 @@ def test_killed_run_resumes_exactly(dataset, tmp_path, monkeypatch):
             train_omapl(dataset, TINY, tmp_path / "resumed", seed=1, progress=False)
     resumed = train_omapl(dataset, TINY, tmp_path / "resumed", seed=1, progress=False)
     assert resumed["history"] == whole["history"]
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["policy"]
-    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["policy"]
+    a = load_checkpoint(tmp_path / "whole" / "model.pt").state_dicts["policy"]
+    b = load_checkpoint(tmp_path / "resumed" / "model.pt").state_dicts["policy"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_unavailable_dataset_actions_are_rejected(tmp_path):
     import h5py
 
-    path = write_synthetic_dataset(tmp_path / "bad.h5")
+    path = write_action_zero_reward_dataset(tmp_path / "bad.h5")
     with h5py.File(path, "r+") as f:
         avail = f["avail"][()]
         avail[0, 0, 0] = False

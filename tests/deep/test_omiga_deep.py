@@ -19,7 +19,8 @@ from marlcov.deep.data.hdf5 import DatasetWriter  # noqa: E402
 from marlcov.deep.envs.mpe import MPEBatch, UniformRandomPolicy  # noqa: E402
 from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
 from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
-from tests.deep.test_omapl_deep import LOSS_ATOL, LOSS_RTOL, write_synthetic_dataset  # noqa: E402
+from tests.deep.loss_tolerances import LOSS_ATOL, LOSS_RTOL  # noqa: E402
+from tests.deep.synthetic import write_action_zero_reward_dataset  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_trajectories": 8, "lr": 3e-3, "checkpoint_every": 10}
 #: Gradient descent on Proposition 4.4's objective gets this close to its closed-form minimiser.
@@ -28,7 +29,7 @@ MINIMISER_ATOL = 1e-6
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_synthetic_dataset(tmp_path_factory.mktemp("omiga") / "data.h5", seed=4)
+    return write_action_zero_reward_dataset(tmp_path_factory.mktemp("omiga") / "data.h5", seed=4)
 
 
 def _t(x):

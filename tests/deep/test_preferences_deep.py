@@ -20,8 +20,7 @@ from marlcov.deep.data.preferences import (
     sample_pairs,
     standardised_returns,
 )
-
-from .test_hdf5 import SPEC, make_batch
+from tests.deep.synthetic import SPEC, random_batch
 
 pytestmark = pytest.mark.deep
 
@@ -147,8 +146,8 @@ def test_pair_sampling():
 def test_label_dataset_streams_returns_from_hdf5(tmp_path):
     path = tmp_path / "d.h5"
     with DatasetWriter(path, SPEC) as w:
-        w.append(make_batch(7, 0))
-        w.append(make_batch(5, 1))
+        w.append(random_batch(7, 0))
+        w.append(random_batch(5, 1))
     with DatasetReader(path) as r:
         pairs = label_dataset(r, seed=3, batch_size=4)
         returns = r.returns()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from marlcov.deep.checkpoints import load_checkpoint
 from marlcov.deep.common import TrainingState
 from marlcov.deep.marlhf.reference import (
     PolicyNet,
@@ -16,7 +17,7 @@ from marlcov.deep.marlhf.reference import (
     load_reference,
     train_reference,
 )
-from tests.deep.test_common import best_actions, write_synthetic_dataset
+from tests.deep.synthetic import best_actions, write_argmax_reward_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -65,7 +66,7 @@ def test_check_actions_available():
 def test_cloning_recovers_the_behaviour_policy(tmp_path):
     """Behaviour: the rewarded action with probability 0.9, else uniform; its mode is the
     rewarded action, which pi_ref must learn to rank first on fresh observations."""
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=160, horizon=4, p_best=0.9, pairs_per_trajectory=1)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=160, horizon=4, p_best=0.9, pairs_per_trajectory=1)
     res = train_reference(data, dict(TINY, batch_size=32, epochs=25), tmp_path / "ref", "cpu", seed=0)
     assert res["val_accuracy"] > 0.8
     ref = load_reference(res["model"])
@@ -80,7 +81,7 @@ def test_cloning_recovers_the_behaviour_policy(tmp_path):
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=1)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=1)
     cfg = dict(TINY, epochs=3, checkpoint_every=4)  # 30 train trajectories, 2 steps/epoch, 6 steps
     whole = train_reference(data, cfg, tmp_path / "whole", "cpu", seed=1)
     original = TrainingState.maybe_save
@@ -97,8 +98,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
             train_reference(data, cfg, tmp_path / "cut", "cpu", seed=1)
     assert torch.load(tmp_path / "cut" / "train_state.pt", weights_only=True)["step"] == 4
     resumed = train_reference(data, cfg, tmp_path / "cut", "cpu", seed=1)
-    a = torch.load(whole["model"], weights_only=True)["state_dict"]
-    b = torch.load(resumed["model"], weights_only=True)["state_dict"]
+    a = load_checkpoint(whole["model"]).state_dicts["reference"]
+    b = load_checkpoint(resumed["model"]).state_dicts["reference"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["train_nll"] == whole["train_nll"]
 
@@ -135,16 +136,22 @@ def test_gru_reference_acting_step_by_step_equals_its_trajectory_log_probs():
 
 
 def test_gru_is_the_default_and_old_mlp_files_still_load(tmp_path):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=24, horizon=3)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=24, horizon=3)
     assert ReferenceConfig().model == "gru"
     res = train_reference(data, dict(TINY, epochs=2), tmp_path / "gru", "cpu", seed=0)
     assert load_reference(res["model"]).net.kind == "gru"
     mlp_res = train_reference(data, dict(TINY, epochs=2, model="mlp"), tmp_path / "mlp", "cpu", seed=0)
-    obj = torch.load(mlp_res["model"], weights_only=True)
-    fields = json.loads(obj["config"])
-    del fields["model"]  # a reference file written before the GRU option
-    obj["config"] = json.dumps(fields)
-    torch.save(obj, tmp_path / "old.pt")
+    new = load_checkpoint(mlp_res["model"])
+    fields = dict(new.config)
+    del fields["model"]  # a reference file written before the GRU option, in the format of then
+    old_file = {
+        "format": "marlcov.deep-reference/1",
+        "config": json.dumps(fields),
+        "sizes": json.dumps(new.networks["reference"]),
+        "state_dict": new.state_dicts["reference"],
+        "metrics": json.dumps(new.meta["metrics"]),
+    }
+    torch.save(old_file, tmp_path / "old.pt")
     old = load_reference(tmp_path / "old.pt")
     assert old.net.kind == "mlp"
     obs = torch.randn(3, 3, 2, 4)

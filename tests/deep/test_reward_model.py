@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from marlcov.deep.checkpoints import load_checkpoint
 from marlcov.deep.common import TrainingState
 from marlcov.deep.marlhf import reward_model
 from marlcov.deep.marlhf.evaluate import plot_reward_trajectory, reward_metrics
@@ -25,7 +26,7 @@ from marlcov.deep.marlhf.reward_model import (
     train_reward_model,
 )
 from marlcov.theory.preferences import bradley_terry_probability
-from tests.deep.test_common import best_actions, write_synthetic_dataset
+from tests.deep.synthetic import best_actions, write_argmax_reward_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -162,7 +163,7 @@ TINY = {"model": "mlp", "hidden": 32, "layers": 3, "epochs": 12, "batch_size": 6
 def test_training_learns_the_reward_from_preferences(tmp_path):
     """The synthetic reward is white noise along time, which the MSE regulariser (2) opposes
     (scaled by 1/Var, it drives such a model to a constant), so this is the NLL alone."""
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=128, horizon=4)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=128, horizon=4)
     res = train_reward_model(data, dict(TINY, alpha=0.0), tmp_path / "rm", "cpu", seed=0)
     chance_nll = 2 * math.log(2)  # a constant reward model, two agents
     assert res["val_nll"] < 0.75 * chance_nll
@@ -183,7 +184,7 @@ def test_training_learns_the_reward_from_preferences(tmp_path):
 
 def test_regularisation_gives_smoother_predictions(tmp_path):
     """Section 6.3: alpha > 0 gives smoother predicted rewards than alpha = 0."""
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=64, horizon=4)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=64, horizon=4)
     rough = {}
     for alpha in (0.0, 1.0):
         res = train_reward_model(data, dict(TINY, alpha=alpha, epochs=6), tmp_path / f"rm{alpha}", "cpu", seed=0)
@@ -192,7 +193,7 @@ def test_regularisation_gives_smoother_predictions(tmp_path):
 
 
 def test_reward_metrics_against_known_predictions(tmp_path):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=20, horizon=4)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=20, horizon=4)
 
     class Affine:
         """Predicts 2 * (true reward) + 3: standardisation makes it a perfect prediction."""
@@ -223,7 +224,7 @@ def _interrupt_at(monkeypatch, step):
 @pytest.mark.parametrize("variance", ["dataset", "batch", "none"])
 @pytest.mark.parametrize("model", ["mlp", "gru"])
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, model, variance):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=4)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=4)
     cfg = dict(TINY, model=model, variance=variance, epochs=4, batch_size=32, checkpoint_every=5)  # 4 steps/epoch, 16 steps
     whole = train_reward_model(data, cfg, tmp_path / "whole", "cpu", seed=3)
     with monkeypatch.context() as mp:
@@ -238,12 +239,12 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, model, var
     resumed = train_reward_model(data, cfg, tmp_path / "cut", "cpu", seed=3)
     monkeypatch.undo()
     assert len(steps) == 6  # it continued; it did not start again
-    a = torch.load(whole["model"], weights_only=True)["state_dict"]
-    b = torch.load(resumed["model"], weights_only=True)["state_dict"]
+    a = load_checkpoint(whole["model"]).state_dicts["reward"]
+    b = load_checkpoint(resumed["model"]).state_dicts["reward"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["train_nll"] == whole["train_nll"]
     other = train_reward_model(data, cfg, tmp_path / "other", "cpu", seed=4)
-    c = torch.load(other["model"], weights_only=True)["state_dict"]
+    c = load_checkpoint(other["model"]).state_dicts["reward"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
@@ -260,12 +261,12 @@ def test_redrawn_labels_follow_the_probabilities_and_depend_only_on_seed_and_ste
 
 
 def test_fixed_and_redrawn_labels_train_and_redrawn_needs_probabilities(tmp_path):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=4)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=40, horizon=3, pairs_per_trajectory=4)
     cfg = dict(TINY, epochs=1)
     fixed = train_reward_model(data, dict(cfg, labels="fixed"), tmp_path / "fixed", "cpu", seed=0)
     redrawn = train_reward_model(data, cfg, tmp_path / "redrawn", "cpu", seed=0)
-    a = torch.load(fixed["model"], weights_only=True)["state_dict"]
-    b = torch.load(redrawn["model"], weights_only=True)["state_dict"]
+    a = load_checkpoint(fixed["model"]).state_dicts["reward"]
+    b = load_checkpoint(redrawn["model"]).state_dicts["reward"]
     assert not all(torch.equal(a[k], b[k]) for k in a)
     from marlcov.deep.data.hdf5 import DatasetReader, read_pairs, write_pairs_file
 
@@ -282,7 +283,7 @@ def test_fixed_and_redrawn_labels_train_and_redrawn_needs_probabilities(tmp_path
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=20, horizon=3, pairs_per_trajectory=2)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=20, horizon=3, pairs_per_trajectory=2)
     cfg = dict(TINY, epochs=1)
     train_reward_model(data, cfg, tmp_path / "rm", "cpu", seed=0)
     with pytest.raises(ValueError, match="another config"):
@@ -292,7 +293,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 def test_config_validation_and_file_format(tmp_path):
     (tmp_path / "rm.yaml").write_text("model: gru\nalpha: 0.5\nepochs: 1\nprogress: false\n")
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=12, horizon=3, pairs_per_trajectory=2)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=12, horizon=3, pairs_per_trajectory=2)
     res = train_reward_model(data, tmp_path / "rm.yaml", tmp_path / "rm", "cpu", seed=0)
     model = load_reward_model(res["model"])
     assert model.meta["config"].model == "gru" and model.meta["config"].alpha == 0.5

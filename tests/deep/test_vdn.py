@@ -21,7 +21,7 @@ from marlcov.deep.marlhf.vdn import (
     train_offline_vdn,
     vdn_td_loss,
 )
-from tests.deep.test_common import best_actions, write_synthetic_dataset
+from tests.deep.synthetic import best_actions, write_argmax_reward_dataset
 
 pytestmark = pytest.mark.deep
 
@@ -212,7 +212,7 @@ def test_resumed_fit_equals_uninterrupted(tmp_path, monkeypatch):
 def test_pipeline_from_preferences_to_a_policy(tmp_path):
     """Reward model, reference and offline VDN on files, end to end: the greedy policy of the
     learnt reward picks the rewarded action far more often than chance (1/3)."""
-    data = write_synthetic_dataset(tmp_path / "d.h5", n=160, horizon=3, p_best=0.5)
+    data = write_argmax_reward_dataset(tmp_path / "d.h5", n=160, horizon=3, p_best=0.5)
     rm = train_reward_model(
         data, {"hidden": 32, "layers": 3, "epochs": 10, "batch_size": 64, "alpha": 0.0, "progress": False}, tmp_path / "rm", "cpu", seed=0
     )
@@ -245,13 +245,13 @@ def test_policy_file_format_is_validated(tmp_path):
     assert torch.equal(p(obs, torch.ones(5, 2, 3, dtype=torch.bool), 0), net(obs).argmax(-1))
     with pytest.raises(ValueError, match="env_name"):
         load_policy(path, env_name="simple_tag_v3")
-    for field in ("network", "state_dict"):
+    for field in ("networks", "state_dicts"):
         broken = dict(obj)
         del broken[field]
         torch.save(broken, tmp_path / "b.pt")
         with pytest.raises(ValueError, match=field):
             load_policy(tmp_path / "b.pt")
-    broken = dict(obj, network='{"obs_dim": 5, "n_actions": 3, "n_agents": 2, "hidden": 8, "layers": 2}')
+    broken = dict(obj, networks='{"q": {"obs_dim": 5, "n_actions": 3, "n_agents": 2, "hidden": 8, "layers": 2}}')
     torch.save(broken, tmp_path / "c.pt")
     with pytest.raises(ValueError, match="state_dict"):
         load_policy(tmp_path / "c.pt")
