@@ -9,6 +9,16 @@
     induction with one polished LP per (h, s), against the bare stage LPs
     (``scipy.optimize.linprog(method="highs")`` on the same stage matrices).
 
+(c) ``markov_equilibrium`` of a general-sum 3-player game (S = 10, H = 3, 3 actions each),
+    against the bare pygambit ``enumpoly_solve(stop_after=1)`` calls on the same stage games
+    (the cost of building the gambit games and of our regret check).
+(d) the choice of the n-player stage solver: ``n_player_equilibrium`` on random 3 x 3 x 3 and
+    2 x 2 x 2 x 2 games against each of pygambit's other solvers (``logit``, ``ipa``, ``gnm``),
+    with the largest normalised regret of what each returned and the number of games on which
+    it returned nothing. ``simpdiv`` is left out: in rational arithmetic it took 65-95 ms per
+    game on most and over 100 s on one of ten 3 x 3 x 3 games. (c) and (d) are skipped
+    without pygambit.
+
 ``ratio = ours_s / baseline_s``. Run as ``python benchmarks/bench_markov_games.py [--quick]``.
 """
 
@@ -24,7 +34,8 @@ from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marlcov.linear_games.markov_equilibria import markov_equilibrium  # noqa: E402
+from marlcov.linear_games.markov_equilibria import _stage_payoffs, markov_equilibrium  # noqa: E402
+from marlcov.linear_games.n_player import deviation_gains, has_gambit, n_player_equilibrium  # noqa: E402
 from marlcov.theory.games import MarkovGame  # noqa: E402
 from marlcov.theory.policies import random_policy  # noqa: E402
 from marlcov.theory.values import best_response, evaluate_policy, nash_gap  # noqa: E402
@@ -110,10 +121,90 @@ def bench_zero_sum_markov(S: int = 20, H: int = 5, A: int = 4) -> list[dict]:
     return [_row(f"markov_equilibrium_zero_sum_S{S}_H{H}_A{A}", ours_s, f"{H * S} bare stage LPs (HiGHS)", base_s, nash_gap=eq.nash_gap)]
 
 
+def _normalised(U: np.ndarray) -> np.ndarray:
+    flat = U.reshape(U.shape[0], -1)
+    lo, span = flat.min(axis=1), np.ptp(flat, axis=1)
+    shape = (-1, *[1] * (U.ndim - 1))
+    return (U - lo.reshape(shape)) / np.where(span > 0, span, 1.0).reshape(shape)
+
+
+def bench_n_player_markov(S: int = 10, H: int = 3, A: int = 3) -> list[dict]:
+    import pygambit as gbt
+
+    game = _game(3, S, H, A, seed=7)
+    ours_s, eq = _best_of(lambda: markov_equilibrium(game), 1)
+    stages = []
+    for h in range(H - 1, -1, -1):
+        Q = _stage_payoffs(game, h, eq.values[h + 1])
+        stages += [_normalised(Q[:, s]) for s in range(S)]
+
+    def bare():
+        return [gbt.nash.enumpoly_solve(gbt.StrategicGame.from_arrays(*U), stop_after=1) for U in stages]
+
+    base_s, _ = _best_of(bare, 1)
+    return [
+        _row(
+            f"markov_equilibrium_3_players_S{S}_H{H}_A{A}",
+            ours_s,
+            f"{H * S} bare pygambit enumpoly_solve calls",
+            base_s,
+            nash_gap=eq.nash_gap,
+            stage_games=eq.stage_games,
+        )
+    ]
+
+
+def _profile(eq, game) -> list[np.ndarray]:
+    return [np.array([float(p) for _, p in eq[label]]) for label in game.players]
+
+
+def bench_n_player_solvers(count: int = 10) -> list[dict]:
+    import pygambit as gbt
+
+    solvers = {
+        "pygambit logit_solve": lambda g: [gbt.nash.logit_solve(g).equilibrium],
+        "pygambit ipa_solve": lambda g: [gbt.nash.ipa_solve(g).equilibrium],
+        "pygambit gnm_solve": lambda g: gbt.nash.gnm_solve(g).equilibria,
+    }
+    rows = []
+    for shape in [(3, 3, 3), (2, 2, 2, 2)]:
+        rng = np.random.default_rng(len(shape))
+        games = [rng.random((len(shape), *shape)) for _ in range(count)]
+        ours_s, ours = _best_of(lambda: [n_player_equilibrium(U) for U in games], 1)  # noqa: B023
+        for label, solve in solvers.items():
+            regrets, failures = [], 0
+            t0 = time.perf_counter()
+            for U in games:
+                g = gbt.StrategicGame.from_arrays(*U)
+                found = [e for e in solve(g) if e is not None]
+                if not found:
+                    failures += 1
+                    continue
+                regrets.append(deviation_gains(_normalised(U), _profile(found[0], g)).max())
+            base_s = time.perf_counter() - t0
+            rows.append(
+                _row(
+                    f"n_player_stage_{'x'.join(map(str, shape))}_x{count}",
+                    ours_s,
+                    label,
+                    base_s,
+                    regret_ours=max(e.regret for e in ours),
+                    regret_peer=float(max(regrets, default=float("nan"))),
+                    peer_failures=failures,
+                )
+            )
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
     """Rows ``{"name", "ours_s", "baseline", "baseline_s", "ratio", ...}`` (ratio = ours/baseline)."""
     rows = bench_nash_gap([2, 3, 4] if quick else [2, 3, 4, 5])
     rows += bench_zero_sum_markov()
+    if has_gambit():
+        rows += bench_n_player_markov()
+        rows += bench_n_player_solvers()
+    else:
+        print("pygambit not installed: the n-player rows are skipped", file=sys.stderr)
     return rows
 
 
@@ -121,5 +212,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="m = 2..4 only")
     for r in run(quick=parser.parse_args().quick):
-        extra = ", ".join(f"{k}={v:.3g}" for k, v in r.items() if isinstance(v, float) and k not in ("ours_s", "baseline_s", "ratio"))
+        extra = ", ".join(
+            f"{k}={v:.3g}" for k, v in r.items() if isinstance(v, (int, float)) and k not in ("ours_s", "baseline_s", "ratio")
+        )
         print(f"{r['name']:<40} ours {r['ours_s']:.4g}s  {r['baseline']}: {r['baseline_s']:.4g}s  ratio {r['ratio']:.3g}  {extra}")

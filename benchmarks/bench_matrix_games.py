@@ -87,7 +87,7 @@ def _peers_all_equilibria():
     if _have("pygambit"):
         import pygambit as gbt
 
-        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(gbt.Game.from_arrays(A, B), rational=False).equilibria
+        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(gbt.StrategicGame.from_arrays(A, B), rational=False).equilibria
     return peers
 
 

@@ -19,8 +19,12 @@ equilibrium in Markov policies; Shapley 1953 for the zero-sum case, Fink 1964 in
   two players' stage payoffs, ties broken by the enumeration's deterministic order
   (decreasing lexicographic ``(x, y)``). Different rules give different (equally valid)
   equilibria; no rule makes the Markov equilibrium unique.
-- Three or more players: refused (an n-player stage-game solver such as pygambit's would be
-  needed; it is not a dependency of this package).
+- Three or more players: one equilibrium of each stage game from pygambit's n-player solvers
+  (:func:`.n_player.n_player_equilibrium`; the optional ``gambit`` extra). **Selection
+  rule**: the first equilibrium that gambit's support enumeration (``enumpoly``) finds, in
+  gambit's order of support profiles (``gnm`` if it finds none); each one verified to have
+  normalised regret at most ``VALUE_ATOL`` (payoffs of each player scaled to span [0, 1]).
+  Without pygambit such games are refused with a message naming the extra.
 
 The returned policy's exact Nash gap is computed independently by
 :func:`marlcov.theory.values.nash_gap` (best responses over all policies by dynamic
@@ -37,6 +41,8 @@ from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import nash_gap
 
+from .n_player import GAMBIT_EXTRA, has_gambit, n_player_equilibrium
+from .n_player import SELECTION_RULE as N_PLAYER_SELECTION_RULE
 from .vertex_enumeration import all_equilibria
 from .zero_sum import zero_sum_solve_batch
 
@@ -56,7 +62,7 @@ class MarkovEquilibrium:
         nash_gap: the exact Nash gap of ``policy`` (theory.values), and ``per_player`` its terms.
         stage_games: the number of stage games solved (``H * S``).
         complete_stages: how many stage games had a certified complete equilibrium set
-            (general-sum only; ``None`` otherwise).
+            (two-player general-sum only; ``None`` otherwise).
         selection: the rule that picked the stage equilibria.
     """
 
@@ -86,14 +92,17 @@ def _stage_payoffs(game: MarkovGame, h: int, V_next: np.ndarray) -> np.ndarray:
     return game.rewards[h] + cont
 
 
+def _selection_rule(m: int, zero_sum: bool) -> str:
+    if zero_sum:
+        return "zero-sum LP (maximin/minimax)"
+    return {1: "greedy", 2: SELECTION_RULE}.get(m, N_PLAYER_SELECTION_RULE)
+
+
 def markov_equilibrium(game: MarkovGame) -> MarkovEquilibrium:
     """A Markov perfect equilibrium of ``game`` by backward induction (see the module doc)."""
     m, H, S = game.n_players, game.horizon, game.n_states
-    if m >= 3:
-        raise GameError(
-            f"n_players: equilibria of Markov games with {m} players need an n-player stage-game "
-            "solver (e.g. pygambit), which is not available; one- and two-player games are supported"
-        )
+    if m >= 3 and not has_gambit():
+        raise GameError(f"n_players: equilibria of games with {m} players need pygambit's n-player solvers; install {GAMBIT_EXTRA}")
     zero_sum = is_zero_sum_game(game)
     sizes = game.action_sizes
     policy = tuple(np.zeros((H, S, a)) for a in sizes)
@@ -106,6 +115,11 @@ def markov_equilibrium(game: MarkovGame) -> MarkovEquilibrium:
         elif zero_sum:
             for s, sol in enumerate(zero_sum_solve_batch(Q[0])):
                 policy[0][h, s], policy[1][h, s] = sol.row_strategy, sol.col_strategy
+        elif m >= 3:
+            for s in range(S):
+                stage = n_player_equilibrium(Q[:, s])
+                for i in range(m):
+                    policy[i][h, s] = stage.strategies[i]
         else:
             for s in range(S):
                 found = all_equilibria(Q[0, s], Q[1, s])
@@ -125,6 +139,6 @@ def markov_equilibrium(game: MarkovGame) -> MarkovEquilibrium:
         nash_gap=gap.total,
         per_player=gap.per_player,
         stage_games=H * S,
-        complete_stages=None if (zero_sum or m == 1) else int(complete),
-        selection="zero-sum LP (maximin/minimax)" if zero_sum else ("greedy" if m == 1 else SELECTION_RULE),
+        complete_stages=int(complete) if (m == 2 and not zero_sum) else None,
+        selection=_selection_rule(m, zero_sum),
     )

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marlcov.linear_games.markov_equilibria import is_zero_sum_game, markov_equilibrium
+from marlcov.linear_games.n_player import has_gambit
 from marlcov.linear_games.solve import solve_game
-from marlcov.theory.games import GameError, MarkovGame, random_markov_game
+from marlcov.theory.games import MarkovGame, random_markov_game
 from marlcov.theory.tolerances import VALUE_ATOL
 from marlcov.theory.values import evaluate_policy
 
@@ -80,9 +81,15 @@ def test_matching_pennies_repeated_has_value_h_over_two():
     np.testing.assert_allclose(eq.policy[0], 0.5, atol=VALUE_ATOL)
 
 
-def test_three_players_refused_clearly():
-    with pytest.raises(GameError, match="n_players"):
-        markov_equilibrium(random_markov_game(2, (2, 2, 2), 2, seed=0))
+@pytest.mark.skipif(not has_gambit(), reason="pygambit (the gambit extra) is not installed")
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from([3, 4]).flatmap(lambda m: markov_games(max_states=2, max_actions=3 if m == 3 else 2, max_horizon=3, players=m)))
+def test_three_and_four_players_equilibrium_has_zero_nash_gap(game):
+    eq = markov_equilibrium(game)
+    assert eq.nash_gap <= VALUE_ATOL
+    assert eq.stage_games == game.horizon * game.n_states and eq.complete_stages is None
+    V = evaluate_policy(game.transitions, game.rewards, eq.policy).V
+    np.testing.assert_allclose(eq.values, V, atol=VALUE_ATOL)
 
 
 def test_solve_game_json_for_a_markov_game():
