@@ -27,17 +27,12 @@ from marlcov.theory.soft_games import (
 )
 
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL, FIXED_POINT_ATOL
 
 PAPER = "MAMQL (Haynam et al.)"
 
 #: Where every MAMQL quote comes from.
 SUMMARY = "the summary papers/mamql-2503.04679.md (the full text is not in papers/; wording not checked against it)"
-
-#: Exact identities (Bellman residuals, round trips) hold to this.
-EXACT_ATOL = 1e-9
-
-#: A fixed-point residual or regularised Nash gap below this counts as zero.
-FIXED_POINT_ATOL = 1e-9
 
 
 def random_general_sum_game(rng: np.random.Generator, n_players: int = 2, n_states: int = 2, n_actions: int = 2, horizon: int = 2):

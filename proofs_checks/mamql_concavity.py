@@ -28,13 +28,7 @@ from .mamql import (
 )
 from .omapl_numerics import slice_figure
 from .registry import CheckContext, Source, Verdict, check
-
-#: Step of the central-difference Hessian; its rounding error is about eps |J| / h^2 ~ 1e-7.
-HESSIAN_FD_STEP = 1e-4
-#: A Hessian eigenvalue above this is positive curvature (far above the difference error).
-HESSIAN_FD_ATOL = 1e-5
-#: A chord second difference ``f(x+td) + f(x-td) - 2 f(x)`` above this refutes concavity exactly.
-CHORD_TOL = 1e-10
+from .tolerances import HESSIAN_FD_ATOL, HESSIAN_FD_STEP, SECOND_DIFF_TOL
 
 
 def fd_hessian(f, x: np.ndarray, h: float = HESSIAN_FD_STEP) -> np.ndarray:
@@ -164,16 +158,13 @@ def concavity(ctx: CheckContext) -> Verdict:
     if witness is not None:
         chord, step = chord_witness(witness["f"], witness["q"].ravel(), witness["direction"])
         wf, wq, wd = witness["f"], witness["q"].ravel(), witness["direction"]
-        figures = slice_figure(
+        figures, captions = slice_figure(
             ctx,
             "mamql_concavity_slice.png",
             [("IQ-Learn criterion along the top Hessian eigenvector", lambda s: wf(wq + s * wd), 3 * step)],
+            f"The chi^2-regularised criterion (c = {witness['c']:.3f}, lam = {witness['lam']:.2f}) along the eigenvector of its largest Hessian "
+            f"eigenvalue {witness['eigenvalue']:.3f} at a random critic where some expert implied reward exceeds 1/(2c): the curve falls below its chord, so the criterion is not concave there.",
         )
-        captions = {
-            name: f"The chi^2-regularised criterion (c = {witness['c']:.3f}, lam = {witness['lam']:.2f}) along the eigenvector of its largest Hessian "
-            f"eigenvalue {witness['eigenvalue']:.3f} at a random critic where some expert implied reward exceeds 1/(2c): the curve falls below its chord, so the criterion is not concave there."
-            for name in figures
-        }
     evidence = {
         "instances": n_inst,
         "critics_per_instance": n_points,
@@ -214,7 +205,7 @@ def concavity(ctx: CheckContext) -> Verdict:
         )
     beyond = f"up to {out_max:.2f} at {n_out_positive}/{n_out} critics beyond it" if n_out else "no critic beyond it"
     summary = f"max Hessian eigenvalue {in_max:.1e} at {n_in} critics with every expert x <= 1/(2c); {beyond}"
-    if witness is not None and chord is not None and chord > CHORD_TOL:
+    if witness is not None and chord is not None and chord > SECOND_DIFF_TOL:
         return Verdict(
             "erratum",
             summary + f" (chord +{chord:.1e})",

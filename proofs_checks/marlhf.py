@@ -24,8 +24,8 @@ from marlcov.theory.preferences import bradley_terry_probability, sample_prefere
 from marlcov.theory.ridge_forms import RidgeGram
 from marlcov.theory.values import nash_gap
 
-from .marlhf_tolerances import EXACT_ATOL, LIMIT_ATOL
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL, LIMIT_ATOL
 
 PAPER = "MARLHF (Zhang et al.)"
 

@@ -10,7 +10,6 @@ from marlcov.linear_games.constructions import table4_equilibria, table4_games
 from marlcov.linear_games.estimation import DEFAULT_DELTA, confidence_radius
 from marlcov.linear_games.sbsm import sbsm, theorem4_bound, transition_bonus_scale
 from marlcov.linear_games.sbsm_experiments import two_player_markov_equilibrium
-from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import DEFAULT_LAMBDA, bonus_terms, reward_covariance, reward_widths, transition_covariances
 from marlcov.theory.games import MarkovGame, random_markov_game
 from marlcov.theory.identifiable import identifiable_basis, policy_reference
@@ -19,9 +18,10 @@ from marlcov.theory.preferences import PreferenceDataset, sample_preference_data
 from marlcov.theory.ridge_forms import RidgeGram
 from marlcov.theory.values import best_response, nash_gap
 
+from .figures import pyplot, saved_figure
 from .marlhf import feature_covariance
-from .marlhf_tolerances import EXACT_ATOL
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL
 
 PAPER = "MARLHF (Zhang et al.)"
 
@@ -44,6 +44,57 @@ def anchored_game(seed: int, action_sizes: tuple[int, int] = (2, 2)) -> MarkovGa
     theta = rng.uniform(0.0, 1.0, size=(1, 2, k - 1))
     rewards = np.einsum("hsabd,hid->hisab", psi, theta)
     return MarkovGame(np.ones((1, 1, *action_sizes, 1)), rewards, 0, psi, theta, f"anchored_{seed}")
+
+
+#: A Nash gap of exactly 0 is drawn at this height on the log axis of the Theorem 4 figure.
+GAP_AXIS_FLOOR = 1e-6
+
+#: Markers of the seeds in the Theorem 4 figure (cycled): a hollow circle, then shapes that fit
+#: inside it, so that markers at the same point stay apart.
+SEED_MARKERS = ("o", "x", "+", "1")
+
+
+def theorem4_figure(path, rows: list[dict], seeds, ns) -> tuple[list[str], dict[str, str]]:
+    """Gap, printed bound and proof's bound against n, one colour and marker per seed.
+
+    The seeds' games share the feature map and the data law, so their bounds differ only by
+    sampling and nearly coincide: each seed's lines are thinner and its markers smaller than the
+    previous seed's and drawn over them, so that every line stays visible where they overlap; the
+    legend names the seeds by colour and marker and the quantities by line style.
+    """
+    from matplotlib.lines import Line2D
+
+    fig, ax = pyplot().subplots(figsize=(5.6, 3.8))
+    seed_handles = []
+    for k, seed in enumerate(seeds):
+        mine = [r for r in rows if r["seed"] == seed]
+        size = max(10.0 - 2.0 * k, 3.0)
+        style = {"color": f"C{k}", "marker": SEED_MARKERS[k % len(SEED_MARKERS)], "markersize": size, "markerfacecolor": "none"}
+        width = {"linewidth": size / 4.0, "zorder": 2 + k}
+        ax.plot(ns, [r["bound"] for r in mine], "--", **style, **width)
+        ax.plot(ns, [r["proof_bound"] for r in mine], ":", **style, **width)
+        ax.plot(ns, [max(r["nash_gap"], GAP_AXIS_FLOOR) for r in mine], "-", **style, **width)
+        seed_handles.append(Line2D([], [], linestyle="none", label=f"seed {seed}", **style))
+    ax.axhline(rows[0]["m_H"], color="black", linewidth=0.8)
+    style_handles = [
+        Line2D([], [], color="gray", linestyle="-", label="Nash gap of the output"),
+        Line2D([], [], color="gray", linestyle="--", label="printed bound"),
+        Line2D([], [], color="gray", linestyle=":", label="proof's bound"),
+        Line2D([], [], color="black", linewidth=0.8, label="mH (largest gap)"),
+    ]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("preference pairs n (uniform data)")
+    ax.set_ylabel("Nash gap / bound")
+    ax.legend(handles=seed_handles + style_handles, fontsize=6, ncol=2)
+    return saved_figure(
+        fig,
+        path,
+        "True Nash gap of SBSM's output (solid; a gap of 0 drawn at "
+        f"{GAP_AXIS_FLOOR:g}), Theorem 4's printed bound (dashed) and what its proof gives (dotted) on one-step games "
+        f"with identifiable rewards and uniform data, C = {THEOREM4_CONSTANT:g}, one marker per seed (the seeds' bounds "
+        "differ only by sampling); the black line is mH.",
+    )
 
 
 @check(
@@ -105,31 +156,7 @@ def theorem4(ctx: CheckContext) -> Verdict:
     figures, captions = [], {}
     path = ctx.path("marlhf_theorem4_gap_vs_n.png")
     if path is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5.6, 3.8))
-        for seed in seeds:
-            mine = [r for r in rows if r["seed"] == seed]
-            line = ax.plot(ns, [r["bound"] for r in mine], "--", label=f"seed {seed}: printed bound")[0]
-            ax.plot(ns, [r["proof_bound"] for r in mine], ":", color=line.get_color())
-            ax.plot(ns, [max(r["nash_gap"], 1e-6) for r in mine], "o-", color=line.get_color(), label=f"seed {seed}: gap")
-        ax.axhline(rows[0]["m_H"], color="black", linewidth=0.8, label="mH (largest gap)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("preference pairs n (uniform data)")
-        ax.set_ylabel("Nash gap / bound")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        save_figure(fig, path, dpi=120)
-        plt.close(fig)
-        figures.append(path.name)
-        captions[path.name] = (
-            f"True Nash gap of SBSM's output (solid), Theorem 4's printed bound (dashed) and what its proof gives "
-            f"(dotted) on one-step games with identifiable rewards and uniform data, C = {THEOREM4_CONSTANT:g}; the line is mH."
-        )
+        figures, captions = theorem4_figure(path, rows, seeds, ns)
     evidence = {
         "games": "one-step 2x2, first joint action's feature 0 (rewards identifiable), uniform data",
         "constant_C": THEOREM4_CONSTANT,
@@ -254,12 +281,7 @@ def theorem4_vacuous(ctx: CheckContext) -> Verdict:
     figures, captions = [], {}
     path = ctx.path("marlhf_theorem4_vacuous.png")
     if path is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig, ax = pyplot().subplots(1, 2, figsize=(9, 3.6))
         ax[0].loglog(ns, by_n, "o-", label="printed bound")
         ax[0].axhline(largest_gap, color="black", linewidth=0.8, label="mH = largest Nash gap")
         ax[0].axhline(floors[0], color="gray", linestyle="--", linewidth=1, label="4CH/sqrt(lambda) floor")
@@ -271,14 +293,12 @@ def theorem4_vacuous(ctx: CheckContext) -> Verdict:
         ax[1].plot(horizons, floors, "--", color="gray", label="floor")
         ax[1].set_xlabel("horizon H")
         ax[1].legend(fontsize=7)
-        fig.tight_layout()
-        save_figure(fig, path, dpi=120)
-        plt.close(fig)
-        figures.append(path.name)
-        captions[path.name] = (
+        figures, captions = saved_figure(
+            fig,
+            path,
             f"Left: Theorem 4's printed bound (C = {constant:g}, lambda = {lam:g}) on Table 4's M1 (d = 4, H = 1) with "
             "uniform data over every joint action, against the largest possible Nash gap mH = 2. Right: against mH as "
-            "the horizon grows (one-hot 2x2 games, n = 10^4)."
+            "the horizon grows (one-hot 2x2 games, n = 10^4).",
         )
     evidence = {
         "constant_C": constant,

@@ -21,18 +21,12 @@ from marlcov.linear_games.certificate_experiments import (
 from marlcov.theory.tolerances import VALUE_ATOL
 
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import COVERAGE_SLOPE_SLACK, PAPER_FLOOR_FACTOR
 
 PAPER = "MARLHF (Zhang et al.)"
 
 #: The failure probability of the certificate's confidence set in this check.
 DELTA = 0.1
-
-#: The identifiable measure must fall like n^{-1/2}: its log-log slope lies within this of -1/2.
-SLOPE_SLACK = 0.2
-
-#: "Stays at its floor": the paper's reward-term unilateral coverage at the largest n is at most
-#: this factor above its exact floor.
-FLOOR_FACTOR = 1.1
 
 
 @check(
@@ -70,7 +64,7 @@ def identifiable_certificate(ctx: CheckContext) -> Verdict:
         mh = paper[0].horizon_bound
         slope = log_log_slope(ns, ident)
         at_floor = all(r.paper_unilateral >= r.paper_floor - VALUE_ATOL for r in paper) and all(
-            r.paper_unilateral <= FLOOR_FACTOR * r.paper_floor for r in paper if r.n == ns[-1]
+            r.paper_unilateral <= PAPER_FLOOR_FACTOR * r.paper_floor for r in paper if r.n == ns[-1]
         )
         evidence[family] = {
             "unilateral_certificate_median": cert,
@@ -83,7 +77,7 @@ def identifiable_certificate(ctx: CheckContext) -> Verdict:
         }
         if not cert[-1] < mh:
             failures.append(f"{family}: median certificate {cert[-1]:.3g} at n={ns[-1]} is not below mH = {mh:g}")
-        if abs(slope + 0.5) > SLOPE_SLACK:
+        if abs(slope + 0.5) > COVERAGE_SLOPE_SLACK:
             failures.append(f"{family}: identifiable unilateral coverage falls with slope {slope:.2f}, not -1/2")
         if not at_floor:
             failures.append(f"{family}: the paper's unilateral coverage leaves its floor")

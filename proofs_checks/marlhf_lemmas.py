@@ -11,14 +11,14 @@ import numpy as np
 from marlcov.linear_games.coverage_datasets import uniform_dataset
 from marlcov.linear_games.estimation import DEFAULT_DELTA, confidence_radius
 from marlcov.linear_games.sbsm import SBSMResult, optimistic_best_responses, pessimistic_values, sbsm
-from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import DEFAULT_LAMBDA
 from marlcov.theory.games import MarkovGame, random_linear_markov_game
 from marlcov.theory.policies import random_policy, replace_player, uniform_policy
 from marlcov.theory.values import best_response, evaluate_policy
 
-from .marlhf_tolerances import EXACT_ATOL
+from .figures import pyplot, saved_figure
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL
 
 PAPER = "MARLHF (Zhang et al.)"
 
@@ -189,13 +189,8 @@ def lemma5_radius(ctx: CheckContext) -> Verdict:
     figures, captions = [], {}
     path = ctx.path("marlhf_lemma5_radius.png")
     if path is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         cs = np.linspace(0.0, 2.0 * max(needed["theta"], needed["lemma5"]), 200)
-        fig, ax = plt.subplots(figsize=(5.6, 3.6))
+        fig, ax = pyplot().subplots(figsize=(5.6, 3.6))
         for key, label in (("theta", "Theta's C_r"), ("lemma5", "Lemma 5 as printed")):
             ax.plot(cs, [np.mean(distances <= c * radii[key]) for c in cs], label=f"{label} (C = 1: {rate[key]:.0%})")
         ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"1 - delta = {target:.2f}")
@@ -203,13 +198,11 @@ def lemma5_radius(ctx: CheckContext) -> Verdict:
         ax.set_xlabel("constant C")
         ax.set_ylabel("share of seeds with theta in the set")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        save_figure(fig, path, dpi=120)
-        plt.close(fig)
-        figures.append(path.name)
-        captions[path.name] = (
+        figures, captions = saved_figure(
+            fig,
+            path,
             f"Coverage of the confidence set over {n_seeds} seeds of the lemma setting (n = {LEMMA_PAIRS} pairs) as the "
-            "unspecified constant C grows, for Theta's radius and for Lemma 5's as printed; the vertical line is C = 1."
+            "unspecified constant C grows, for Theta's radius and for Lemma 5's as printed; the vertical line is C = 1.",
         )
     evidence = {
         "setting": {**LEMMA_GAME, "n_pairs": LEMMA_PAIRS, "seeds": n_seeds, "delta": delta, "lambda": lam, "B": bound},

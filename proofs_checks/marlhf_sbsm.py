@@ -14,8 +14,8 @@ from marlcov.theory.coverage import DEFAULT_LAMBDA
 from marlcov.theory.policies import deterministic_policy, uniform_policy
 from marlcov.theory.values import nash_gap
 
-from .marlhf_tolerances import EXACT_ATOL, GAP_ZERO
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL, NASH_GAP_ZERO
 
 PAPER = "MARLHF (Zhang et al.)"
 
@@ -55,7 +55,7 @@ def theorem3_sbsm(ctx: CheckContext) -> Verdict:
             row.append(nash_gap(g, sbsm(g, data, clip=False, policy_class="mixed").policy).total)
         unilateral.append(row)
     final = [row[-1] for row in unilateral]
-    holds = same_output and max(single_gaps) >= 0.5 - EXACT_ATOL and max(final) <= GAP_ZERO
+    holds = same_output and max(single_gaps) >= 0.5 - EXACT_ATOL and max(final) <= NASH_GAP_ZERO
     return Verdict(
         "holds" if holds else "refuted",
         f"single-policy data: gaps {single_gaps[0]:.3g} (M1), {single_gaps[1]:.3g} (M2); "
@@ -102,7 +102,7 @@ def sbsm_clipping(ctx: CheckContext) -> Verdict:
     constant_surrogate = float(np.ptp(printed)) <= EXACT_ATOL
     out_unclipped = sbsm(m1, data, clip=False, policy_class="mixed")
     gap_unclipped = nash_gap(m1, out_unclipped.policy).total
-    erratum = constant_surrogate and abs(printed[0] - m * H) <= EXACT_ATOL and gap_unclipped <= GAP_ZERO
+    erratum = constant_surrogate and abs(printed[0] - m * H) <= EXACT_ATOL and gap_unclipped <= NASH_GAP_ZERO
     return Verdict(
         "erratum" if erratum else "holds",
         f"as printed: surrogate in [{min(printed):.3g}, {max(printed):.3g}] over {len(printed)} policies (mH = {m * H}); "

@@ -7,20 +7,25 @@ import cvxpy as cp
 import numpy as np
 from scipy.linalg import null_space
 
-from marlcov.theory.atomic import save_figure
 from marlcov.theory.coverage import step_features
 from marlcov.theory.games import random_markov_game
 from marlcov.theory.policies import uniform_policy
 from marlcov.theory.preferences import sample_preference_dataset
 
-from .marlhf_tolerances import ARGMAX_MARGIN, EXACT_ATOL, QUOTIENT_ATOL, SOLVER_ATOL
+from .figures import pyplot, saved_figure
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import ARGMAX_MARGIN, CLARABEL_DEFAULT_ATOL, EXACT_ATOL, QUOTIENT_ATOL
 
 PAPER = "MARLHF (Zhang et al.)"
 
 #: The random one-state instances of the KL check: coefficient beta and number of actions |A|.
 KL_BETA_RANGE = (0.1, 10.0)
 KL_ACTIONS_RANGE = (2, 6)
+
+#: The MSE coefficients alpha of the section 5.2 check; the smallest decides "picks the smoothest"
+#: (the fit's distance to it is O(alpha), compared with ``QUOTIENT_ATOL``).
+SMOOTHNESS_ALPHAS_QUICK = (1e-6, 1e-4, 1e-2, 1.0)
+SMOOTHNESS_ALPHAS_FULL = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100)
 
 
 def kl_regularised_optimum(reward: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
@@ -164,7 +169,7 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
     else:  # a constant moved from every (s, a) of step 1 to step 2 keeps every trajectory's sum
         shift[:d], shift[d : 2 * d] = 1.0, -1.0
     shift_residual = float(np.abs(X @ shift).max())
-    alphas = [1e-6, 1e-4, 1e-2, 1.0] if ctx.quick else [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100]
+    alphas = list(SMOOTHNESS_ALPHAS_QUICK if ctx.quick else SMOOTHNESS_ALPHAS_FULL)
     D_fit = np.eye(X.shape[1]) if ctx.mutated("l2_instead_of_time_mse") else D
     fits = [regularised_reward_fit(X, y, D_fit, a) for a in alphas]
     mse = [float(np.sum((D @ th) ** 2)) for th in fits]
@@ -175,25 +180,18 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
     figures, captions = [], {}
     path = ctx.path("marlhf_sec52_smoothness.png")
     if path is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig, ax = pyplot().subplots(1, 2, figsize=(9, 3.4))
         ax[0].loglog(alphas, mse, "o-")
         ax[0].set_xlabel("MSE coefficient alpha")
         ax[0].set_ylabel("time-axis MSE of the fit")
         ax[1].loglog(alphas, np.maximum(distances, np.finfo(float).tiny), "o-")
         ax[1].set_xlabel("MSE coefficient alpha")
         ax[1].set_ylabel("distance to smoothest MLE\n(identifiable quotient)")
-        fig.tight_layout()
-        save_figure(fig, path, dpi=120)
-        plt.close(fig)
-        figures.append(path.name)
-        captions[path.name] = (
+        figures, captions = saved_figure(
+            fig,
+            path,
             f"Left: time-axis MSE (2) of the fit of loss (1) against alpha. Right: its distance to the smoothest "
-            f"maximum-likelihood reward, after removing the {common_null.shape[1]} directions that neither term sees."
+            f"maximum-likelihood reward, after removing the {common_null.shape[1]} directions that neither term sees.",
         )
     evidence = {
         "parameters": H * d,
@@ -206,7 +204,7 @@ def sec52_unidentified_smoothest(ctx: CheckContext) -> Verdict:
         "mse_of_an_mle": float(np.sum((D @ base) ** 2)),
         "mse_of_smoothest_mle": float(np.sum((D @ smoothest) ** 2)),
     }
-    monotone = all(b <= a + SOLVER_ATOL * max(1.0, a) for a, b in zip(mse, mse[1:]))
+    monotone = all(b <= a + CLARABEL_DEFAULT_ATOL * max(1.0, a) for a, b in zip(mse, mse[1:]))
     unidentified = null.shape[1] > 0 and shift_residual <= EXACT_ATOL
     picks_smoothest = distances[0] <= QUOTIENT_ATOL
     holds = unidentified and monotone and picks_smoothest

@@ -8,8 +8,8 @@ import re
 import numpy as np
 
 from . import marlhf_table_text as text
-from .marlhf_tolerances import PRINTED_ATOL
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import PRINTED_ATOL
 
 PAPER = "MARLHF (Zhang et al.)"
 

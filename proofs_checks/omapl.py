@@ -25,10 +25,8 @@ from .instances import (
 )
 from .instances import mixer_from_params as _mixer_from_params
 from .omapl_numerics import (
-    EXACT_ATOL,
     GROUPS,
     PAPER,
-    SECOND_DIFF_TOL,
     STATEMENTS,
     curvature_sweep,
     dcp_certificates,
@@ -41,6 +39,7 @@ from .omapl_numerics import (
     witness_json,
 )
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL, SECOND_DIFF_TOL
 
 
 @check(
@@ -164,13 +163,15 @@ def prop4_1(ctx: CheckContext) -> Verdict:
 
     inst, tab, g, d, t, _ = sweep["L_qw"]["witness"]
     dq = random_direction(np.random.default_rng(ctx.seed + 1), tab, GROUPS["q"])
-    figures = slice_figure(
+    figures, captions = slice_figure(
         ctx,
         "omapl_prop4_1_slices.png",
         [
             ("L along q (w fixed)", lambda s: preference_objective(inst, shifted(tab, GROUPS["q"], dq, s)), t),
             ("L along (q, w) jointly", lambda s: preference_objective(inst, shifted(tab, GROUPS[g], d, s)), t),
         ],
+        "O-MAPL's L on one random preference instance with linear mixing, along a random direction in q alone "
+        "(w fixed: on or above its chord, as a concave function is) and in (q, w) jointly (below its chord: not jointly concave).",
     )
     evidence = {
         "instances": n_inst,
@@ -185,11 +186,6 @@ def prop4_1(ctx: CheckContext) -> Verdict:
         "dcp": dcp,
         "witness_files": saved,
         "joint_probe_group": joint_group,
-    }
-    captions = {
-        name: "O-MAPL's L on one random preference instance with linear mixing, along a random direction in q alone "
-        "(w fixed: on or above its chord, as a concave function is) and in (q, w) jointly (below its chord: not jointly concave)."
-        for name in figures
     }
     if not all(separate.values()):
         return Verdict(
@@ -281,10 +277,13 @@ def prop4_2(ctx: CheckContext) -> Verdict:
     counterexample["objective"] = "L (preference, should be concave)" if key == "L_q" else "J (Extreme-V, should be convex)"
     counterexample["recomputed_second_difference"] = recomputed
     saved = save_json(ctx, "omapl_prop4_2_counterexample.json", counterexample)
-    figures = slice_figure(
+    objective = "L" if key == "L_q" else "J"
+    figures, captions = slice_figure(
         ctx,
         "omapl_prop4_2_slice.png",
         [(f"{'L along q' if key == 'L_q' else 'J along v'}, two-layer mixer", lambda s: f(inst, shifted(tab, GROUPS[g], d, s), mixer), t)],
+        f"O-MAPL's {objective} along the witness direction in {'q' if key == 'L_q' else 'v'} with a random two-layer mixer: "
+        f"the curve {'falls below' if key == 'L_q' else 'rises above'} its chord, so {objective} is not {'concave' if key == 'L_q' else 'convex'} there.",
     )
     evidence.update(
         {
@@ -294,12 +293,6 @@ def prop4_2(ctx: CheckContext) -> Verdict:
             "paper_counterexample_second_derivative": paper_counterexample_curvature(),
         }
     )
-    objective = "L" if key == "L_q" else "J"
-    captions = {
-        name: f"O-MAPL's {objective} along the witness direction in {'q' if key == 'L_q' else 'v'} with a random two-layer mixer: "
-        f"the curve {'falls below' if key == 'L_q' else 'rises above'} its chord, so {objective} is not {'concave' if key == 'L_q' else 'convex'} there."
-        for name in figures
-    }
     return Verdict(
         "holds" if confirmed else "refuted",
         f"two-layer mixer: {objective} second difference {recomputed:+.3e} along {'q' if key == 'L_q' else 'v'}",

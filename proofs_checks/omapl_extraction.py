@@ -13,24 +13,18 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import softmax
 
-from marlcov.theory.io import save_figure
 from marlcov.theory.objectives import omapl
 
+from .figures import pyplot, saved_figure
 from .instances import random_mixed_game
-from .omapl_numerics import EXACT_ATOL, PAPER, SOLVER_ATOL, STATEMENTS, wbc_numeric_optimum, wbc_solution
+from .omapl_numerics import PAPER, STATEMENTS, wbc_numeric_optimum, wbc_solution
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL, LBFGS_GTOL, WBC_OBJECTIVE_ATOL, WBC_SOLVER_ATOL
 
 THEOREM_4_3 = (
     "Let $\\pi_i^*$ be the optimal solution to the local WBC problem in (4). Then, the global policy $\\pi^*_{tot}$, "
     "defined as $\\pi^*_{tot}(s, a) = \\prod_i \\pi_i^*(a_i|s_i)$, is also optimal for the global WBC problem in (3)."
 )
-
-#: L-BFGS on the product-policy logits stops when the projected gradient is below this.
-LBFGS_GTOL = 1e-12
-
-#: Two maximisers of the global WBC objective (3) (values O(1)) agree in value to this; the
-#: measured gap between cvxpy's local optima and L-BFGS's best product policy is <= 2e-9.
-OBJECTIVE_ATOL = 1e-7
 
 
 @check(
@@ -56,14 +50,14 @@ def theorem4_3(ctx: CheckContext) -> Verdict:
         worst_glc = max(worst_glc, float(np.max(np.abs(res["product_of_local_wbc"] - res["global_policy"]))))
         worst_rt = max(worst_rt, res["round_trip_q"])
         dcp_ok &= res["wbc_dcp"]
-    holds = worst_glc <= SOLVER_ATOL and worst_rt <= EXACT_ATOL and dcp_ok
+    holds = worst_glc <= WBC_SOLVER_ATOL and worst_rt <= EXACT_ATOL and dcp_ok
     return Verdict(
         "holds" if holds else "refuted",
         f"{n_games} linearly mixed games: max |prod_i pi_i^WBC - pi_tot*| = {worst_glc:.1e} (cvxpy; pi_tot* by soft value iteration)",
         evidence={
             "games": n_games,
             "max_abs_product_minus_global": worst_glc,
-            "solver_tolerance": SOLVER_ATOL,
+            "solver_tolerance": WBC_SOLVER_ATOL,
             "q_round_trip_through_reward": worst_rt,
             "wbc_problem_is_dcp": bool(dcp_ok),
         },
@@ -193,27 +187,28 @@ def any_mixer_case(rng: np.random.Generator, n_agents: int, n_actions: int, two_
     }
 
 
-def _kl_figure(ctx: CheckContext, name: str, kl_linear: list[float], kl_two_layer: list[float]) -> list[str]:
+#: A KL divergence of 0 (to rounding) is drawn at this height on the log axis of the any-mixer figure.
+KL_AXIS_FLOOR = 1e-18
+
+
+def _kl_figure(ctx: CheckContext, name: str, kl_linear: list[float], kl_two_layer: list[float]) -> tuple[list[str], dict[str, str]]:
     path = ctx.path(name)
     if path is None:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    floor = 1e-18
+        return [], {}
+    fig, ax = pyplot().subplots(figsize=(5.2, 3.4))
     for k, (label, vals) in enumerate((("linear mixer", kl_linear), ("two-layer mixer", kl_two_layer))):
-        ax.scatter(np.full(len(vals), k) + np.linspace(-0.15, 0.15, len(vals)), np.maximum(vals, floor), s=14, label=label)
+        ax.scatter(np.full(len(vals), k) + np.linspace(-0.15, 0.15, len(vals)), np.maximum(vals, KL_AXIS_FLOOR), s=14, label=label)
     ax.set_yscale("log")
     ax.set_xticks([0, 1], ["linear", "two-layer"])
     ax.set_ylabel("KL(pi_tot* || prod_i pi_i^WBC), worst state")
     ax.set_title("Policy (1) against the product of local WBC optima", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return saved_figure(
+        fig,
+        path,
+        "Per random WBC problem (3 states each), the KL divergence from the KL-regularised optimal policy (1) to the product of the local "
+        "WBC optima. Linear mixing: zero to rounding (the product is policy (1)). Two-layer mixing: positive, because the product is only the "
+        f"best decomposable policy, which is what Theorem 4.3 asserts. A divergence of 0 is drawn at {KL_AXIS_FLOOR:g}.",
+    )
 
 
 @check(
@@ -246,20 +241,14 @@ def theorem4_3_any_mixer(ctx: CheckContext) -> Verdict:
     gap_key = "unrestricted_gap" if ctx.mutated("unrestricted_global_optimum") else "restricted_gap"
     worst = {kind: {key: max(c[key] for c in rows) for key in rows[0]} for kind, rows in cases.items()}
     worst_gap = max(worst[kind][gap_key] for kind in cases)
-    holds = worst_gap <= OBJECTIVE_ATOL
+    holds = worst_gap <= WBC_OBJECTIVE_ATOL
     kl_two = worst["two_layer"]["kl_optimal_policy_to_product"]
-    figures = _kl_figure(
+    figures, captions = _kl_figure(
         ctx,
         "omapl_theorem4_3_any_mixer_kl.png",
         [c["kl_optimal_policy_to_product"] for c in cases["linear"]],
         [c["kl_optimal_policy_to_product"] for c in cases["two_layer"]],
     )
-    captions = {
-        name: "Per random WBC problem (3 states each), the KL divergence from the KL-regularised optimal policy (1) to the product of the local "
-        "WBC optima. Linear mixing: zero to rounding (the product is policy (1)). Two-layer mixing: positive, because the product is only the "
-        "best decomposable policy, which is what Theorem 4.3 asserts."
-        for name in figures
-    }
     evidence = {
         "cases_per_mixer": n_cases,
         "compared_against": "best product policy by L-BFGS on the joint objective"
@@ -272,7 +261,7 @@ def theorem4_3_any_mixer(ctx: CheckContext) -> Verdict:
         "max_abs_cvxpy_joint_optimum_minus_gibbs": max(worst[kind]["joint_optimum_minus_gibbs"] for kind in cases),
         "scope": "Theorem 4.3 optimises over decomposable policies; with a two-layer mixer Q_tot is not additively separable and the "
         "KL-regularised optimum (1) is not a product, so the best decomposable policy differs from it (the KL above)",
-        "objective_tolerance": OBJECTIVE_ATOL,
+        "objective_tolerance": WBC_OBJECTIVE_ATOL,
     }
     return Verdict(
         "holds" if holds else "refuted",
@@ -313,7 +302,7 @@ def theorem4_4(ctx: CheckContext) -> Verdict:
         worst_rows = max(worst_rows, max(float(np.max(np.abs(c.sum(axis=-1) - 1))) for c in closed))
         naive_rows = max(naive_rows, res["naive_row_sum_error"])
         worst_gain = max(worst_gain, res["max_objective_gain_of_perturbation"])
-    holds = worst_closed <= SOLVER_ATOL and worst_rows <= EXACT_ATOL and worst_gain <= EXACT_ATOL
+    holds = worst_closed <= WBC_SOLVER_ATOL and worst_rows <= EXACT_ATOL and worst_gain <= EXACT_ATOL
     return Verdict(
         "holds" if holds else "refuted",
         f"closed form (5) vs cvxpy WBC optimum: max diff {worst_closed:.1e}; without eta/Delta rows sum off by up to {naive_rows:.2f}",
@@ -323,7 +312,7 @@ def theorem4_4(ctx: CheckContext) -> Verdict:
             "max_row_sum_error_closed_form": worst_rows,
             "max_row_sum_error_without_correction": naive_rows,
             "max_wbc_objective_gain_of_perturbed_policies": worst_gain,
-            "solver_tolerance": SOLVER_ATOL,
+            "solver_tolerance": WBC_SOLVER_ATOL,
         },
         counterexample=None
         if holds

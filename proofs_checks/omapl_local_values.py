@@ -12,8 +12,9 @@ import numpy as np
 from marlcov.theory.objectives import logsumexp, omapl, weighted_logsumexp
 
 from .omapl_extraction import local_grid, product_table
-from .omapl_numerics import EXACT_ATOL, PAPER, STATEMENTS
+from .omapl_numerics import PAPER, STATEMENTS
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import EXACT_ATOL
 
 # ----------------------------------------------------------------------------------------------
 

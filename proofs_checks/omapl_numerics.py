@@ -13,11 +13,12 @@ import cvxpy as cp
 import numpy as np
 import sympy as sp
 
-from marlcov.theory.io import save_figure, write_json
+from marlcov.theory.io import write_json
 from marlcov.theory.objectives import omapl
 from marlcov.theory.policies import joint_action_probs
 from marlcov.theory.soft_games import inverse_soft_bellman, soft_bellman_solve
 
+from .figures import pyplot, saved_figure
 from .instances import (
     LocalTables,
     MixedCooperativeGame,
@@ -29,26 +30,13 @@ from .instances import (
     random_tables,
 )
 from .registry import CheckContext
+from .tolerances import CLARABEL_TIGHT
+from .tolerances import SECOND_DIFF_TOL as SECOND_DIFF_TOL  # re-exported: tests/theory imports it from here
 
 PAPER = "O-MAPL (Bui et al.)"
 
 #: Where every O-MAPL quote comes from.
 STATEMENTS = "arXiv 2501.18944v1, as transcribed in papers/omapl-statements.md"
-
-#: A midpoint second difference ``f(x+td) + f(x-td) - 2 f(x)`` beyond this violates concavity
-#: (positive) or convexity (negative); rounding on O(1) objectives is ~1e-15.
-SECOND_DIFF_TOL = 1e-10
-
-#: Agreement of two exact computations of the same quantity (round trips, closed forms).
-EXACT_ATOL = 1e-9
-
-#: Agreement of a cvxpy (interior-point) optimum with a closed form. The WBC rows' coefficients
-#: span up to ~e^40 (arbitrary local values), where Clarabel's probabilities are accurate to a few
-#: 1e-6 (5e-6 at most in the full run); planted bugs move them by 0.5 or more.
-SOLVER_ATOL = 1e-4
-
-#: Clarabel settings for the exponential-cone problems (tighter than the defaults).
-CLARABEL_TIGHT = {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11}
 
 #: Variable groups whose (joint) curvature the checks probe.
 GROUPS = {"q": ("q",), "w": ("w", "b"), "v": ("v",), "qv": ("q", "v"), "qw": ("q", "w", "b"), "vw": ("v", "w", "b")}
@@ -225,17 +213,15 @@ def dcp_certificates(rng: np.random.Generator) -> dict:
     }
 
 
-def slice_figure(ctx: CheckContext, name: str, panels: list[tuple[str, Callable[[float], float], float]]) -> list[str]:
-    """One panel per ``(title, f, t)``: ``f`` on ``[-t, t]`` against its chord (written atomically)."""
+def slice_figure(
+    ctx: CheckContext, name: str, panels: list[tuple[str, Callable[[float], float], float]], caption: str
+) -> tuple[list[str], dict[str, str]]:
+    """One panel per ``(title, f, t)``: ``f`` on ``[-t, t]`` against its chord; the ``Verdict``'s
+    figures and captions (empty without an output directory)."""
     path = ctx.path(name)
     if path is None:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+        return [], {}
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, f, t) in zip(np.atleast_1d(axes), panels):
         ts = np.linspace(-t, t, 81)
         vals = np.array([f(s) for s in ts])
@@ -244,10 +230,7 @@ def slice_figure(ctx: CheckContext, name: str, panels: list[tuple[str, Callable[
         ax.set_title(f"{title}\nf(t)+f(-t)-2f(0) = {vals[0] + vals[-1] - 2 * vals[40]:+.2e}", fontsize=9)
         ax.set_xlabel("step along direction")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return [path.name]
+    return saved_figure(fig, path, caption)
 
 
 def save_json(ctx: CheckContext, name: str, payload: dict) -> str | None:

@@ -16,16 +16,16 @@ from marlcov.theory.policies import joint_action_probs
 from marlcov.theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
 
 from .instances import random_mixed_game
-from .omapl_numerics import CLARABEL_TIGHT, EXACT_ATOL
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import CLARABEL_TIGHT, CLARABEL_TIGHT_ATOL, EXACT_ATOL
 
 PAPER = "OMIGA (Wang et al.)"
 
+#: Distances from the closed-form local value at which the shared loss is probed for descent.
+DESCENT_PROBE_STEPS = (1e-3, 1e-1, 1.0)
+
 #: Where every OMIGA quote comes from.
 SUMMARY = "as quoted in the summary papers/omiga-2307.11620.md (the full text is not in papers/; wording not checked against it)"
-
-#: Agreement of the cvxpy minimiser with the closed form (interior point, exponential cone).
-SOLVER_ATOL = 1e-5
 
 
 def random_local_value_problem(rng: np.random.Generator, rows: int, n_actions: int, samples: int | None = None):
@@ -97,10 +97,10 @@ def prop4_4(ctx: CheckContext) -> Verdict:
         worst_foc = max(worst_foc, float(np.max(np.abs(omiga.local_policy(probs, q, closed, w, alpha).sum(axis=1) - 1.0))))
         # The shared loss is no lower anywhere near the closed form.
         base = omiga.local_value_loss(q, closed, w, alpha, mu)
-        for step in (1e-3, 1e-1, 1.0):
+        for step in DESCENT_PROBE_STEPS:
             for sign in (-1.0, 1.0):
                 worst_descent = max(worst_descent, float(np.max(base - omiga.local_value_loss(q, closed + sign * step, w, alpha, mu))))
-    holds = dcp_all and worst_solver <= SOLVER_ATOL and worst_foc <= EXACT_ATOL and worst_descent <= EXACT_ATOL
+    holds = dcp_all and worst_solver <= CLARABEL_TIGHT_ATOL and worst_foc <= EXACT_ATOL and worst_descent <= EXACT_ATOL
     return Verdict(
         "holds" if holds else "refuted",
         f"{rows_total} local problems: DCP-convex, |cvxpy - closed form| <= {worst_solver:.1e}",
@@ -112,7 +112,7 @@ def prop4_4(ctx: CheckContext) -> Verdict:
             "max_abs_cvxpy_minus_closed_form": worst_solver,
             "max_first_order_condition_error": worst_foc,
             "max_loss_decrease_away_from_closed_form": worst_descent,
-            "solver_tolerance": SOLVER_ATOL,
+            "solver_tolerance": CLARABEL_TIGHT_ATOL,
         },
         counterexample=None if holds else {"max_abs_cvxpy_minus_closed_form": worst_solver, "dcp": bool(dcp_all), "seed": ctx.seed},
         seeds=[ctx.seed],

@@ -19,23 +19,12 @@ from scipy.stats import norm
 from marlcov.theory.objectives import score_decomposition as sd
 
 from .registry import CheckContext, Source, Verdict, check
+from .tolerances import CLARABEL_TIGHT, CLARABEL_TIGHT_ATOL, LOG_DENSITY_ATOL, SCORE_FD_RTOL, SCORE_FD_STEP
 
 PAPER = "Score decomposition (Qiao et al.)"
 
 #: Where every quote comes from.
 ABSTRACT = "abstract, as given in papers/score-decomposition-2505.05968.md (the full text is not in papers/)"
-
-#: Agreement of a cvxpy (interior-point, exponential-cone) optimum with a closed form: measured
-#: <= 2.2e-6 over the full run's KL-regularised policies (alpha down to 0.2); planted bugs move
-#: the miscoordinated mass by 0.04 or more.
-SOLVER_ATOL = 1e-5
-
-#: A chain-rule log density and the mixture's log density agree to this (both O(10), float64).
-DENSITY_ATOL = 1e-9
-
-#: Central finite differences with step ``FD_STEP`` agree with analytic scores to this (relative to 1 + |score|).
-FD_STEP = 1e-5
-FD_RTOL = 1e-6
 
 
 def random_gmm(rng: np.random.Generator, n_agents: int, dims_per_agent: int, n_components: int):
@@ -49,7 +38,7 @@ def random_gmm(rng: np.random.Generator, n_agents: int, dims_per_agent: int, n_c
     return weights, means, covs, blocks
 
 
-def finite_difference_gradient(f, x: np.ndarray, step: float = FD_STEP) -> np.ndarray:
+def finite_difference_gradient(f, x: np.ndarray, step: float = SCORE_FD_STEP) -> np.ndarray:
     """Central differences of a vectorised scalar field ``f(x[..., D]) -> [...]``."""
     D = x.shape[-1]
     eye = np.eye(D) * step
@@ -111,7 +100,7 @@ def sequential_identity(ctx: CheckContext) -> Verdict:
         for f, s_i in zip(cond_logs, seq):
             worst_cond = max(worst_cond, rel_err(s_i, finite_difference_gradient(f, x)))
         product_dev.append(rel_err(sd.marginal_product_score(x, w, m, C, blocks), joint_fd))
-    holds = worst_sum <= FD_RTOL and worst_cond <= FD_RTOL and worst_density <= DENSITY_ATOL
+    holds = worst_sum <= SCORE_FD_RTOL and worst_cond <= SCORE_FD_RTOL and worst_density <= LOG_DENSITY_ATOL
     return Verdict(
         "holds" if holds else "refuted",
         f"{n_mix} mixtures x {n_points} points: |sum_i seq_i - joint score (FD)| <= {worst_sum:.1e}, each seq_i vs FD of its Schur conditional <= {worst_cond:.1e}; "
@@ -123,8 +112,8 @@ def sequential_identity(ctx: CheckContext) -> Verdict:
             "max_rel_each_sequential_score_minus_fd_of_schur_conditional": worst_cond,
             "max_abs_chain_rule_log_density_error": worst_density,
             "max_rel_marginal_product_score_minus_joint_score": max(product_dev),
-            "fd_step": FD_STEP,
-            "tolerance_relative": FD_RTOL,
+            "fd_step": SCORE_FD_STEP,
+            "tolerance_relative": SCORE_FD_RTOL,
             "note": "the identity is the chain rule of densities; the references (finite differences of the log densities, Schur-complement "
             "conditionals) do not use the decomposition under test",
         },
@@ -165,7 +154,7 @@ def kl_regularised_optimum(payoff: np.ndarray, reference: np.ndarray, alpha: flo
     prob = cp.Problem(cp.Maximize(r @ pi - alpha * cp.sum(cp.kl_div(pi, ref))), [cp.sum(pi) == 1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+        prob.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
     if prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"KL-regularised policy: cvxpy status {prob.status}")
     out = np.zeros(reference.size)
@@ -263,12 +252,12 @@ def coordination_game(ctx: CheckContext) -> Verdict:
     continuous_closed = float(exact["continuous_joint_miscoordination"].subs(sp.symbols("sigma", positive=True), sigma_v))
     worst_closed = max(worst_closed, abs(continuous_product - 0.5), abs(continuous_joint - continuous_closed))
     holds = (
-        worst_closed <= SOLVER_ATOL
-        and worst_solver <= SOLVER_ATOL
-        and min_product_off > SOLVER_ATOL
-        and min_product_kl_off > SOLVER_ATOL
-        and max_sequential_off <= SOLVER_ATOL
-        and max_sequential_kl_off <= SOLVER_ATOL
+        worst_closed <= CLARABEL_TIGHT_ATOL
+        and worst_solver <= CLARABEL_TIGHT_ATOL
+        and min_product_off > CLARABEL_TIGHT_ATOL
+        and min_product_kl_off > CLARABEL_TIGHT_ATOL
+        and max_sequential_off <= CLARABEL_TIGHT_ATOL
+        and max_sequential_kl_off <= CLARABEL_TIGHT_ATOL
         and continuous_product > continuous_joint
     )
     return Verdict(
@@ -286,7 +275,7 @@ def coordination_game(ctx: CheckContext) -> Verdict:
             "continuous_product_miscoordination": continuous_product,
             "continuous_joint_miscoordination": continuous_joint,
             "closed_forms": {k: sp.sstr(v) for k, v in exact.items()},
-            "tolerance": SOLVER_ATOL,
+            "tolerance": CLARABEL_TIGHT_ATOL,
         },
         counterexample=None if holds else {"instances": rows, "seed": ctx.seed},
         seeds=[ctx.seed],

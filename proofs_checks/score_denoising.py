@@ -11,12 +11,8 @@ import numpy as np
 from marlcov.theory.objectives import score_decomposition as sd
 
 from .registry import CheckContext, Source, Verdict, check
-from .score_decomposition import ABSTRACT, FD_RTOL, PAPER, finite_difference_gradient, random_gmm, rel_err
-
-#: Tweedie's noise posterior mean and the noised mixture's score agree to this (relative to 1 + |score|).
-TWEEDIE_RTOL = 1e-9
-#: A Monte Carlo mean that should be zero may lie this many standard errors from it.
-MC_Z_MAX = 5.0
+from .score_decomposition import ABSTRACT, PAPER, finite_difference_gradient, random_gmm, rel_err
+from .tolerances import MC_Z_MAX, SCORE_FD_RTOL, TWEEDIE_RTOL
 
 
 def posterior_noise_mean(y, weights, means, covs, observe, alpha_bar: float, n_noised: int):
@@ -122,7 +118,7 @@ def denoising_score(ctx: CheckContext) -> Verdict:
         cross = 2.0 * np.sum(delta * (oracle - eps), axis=-1)
         z = (gap - float(np.mean(np.sum(delta**2, axis=-1)))) / (float(np.std(cross)) / np.sqrt(n_mc))
         worst_z, min_gap = max(worst_z, abs(z)), min(min_gap, gap)
-    holds = worst_joint <= TWEEDIE_RTOL and worst_cond <= FD_RTOL and worst_z <= MC_Z_MAX and min_gap > 0
+    holds = worst_joint <= TWEEDIE_RTOL and worst_cond <= SCORE_FD_RTOL and worst_z <= MC_Z_MAX and min_gap > 0
     return Verdict(
         "holds" if holds else "refuted",
         f"{n_mix} mixtures: |score_from_noise(E[eps|x_t]) - score of noised_gmm| <= {worst_joint:.1e}, sequential conditionals <= {worst_cond:.1e}; "
@@ -137,7 +133,7 @@ def denoising_score(ctx: CheckContext) -> Verdict:
             "max_abs_z_loss_gap_minus_perturbation_norm": worst_z,
             "min_loss_gap_of_perturbed_denoiser": min_gap,
             "tolerance_tweedie_relative": TWEEDIE_RTOL,
-            "tolerance_fd_relative": FD_RTOL,
+            "tolerance_fd_relative": SCORE_FD_RTOL,
             "z_max": MC_Z_MAX,
         },
         counterexample=None if holds else {"errors": [worst_joint, worst_cond, worst_z, min_gap], "seed": ctx.seed},

@@ -16,7 +16,7 @@ from marlcov.proofs_checks.marlhf_bounds import anchored_game, theorem4_printed_
 from marlcov.proofs_checks.marlhf_lemmas import logistic_curvature, zhu_radius
 from marlcov.proofs_checks.marlhf_sec5 import kl_regularised_optimum, quotient_distance
 from marlcov.proofs_checks.marlhf_tables import beta_by_task, caption_beta_by_task, parse_cell, parse_table, table2
-from marlcov.proofs_checks.marlhf_tolerances import SOLVER_ATOL
+from marlcov.proofs_checks.tolerances import CLARABEL_DEFAULT_ATOL
 from marlcov.theory.coverage import reward_gram, reward_widths
 from marlcov.theory.games import random_linear_markov_game, random_markov_game
 from marlcov.theory.identifiable import identifiable_basis, policy_reference
@@ -78,7 +78,7 @@ def test_kl_regularised_optimum_matches_the_gibbs_closed_form(seed, A, beta):
     ref, reward = rng.dirichlet(np.ones(A)), rng.uniform(0, 1, A)
     pi = kl_regularised_optimum(reward, ref, beta)
     gibbs = ref * np.exp(reward / beta)
-    np.testing.assert_allclose(pi, gibbs / gibbs.sum(), atol=SOLVER_ATOL)
+    np.testing.assert_allclose(pi, gibbs / gibbs.sum(), atol=CLARABEL_DEFAULT_ATOL)
 
 
 @given(hnp.arrays(np.float64, 6, elements=st.floats(-5, 5)), hnp.arrays(np.float64, 6, elements=st.floats(-5, 5)))

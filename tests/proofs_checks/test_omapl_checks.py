@@ -12,8 +12,8 @@ from hypothesis.extra.numpy import arrays
 from marlcov.proofs_checks.instances import LocalTables, PreferenceInstance, preference_objective
 from marlcov.proofs_checks.omapl_extraction import best_product_policy, local_grid, product_table, product_wbc_objective
 from marlcov.proofs_checks.omapl_local_values import eta_over_delta, extreme_v_value, prop4_5_rhs
-from marlcov.proofs_checks.omapl_numerics import SECOND_DIFF_TOL
 from marlcov.proofs_checks.registry import CheckContext, all_checks, run_check
+from marlcov.proofs_checks.tolerances import SECOND_DIFF_TOL
 from marlcov.theory.objectives import omapl
 
 #: Verdicts of ``marlcov verify`` for O-MAPL (seed 0); a change is a change of finding.

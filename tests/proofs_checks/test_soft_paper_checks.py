@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from marlcov.proofs_checks.mamql import implied_expert_rewards, iq_objective_of_critic
-from marlcov.proofs_checks.mamql_concavity import HESSIAN_FD_ATOL, HESSIAN_FD_STEP, critic_problem, fd_hessian
+from marlcov.proofs_checks.mamql_concavity import critic_problem, fd_hessian
 from marlcov.proofs_checks.registry import CheckContext, all_checks, run_check
-from marlcov.proofs_checks.score_decomposition import SOLVER_ATOL, kl_regularised_optimum
+from marlcov.proofs_checks.score_decomposition import kl_regularised_optimum
+from marlcov.proofs_checks.tolerances import CLARABEL_TIGHT_ATOL, HESSIAN_FD_ATOL, HESSIAN_FD_STEP
 
 #: Verdicts of ``marlcov verify`` for these papers (seed 0); a change is a change of finding.
 EXPECTED = {
@@ -58,7 +59,7 @@ def test_mamql_concavity_erratum_evidence(results):
 
 def test_coordination_game_uses_independent_optima(results):
     ev = results["score.coordination_game"].verdict.evidence
-    assert ev["max_abs_cvxpy_minus_package_kl_policy"] <= SOLVER_ATOL
+    assert ev["max_abs_cvxpy_minus_package_kl_policy"] <= CLARABEL_TIGHT_ATOL
     assert ev["min_miscoordination_product_kl_optimum"] > 0 == ev["max_miscoordination_sequential_target"]
 
 
@@ -95,4 +96,4 @@ def test_cvxpy_kl_optimum_is_the_gibbs_policy(payoff, ref, alpha):
     assume(ref.sum() > 0.1)
     ref = ref / ref.sum()
     gibbs = ref * np.exp((payoff - payoff.max()) / alpha)
-    np.testing.assert_allclose(kl_regularised_optimum(payoff, ref, alpha), gibbs / gibbs.sum(), atol=SOLVER_ATOL)
+    np.testing.assert_allclose(kl_regularised_optimum(payoff, ref, alpha), gibbs / gibbs.sum(), atol=CLARABEL_TIGHT_ATOL)
