@@ -82,7 +82,7 @@ def marginal_soft_bellman(ctx: CheckContext) -> Verdict:
             br = soft_best_response(P, R[:, i], pi, i, lam)
             others = tuple(np.full_like(p, 1.0 / p.shape[-1]) for p in pi) if ctx.mutated("uniform_other_players") else pi
             rbar, Pbar = marginal_mdp(P, R[:, i], others, i)
-            q_marg, V_marg = marginal_mdp_soft_critic(rbar, Pbar, lam, hard_max=ctx.mutated("hard_max_value"))
+            q_marg, _ = marginal_mdp_soft_critic(rbar, Pbar, lam, hard_max=ctx.mutated("hard_max_value"))
             worst_route = max(worst_route, float(np.max(np.abs(q_marg - br.q_bar))))
             next_v = np.stack([Pbar[h] @ br.V[h + 1] for h in range(game.horizon)])
             resid = br.q_bar - (rbar + next_v)

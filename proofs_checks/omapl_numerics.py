@@ -6,7 +6,6 @@ the weighted-behaviour-cloning optima of section 4.3 by cvxpy, and the figure an
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 
 import cvxpy as cp
@@ -18,6 +17,7 @@ from marlcov.theory.objectives import omapl
 from marlcov.theory.policies import joint_action_probs
 from marlcov.theory.soft_games import inverse_soft_bellman, soft_bellman_solve
 
+from .conic import solve_tight
 from .figures import pyplot, saved_figure
 from .instances import (
     LocalTables,
@@ -30,7 +30,6 @@ from .instances import (
     random_tables,
 )
 from .registry import CheckContext
-from .tolerances import CLARABEL_TIGHT
 from .tolerances import SECOND_DIFF_TOL as SECOND_DIFF_TOL  # re-exported: tests/theory imports it from here
 
 PAPER = "O-MAPL (Bui et al.)"
@@ -246,12 +245,7 @@ def wbc_numeric_optimum(coef: np.ndarray) -> tuple[np.ndarray, bool]:
     """``argmax_p sum_a coef[k, a] log p[k, a]`` over rows on the simplex, by cvxpy (one problem for all rows)."""
     p = cp.Variable(coef.shape, nonneg=True)
     prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(coef, cp.log(p)))), [cp.sum(p, axis=1) == 1])
-    with warnings.catch_warnings():
-        # Tight tolerances can end as "optimal_inaccurate"; the comparison with the closed form judges accuracy.
-        warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"WBC problem: cvxpy status {prob.status}")
+    solve_tight(prob, "WBC problem")
     return np.asarray(p.value), bool(prob.is_dcp())
 
 

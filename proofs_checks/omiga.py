@@ -6,8 +6,6 @@ Only a summary of the paper is at hand, so each quote is the summary's (``verbat
 
 from __future__ import annotations
 
-import warnings
-
 import cvxpy as cp
 import numpy as np
 
@@ -15,9 +13,10 @@ from marlcov.theory.objectives import omiga
 from marlcov.theory.policies import joint_action_probs
 from marlcov.theory.soft_games import inverse_soft_bellman, regularised_value, soft_bellman_solve
 
+from .conic import solve_tight
 from .instances import random_mixed_game
 from .registry import CheckContext, Source, Verdict, check
-from .tolerances import CLARABEL_TIGHT, CLARABEL_TIGHT_ATOL, EXACT_ATOL
+from .tolerances import CLARABEL_TIGHT_ATOL, EXACT_ATOL
 
 PAPER = "OMIGA (Wang et al.)"
 
@@ -57,11 +56,7 @@ def solve_local_values(q: np.ndarray, mu: np.ndarray | None, w: np.ndarray, alph
     z = cp.multiply((w / alpha)[:, None], (q - shift[:, None]) - cp.reshape(V, (rows, 1), order="C") @ np.ones((1, cols)))
     objective = cp.sum(cp.multiply(probs, cp.exp(z))) + cp.sum(cp.multiply(w / alpha, V))
     prob = cp.Problem(cp.Minimize(objective))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"local value problem: cvxpy status {prob.status}")
+    solve_tight(prob, "local value problem")
     return np.asarray(V.value) + shift, bool(prob.is_dcp())
 
 

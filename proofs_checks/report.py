@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-from pathlib import Path
 
 import numpy as np
 
@@ -141,7 +140,3 @@ def markdown(doc: dict) -> str:
         if "error" in c:
             lines += ["Error:", "", "```", c["error"].rstrip(), "```", ""]
     return "\n".join(lines) + "\n"
-
-
-def default_out_dir() -> Path:
-    return Path("marlcov-verify")

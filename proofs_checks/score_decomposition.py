@@ -9,8 +9,6 @@ Only the abstract is at hand, so each quote is the abstract's, as given in that 
 
 from __future__ import annotations
 
-import warnings
-
 import cvxpy as cp
 import numpy as np
 import sympy as sp
@@ -18,8 +16,9 @@ from scipy.stats import norm
 
 from marlcov.theory.objectives import score_decomposition as sd
 
+from .conic import solve_tight
 from .registry import CheckContext, Source, Verdict, check
-from .tolerances import CLARABEL_TIGHT, CLARABEL_TIGHT_ATOL, LOG_DENSITY_ATOL, SCORE_FD_RTOL, SCORE_FD_STEP
+from .tolerances import CLARABEL_TIGHT_ATOL, LOG_DENSITY_ATOL, SCORE_FD_RTOL, SCORE_FD_STEP
 
 PAPER = "Score decomposition (Qiao et al.)"
 
@@ -152,11 +151,7 @@ def kl_regularised_optimum(payoff: np.ndarray, reference: np.ndarray, alpha: flo
     r, ref = payoff.ravel()[support], reference.ravel()[support]
     pi = cp.Variable(int(support.sum()), nonneg=True)
     prob = cp.Problem(cp.Maximize(r @ pi - alpha * cp.sum(cp.kl_div(pi, ref))), [cp.sum(pi) == 1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        prob.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"KL-regularised policy: cvxpy status {prob.status}")
+    solve_tight(prob, "KL-regularised policy")
     out = np.zeros(reference.size)
     out[support] = np.maximum(pi.value, 0.0)
     return out.reshape(reference.shape)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from .games import GameError, MarkovGame
-from .policies import Policy, check_policy, replace_player
+from .policies import Policy, check_policy
 from .preferences import PreferenceDataset
 from .ridge_forms import RidgeGram, prefers_woodbury
 from .values import best_response, evaluate_policy, optimal_joint_values
@@ -262,8 +262,3 @@ def measures_from_bonus(game: MarkovGame, bonus: np.ndarray, policy: Policy, lam
     worst = int(np.argmax(per_player))
     uniform = float(optimal_joint_values(game.transitions, bonus)[0, s1])
     return Coverage(float(lam), single, float(per_player[worst]), uniform, per_player, worst, deviations[worst])
-
-
-def deviation_uncertainty(game: MarkovGame, bonus: np.ndarray, policy: Policy, player: int, pi_i: np.ndarray) -> float:
-    """``U_D(pi_i, pi_{-i})`` for one given deviation."""
-    return policy_uncertainty(game, bonus, replace_player(policy, player, pi_i))

@@ -63,10 +63,6 @@ class PlugInMeasures:
     uniform: float
     weight: float
 
-    @property
-    def worst_agent(self) -> int:
-        return int(np.nanargmax(self.unilateral)) if np.any(np.isfinite(self.unilateral)) else -1
-
 
 def _sum_real_steps(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """``[B, H] -> [B]``: the sum over the real steps (all steps when ``valid`` is None)."""

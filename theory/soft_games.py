@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from .policies import Policy, joint_action_probs
+from .policies import Policy
 
 #: Stop the damped fixed-point iteration of a stage game when no probability moves more than this.
 QRE_TOL = 1e-12
@@ -326,8 +326,3 @@ def logit_qre(
     policy = tuple(policy)
     residual = boltzmann_residual(P, rewards, policy, lam, gamma, entropy)
     return LogitEquilibrium(policy, V, residual, iterations)
-
-
-def joint_reference(policy: Policy) -> np.ndarray:
-    """The joint distribution ``prod_i pi_i[h, s, a_i]`` of a product policy, ``[H, S, A_1..A_m]``."""
-    return joint_action_probs(policy)
