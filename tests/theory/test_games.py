@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marlcov.theory.games import GameError, MarkovGame, linear_markov_game, random_linear_markov_game, random_markov_game
+from marlcov.theory.games import GameError, MarkovGame, linear_markov_game, random_linear_markov_game
+from tests.strategies import markov_games
 
 
 def small_game(**overrides):
@@ -45,18 +46,19 @@ def test_negative_probability_is_refused_even_if_rows_sum_to_one():
         MarkovGame(P, np.zeros((1, 1, 2, 2)))
 
 
-@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 3))
-def test_one_hot_form_reproduces_rewards_and_transitions(seed, S, H):
-    g = random_markov_game(S, (2, 3), H, seed)
+@given(markov_games(min_players=2, max_players=2, max_actions=3, max_states=3))
+def test_one_hot_form_reproduces_rewards_and_transitions(g):
+    H, S, sizes = g.horizon, g.n_states, g.action_sizes
     lin = g.with_one_hot_features()
     psi = lin.features
-    assert psi.shape == (H, S, 2, 3, S * 6)
+    assert psi.shape == (H, S, *sizes, S * int(np.prod(sizes)))
     np.testing.assert_allclose(np.einsum("h...d,hid->hi...", psi, lin.theta), g.rewards, atol=1e-15)
     # Assumption 1 with mu_h(s') = P_h(., ., s') flattened.
     mu = g.transitions.reshape(H, -1, S)
     np.testing.assert_allclose(np.einsum("h...d,hdt->h...t", psi, mu), g.transitions, atol=1e-15)
 
 
+# The seed is the input under test: the seeded generator's games are valid by construction.
 @given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.booleans())
 def test_random_linear_games_are_valid_by_construction(seed, S, H, d, step_dependent):
     g = random_linear_markov_game(S, (2, 2, 2), H, d, seed, step_dependent_features=step_dependent)

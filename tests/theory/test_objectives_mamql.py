@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from marlcov.theory.objectives import mamql
+from tests.strategies import float_arrays, floats, int_arrays
 
 
 def test_marginalise_hand_value():
@@ -35,12 +35,9 @@ def test_iq_learn_hand_value():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000))
-def test_iq_learn_telescopes_to_log_likelihood(seed):
-    rng = np.random.default_rng(seed)
-    H, A, lam = 3, 3, float(rng.uniform(0.3, 3.0))
-    q = rng.normal(size=(H, A))  # one state per step: the trajectory is the action sequence
-    actions = rng.integers(0, A, size=(1, H))
+@given(q=float_arrays((3, 3), -3.0, 3.0), actions=int_arrays((1, 3), 0, 2), lam=floats(0.3, 3.0))
+def test_iq_learn_telescopes_to_log_likelihood(q, actions, lam):
+    H = q.shape[0]  # one state per step: the trajectory is the action sequence
     V = np.append(mamql.soft_value(q, lam), 0.0)
     val = mamql.iq_learn_objective(q[np.arange(H), actions], V[1:][None], V[:1])
     loglik = np.sum(np.log(mamql.boltzmann_policy(q, lam)[np.arange(H), actions[0]])) / lam

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from marlcov.proofs_checks.score_decomposition import finite_difference_gradient, random_gmm
 from marlcov.theory.objectives import score_decomposition as sd
+from tests.strategies import distributions, float_arrays, gaussian_mixtures
 
 
 def test_single_gaussian_hand_values():
@@ -36,12 +37,20 @@ def test_coordination_tables():
     assert sd.miscoordination_mass(pol, np.eye(2)) == pytest.approx(1 / (1 + math.e))
 
 
+@st.composite
+def mixtures_and_points(draw):
+    """A 3-component Gaussian mixture over 2-3 agents of 1-2 dimensions each, and 4 points near
+    its first mean."""
+    n_agents, dims = draw(st.integers(2, 3)), draw(st.integers(1, 2))
+    w, m, C, blocks = draw(gaussian_mixtures(n_agents, dims, 3))
+    x = m[0] + draw(float_arrays((4, m.shape[1]), -3.0, 3.0))
+    return w, m, C, blocks, x
+
+
 @settings(max_examples=15, deadline=None)
-@given(st.integers(0, 10_000), st.integers(2, 3), st.integers(1, 2))
-def test_sequential_scores_sum_to_joint_and_match_finite_differences(seed, n_agents, dims):
-    rng = np.random.default_rng(seed)
-    w, m, C, blocks = random_gmm(rng, n_agents, dims, 3)
-    x = m[0] + rng.normal(size=(4, m.shape[1]))
+@given(mixtures_and_points())
+def test_sequential_scores_sum_to_joint_and_match_finite_differences(mixture):
+    w, m, C, blocks, x = mixture
     joint = sd.gmm_score(x, w, m, C)
     seq = sd.sequential_conditional_scores(x, w, m, C, blocks)
     np.testing.assert_allclose(sum(seq), joint, atol=1e-9)
@@ -53,10 +62,8 @@ def test_sequential_scores_sum_to_joint_and_match_finite_differences(seed, n_age
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000))
-def test_sequential_composition_reproduces_any_joint_table(seed):
-    rng = np.random.default_rng(seed)
-    joint = rng.dirichlet(np.ones(12)).reshape(2, 3, 2)
+@given(distributions(12).map(lambda p: p.reshape(2, 3, 2)))
+def test_sequential_composition_reproduces_any_joint_table(joint):
     np.testing.assert_allclose(sd.compose_sequential(sd.sequential_conditionals(joint)), joint, atol=1e-12)
 
 

@@ -4,11 +4,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from marlcov.theory.games import random_markov_game
-from marlcov.theory.policies import random_policy, replace_player
+from marlcov.theory.policies import replace_player
 from marlcov.theory.soft_games import (
     boltzmann_residual,
     inverse_soft_bellman,
@@ -20,6 +19,7 @@ from marlcov.theory.soft_games import (
     soft_best_response,
     soft_evaluation,
 )
+from tests.strategies import distributions, float_arrays, floats, markov_games, product_policies
 
 
 def test_one_step_soft_value_hand_value():
@@ -48,45 +48,55 @@ def test_bad_shapes_raise():
         soft_bellman_solve(np.ones((1, 1, 2, 1)), np.zeros((1, 1, 2)), np.ones((1, 1, 2)) / 2, 0.0)
 
 
+@st.composite
+def soft_problems(draw):
+    """A game of 1-3 agents with 2 actions each and 2 states, a joint reference policy, a joint
+    reward, a temperature, and another joint policy."""
+    n_agents = draw(st.integers(1, 3))
+    P = draw(markov_games(action_sizes=(2,) * n_agents, n_states=2)).transitions
+    joint = distributions((*P.shape[:2], 2**n_agents)).map(lambda p: p.reshape(P.shape[:-1]))
+    ref, other = draw(joint), draw(joint)
+    return P, ref, draw(float_arrays(ref.shape, -3.0, 3.0)), draw(floats(0.3, 2.0)), other
+
+
 @settings(max_examples=20, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 3), st.integers(1, 3))
-def test_inverse_soft_bellman_round_trip_and_optimality(seed, n_agents, horizon):
-    rng = np.random.default_rng(seed)
-    game = random_markov_game(2, [2] * n_agents, horizon, rng)
-    P = game.transitions
-    ref = rng.dirichlet(np.ones(2**n_agents), size=P.shape[:2]).reshape(P.shape[:-1])
-    r = rng.normal(size=ref.shape)
-    beta = float(rng.uniform(0.3, 2.0))
+@given(soft_problems())
+def test_inverse_soft_bellman_round_trip_and_optimality(problem):
+    P, ref, r, beta, other = problem
     sol = soft_bellman_solve(P, r, ref, beta)
     np.testing.assert_allclose(inverse_soft_bellman(P, sol.Q, ref, beta), r, atol=1e-10)
     np.testing.assert_allclose(regularised_value(P, r, sol.policy, ref, beta), sol.V, atol=1e-10)
-    other = rng.dirichlet(np.ones(2**n_agents), size=P.shape[:2]).reshape(ref.shape)
     assert np.all(regularised_value(P, r, other, ref, beta) <= sol.V + 1e-10)
 
 
+@st.composite
+def games_and_policies(draw, action_sizes):
+    """A 2-state, 2-step game with ``action_sizes``, a product policy and another policy of player 0."""
+    game = draw(markov_games(action_sizes=action_sizes, n_states=2, horizon=2))
+    return game, draw(product_policies(game)), draw(distributions((2, 2, action_sizes[0])))
+
+
 @settings(max_examples=15, deadline=None)
-@given(st.integers(0, 10_000))
-def test_soft_best_response_beats_alternatives(seed):
-    rng = np.random.default_rng(seed)
-    game = random_markov_game(2, [2, 3], 2, rng)
-    pi = random_policy(game, rng)
-    lam = float(rng.uniform(0.5, 3.0))
+@given(games_and_policies((2, 3)), floats(0.5, 3.0))
+def test_soft_best_response_beats_alternatives(drawn, lam):
+    game, pi, alt = drawn
     br = soft_best_response(game.transitions, game.rewards[:, 0], pi, 0, lam)
     rbar, Pbar = marginal_mdp(game.transitions, game.rewards[:, 0], pi, 0)
     np.testing.assert_allclose(br.q_bar[-1], rbar[-1], atol=1e-12)
-    alt = random_policy(game, rng)[0]
     assert np.all(soft_evaluation(game.transitions, game.rewards[:, 0], replace_player(pi, 0, alt), 0, lam).V <= br.V + 1e-10)
 
 
+#: A policy that differs from the logit QRE by this much in some probability is not a fixed point.
+OFF_EQUILIBRIUM = 1e-3
+
+
 @settings(max_examples=10, deadline=None)
-@given(st.integers(0, 10_000))
-def test_logit_qre_is_fixed_point_with_zero_regularised_gap(seed):
-    rng = np.random.default_rng(seed)
-    game = random_markov_game(2, [2, 2], 2, rng)
-    lam = float(rng.uniform(0.5, 3.0))
+@given(games_and_policies((2, 2)), floats(0.5, 3.0))
+def test_logit_qre_is_fixed_point_with_zero_regularised_gap(drawn, lam):
+    game, off, _ = drawn
     eq = logit_qre(game.transitions, game.rewards, lam)
     assert eq.residual <= 1e-9
     assert np.all(np.abs(regularised_nash_gap(game.transitions, game.rewards, eq.policy, lam)) <= 1e-9)
-    off = random_policy(game, rng)
+    assume(max(np.max(np.abs(a - b)) for a, b in zip(off, eq.policy)) > OFF_EQUILIBRIUM)
     assert boltzmann_residual(game.transitions, game.rewards, off, lam) > 1e-6
     assert np.sum(regularised_nash_gap(game.transitions, game.rewards, off, lam)) > 1e-9
