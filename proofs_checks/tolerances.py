@@ -14,7 +14,7 @@ from marlcov.theory.tolerances import VALUE_ATOL
 EXACT_ATOL = VALUE_ATOL
 
 #: A Boltzmann fixed-point residual or an entropy-regularised Nash gap below this counts as zero
-#: (MAMQL's QRE check): the QRE iteration stops at ``theory.soft_games.QRE_TOL`` (1e-12), which
+#: (MAMQL's QRE check): the QRE iteration stops at ``theory.tolerances.QRE_TOL`` (1e-12), which
 #: the residual and the gap see amplified by the horizon and the rationality ``lam``.
 FIXED_POINT_ATOL = 1e-9
 

@@ -28,9 +28,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from .policies import Policy
-
-#: Stop the damped fixed-point iteration of a stage game when no probability moves more than this.
-QRE_TOL = 1e-12
+from .tolerances import QRE_TOL
 
 #: Floor on probabilities inside logarithms (a Boltzmann policy is never exactly zero).
 LOG_FLOOR = 1e-300

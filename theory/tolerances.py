@@ -23,6 +23,16 @@ PIVOT_ATOL = 1e-10
 #: of a step's centred feature table below ``RANK_RTOL`` times the largest counts as zero.
 RANK_RTOL = 1e-10
 
+#: Stop the damped fixed-point iteration of a logit QRE stage game (``theory.soft_games``) when no
+#: probability moves more than this; the result's Boltzmann residual is returned beside it, so a
+#: caller sees how far from the fixed point the stop left it.
+QRE_TOL = 1e-12
+
+#: A joint action whose payoff is below the best payoff by at most this counts as coordinated
+#: (``theory.objectives.score_decomposition.miscoordination_mass``): payoff tables are given, so
+#: only input rounding (~1e-16 on O(1) payoffs) separates ties.
+MISCOORDINATION_ATOL = 1e-12
+
 #: Separation margin of the matrix-game enumeration (normalised payoff units): a vertex of a
 #: best-response polytope whose nearest non-tight constraint (a probability, or a payoff gap to
 #: the best response) is closer than this is *near-degenerate*: a perturbation of the payoffs

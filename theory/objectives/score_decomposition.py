@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..tolerances import MISCOORDINATION_ATOL
 from . import logsumexp, namespace
 
 __all__ = [
@@ -198,7 +199,7 @@ def kl_regularised_policy(payoff, reference, alpha: float):
     return unnorm / xp.sum(unnorm)
 
 
-def miscoordination_mass(joint_policy, payoff, tol: float = 1e-12):
+def miscoordination_mass(joint_policy, payoff, tol: float = MISCOORDINATION_ATOL):
     """Probability of joint actions whose payoff is below the best payoff by more than ``tol``."""
     xp = namespace(joint_policy, payoff)
     bad = payoff < xp.max(payoff) - tol
