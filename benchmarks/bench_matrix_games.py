@@ -5,7 +5,9 @@
     before timing), nashpy's ``vertex_enumeration`` and pygambit's ``enummixed`` (float).
 (b) one fresh Python process that imports the solver and solves one 8 x 8 game: ours vs
     quantecon (whose numba compilation is paid in every new process).
-(c) Lemke-Howson from label 0 on random n x n games (n = 12, 30): ours vs quantecon, nashpy.
+(c) Lemke-Howson from label 0 on random n x n games (n = 12, 30): ours vs quantecon, one path
+    per call, then the same paths in lockstep (``lemke_howson_batch``, a row of its own) and every
+    starting label of one game in one batch, each against quantecon called once per path.
 (d) zero-sum LP of a random dense n x n game (n = 1000; 300 with ``--quick``):
     ``zero_sum_solve`` vs HiGHS interior point and dual simplex on the same LP, with the
     exploitability certified from each pair of strategies.
@@ -30,7 +32,7 @@ from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marlcov.linear_games.matrix_games import all_equilibria, lemke_howson, zero_sum_solve  # noqa: E402
+from marlcov.linear_games.matrix_games import all_equilibria, lemke_howson, lemke_howson_batch, zero_sum_solve  # noqa: E402
 
 
 def _best_of(fn, repeats: int) -> tuple[float, object]:
@@ -87,7 +89,9 @@ def _peers_all_equilibria():
     if _have("pygambit"):
         import pygambit as gbt
 
-        peers["pygambit.enummixed (float)"] = lambda A, B: gbt.nash.enummixed_solve(gbt.StrategicGame.from_arrays(A, B), rational=False).equilibria
+        peers["pygambit.enummixed (float)"] = lambda A, B: (
+            gbt.nash.enummixed_solve(gbt.StrategicGame.from_arrays(A, B), rational=False).equilibria
+        )
     return peers
 
 
@@ -145,28 +149,45 @@ def bench_fresh_process() -> list[dict]:
 
 
 def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
-    rows = []
-    peers = {}
-    if _have("quantecon"):
-        from quantecon import game_theory as gt
+    """Lemke-Howson from label 0 on ``count`` random games: one call per game (``lemke_howson``),
+    and the same paths in lockstep (``lemke_howson_batch``, its own row), against quantecon's
+    ``lemke_howson`` called once per game; then every starting label of one game (batched)."""
+    if not _have("quantecon"):
+        return []
+    from quantecon import game_theory as gt
 
-        peers["quantecon.lemke_howson (warm)"] = lambda A, B: gt.lemke_howson(
-            gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=0
-        )
+    def qe(A, B, k=0):
+        return gt.lemke_howson(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))), init_pivot=k)
+
+    peer = "quantecon.lemke_howson (warm), one call per path"
     # nashpy's float tableau can fail to return on random games (see tests/linear_games), so it
     # is not timed here
+    rows = []
     for n in sizes:
         games = _games(n, count, seed=100 + n)
-        for label, peer in peers.items():
-            peer(*games[0])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ours_s, _, base_s, _ = _best_of_interleaved(
-                    lambda: [lemke_howson(A, B, 0) for A, B in games],
-                    lambda: [peer(A, B) for A, B in games],  # noqa: B023 - called inside the loop
-                    repeats,
-                )
-            rows.append(_row(f"lemke_howson_{n}x{n}_x{count}", ours_s, label, base_s))
+        A, B = np.stack([g[0] for g in games]), np.stack([g[1] for g in games])
+        qe(A[0], B[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours_s, _, base_s, _ = _best_of_interleaved(
+                lambda: [lemke_howson(a, b, 0) for a, b in games],
+                lambda: [qe(a, b) for a, b in games],
+                repeats,
+            )
+            rows.append(_row(f"lemke_howson_{n}x{n}_x{count}", ours_s, peer, base_s))
+            ours_s, _, base_s, _ = _best_of_interleaved(
+                lambda: lemke_howson_batch(A, B, 0),  # noqa: B023 - called inside the loop
+                lambda: [qe(a, b) for a, b in games],
+                repeats,
+            )
+            rows.append(_row(f"lemke_howson_batch_{n}x{n}_x{count}", ours_s, peer, base_s))
+            L = 2 * n
+            ours_s, _, base_s, _ = _best_of_interleaved(
+                lambda: lemke_howson_batch(np.repeat(A[:1], L, 0), np.repeat(B[:1], L, 0), range(L)),  # noqa: B023
+                lambda: [qe(A[0], B[0], k) for k in range(L)],  # noqa: B023
+                repeats,
+            )
+            rows.append(_row(f"lemke_howson_batch_{n}x{n}_all_{L}_labels", ours_s, peer, base_s))
     return rows
 
 

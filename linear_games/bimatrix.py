@@ -14,6 +14,7 @@ the payoffs reported back are computed from the original matrices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,8 @@ class DegenerateGameError(ValueError):
 
 def as_payoff_matrix(M, name: str) -> np.ndarray:
     """``M`` as a finite 2-D float64 array; ValueError naming ``name`` otherwise."""
+    if type(M) is np.ndarray and M.dtype == np.float64 and M.ndim == 2 and M.size and math.isfinite(M.sum()):
+        return M.copy()  # the common case, checked in one pass (a finite sum has finite terms)
     try:
         arr = np.asarray(M)
     except Exception as exc:  # ragged nested lists etc.
@@ -141,7 +144,7 @@ def normalised(M: np.ndarray) -> np.ndarray:
 
 
 def to_simplex(v: np.ndarray) -> np.ndarray:
-    v = np.clip(v, 0.0, None)
+    v = np.maximum(v, 0.0)
     return v / v.sum()
 
 

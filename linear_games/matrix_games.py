@@ -6,11 +6,11 @@
 - :mod:`.vertex_enumeration`: :func:`all_equilibria`, :func:`is_degenerate`
 - :mod:`.exact_enumeration`: the rational ground truth used for near-degenerate games
 - :mod:`.support_enumeration`: :func:`support_enumeration` (the tests' cross-check)
-- :mod:`.lemke_howson`: :func:`lemke_howson`
+- :mod:`.lemke_howson`: :func:`lemke_howson`, :func:`lemke_howson_batch` (many paths in lockstep)
 """
 
 from .bimatrix import DegenerateGameError, Equilibrium, EquilibriumSet, nash_gap_bimatrix
-from .lemke_howson import lemke_howson
+from .lemke_howson import lemke_howson, lemke_howson_batch
 from .support_enumeration import support_enumeration
 from .vertex_enumeration import all_equilibria, is_degenerate
 from .zero_sum import ZeroSumSolution, zero_sum_solve
@@ -24,6 +24,7 @@ __all__ = [
     "is_degenerate",
     "all_equilibria",
     "lemke_howson",
+    "lemke_howson_batch",
     "nash_gap_bimatrix",
     "support_enumeration",
 ]
