@@ -9,7 +9,9 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from marlcov.theory.games import MarkovGame
+from marlcov.theory.games import MarkovGame, linear_markov_game
+from marlcov.theory.policies import deterministic_policy
+from marlcov.theory.preferences import PreferenceDataset
 
 #: Smallest unnormalised weight of a drawn distribution: every probability is at least
 #: MIN_WEIGHT / n, so drawn distributions have full support like Dirichlet draws.
@@ -62,9 +64,39 @@ def markov_games(
     return MarkovGame(P, R, initial_state=draw(st.integers(0, S - 1)))
 
 
-def product_policies(game: MarkovGame) -> st.SearchStrategy[tuple]:
-    """Product policies of ``game``: one drawn distribution per player, step and state."""
-    return st.tuples(*(distributions((game.horizon, game.n_states, a)) for a in game.action_sizes))
+@st.composite
+def linear_markov_games(draw, max_players=2, max_actions=2, max_states=3, max_horizon=3, max_dim=3, action_sizes=None, step_dependent=True):
+    """A game of Assumption 1 from drawn factors: features ``psi`` on the simplex of R^d (per step
+    with ``step_dependent``), next-state distributions ``mu_h[:, k]`` and ``theta`` in [0, 1]^d,
+    so that ``P`` is a distribution and ``r`` lies in [0, 1]."""
+    if action_sizes is None:
+        action_sizes = tuple(draw(st.integers(1, max_actions)) for _ in range(draw(st.integers(1, max_players))))
+    S, H, d = draw(st.integers(1, max_states)), draw(st.integers(1, max_horizon)), draw(st.integers(1, max_dim))
+    psi = draw(distributions(((H,) if step_dependent else ()) + (S, *action_sizes, d)))
+    mu = draw(distributions((H, d, S))).transpose(0, 2, 1)
+    theta = draw(float_arrays((H, len(action_sizes), d), 0.0, 1.0))
+    return linear_markov_game(psi, mu, theta, initial_state=draw(st.integers(0, S - 1)))
+
+
+def product_policies(game: MarkovGame, deterministic: bool = False) -> st.SearchStrategy[tuple]:
+    """Product policies of ``game``: one drawn distribution per player, step and state, or one
+    drawn action (a one-hot row) with ``deterministic``."""
+    H, S = game.horizon, game.n_states
+    if deterministic:
+        return st.tuples(*(int_arrays((H, S), 0, a - 1) for a in game.action_sizes)).map(lambda t: deterministic_policy(game, t))
+    return st.tuples(*(distributions((H, S, a)) for a in game.action_sizes))
+
+
+@st.composite
+def preference_datasets(draw, game: MarkovGame, min_pairs=0, max_pairs=25):
+    """Pairs of trajectories of ``game`` from its initial state (every drawn transition has positive
+    probability: drawn games have full support) with drawn labels in {+1, -1}."""
+    N, H, m = draw(st.integers(min_pairs, max_pairs)), game.horizon, game.n_players
+    states = draw(int_arrays((N, 2, H + 1), 0, game.n_states - 1))
+    states[:, :, 0] = game.initial_state
+    actions = np.stack([draw(int_arrays((N, 2, H), 0, a - 1)) for a in game.action_sizes], axis=-1).reshape(N, 2, H, m)
+    prefs = draw(arrays(np.int64, (N, m), elements=st.sampled_from([-1, 1])))
+    return PreferenceDataset(states, actions, prefs)
 
 
 @st.composite

@@ -15,10 +15,9 @@ from marlcov.theory.games import GameError, random_linear_markov_game, random_ma
 from marlcov.theory.policies import random_policy, replace_player
 from marlcov.theory.preferences import sample_preference_dataset
 from marlcov.theory.tolerances import VALUE_ATOL
+from tests.strategies import floats, linear_markov_games, preference_datasets, product_policies
 
 from .brute_force import all_deterministic_policies, expected_return
-
-seeds = st.integers(0, 2**31 - 1)
 
 
 def loop_covariances(game, ds, lam):
@@ -41,19 +40,24 @@ def loop_covariances(game, ds, lam):
     return sigma_r, sigma_p
 
 
-@given(seeds, st.integers(1, 3), st.integers(1, 4), st.integers(0, 30), st.floats(0.1, 5.0))
-def test_covariances_match_the_printed_sums(seed, H, d, n, lam):
-    g = random_linear_markov_game(3, (2, 2), H, d, seed)
-    ds = sample_preference_dataset(g, random_policy(g, seed + 1), n, seed + 2)
+@st.composite
+def linear_games_and_data(draw, action_sizes, n_states, max_pairs, max_dim=4, step_dependent=False):
+    game = draw(linear_markov_games(action_sizes=action_sizes, max_states=n_states, max_dim=max_dim, step_dependent=step_dependent))
+    return game, draw(preference_datasets(game, max_pairs=max_pairs))
+
+
+@given(linear_games_and_data((2, 2), 3, 30), floats(0.1, 5.0))
+def test_covariances_match_the_printed_sums(drawn, lam):
+    g, ds = drawn
     loop_r, loop_p = loop_covariances(g, ds, lam)
     np.testing.assert_allclose(reward_covariance(g.features, ds, lam), loop_r, atol=1e-12)
     np.testing.assert_allclose(transition_covariances(g.features, ds, lam), loop_p, atol=1e-12)
 
 
-@given(seeds, st.integers(1, 3), st.integers(1, 4), st.integers(0, 20))
-def test_bonus_matches_explicit_inverses(seed, H, d, n):
-    g = random_linear_markov_game(2, (2, 3), H, d, seed)
-    ds = sample_preference_dataset(g, random_policy(g, seed + 1), n, seed + 2)
+@given(linear_games_and_data((2, 3), 2, 20))
+def test_bonus_matches_explicit_inverses(drawn):
+    g, ds = drawn
+    H, d = g.horizon, g.features.shape[-1]
     sr, sp = loop_covariances(g, ds, 1.0)
     terms = bonus_terms(g.features, reward_covariance(g.features, ds), transition_covariances(g.features, ds))
     inv_r = np.linalg.inv(sr)
@@ -68,12 +72,11 @@ def test_bonus_matches_explicit_inverses(seed, H, d, n):
 
 @st.composite
 def game_data_policy(draw, max_pairs=25):
-    seed = draw(seeds)
-    m = draw(st.integers(1, 3))
-    g = random_linear_markov_game(draw(st.integers(1, 2)), (2,) * m, draw(st.integers(1, 3)), draw(st.integers(1, 4)), seed)
-    behaviour = random_policy(g, seed + 1)
-    ds = sample_preference_dataset(g, behaviour, draw(st.integers(0, max_pairs)), seed + 2)
-    return g, ds, random_policy(g, seed + 3, deterministic=draw(st.booleans()))
+    """A linear game of 1-3 players with 2 actions each, a dataset of it and a product policy
+    (deterministic or not)."""
+    g = draw(linear_markov_games(action_sizes=(2,) * draw(st.integers(1, 3)), max_states=2, max_dim=4, step_dependent=False))
+    ds = draw(preference_datasets(g, max_pairs=max_pairs))
+    return g, ds, draw(product_policies(g, deterministic=draw(st.booleans())))
 
 
 @given(game_data_policy())
@@ -99,10 +102,10 @@ def test_unilateral_coverage_is_the_maximum_over_all_deviations(gdp):
     assert cov.single == pytest.approx(expected_return(g, pi, bonus), abs=1e-12)
 
 
-@given(game_data_policy(), seeds, st.integers(1, 20))
-def test_coverage_never_increases_when_data_is_added(gdp, seed, extra):
+@given(game_data_policy(), st.data())
+def test_coverage_never_increases_when_data_is_added(gdp, data):
     g, ds, pi = gdp
-    more = ds + sample_preference_dataset(g, random_policy(g, seed), extra, seed)
+    more = ds + data.draw(preference_datasets(g, min_pairs=1, max_pairs=20))
     before, after = coverage_measures(g, ds, pi), coverage_measures(g, more, pi)
     assert after.single <= before.single + VALUE_ATOL
     assert after.unilateral <= before.unilateral + VALUE_ATOL
