@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from marlcov.deep.config_model import config_values, from_mapping
 from marlcov.deep.pipeline import (
     Reproduction,
     check_stage_config,
@@ -52,6 +53,12 @@ def _variant_stages(changes: list[tuple[str, str, Any]]) -> dict[str, dict[str, 
     for stage, field, value in changes:
         out.setdefault(stage, {})[field] = value
     return out
+
+
+def _variant(stages: Mapping[str, Any], stage: str, overrides: Mapping[str, Mapping[str, Any]], name: str) -> Any:
+    """The config of ``stage`` with the ``overrides`` of variant ``name`` applied."""
+    values = {**config_values(stages[stage]), **overrides.get(stage, {})}
+    return from_mapping(type(stages[stage]), values, f"variant {name!r}, section {stage!r}")
 
 
 def _tag(overrides: Mapping[str, Any]) -> str:
@@ -121,7 +128,7 @@ def run_ablation(
     """Test return of the official chain and of each variant in ``variants`` (default: all of
     ``VARIANTS``) on the ``mix`` dataset of ``env`` (shared by the seeds; labels and learning
     stages are seeded with ``seed``); writes ``OUT/<env>/ablation_seed<seed>.json`` and returns it."""
-    from marlcov.deep.common import atomic_write_text, config_dict, load_config
+    from marlcov.deep.common import atomic_write_text
     from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
     from marlcov.deep.marlhf.reference import train_reference
     from marlcov.deep.marlhf.reward_model import load_reward_model, train_reward_model
@@ -139,36 +146,35 @@ def run_ablation(
     root.mkdir(parents=True, exist_ok=True)
     policies = rep.policies()
     data = shared / f"{mix}.h5"
+    stages = stage_configs(cfg, rep.env)
     if not data.exists():
         log(f"[run ] dataset {mix}")
-        c = rep.collect
+        c = stages["collect"]
         collect_dataset(
             rep.env,
             mix,
-            int(c.get("trajectories", 1024)),
+            c.trajectories,
             policies,
             data,
             seed=rep.seed_base,
-            batch_size=int(c.get("batch_size", 128)),
-            epsilon=float(c.get("epsilon", 0.0)),
+            batch_size=c.batch_size,
+            epsilon=c.epsilon,
             env_options=rep.env_options,
         )
-    label_base = dict(rep.label)
-    stages = stage_configs(cfg, rep.env)
-    ev = rep.evaluate
+    ev = stages["evaluate"]
     results: dict[str, Any] = {}
     for name in names:
         over = _variant_stages(VARIANTS[name])
-        lab = {**label_base, **over.get("label", {})}
-        normalisation = str(lab.get("normalisation", "min-max"))
+        lab = _variant(stages, "label", over, name)
+        normalisation = lab.normalisation
         pairs = root / f"pairs_{normalisation}.h5"
         label = _json(
             root / f"labels_{normalisation}.json",
             lambda: label_dataset_file(
                 data,
                 pairs,
-                pairs_per_trajectory=int(lab.get("pairs_per_trajectory", 10)),
-                steepness=float(lab.get("steepness", 5.0)),
+                pairs_per_trajectory=lab.pairs_per_trajectory,
+                steepness=lab.steepness,
                 seed=seed,
                 overwrite=True,
                 normalisation=normalisation,
@@ -178,8 +184,8 @@ def run_ablation(
         )
         rm_over = {"normalisation": normalisation, **over.get("reward_model", {})}
         rm_dir = root / f"reward_{_tag(rm_over)}"
-        rm_cfg = {**config_dict(stages["reward_model"]), **over.get("reward_model", {})}
-        check_stage_config(rm_dir, load_config(type(stages["reward_model"]), rm_cfg))
+        rm_cfg = _variant(stages, "reward_model", over, name)
+        check_stage_config(rm_dir, rm_cfg)
         _json(
             rm_dir / "done.json",
             lambda: train_reward_model(data, rm_cfg, rm_dir, device, seed, pairs_path=pairs),
@@ -188,13 +194,13 @@ def run_ablation(
         )
         ref_over = over.get("reference", {})
         ref_dir = root / f"reference_{_tag(ref_over)}"
-        ref_cfg = {**config_dict(stages["reference"]), **ref_over}
-        check_stage_config(ref_dir, load_config(type(stages["reference"]), ref_cfg))
+        ref_cfg = _variant(stages, "reference", over, name)
+        check_stage_config(ref_dir, ref_cfg)
         _json(ref_dir / "done.json", lambda: train_reference(data, ref_cfg, ref_dir, device, seed), log, f"reference {ref_dir.name}")
         vdn_over = over.get("offline_vdn", {})
         vdn_dir = root / f"vdn_{rm_dir.name}_{ref_dir.name}_{_tag(vdn_over)}"
-        vdn_cfg = {**config_dict(stages["offline_vdn"]), **vdn_over}
-        check_stage_config(vdn_dir, load_config(type(stages["offline_vdn"]), vdn_cfg))
+        vdn_cfg = _variant(stages, "offline_vdn", over, name)
+        check_stage_config(vdn_dir, vdn_cfg)
         _json(
             vdn_dir / "done.json",
             lambda: train_offline_vdn(data, rm_dir / "reward_model.pt", ref_dir / "reference.pt", vdn_cfg, vdn_dir, device, seed),
@@ -206,9 +212,9 @@ def run_ablation(
             res = evaluate_policy(
                 vdn_dir / "policy.pt",
                 rep.env,
-                n_episodes=int(ev.get("episodes", 500)),
+                n_episodes=ev.episodes,
                 seed=seed,
-                batch_size=int(ev.get("batch_size", 250)),
+                batch_size=ev.batch_size,
                 device=device,
                 env_kwargs=rep.env_options,
                 progress=False,

@@ -50,12 +50,14 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from marlcov.deep.cells import Cell, default_workers, run_cells
+from marlcov.deep.config_model import POSITIVE, ConfigModel, config_values, from_mapping, optional, read_config_file, setting
 from marlcov.deep.pipeline.tables import cell_text, summary
 
 ALGOS = ("marlhf", "omapl", "omiga", "mamql", "score-decomposition")
@@ -195,12 +197,22 @@ def check_algos_fit_dataset(algos: Sequence[str], data: Mapping[str, Any], omiga
         )
 
 
+@dataclass(frozen=True)
+class CompareEvaluateConfig(ConfigModel):
+    """Section ``evaluate``: test episodes per policy, played ``batch_size`` at a time (None:
+    all at once)."""
+
+    episodes: int = setting(100, POSITIVE)
+    batch_size: int | None = setting(None, optional(POSITIVE))
+
+
 def load_compare_config(scale: str | None = "small", source: str | os.PathLike | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The compare config of ``scale``: the MARLHF sections of the pipeline config
     ``deep/configs/<scale>.json`` (with its per-environment overrides), updated by
     ``deep/configs/compare_<scale>.json``, updated by ``source`` (a file or a mapping).
-    Unknown top-level keys raise ValueError."""
-    from marlcov.deep.pipeline import CONFIG_DIR, SCALES, load_pipeline_config, merge, read_mapping
+    Unknown sections raise ValueError; the fields are checked by ``trainer_configs``."""
+    from marlcov.deep.pipeline import CONFIG_DIR, SCALES, load_pipeline_config, merge
+    from marlcov.deep.pipeline.config import check_layout
 
     if scale is not None and scale not in SCALES:
         raise ValueError(f"--scale: expected one of {list(SCALES)}, got {scale!r}")
@@ -209,26 +221,24 @@ def load_compare_config(scale: str | None = "small", source: str | os.PathLike |
         pipeline = load_pipeline_config(scale)
         config = {name: pipeline.get(name, {}) for name in MARLHF_SECTIONS}
         config["envs"] = {env: {k: v for k, v in over.items() if k in MARLHF_SECTIONS} for env, over in pipeline.get("envs", {}).items()}
-        config = merge(config, read_mapping(CONFIG_DIR / f"compare_{scale}.json"))
+        config = merge(config, read_config_file(CONFIG_DIR / f"compare_{scale}.json"))
     if source is not None:
-        config = merge(config, source if isinstance(source, Mapping) else read_mapping(source))
-    unknown = sorted(set(config) - set(TOP_LEVEL))
-    if unknown:
-        raise ValueError(f"config: unknown section(s) {unknown}; expected names from {sorted(TOP_LEVEL)}")
+        config = merge(config, source if isinstance(source, Mapping) else read_config_file(source))
+    check_layout(config, (*ALGO_SECTIONS, *MARLHF_SECTIONS, "evaluate"), TOP_LEVEL, None)
     return config
 
 
 def trainer_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
-    """The validated config dataclasses of every trainer for ``env`` (ValueError naming the section)."""
+    """The validated config dataclasses of every trainer for ``env`` and the ``evaluate``
+    section as ``{"episodes", "batch_size"}`` (ValueError naming the section and the field)."""
     from marlcov.deep.algos.mamql import MAMQLConfig
     from marlcov.deep.algos.omapl import OMAPLConfig
     from marlcov.deep.algos.omiga import OMIGAConfig
     from marlcov.deep.algos.score_decomposition import ScoreDecompositionConfig
-    from marlcov.deep.common import load_config
     from marlcov.deep.marlhf.reference import ReferenceConfig
     from marlcov.deep.marlhf.reward_model import RewardModelConfig
     from marlcov.deep.marlhf.vdn import OfflineVDNConfig
-    from marlcov.deep.pipeline import section
+    from marlcov.deep.pipeline.config import section_configs
 
     classes = {
         "omapl": OMAPLConfig,
@@ -238,21 +248,11 @@ def trainer_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
         "reward_model": RewardModelConfig,
         "reference": ReferenceConfig,
         "offline_vdn": OfflineVDNConfig,
+        "evaluate": CompareEvaluateConfig,
     }
-    out = {}
-    for name, cls in classes.items():
-        try:
-            out[name] = load_config(cls, section(config, name, env))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config section {name!r}: {exc}") from None
-    ev = section(config, "evaluate", env)
-    unknown = sorted(set(ev) - {"episodes", "batch_size"})
-    if unknown:
-        raise ValueError(f"config section 'evaluate': unknown field(s) {unknown}; expected 'episodes', 'batch_size'")
-    episodes, batch = int(ev.get("episodes", 100)), int(ev.get("batch_size", ev.get("episodes", 100)))
-    if episodes < 1 or batch < 1:
-        raise ValueError(f"config section 'evaluate': episodes and batch_size must be positive, got {episodes}, {batch}")
-    out["evaluate"] = {"episodes": episodes, "batch_size": batch}
+    out = section_configs(config, env, classes)
+    ev = out["evaluate"]
+    out["evaluate"] = {"episodes": ev.episodes, "batch_size": ev.episodes if ev.batch_size is None else ev.batch_size}
     return out
 
 
@@ -359,11 +359,11 @@ def algorithm_cell(
         spec = reader.spec
     if variant == "marlhf":
         from marlcov.deep.marlhf.reference import train_reference
-        from marlcov.deep.marlhf.vdn import load_policy, train_offline_vdn
+        from marlcov.deep.marlhf.vdn import OfflineVDNConfig, load_policy, train_offline_vdn
 
-        vcfg = dict(configs["offline_vdn"])
+        vcfg = from_mapping(OfflineVDNConfig, configs["offline_vdn"], "config section 'offline_vdn'")
         ref = None
-        if float(vcfg.get("beta", 1.0)) > 0:
+        if vcfg.beta > 0:
             ref = out / "reference" / "reference.pt"
             if not ref.exists():
                 train_reference(dataset, configs["reference"], ref.parent, dev, seed)
@@ -419,10 +419,8 @@ def compare_cells(
 ) -> tuple[list[Cell], list[Cell]]:
     """The two waves of cells (module docstring): reward models and the variants that need
     none, then ``marlhf`` and ``omiga-predicted``."""
-    from marlcov.deep.common import config_dict
-
     root = Path(out_dir).resolve() / "cells"
-    plain = {k: (config_dict(v) if hasattr(v, "__dataclass_fields__") else dict(v)) for k, v in configs.items()}
+    plain = {k: (config_values(v) if isinstance(v, ConfigModel) else dict(v)) for k, v in configs.items()}
     dataset = str(Path(data["path"]).resolve())
     pairs = None if data["pairs"] is None else str(Path(data["pairs"]).resolve())
     needs_rm = [v for v in variants if v in ("marlhf", "omiga-predicted")]

@@ -40,7 +40,6 @@ trainer is the next step (the objectives themselves are ``theory.objectives.mamq
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from marlcov.deep.common import (
     seed_everything,
     torch_generator,
 )
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, one_of, setting
 from marlcov.deep.data.schema import DatasetSpec
 from marlcov.theory.objectives.mamql import (
     boltzmann_policy,
@@ -82,42 +82,26 @@ MAX_JOINT_ACTIONS = 4096
 
 
 @dataclass(frozen=True)
-class MAMQLConfig:
+class MAMQLConfig(ConfigModel):
     """Hyperparameters of offline MAMQL (``lam``: rationality of the Boltzmann policies;
     ``reg_coef``: ``c`` of the chi-squared regulariser; ``batch_size`` counts trajectories)."""
 
-    lam: float = 1.0
-    gamma: float = 0.99
-    reg_coef: float = 0.5
-    policy_iterations: int = 2
-    hidden: int = 128
-    layers: int = 3
-    lr: float = 3e-4
-    reward_lr: float = 1e-3
-    batch_size: int = 32
-    updates: int = 2000
-    grad_clip: float = 10.0
-    demo_field: str = "agent_policy"
+    lam: float = setting(1.0, POSITIVE)
+    gamma: float = setting(0.99, UNIT_INTERVAL)
+    reg_coef: float = setting(0.5, NON_NEGATIVE)
+    policy_iterations: int = setting(2, NON_NEGATIVE)
+    hidden: int = setting(128, POSITIVE)
+    layers: int = setting(3, POSITIVE)
+    lr: float = setting(3e-4, POSITIVE)
+    reward_lr: float = setting(1e-3, POSITIVE)
+    batch_size: int = setting(32, POSITIVE)
+    updates: int = setting(2000, POSITIVE)
+    grad_clip: float = setting(10.0, POSITIVE)
+    demo_field: str = setting("agent_policy", one_of(DEMO_FIELDS))
     demo_tags: tuple[str, ...] = ("expert",)
-    checkpoint_every: int = 500
-    eval_episodes: int = 0
+    checkpoint_every: int = setting(500, NON_NEGATIVE)
+    eval_episodes: int = setting(0, NON_NEGATIVE)
     eval_greedy: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "batch_size", "updates"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        for name in ("policy_iterations", "checkpoint_every", "eval_episodes"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected a non-negative integer, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.lam) and self.lam > 0):
-            raise ValueError(f"lam: expected a finite positive number, got {self.lam!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
-        if not (math.isfinite(self.reg_coef) and self.reg_coef >= 0):
-            raise ValueError(f"reg_coef: expected a finite non-negative number, got {self.reg_coef!r}")
-        if self.demo_field not in DEMO_FIELDS:
-            raise ValueError(f"demo_field: expected one of {list(DEMO_FIELDS)}, got {self.demo_field!r}")
 
 
 # ----------------------------------------------------------------------------- networks

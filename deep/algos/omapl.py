@@ -52,6 +52,7 @@ from marlcov.deep.algos import (
     write_metrics,
 )
 from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, one_of, setting
 from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMAPLConfig", "OMAPLModel", "omapl_losses", "train_omapl", "evaluate_omapl"]
@@ -60,34 +61,23 @@ VALUE_FORMS = ("global", "local")
 
 
 @dataclass(frozen=True)
-class OMAPLConfig:
+class OMAPLConfig(ConfigModel):
     """Hyperparameters of O-MAPL (``beta`` the temperature, ``reg_coef`` the weight of the
     chi^2 regulariser ``phi``; ``batch_pairs`` pairs per gradient step)."""
 
-    hidden: int = 64
-    layers: int = 2
-    mixer_hidden: int = 32
-    lr: float = 3e-4
-    steps: int = 2000
-    batch_pairs: int = 32
-    gamma: float = 0.99
-    beta: float = 1.0
-    reg_coef: float = 0.5
-    value_form: str = "global"
-    grad_clip: float = 10.0
-    checkpoint_every: int = 200
-    eval_episodes: int = 32
-
-    def __post_init__(self) -> None:
-        if self.value_form not in VALUE_FORMS:
-            raise ValueError(f"value_form: expected one of {list(VALUE_FORMS)}, got {self.value_form!r}")
-        for name in ("hidden", "layers", "mixer_hidden", "steps", "batch_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
-        if self.beta <= 0 or self.lr <= 0:
-            raise ValueError("beta, lr: expected positive values")
+    hidden: int = setting(64, POSITIVE)
+    layers: int = setting(2, POSITIVE)
+    mixer_hidden: int = setting(32, POSITIVE)
+    lr: float = setting(3e-4, POSITIVE)
+    steps: int = setting(2000, POSITIVE)
+    batch_pairs: int = setting(32, POSITIVE)
+    gamma: float = setting(0.99, UNIT_INTERVAL)
+    beta: float = setting(1.0, POSITIVE)
+    reg_coef: float = setting(0.5, NON_NEGATIVE)
+    value_form: str = setting("global", one_of(VALUE_FORMS))
+    grad_clip: float = setting(10.0, POSITIVE)
+    checkpoint_every: int = setting(200, NON_NEGATIVE)
+    eval_episodes: int = setting(32, NON_NEGATIVE)
 
 
 class OMAPLModel(torch.nn.Module):

@@ -43,6 +43,7 @@ from marlcov.deep.algos import (
     write_metrics,
 )
 from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, interval, setting
 from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMIGAConfig", "OMIGAModel", "RewardFn", "omiga_losses", "train_omiga", "evaluate_omiga"]
@@ -52,33 +53,22 @@ RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class OMIGAConfig:
+class OMIGAConfig(ConfigModel):
     """Hyperparameters of OMIGA (``alpha`` the regularisation strength, ``tau`` the target
     rate; ``batch_trajectories`` trajectories per gradient step)."""
 
-    hidden: int = 64
-    layers: int = 2
-    mixer_hidden: int = 32
-    lr: float = 3e-4
-    steps: int = 2000
-    batch_trajectories: int = 32
-    gamma: float = 0.99
-    alpha: float = 1.0
-    tau: float = 0.005
-    grad_clip: float = 10.0
-    checkpoint_every: int = 200
-    eval_episodes: int = 32
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "mixer_hidden", "steps", "batch_trajectories"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau: expected a value in (0, 1], got {self.tau!r}")
-        if self.alpha <= 0 or self.lr <= 0:
-            raise ValueError("alpha, lr: expected positive values")
+    hidden: int = setting(64, POSITIVE)
+    layers: int = setting(2, POSITIVE)
+    mixer_hidden: int = setting(32, POSITIVE)
+    lr: float = setting(3e-4, POSITIVE)
+    steps: int = setting(2000, POSITIVE)
+    batch_trajectories: int = setting(32, POSITIVE)
+    gamma: float = setting(0.99, UNIT_INTERVAL)
+    alpha: float = setting(1.0, POSITIVE)
+    tau: float = setting(0.005, interval(0.0, 1.0, low_open=True))
+    grad_clip: float = setting(10.0, POSITIVE)
+    checkpoint_every: int = setting(200, NON_NEGATIVE)
+    eval_episodes: int = setting(32, NON_NEGATIVE)
 
 
 class OMIGAModel(torch.nn.Module):

@@ -72,6 +72,7 @@ from marlcov.deep.common import (
     torch_generator,
     with_agent_id,
 )
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, one_of, setting
 from marlcov.theory.objectives.score_decomposition import denoising_loss, noised_actions, score_from_noise, vp_alpha_bars
 
 SCORE_DECOMPOSITION_FORMAT = "marlcov.deep-score-decomposition/1"
@@ -81,54 +82,36 @@ TIME_EMBED = 16
 
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class ScoreDecompositionConfig:
+class ScoreDecompositionConfig(ConfigModel):
     """Hyperparameters (``batch_size`` counts transitions; ``diffusion_updates`` denoiser
     steps come first, then ``updates`` actor-critic steps)."""
 
-    mode: str = "sequential"
-    diffusion_steps: int = 10
-    beta_min: float = 0.1
-    beta_max: float = 10.0
-    prefix_dropout: float = 0.2
-    denoiser_hidden: int = 128
-    denoiser_layers: int = 3
-    diffusion_lr: float = 1e-3
-    diffusion_updates: int = 2000
-    hidden: int = 128
-    layers: int = 3
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 2
-    alpha: float = 2.5
-    reg_weight: float = 1.0
-    batch_size: int = 256
-    updates: int = 5000
-    checkpoint_every: int = 1000
-    eval_episodes: int = 0
+    mode: str = setting("sequential", one_of(MODES))
+    diffusion_steps: int = setting(10, POSITIVE)
+    beta_min: float = setting(0.1, POSITIVE)
+    beta_max: float = setting(10.0, POSITIVE)
+    prefix_dropout: float = setting(0.2, UNIT_INTERVAL)
+    denoiser_hidden: int = setting(128, POSITIVE)
+    denoiser_layers: int = setting(3, POSITIVE)
+    diffusion_lr: float = setting(1e-3, POSITIVE)
+    diffusion_updates: int = setting(2000, NON_NEGATIVE)
+    hidden: int = setting(128, POSITIVE)
+    layers: int = setting(3, POSITIVE)
+    actor_lr: float = setting(3e-4, POSITIVE)
+    critic_lr: float = setting(3e-4, POSITIVE)
+    gamma: float = setting(0.99, UNIT_INTERVAL)
+    tau: float = setting(0.005, UNIT_INTERVAL)
+    policy_noise: float = setting(0.2, NON_NEGATIVE)
+    noise_clip: float = setting(0.5, NON_NEGATIVE)
+    policy_delay: int = setting(2, POSITIVE)
+    alpha: float = setting(2.5, NON_NEGATIVE)
+    reg_weight: float = setting(1.0, NON_NEGATIVE)
+    batch_size: int = setting(256, POSITIVE)
+    updates: int = setting(5000, NON_NEGATIVE)
+    checkpoint_every: int = setting(1000, NON_NEGATIVE)
+    eval_episodes: int = setting(0, NON_NEGATIVE)
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
-        for name in ("diffusion_steps", "denoiser_hidden", "denoiser_layers", "hidden", "layers", "policy_delay", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        for name in ("diffusion_updates", "updates", "checkpoint_every", "eval_episodes"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected a non-negative integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.prefix_dropout <= 1.0:
-            raise ValueError(f"prefix_dropout: expected a value in [0, 1], got {self.prefix_dropout!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
-        if not 0.0 < self.beta_min < self.beta_max:
-            raise ValueError(f"beta_min, beta_max: expected 0 < beta_min < beta_max, got {self.beta_min!r}, {self.beta_max!r}")
-        for name in ("alpha", "reg_weight", "policy_noise", "noise_clip", "tau"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}: expected a finite non-negative number, got {v!r}")
+    rules = (Rule(("beta_min", "beta_max"), "beta_min < beta_max", lambda c: c.beta_min < c.beta_max),)
 
 
 # ----------------------------------------------------------------------------- diffusion model

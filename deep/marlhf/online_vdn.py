@@ -62,6 +62,7 @@ from marlcov.deep.common import (
     seed_everything,
     torch_generator,
 )
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, each, setting
 from marlcov.deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_policy, vdn_td_loss
 
 #: Training environments draw their seeds below this; evaluation seeds start here.
@@ -73,59 +74,44 @@ SELECTION_SEED_OFFSET = 2**20
 
 
 @dataclass(frozen=True)
-class OnlineVDNConfig:
+class OnlineVDNConfig(ConfigModel):
     """Hyperparameters of online VDN for the behaviour policies. With these defaults, on
     simple_spread_v3 (seed 0, one CPU thread, about 3 minutes): greedy test return per agent
     -24.3 for the rookie at 48k environment steps and -20.7 for the expert at 480k (uniform
     random play: about -27)."""
 
-    n_envs: int = 64
-    total_env_steps: int = 480_000
-    rookie_steps: tuple[int, ...] = (48_000,)
-    hidden: int = 64
-    layers: int = 3
-    lr: float = 5e-4
-    gamma: float = 0.99
-    buffer_episodes: int = 3000
-    batch_episodes: int = 32
-    updates_per_iteration: int = 32
-    target_update: int = 200
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 150_000
-    learning_starts: int = 3200
-    grad_clip: float = 10.0
-    horizon: int = 25
-    local_ratio: float = 0.5
-    eval_episodes: int = 256
-    rookie_checks: int = 50
-    expert_checks: int = 10
-    checkpoint_every: int = 5
-    checkpoint_seconds: float = 60.0
+    n_envs: int = setting(64, POSITIVE)
+    total_env_steps: int = setting(480_000, POSITIVE)
+    rookie_steps: tuple[int, ...] = setting((48_000,), each(POSITIVE))
+    hidden: int = setting(64, POSITIVE)
+    layers: int = setting(3, POSITIVE)
+    lr: float = setting(5e-4, POSITIVE)
+    gamma: float = setting(0.99, UNIT_INTERVAL)
+    buffer_episodes: int = setting(3000, POSITIVE)
+    batch_episodes: int = setting(32, POSITIVE)
+    updates_per_iteration: int = setting(32, POSITIVE)
+    target_update: int = setting(200, POSITIVE)
+    epsilon_start: float = setting(1.0, UNIT_INTERVAL)
+    epsilon_end: float = setting(0.05, UNIT_INTERVAL)
+    epsilon_decay_steps: int = setting(150_000, NON_NEGATIVE)
+    learning_starts: int = setting(3200, NON_NEGATIVE)
+    grad_clip: float = setting(10.0, POSITIVE)
+    horizon: int = setting(25, POSITIVE)
+    local_ratio: float = setting(0.5, UNIT_INTERVAL)
+    eval_episodes: int = setting(256, POSITIVE)
+    rookie_checks: int = setting(50, POSITIVE)
+    expert_checks: int = setting(10, POSITIVE)
+    checkpoint_every: int = setting(5, NON_NEGATIVE)
+    checkpoint_seconds: float = setting(60.0, NON_NEGATIVE)
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        for name in (
-            "n_envs",
-            "total_env_steps",
-            "hidden",
-            "layers",
-            "buffer_episodes",
-            "batch_episodes",
-            "updates_per_iteration",
-            "target_update",
-            "horizon",
-            "eval_episodes",
-            "rookie_checks",
-            "expert_checks",
-        ):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        for name in ("epsilon_start", "epsilon_end", "gamma"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)!r}")
-        if any(int(s) < 1 or int(s) >= self.total_env_steps for s in self.rookie_steps):
-            raise ValueError(f"rookie_steps: expected counts in [1, total_env_steps), got {list(self.rookie_steps)}")
+    rules = (
+        Rule(
+            ("rookie_steps", "total_env_steps"),
+            "rookie counts below total_env_steps",
+            lambda c: all(s < c.total_env_steps for s in c.rookie_steps),
+        ),
+    )
 
     def epsilon(self, env_steps: int) -> float:
         """Linearly decayed exploration rate after ``env_steps`` environment steps."""

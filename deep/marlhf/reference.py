@@ -46,6 +46,7 @@ from marlcov.deep.common import (
     step_masks,
     with_agent_id,
 )
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, interval, one_of, setting
 
 REFERENCE_FORMAT = "marlcov.deep-reference/1"
 REFERENCE_MODELS = ("gru", "mlp")
@@ -54,29 +55,22 @@ EVAL_CHUNK = 2048
 
 
 @dataclass(frozen=True)
-class ReferenceConfig:
+class ReferenceConfig(ConfigModel):
     """Hyperparameters of behaviour cloning (defaults: Table 5, "IL"; a GRU as in the paper's code)."""
 
-    model: str = "gru"
-    hidden: int = 128
-    layers: int = 3
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    val_fraction: float = 0.1
-    checkpoint_every: int = 500
+    model: str = setting("gru", one_of(REFERENCE_MODELS))
+    hidden: int = setting(128, POSITIVE)
+    layers: int = setting(3, POSITIVE)
+    epochs: int = setting(100, POSITIVE)
+    batch_size: int = setting(128, POSITIVE)
+    lr: float = setting(1e-3, POSITIVE)
+    val_fraction: float = setting(0.1, interval(0.0, 1.0, high_open=True))
+    checkpoint_every: int = setting(500, NON_NEGATIVE)
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a value in [0, 1), got {self.val_fraction!r}")
-        if self.model not in REFERENCE_MODELS:
-            raise ValueError(f"model: expected one of {list(REFERENCE_MODELS)}, got {self.model!r}")
-        if self.model == "gru" and self.layers < 2:
-            raise ValueError(f"layers: a GRU reference needs at least 2 (embedding and head), got {self.layers!r}")
+    rules = (
+        Rule(("model", "layers"), "layers >= 2 for a GRU reference (embedding and head)", lambda c: c.model != "gru" or c.layers >= 2),
+    )
 
 
 class PolicyNet(torch.nn.Module):

@@ -83,6 +83,7 @@ from marlcov.deep.common import (
     step_masks,
     with_agent_id,
 )
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, interval, one_of, setting
 from marlcov.theory.objectives.marlhf import (
     VAR_FLOOR,
     RewardLossTerms,
@@ -105,42 +106,31 @@ PREDICT_CHUNK = 2048
 
 
 @dataclass(frozen=True)
-class RewardModelConfig:
+class RewardModelConfig(ConfigModel):
     """Hyperparameters of the reward model (defaults: Table 5, Spread)."""
 
-    model: str = "mlp"
-    hidden: int = 128
+    model: str = setting("mlp", one_of(MODEL_KINDS))
+    hidden: int = setting(128, POSITIVE)
     layers: int = 4
-    alpha: float = 1.0
-    variance: str = "dataset"
-    alpha_warmup_epochs: int = 0
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    labels: str = "redrawn"
-    checkpoint_every: int = 500
+    alpha: float = setting(1.0, NON_NEGATIVE)
+    variance: str = setting("dataset", one_of(VARIANCE_MODES))
+    alpha_warmup_epochs: int = setting(0, NON_NEGATIVE)
+    epochs: int = setting(100, POSITIVE)
+    batch_size: int = setting(256, POSITIVE)
+    lr: float = setting(1e-3, POSITIVE)
+    weight_decay: float = setting(0.0, NON_NEGATIVE)
+    val_fraction: float = setting(0.1, interval(0.0, 1.0, high_open=True))
+    labels: str = setting("redrawn", one_of(LABEL_MODES))
+    checkpoint_every: int = setting(500, NON_NEGATIVE)
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise ValueError(f"model: expected one of {list(MODEL_KINDS)}, got {self.model!r}")
-        if self.labels not in LABEL_MODES:
-            raise ValueError(f"labels: expected one of {list(LABEL_MODES)}, got {self.labels!r}")
-        if self.variance not in VARIANCE_MODES:
-            raise ValueError(f"variance: expected one of {list(VARIANCE_MODES)}, got {self.variance!r}")
-        if self.layers < 2 and self.model != "linear":
-            raise ValueError(f"layers: expected at least 2 (embedding and output), got {self.layers!r}")
-        for name in ("hidden", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha: expected a finite non-negative number, got {self.alpha!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction: expected a value in [0, 1), got {self.val_fraction!r}")
-        if int(self.alpha_warmup_epochs) < 0:
-            raise ValueError(f"alpha_warmup_epochs: expected a non-negative integer, got {self.alpha_warmup_epochs!r}")
+    rules = (
+        Rule(
+            ("model", "layers"),
+            "layers >= 2 (embedding and output) unless model is 'linear'",
+            lambda c: c.model == "linear" or c.layers >= 2,
+        ),
+    )
 
     def alpha_at(self, epoch: int) -> float:
         """alpha in epoch ``epoch`` (0-based): ramped linearly from 0 over the first

@@ -35,7 +35,6 @@ layers), ``config`` (JSON of the trainer's config), ``meta`` (JSON: trainer, lev
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from marlcov.deep.common import (
     torch_generator,
     with_agent_id,
 )
+from marlcov.deep.config_model import FINITE_RANGE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, optional, setting
 from marlcov.theory.objectives.marlhf import KL_CLIP, kl_reward_terms, team_reward
 
 POLICY_FORMAT = "marlcov.deep-policy/1"
@@ -71,7 +71,7 @@ REWARD_CHUNK = 2048
 
 
 @dataclass(frozen=True)
-class OfflineVDNConfig:
+class OfflineVDNConfig(ConfigModel):
     """Hyperparameters of offline VDN (defaults: Table 5, section 5.3 and the paper's public
     code: gamma 0.9, double Q-learning, target copied every 3 updates, each agent's KL reward
     clipped to [-10, 1]; beta = 1 for Spread and Reference, 3 to 10 for Tag).
@@ -80,33 +80,19 @@ class OfflineVDNConfig:
     ``double_q``: the bootstrap action is the online network's greedy one, valued by the target
     network (False: the target network's own max)."""
 
-    beta: float = 1.0
-    gamma: float = 0.9
-    hidden: int = 128
-    layers: int = 3
-    lr: float = 1e-3
-    batch_size: int = 64
-    updates: int = 10000
-    target_update: int = 3
+    beta: float = setting(1.0, NON_NEGATIVE)
+    gamma: float = setting(0.9, UNIT_INTERVAL)
+    hidden: int = setting(128, POSITIVE)
+    layers: int = setting(3, POSITIVE)
+    lr: float = setting(1e-3, POSITIVE)
+    batch_size: int = setting(64, POSITIVE)
+    updates: int = setting(10000, POSITIVE)
+    target_update: int = setting(3, POSITIVE)
     double_q: bool = True
-    kl_clip: tuple[float, float] | None = KL_CLIP
-    grad_clip: float = 10.0
-    checkpoint_every: int = 1000
+    kl_clip: tuple[float, float] | None = setting(KL_CLIP, optional(FINITE_RANGE))
+    grad_clip: float = setting(10.0, POSITIVE)
+    checkpoint_every: int = setting(1000, NON_NEGATIVE)
     progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "batch_size", "updates", "target_update"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta: expected a finite non-negative number, got {self.beta!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma: expected a value in [0, 1], got {self.gamma!r}")
-        if self.kl_clip is not None:
-            clip = tuple(self.kl_clip)
-            if len(clip) != 2 or not all(math.isfinite(float(c)) for c in clip) or not float(clip[0]) <= float(clip[1]):
-                raise ValueError(f"kl_clip: expected [low, high] with finite low <= high, or null, got {self.kl_clip!r}")
-            object.__setattr__(self, "kl_clip", (float(clip[0]), float(clip[1])))
 
 
 # ----------------------------------------------------------------------------- networks, policies

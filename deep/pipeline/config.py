@@ -1,20 +1,37 @@
 """Pipeline configs (``deep/configs/<scale>.json`` merged with a user file), task names and the
-validation of every stage's section into its trainer's config dataclass.
+validation of every section into its config dataclass (``deep.config_model``).
 
 A pipeline config is a JSON or YAML mapping with one section per stage (``online_vdn``,
 ``collect``, ``label``, ``reward_model``, ``reference``, ``offline_vdn``, ``evaluate``,
 ``table3``), an ``envs`` section of per-environment overrides of those sections, ``seed_base``,
-and free-text ``notes``.
+and free-text ``notes``. The trainers' sections are their trainers' config classes; the others
+are the classes below, whose defaults are those the stages use for a missing key.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from marlcov.deep.config_model import (
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    ConfigModel,
+    each,
+    from_mapping,
+    one_of,
+    optional,
+    read_config_file,
+    setting,
+)
+from marlcov.deep.data.preferences import NORMALISATIONS
+
+from .mixes import MIXES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 SCALES = ("small", "paper")
@@ -23,6 +40,46 @@ ENV_LABELS = {"simple_spread_v3": "Spread-v3", "simple_tag_v3": "Tag-v3", "simpl
 TABLES = ("table2", "table3")
 SECTIONS = ("online_vdn", "collect", "label", "reward_model", "reference", "offline_vdn", "evaluate", "table3")
 TOP_LEVEL = (*SECTIONS, "envs", "seed_base", "notes", "description")
+#: The one JSON/YAML reader of ``deep.config_model``, under the name the command line imports.
+read_mapping = read_config_file
+
+
+@dataclass(frozen=True)
+class CollectConfig(ConfigModel):
+    """Section ``collect``: trajectories per dataset, episodes played at a time, the
+    exploration of the behaviour policies and the rookie level (None: the first)."""
+
+    trajectories: int = setting(1024, POSITIVE)
+    batch_size: int = setting(128, POSITIVE)
+    epsilon: float = setting(0.0, UNIT_INTERVAL)
+    rookie_steps: int | None = setting(None, optional(POSITIVE))
+
+
+@dataclass(frozen=True)
+class LabelConfig(ConfigModel):
+    """Section ``label``: Bradley-Terry pairs per trajectory, the steepness of the label model
+    and the normalisation of the returns it compares."""
+
+    pairs_per_trajectory: int = setting(10, POSITIVE)
+    steepness: float = setting(5.0, POSITIVE)
+    normalisation: str = setting("min-max", one_of(NORMALISATIONS))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(ConfigModel):
+    """Section ``evaluate``: test episodes per policy, played ``batch_size`` at a time."""
+
+    episodes: int = setting(500, POSITIVE)
+    batch_size: int = setting(250, POSITIVE)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Table3Config(ConfigModel):
+    """Section ``table3``: the dataset mix of Table 3 and its KL weights beta."""
+
+    mix: str = setting("diversified", one_of(MIXES))
+    betas: tuple[float, ...] = setting((0.0, 0.1, 1.0, 10.0, 100.0), each(NON_NEGATIVE))
 
 
 def env_name(name: str) -> str:
@@ -32,28 +89,6 @@ def env_name(name: str) -> str:
     if name in ENV_ALIASES:
         return ENV_ALIASES[name]
     raise ValueError(f"--env: expected one of {sorted(ENV_ALIASES)} (or {sorted(ENV_ALIASES.values())}), got {name!r}")
-
-
-def read_mapping(source: str | os.PathLike) -> dict[str, Any]:
-    """The mapping of a JSON or YAML config file (ValueError naming the file otherwise)."""
-    path = Path(source)
-    if not path.exists():
-        raise ValueError(f"{path}: config file not found")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text) or {}
-    elif path.suffix.lower() == ".json":
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    else:
-        raise ValueError(f"{path}: expected a .json, .yaml or .yml config file")
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return values
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,19 +104,46 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def load_pipeline_config(scale: str | None = "small", source: str | os.PathLike | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The pipeline config of ``scale`` (``deep/configs/<scale>.json``; None: empty) updated
-    by ``source`` (a file or a mapping). Unknown top-level keys raise ValueError."""
+    by ``source`` (a file or a mapping). Unknown sections or environments, a section that is
+    not a mapping and a bad ``seed_base`` raise ValueError; the sections' fields are checked
+    by ``stage_configs``."""
     if scale is not None and scale not in SCALES:
         raise ValueError(f"--scale: expected one of {list(SCALES)}, got {scale!r}")
-    config = read_mapping(CONFIG_DIR / f"{scale}.json") if scale is not None else {}
+    config = read_config_file(CONFIG_DIR / f"{scale}.json") if scale is not None else {}
     if source is not None:
-        config = merge(config, source if isinstance(source, Mapping) else read_mapping(source))
-    unknown = sorted(set(config) - set(TOP_LEVEL))
-    if unknown:
-        raise ValueError(f"config: unknown section(s) {unknown}; expected names from {sorted(TOP_LEVEL)}")
-    unknown_envs = sorted(set(config.get("envs", {})) - set(ENV_LABELS))
-    if unknown_envs:
-        raise ValueError(f"config: envs has unknown environment(s) {unknown_envs}; expected names from {sorted(ENV_LABELS)}")
+        config = merge(config, source if isinstance(source, Mapping) else read_config_file(source))
+    check_layout(config, SECTIONS, TOP_LEVEL, ENV_LABELS)
     return config
+
+
+def check_layout(config: Mapping[str, Any], sections: tuple[str, ...], top_level: tuple[str, ...], envs: Mapping[str, Any] | None) -> None:
+    """ValueError unless ``config`` has only ``top_level`` keys, each of ``sections`` and each
+    environment override is a mapping of ``sections`` (environments from ``envs``, None: any),
+    and ``seed_base`` is a non-negative integer."""
+    unknown = sorted(set(config) - set(top_level))
+    if unknown:
+        raise ValueError(f"config: unknown section(s) {unknown}; expected names from {sorted(top_level)}")
+    overrides = config.get("envs", {})
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"config: envs: expected a mapping of environment names to sections, got {overrides!r}")
+    if envs is not None:
+        unknown_envs = sorted(set(overrides) - set(envs))
+        if unknown_envs:
+            raise ValueError(f"config: envs has unknown environment(s) {unknown_envs}; expected names from {sorted(envs)}")
+    places = [(name, config[name]) for name in sections if name in config]
+    for env, over in overrides.items():
+        if not isinstance(over, Mapping):
+            raise ValueError(f"config: envs.{env}: expected a mapping of sections, got {over!r}")
+        bad = sorted(set(over) - set(sections))
+        if bad:
+            raise ValueError(f"config: envs.{env} has unknown section(s) {bad}; expected names from {sorted(sections)}")
+        places += [(f"envs.{env}.{name}", value) for name, value in over.items()]
+    for where, value in places:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"config: {where}: expected a mapping of fields, got {value!r}")
+    seed_base = config.get("seed_base", 0)
+    if isinstance(seed_base, bool) or not isinstance(seed_base, int) or seed_base < 0:
+        raise ValueError(f"config: seed_base: expected a non-negative integer, got {seed_base!r}")
 
 
 def section(config: Mapping[str, Any], name: str, env: str | None = None) -> dict[str, Any]:
@@ -92,26 +154,32 @@ def section(config: Mapping[str, Any], name: str, env: str | None = None) -> dic
     return out
 
 
+def section_configs(config: Mapping[str, Any], env: str, classes: Mapping[str, type]) -> dict[str, Any]:
+    """``name -> classes[name]`` instance of section ``name`` for ``env`` (ValueError naming
+    the section, the field and what was expected)."""
+    return {name: from_mapping(cls, section(config, name, env), f"config section {name!r}") for name, cls in classes.items()}
+
+
 def stage_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
-    """The trainers' config dataclasses of ``env``, validated (ValueError naming the field)."""
-    from marlcov.deep.common import load_config
+    """Every section's config dataclass for ``env``, validated: the trainers'
+    (``online_vdn``, ``reward_model``, ``reference``, ``offline_vdn``) and ``collect``,
+    ``label``, ``evaluate``, ``table3``."""
     from marlcov.deep.marlhf.online_vdn import OnlineVDNConfig
     from marlcov.deep.marlhf.reference import ReferenceConfig
     from marlcov.deep.marlhf.reward_model import RewardModelConfig
     from marlcov.deep.marlhf.vdn import OfflineVDNConfig
 
-    out = {}
-    for name, cls in (
-        ("online_vdn", OnlineVDNConfig),
-        ("reward_model", RewardModelConfig),
-        ("reference", ReferenceConfig),
-        ("offline_vdn", OfflineVDNConfig),
-    ):
-        try:
-            out[name] = load_config(cls, section(config, name, env))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config section {name!r}: {exc}") from None
-    return out
+    classes = {
+        "online_vdn": OnlineVDNConfig,
+        "reward_model": RewardModelConfig,
+        "reference": ReferenceConfig,
+        "offline_vdn": OfflineVDNConfig,
+        "collect": CollectConfig,
+        "label": LabelConfig,
+        "evaluate": EvaluateConfig,
+        "table3": Table3Config,
+    }
+    return section_configs(config, env, classes)
 
 
 def env_kwargs(env: str, online_config) -> dict[str, Any]:
