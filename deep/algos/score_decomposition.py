@@ -63,10 +63,10 @@ from marlcov.deep.common import (
     atomic_write_text,
     config_dict,
     eval_seed_start,
+    fit,
     load_config,
     load_versioned,
     mlp,
-    progress_bar,
     resolve_device,
     seed_everything,
     torch_generator,
@@ -381,7 +381,7 @@ def fit_score_decomposition(
         "c_opt": c_opt,
     }
     state = TrainingState(
-        state_path or os.devnull,
+        state_path,
         cfg.checkpoint_every if state_path else 0,
         objects,
         {"gen": gen},
@@ -392,55 +392,50 @@ def fit_score_decomposition(
             state.load(map_location=dev)
         else:
             Path(state_path).unlink(missing_ok=True)
-    history = list(json.loads(state.extra.get("history", "[]")))
-    sums = json.loads(state.extra.get("sums", "{}"))
-    total = cfg.diffusion_updates + cfg.updates
     log_every = max(1, min(500, max(cfg.diffusion_updates, cfg.updates) // 20))
-    bar = progress_bar(total, "score decomposition", progress, initial=state.step)
+    # The sums of the current record, per phase (a record never spans the two phases); in the
+    # checkpoint, so that a resumed run records what an uninterrupted one does.
+    sums = json.loads(state.extra.get("sums", "{}"))
 
-    def log(phase: str, **values: float) -> None:
+    def record(phase: str, step: int, **values: float) -> dict[str, Any]:
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         sums["n"] = sums.get("n", 0) + 1
+        out = {}
         if sums["n"] == log_every:
-            history.append({"phase": phase, "update": state.step, **{k: v / log_every for k, v in sums.items() if k != "n"}})
+            out = {"phase": phase, "update": step, **{k: v / log_every for k, v in sums.items() if k != "n"}}
             sums.clear()
+        state.extra["sums"] = json.dumps(sums)
+        return out
 
-    while state.step < total:
+    def update(step: int) -> dict[str, Any]:
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen, device=dev)
         batch = {k: v[idx] for k, v in data.items()}
-        if state.step < cfg.diffusion_updates:
+        if step < cfg.diffusion_updates:
             loss = diffusion_loss(denoiser, schedule, batch["obs"], batch["actions"], cfg.prefix_dropout, gen)
             d_opt.zero_grad(set_to_none=True)
             loss.backward()
             d_opt.step()
-            log("diffusion", denoising_loss=loss.item())
-        else:
-            if state.step == cfg.diffusion_updates:
-                sums.clear()
-            c_loss = critic_loss(critic, target_critic, target_actor, batch, cfg, gen)
-            c_opt.zero_grad(set_to_none=True)
-            c_loss.backward()
-            c_opt.step()
-            values = {"critic_loss": c_loss.item()}
-            if (state.step - cfg.diffusion_updates) % cfg.policy_delay == 0:
-                a_loss, reg = actor_loss(actor, critic, denoiser, schedule, batch["obs"], cfg, gen)
-                a_opt.zero_grad(set_to_none=True)
-                a_loss.backward()
-                a_opt.step()
-                _soft_update(target_actor, actor, cfg.tau)
-                _soft_update(target_critic, critic, cfg.tau)
-                values.update(actor_loss=a_loss.item(), score_regulariser=reg.item())
-            log("actor-critic", **values)
-        state.step += 1
-        bar.update(1)
-        state.extra["history"] = json.dumps(history)
-        state.extra["sums"] = json.dumps(sums)
-        if state_path is not None:
-            state.maybe_save()
-    bar.close()
-    if state_path is not None:
-        state.save()
+            return record("diffusion", step, denoising_loss=loss.item())
+        if step == cfg.diffusion_updates:
+            sums.clear()
+        c_loss = critic_loss(critic, target_critic, target_actor, batch, cfg, gen)
+        c_opt.zero_grad(set_to_none=True)
+        c_loss.backward()
+        c_opt.step()
+        values = {"critic_loss": c_loss.item()}
+        if (step - cfg.diffusion_updates) % cfg.policy_delay == 0:
+            a_loss, reg = actor_loss(actor, critic, denoiser, schedule, batch["obs"], cfg, gen)
+            a_opt.zero_grad(set_to_none=True)
+            a_loss.backward()
+            a_opt.step()
+            _soft_update(target_actor, actor, cfg.tau)
+            _soft_update(target_critic, critic, cfg.tau)
+            values.update(actor_loss=a_loss.item(), score_regulariser=reg.item())
+        return record("actor-critic", step, **values)
+
+    # Records are made by ``record`` per phase, so fit keeps each step's (mostly empty) result.
+    history = fit(state, cfg.diffusion_updates + cfg.updates, update, progress, "score decomposition")
     for net in (actor, critic, denoiser):
         net.eval()
     return actor, critic, denoiser, schedule, history
