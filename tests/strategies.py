@@ -65,13 +65,15 @@ def markov_games(
 
 
 @st.composite
-def linear_markov_games(draw, max_players=2, max_actions=2, max_states=3, max_horizon=3, max_dim=3, action_sizes=None, step_dependent=True):
+def linear_markov_games(
+    draw, max_players=2, max_actions=2, max_states=3, max_horizon=3, max_dim=3, action_sizes=None, step_dependent=True, min_dim=1
+):
     """A game of Assumption 1 from drawn factors: features ``psi`` on the simplex of R^d (per step
     with ``step_dependent``), next-state distributions ``mu_h[:, k]`` and ``theta`` in [0, 1]^d,
     so that ``P`` is a distribution and ``r`` lies in [0, 1]."""
     if action_sizes is None:
         action_sizes = tuple(draw(st.integers(1, max_actions)) for _ in range(draw(st.integers(1, max_players))))
-    S, H, d = draw(st.integers(1, max_states)), draw(st.integers(1, max_horizon)), draw(st.integers(1, max_dim))
+    S, H, d = draw(st.integers(1, max_states)), draw(st.integers(1, max_horizon)), draw(st.integers(min_dim, max_dim))
     psi = draw(distributions(((H,) if step_dependent else ()) + (S, *action_sizes, d)))
     mu = draw(distributions((H, d, S))).transpose(0, 2, 1)
     theta = draw(float_arrays((H, len(action_sizes), d), 0.0, 1.0))
