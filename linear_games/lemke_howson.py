@@ -4,103 +4,210 @@ Labels ``0..n0-1`` are the row player's actions and ``n0..n0+n1-1`` the column p
 in nashpy and quantecon). Every starting label is available, and the ratio test is
 lexicographic, so the path terminates on degenerate games too.
 
-:func:`lemke_howson` follows one path. :func:`lemke_howson_batch` follows many paths (many
-games of one shape, any starting labels) in lockstep, one vectorised pivot per step for all
-of them: a pivot of one small tableau is a dozen numpy calls whose fixed cost dominates, and
-the batch pays it once per step instead of once per path. Path lengths have a long tail
-(random 30 x 30 games: median 25 pivots, mean 58, the longest of 20 games often over 250),
-and a lockstep batch runs as long as its longest path, so it pays off for small games and
-many paths; benchmarks/bench_matrix_games.py measures both against quantecon's compiled
-implementation.
+:func:`lemke_howson` follows one path, :func:`lemke_howson_batch` one path per game of a
+stack; both run the same kernel, :func:`_paths`, compiled by numba (``njit(cache=True)``):
+a pivot of a small tableau is a few hundred flops, which numpy calls would bury under their
+fixed cost. numba is imported on the first call, not at import (0.2 s that the rest of
+:mod:`marlcov.linear_games` does not need).
+
+The compiled kernel is cached on disk: in ``__pycache__`` beside this file, or, where that
+is not writable (a read-only install), in numba's per-user cache (``~/.cache/numba`` on
+Linux); ``NUMBA_CACHE_DIR`` overrides both. With the cache warm, the first call of a fresh
+process pays the numba import and the cache load (about 0.3 s in all, interpreter start
+excluded); with the cache cold it compiles the kernel, about 2 s once per installation and
+Python version. benchmarks/bench_matrix_games.py measures both, and warm calls, against
+quantecon's compiled implementation.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import functools
 from math import comb
 
 import numpy as np
 
 from marlcov.theory.tolerances import PIVOT_ATOL, VALUE_ATOL
 
-from .bimatrix import Equilibrium, as_bimatrix, frozen, make_equilibrium, normalised, player_gaps, to_simplex
+from .bimatrix import Equilibrium, as_bimatrix, frozen
 
 __all__ = ["lemke_howson", "lemke_howson_batch"]
 
-
-def _lex_ratio_row(T: np.ndarray, col: int, lex_cols: np.ndarray) -> int:
-    """Leaving row of the lexicographic minimum-ratio test for entering column ``col``."""
-    c = T[:, col]
-    cand = np.flatnonzero(c > PIVOT_ATOL)
-    if cand.size == 0:
-        raise RuntimeError("lemke_howson: unbounded ray (cannot happen with positive payoffs)")
-    for j in itertools.chain((T.shape[1] - 1,), lex_cols):
-        if cand.size == 1:
-            break
-        ratios = T[cand, j] / c[cand]
-        cand = cand[ratios <= ratios.min() + PIVOT_ATOL]
-    return int(cand[0])
+_INT64_MAX = np.iinfo(np.int64).max
 
 
-def _pivot(T: np.ndarray, basis: list[int], col: int, lex_cols: np.ndarray, ratios: np.ndarray) -> int:
-    """Pivot ``col`` into the basis of ``T`` in place; returns the label that leaves.
+def _paths(A, B, labels, pivot_atol, max_pivots):
+    """Lemke-Howson from label ``labels[g]`` in game ``(A[g], B[g])`` for every ``g``; returns
+    the equilibria ``x[K, n0]``, ``y[K, n1]``, each one's Nash gap in the normalised game
+    ``gaps[K]`` and its payoffs ``(x^T A y, x^T B y)`` as ``payoffs[K, 2]``.
 
-    The ratio test runs on the right-hand side alone (``ratios``: a work buffer, one entry per
-    row) and falls back to the lexicographic test only when the minimum is tied within
-    ``PIVOT_ATOL``. The row operation leaves the entering column exactly a unit vector
-    (``c_i - c_i * 1.0 == 0`` in floating point).
+    Payoffs are normalised to [1, 2]. Tableau P is ``B'^T x + s = 1`` (``n1`` rows; ``x_i`` is
+    label ``i``, ``s_j`` label ``n0 + j``), tableau Q is ``r + A' y = 1`` (``n0`` rows;
+    ``r_i`` is label ``i``, ``y_j`` label ``n0 + j``); columns are the labels, then the
+    right-hand side. Label ``k`` enters P if ``k < n0`` (else Q), the label that leaves
+    enters the other tableau, and so on until ``k`` leaves.
+
+    Ratio test: the minimum of ``rhs_i / c_i`` over the rows with ``c_i > pivot_atol``, the
+    first such row; when it is tied (within ``pivot_atol``) the ties are broken
+    lexicographically, by ``T_ij / c_i`` over the columns ``j`` of the tableau's initial
+    slack basis in order, which is the ratio test of the right-hand side perturbed by
+    ``(eps, eps^2, ...)`` and makes every pivot nondegenerate. The row operation leaves the
+    entering column exactly a unit vector (``c_i - c_i * 1.0 == 0`` in floating point).
+    Compiled by numba (module doc); ``pivot_atol`` and the ``max_pivots`` guard against
+    cycling are arguments so that the kernel holds no constant of its own.
     """
-    c = T[:, col]
-    ratios.fill(np.inf)
-    np.divide(T[:, -1], c, out=ratios, where=c > PIVOT_ATOL)
-    r = int(ratios.argmin())
-    low = ratios[r]
-    if low == np.inf:
-        raise RuntimeError("lemke_howson: unbounded ray (cannot happen with positive payoffs)")
-    if np.add.reduce(ratios <= low + PIVOT_ATOL) > 1:
-        r = _lex_ratio_row(T, col, lex_cols)
-    prow = T[r] / c[r]
-    T -= np.multiply.outer(c, prow)
-    T[r] = prow
-    leaving = basis[r]
-    basis[r] = col
-    return leaving
-
-
-def _follow_path(TP: np.ndarray, TQ: np.ndarray, basis_P: list, basis_Q: list, k: int, entering: int, side: int) -> None:
-    """Pivot ``entering`` into tableau ``side``, then the leaving label into the other, and so
-    on, until label ``k`` leaves a basis (in place)."""
-    n0 = TQ.shape[0]
-    L = TP.shape[1] - 1
-    tableaux = ((TP, basis_P, np.arange(n0, L), np.empty(L - n0)), (TQ, basis_Q, np.arange(n0), np.empty(n0)))
-    for _ in range(4 * comb(L, n0) + 4 * L):
-        T, basis, lex, ratios = tableaux[side]
-        leaving = _pivot(T, basis, entering, lex, ratios)
-        if leaving == k:
-            return
-        entering = leaving
-        side = 1 - side
-    raise RuntimeError("lemke_howson: no equilibrium reached (cycling)")  # pragma: no cover - the path is finite
-
-
-def _tableaux(Ap: np.ndarray, Bp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(TP, TQ)`` of the games ``(..., n0, n1)``: columns = labels, then the right-hand side.
-
-    P: ``B'^T x + s = 1`` (``n1`` rows; ``x_i`` is label ``i``, ``s_j`` label ``n0 + j``);
-    Q: ``r + A' y = 1`` (``n0`` rows; ``r_i`` is label ``i``, ``y_j`` label ``n0 + j``).
-    """
-    *batch, n0, n1 = Ap.shape
+    K, n0, n1 = A.shape
     L = n0 + n1
-    TP = np.zeros((*batch, n1, L + 1))
-    TP[..., :n0] = np.swapaxes(Bp, -1, -2)
-    TP[..., n0:L] = np.eye(n1)
-    TP[..., -1] = 1.0
-    TQ = np.zeros((*batch, n0, L + 1))
-    TQ[..., :n0] = np.eye(n0)
-    TQ[..., n0:L] = Ap
-    TQ[..., -1] = 1.0
-    return TP, TQ
+    xs = np.zeros((K, n0))
+    ys = np.zeros((K, n1))
+    gaps = np.zeros(K)
+    payoffs = np.zeros((K, 2))
+    cand = np.empty(max(n0, n1), dtype=np.int64)
+    c_col = np.empty(max(n0, n1))
+    ratios = np.empty(max(n0, n1))
+    p_row = np.empty(L + 1)
+    for g in range(K):
+        Ap = np.empty((n0, n1))
+        Bp = np.empty((n0, n1))
+        for M, Mp in ((A[g], Ap), (B[g], Bp)):
+            lo = M.min()
+            span = M.max() - lo
+            for i in range(n0):
+                for j in range(n1):
+                    Mp[i, j] = 1.0 + ((M[i, j] - lo) / span if span > 0.0 else 0.0)
+        TP = np.zeros((n1, L + 1))
+        TQ = np.zeros((n0, L + 1))
+        for j in range(n1):
+            for i in range(n0):
+                TP[j, i] = Bp[i, j]
+            TP[j, n0 + j] = 1.0
+            TP[j, L] = 1.0
+        for i in range(n0):
+            TQ[i, i] = 1.0
+            for j in range(n1):
+                TQ[i, n0 + j] = Ap[i, j]
+            TQ[i, L] = 1.0
+        basis_P = np.arange(n0, L)
+        basis_Q = np.arange(n0)
+        k = labels[g]
+        entering = k
+        side = 0 if k < n0 else 1
+        reached = False
+        for _ in range(max_pivots):
+            if side == 0:
+                T, basis, lex0 = TP, basis_P, n0
+            else:
+                T, basis, lex0 = TQ, basis_Q, 0
+            m = T.shape[0]
+            r = -1
+            low = np.inf
+            for i in range(m):
+                c = T[i, entering]
+                c_col[i] = c
+                ratios[i] = T[i, L] / c if c > pivot_atol else np.inf
+                if ratios[i] < low:
+                    low = ratios[i]
+                    r = i
+            if r < 0:
+                raise RuntimeError("lemke_howson: unbounded ray (cannot happen with positive payoffs)")
+            n_cand = 0
+            for i in range(m):
+                if ratios[i] <= low + pivot_atol:
+                    cand[n_cand] = i
+                    n_cand += 1
+            col = lex0
+            while n_cand > 1 and col < lex0 + m:
+                best = np.inf
+                for t in range(n_cand):
+                    best = min(best, T[cand[t], col] / c_col[cand[t]])
+                kept = 0
+                for t in range(n_cand):
+                    if T[cand[t], col] / c_col[cand[t]] <= best + pivot_atol:
+                        cand[kept] = cand[t]
+                        kept += 1
+                n_cand = kept
+                col += 1
+            r = cand[0]
+            # the pivot row is copied out so that the row updates read a separate buffer
+            # (no aliasing: the inner loop vectorises)
+            for j in range(L + 1):
+                p_row[j] = T[r, j] / c_col[r]
+            for i in range(m):
+                c = c_col[i]
+                if i != r and c != 0.0:
+                    row = T[i]
+                    for j in range(L + 1):
+                        row[j] -= c * p_row[j]
+            T[r, :] = p_row
+            leaving = basis[r]
+            basis[r] = entering
+            if leaving == k:
+                reached = True
+                break
+            entering = leaving
+            side = 1 - side
+        if not reached:
+            raise RuntimeError("lemke_howson: no equilibrium reached (cycling)")
+        x = xs[g]
+        y = ys[g]
+        for t in range(n1):
+            if basis_P[t] < n0:
+                x[basis_P[t]] = max(TP[t, L], 0.0)
+        for t in range(n0):
+            if basis_Q[t] >= n0:
+                y[basis_Q[t] - n0] = max(TQ[t, L], 0.0)
+        x /= x.sum()
+        y /= y.sum()
+        # each player's gain from a best response in the normalised game, and the payoffs
+        best, now = -np.inf, 0.0
+        for i in range(n0):
+            v = 0.0
+            w = 0.0
+            for j in range(n1):
+                v += Ap[i, j] * y[j]
+                w += A[g, i, j] * y[j]
+            best = max(best, v)
+            now += x[i] * v
+            payoffs[g, 0] += x[i] * w
+        gap = max(best - now, 0.0)
+        best, now = -np.inf, 0.0
+        for j in range(n1):
+            v = 0.0
+            w = 0.0
+            for i in range(n0):
+                v += x[i] * Bp[i, j]
+                w += x[i] * B[g, i, j]
+            best = max(best, v)
+            now += y[j] * v
+            payoffs[g, 1] += y[j] * w
+        gaps[g] = gap + max(best - now, 0.0)
+    return xs, ys, gaps, payoffs
+
+
+@functools.cache
+def _compiled_paths():
+    """:func:`_paths` compiled by numba, loaded from or written to the on-disk cache."""
+    import numba  # here, not at module import (module doc)
+
+    return numba.njit(cache=True)(_paths)
+
+
+@functools.cache
+def _max_pivots(n0: int, n1: int) -> int:
+    """A bound on the path length: every pivot visits a new vertex pair (``comb(L, n0)`` label
+    sets per polytope), so more pivots than this mean cycling."""
+    return min(4 * comb(n0 + n1, n0) + 4 * (n0 + n1), _INT64_MAX)
+
+
+def _equilibria(A: np.ndarray, B: np.ndarray, labels: np.ndarray, who: str) -> list[Equilibrium]:
+    """The kernel on the C-contiguous stacks ``A[K, n0, n1]``, ``B[K, n0, n1]``; each result
+    verified as an equilibrium (normalised gap at most ``VALUE_ATOL``), never silently wrong."""
+    K, n0, n1 = A.shape
+    x, y, gaps, payoffs = _compiled_paths()(A, B, labels, PIVOT_ATOL, _max_pivots(n0, n1))
+    g = int(gaps.argmax())
+    if gaps[g] > VALUE_ATOL:  # pragma: no cover - a numerical failure, never silent
+        where = f"game {g}: " if K > 1 else ""
+        raise RuntimeError(f"{who}: {where}result is not an equilibrium (normalised gap {gaps[g]:.3g})")
+    return [Equilibrium(strategies=(frozen(x[g]), frozen(y[g])), payoffs=(float(payoffs[g, 0]), float(payoffs[g, 1]))) for g in range(K)]
 
 
 def _check_label(label, L: int, name: str = "initial_dropped_label") -> int:
@@ -118,27 +225,12 @@ def lemke_howson(A, B, initial_dropped_label: int = 0) -> Equilibrium:
     (as in nashpy). Payoffs are normalised to [1, 2] internally; each player's tableau has
     one column per label plus the right-hand side, and the ratio test is lexicographic (the
     right-hand side, then the columns of the initial slack basis, ties within ``PIVOT_ATOL``),
-    so the algorithm terminates on degenerate games too.
+    so the algorithm terminates on degenerate games too. The pivots run in compiled code
+    (module doc for the one-off compilation).
     """
     A, B = as_bimatrix(A, B)
-    n0, n1 = A.shape
-    L = n0 + n1
-    k = _check_label(initial_dropped_label, L)
-    Ap = 1.0 + normalised(A)
-    Bp = 1.0 + normalised(B)
-    TP, TQ = _tableaux(Ap, Bp)
-    basis_P = list(range(n0, L))
-    basis_Q = list(range(n0))
-    _follow_path(TP, TQ, basis_P, basis_Q, k, k, 0 if k < n0 else 1)  # label k is nonbasic in P iff k < n0
-    x = np.zeros(L)
-    y = np.zeros(L)
-    x[basis_P] = TP[:, -1]
-    y[basis_Q] = TQ[:, -1]
-    x, y = to_simplex(x[:n0]), to_simplex(y[n0:])
-    g0, g1 = player_gaps(Ap, Bp, x, y)
-    if g0 + g1 > VALUE_ATOL:  # pragma: no cover - a numerical failure, never silent
-        raise RuntimeError(f"lemke_howson: result is not an equilibrium (normalised gap {g0 + g1:.3g})")
-    return make_equilibrium(A, B, x, y)
+    k = _check_label(initial_dropped_label, A.shape[0] + A.shape[1])
+    return _equilibria(A[None], B[None], np.array([k], dtype=np.int64), "lemke_howson")[0]
 
 
 def _as_game_stack(M, name: str) -> np.ndarray:
@@ -150,69 +242,9 @@ def _as_game_stack(M, name: str) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or min(arr.shape) < 1:
         raise ValueError(f"{name}: expected payoff matrices of shape (K, n0, n1) with K, n0, n1 >= 1, got shape {arr.shape}")
-    if not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
+    if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
         raise ValueError(f"{name}: expected finite entries, found NaN or inf")
-    return arr
-
-
-def _solutions(TP: np.ndarray, TQ: np.ndarray, basis_P: np.ndarray, basis_Q: np.ndarray, n0: int):
-    """The basic solutions ``x[K, n0]``, ``y[K, n1]`` (unnormalised) of stacked tableaux."""
-    K, L = TP.shape[0], TP.shape[2] - 1
-    rows = np.arange(K)[:, None]
-    x = np.zeros((K, L))
-    x[rows, basis_P] = TP[:, :, -1]
-    y = np.zeros((K, L))
-    y[rows, basis_Q] = TQ[:, :, -1]
-    return x[:, :n0], y[:, n0:]
-
-
-def _run_paths(TP, TQ, k: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Follow the paths of the stacked tableaux ``TP[K]``, ``TQ[K]`` (dropped labels ``k``, all
-    starting in tableau ``side``) in lockstep; returns the unnormalised ``x[K, n0]``, ``y[K, n1]``.
-
-    One step pivots every unfinished path, with the pivot of :func:`_pivot`; a path leaves the
-    batch when label ``k`` leaves its basis. Ties in the ratio test are broken
-    lexicographically, path by path.
-    """
-    K, n1, n0 = TP.shape[0], TP.shape[1], TQ.shape[1]
-    L = n0 + n1
-    tabs = [TP, TQ]
-    basis = [np.tile(np.arange(n0, L), (K, 1)), np.tile(np.arange(n0), (K, 1))]
-    lex = (np.arange(n0, L), np.arange(n0))
-    x_out, y_out = np.zeros((K, n0)), np.zeros((K, n1))
-    origin = np.arange(K)
-    entering = k.copy()
-    for _ in range(4 * comb(L, n0) + 4 * L):
-        T, bas = tabs[side], basis[side]
-        m = T.shape[0]
-        ar = np.arange(m)
-        c = T[ar, :, entering]
-        ratios = np.full(c.shape, np.inf)
-        np.divide(T[:, :, -1], c, out=ratios, where=c > PIVOT_ATOL)
-        r = ratios.argmin(axis=1)
-        low = ratios[ar, r]
-        if np.isinf(low).any():
-            raise RuntimeError("lemke_howson: unbounded ray (cannot happen with positive payoffs)")
-        for b in np.flatnonzero(np.count_nonzero(ratios <= (low + PIVOT_ATOL)[:, None], axis=1) > 1):
-            r[b] = _lex_ratio_row(T[b], int(entering[b]), lex[side])
-        prow = T[ar, r] / c[ar, r][:, None]
-        T -= c[:, :, None] * prow[:, None, :]
-        T[ar, r] = prow
-        leaving = bas[ar, r]
-        bas[ar, r] = entering
-        done = leaving == k
-        side = 1 - side
-        if done.any():
-            d = np.flatnonzero(done)
-            x_out[origin[d]], y_out[origin[d]] = _solutions(tabs[0][d], tabs[1][d], basis[0][d], basis[1][d], n0)
-            keep = ~done
-            if not keep.any():
-                return x_out, y_out
-            tabs = [tabs[0][keep], tabs[1][keep]]
-            basis = [basis[0][keep], basis[1][keep]]
-            origin, k, leaving = origin[keep], k[keep], leaving[keep]
-        entering = leaving
-    raise RuntimeError("lemke_howson: no equilibrium reached (cycling)")  # pragma: no cover - the path is finite
+    return np.ascontiguousarray(arr)
 
 
 def lemke_howson_batch(A, B, initial_dropped_labels=0) -> list[Equilibrium]:
@@ -220,10 +252,10 @@ def lemke_howson_batch(A, B, initial_dropped_labels=0) -> list[Equilibrium]:
 
     Game ``g`` starts from label ``initial_dropped_labels[g]`` (an int applies to every game;
     the labels of :func:`lemke_howson`). The result equals ``[lemke_howson(A[g], B[g],
-    labels[g]) for g in range(K)]``: the same pivots, run in lockstep (module doc). To follow
-    every starting label of one game, stack the game ``n0 + n1`` times with labels
-    ``range(n0 + n1)``. Each result is verified as an equilibrium (normalised gap at most
-    ``VALUE_ATOL``).
+    labels[g]) for g in range(K)]``: the same compiled pivots, one path after another in one
+    call, so a batch saves the per-call overhead. To follow every starting label of one game,
+    stack the game ``n0 + n1`` times with labels ``range(n0 + n1)``. Each result is verified
+    as an equilibrium (normalised gap at most ``VALUE_ATOL``).
     """
     A = _as_game_stack(A, "A")
     B = _as_game_stack(B, "B")
@@ -232,33 +264,10 @@ def lemke_howson_batch(A, B, initial_dropped_labels=0) -> list[Equilibrium]:
     K, n0, n1 = A.shape
     L = n0 + n1
     if np.ndim(initial_dropped_labels) == 0:
-        labels = np.full(K, _check_label(initial_dropped_labels, L, "initial_dropped_labels"))
+        labels = np.full(K, _check_label(initial_dropped_labels, L, "initial_dropped_labels"), dtype=np.int64)
     else:
         raw = list(initial_dropped_labels)
         if len(raw) != K:
             raise ValueError(f"initial_dropped_labels: expected an int or {K} ints (one per game), got {len(raw)}")
         labels = np.array([_check_label(v, L, "initial_dropped_labels") for v in raw], dtype=np.int64)
-    lo = A.min(axis=(1, 2), keepdims=True)
-    span = A.max(axis=(1, 2), keepdims=True) - lo
-    Ap = 1.0 + np.where(span > 0, (A - lo) / np.where(span > 0, span, 1.0), 0.0)
-    lo = B.min(axis=(1, 2), keepdims=True)
-    span = B.max(axis=(1, 2), keepdims=True) - lo
-    Bp = 1.0 + np.where(span > 0, (B - lo) / np.where(span > 0, span, 1.0), 0.0)
-    TP, TQ = _tableaux(Ap, Bp)
-    x, y = np.zeros((K, n0)), np.zeros((K, n1))
-    for side, group in ((0, labels < n0), (1, labels >= n0)):
-        if group.any():
-            x[group], y[group] = _run_paths(TP[group], TQ[group], labels[group], side)
-    x = np.clip(x, 0.0, None)
-    x /= x.sum(axis=1, keepdims=True)
-    y = np.clip(y, 0.0, None)
-    y /= y.sum(axis=1, keepdims=True)
-    Ay = np.einsum("kij,kj->ki", Ap, y)
-    xB = np.einsum("ki,kij->kj", x, Bp)
-    gaps = np.maximum(Ay.max(axis=1) - (x * Ay).sum(axis=1), 0.0) + np.maximum(xB.max(axis=1) - (xB * y).sum(axis=1), 0.0)
-    if (gaps > VALUE_ATOL).any():  # pragma: no cover - a numerical failure, never silent
-        g = int(gaps.argmax())
-        raise RuntimeError(f"lemke_howson_batch: game {g}: result is not an equilibrium (normalised gap {gaps[g]:.3g})")
-    pay_A = np.einsum("ki,kij,kj->k", x, A, y)
-    pay_B = np.einsum("ki,kij,kj->k", x, B, y)
-    return [Equilibrium(strategies=(frozen(x[g]), frozen(y[g])), payoffs=(float(pay_A[g]), float(pay_B[g]))) for g in range(K)]
+    return _equilibria(A, B, labels, "lemke_howson_batch")
