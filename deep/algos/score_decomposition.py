@@ -77,6 +77,8 @@ from marlcov.theory.objectives.score_decomposition import denoising_loss, noised
 
 SCORE_DECOMPOSITION_FORMAT = "marlcov.deep-score-decomposition/1"
 MODES = ("sequential", "independent")
+#: Records of the actor-critic phase that exist only on the delayed actor updates.
+ACTOR_TERMS = ("actor_loss", "score_regulariser")
 TIME_EMBED = 16
 
 
@@ -403,10 +405,17 @@ def fit_score_decomposition(
         sums["n"] = sums.get("n", 0) + 1
         out = {}
         if sums["n"] == log_every:
-            out = {"phase": phase, "update": step, **{k: v / log_every for k, v in sums.items() if k != "n"}}
+            # The actor's terms are means over the delayed actor updates of the record only.
+            counts = {k: actor_updates(step - log_every + 1, step) if k in ACTOR_TERMS else log_every for k in sums}
+            out = {"phase": phase, "update": step, **{k: v / counts[k] for k, v in sums.items() if k != "n"}}
             sums.clear()
         state.extra["sums"] = json.dumps(sums)
         return out
+
+    def actor_updates(first: int, last: int) -> int:
+        """Actor updates among steps ``first..last`` of the actor-critic phase."""
+        start = cfg.diffusion_updates
+        return (last - start) // cfg.policy_delay - (first - 1 - start) // cfg.policy_delay
 
     def update(step: int) -> dict[str, Any]:
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen, device=dev)
