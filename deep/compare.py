@@ -38,7 +38,7 @@ Config (``deep/configs/compare_<scale>.json``): sections ``omapl``, ``omiga``, `
 the MARLHF sections of the pipeline config ``deep/configs/<scale>.json``, whose values are the
 defaults), ``envs`` (per-environment overrides of those sections), ``seed_base``, ``notes``.
 
-Length: about 500 lines, over the package's ~400, because it is one command end to end (its
+Length: about 600 lines, over the package's ~400, because it is one command end to end (its
 config, the dataset checks, one cell per algorithm and seed, the comparison table and the
 learning-curve figure); the pieces it shares live elsewhere (cells in ``deep.cells``, table
 cells in ``deep.pipeline.tables``, evaluation in ``deep.marlhf.evaluate``).
