@@ -16,6 +16,7 @@ from marlcov.theory.coverage import coverage_measures
 from marlcov.theory.games import GameError, random_linear_markov_game
 from marlcov.theory.identifiable import identifiable_measures
 from marlcov.theory.policies import deterministic_policy, uniform_policy
+from tests.strategies import linear_markov_games
 
 
 def _pure_equilibrium_game():
@@ -48,9 +49,12 @@ def test_unilateral_data_covers_every_pure_deviation_of_table4():
 
 
 @settings(max_examples=5, deadline=None)
-@given(st.integers(0, 10_000))
-def test_reported_coverage_is_the_coverage_of_the_dataset_and_is_ordered(seed):
-    game = random_linear_markov_game(2, (2, 2), 2, 3, seed=seed)
+@given(
+    linear_markov_games(action_sizes=(2, 2), max_states=2, max_horizon=2, min_dim=3, max_dim=3, step_dependent=False),
+    st.integers(0, 10_000),
+)
+def test_reported_coverage_is_the_coverage_of_the_dataset_and_is_ordered(game, seed):
+    # seed: the dataset builders' own sampling seed (an input of the functions under test).
     eq = uniform_policy(game)
     for cov in (single_policy_dataset(game, eq, 50, seed), unilateral_dataset(game, eq, 50, seed), uniform_dataset(game, eq, 50, seed)):
         direct = coverage_measures(game, cov.dataset, eq)

@@ -31,6 +31,7 @@ from marlcov.theory.games import GameError, MarkovGame, random_linear_markov_gam
 from marlcov.theory.policies import random_policy, uniform_policy
 from marlcov.theory.preferences import sample_preference_dataset
 from marlcov.theory.values import best_response, evaluate_policy, nash_gap
+from tests.strategies import float_arrays, linear_markov_games, markov_games, preference_datasets
 from tests.theory.brute_force import all_deterministic_policies
 
 TOL = 1e-9
@@ -43,11 +44,10 @@ def _simplex_lattice(n, k):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from([(2, 2), (3, 3), (2, 3)]))
-def test_exact_one_step_minimum_agrees_with_a_fine_grid(seed, shape):
-    rng = np.random.default_rng(seed)
-    A0, A1 = shape
-    low, high0, high1 = (rng.uniform(-1.0, 2.0, size=shape) for _ in range(3))
+@given(st.sampled_from([(2, 2), (3, 3), (2, 3)]).flatmap(lambda shape: st.tuples(*[float_arrays(shape, -1.0, 2.0)] * 3)))
+def test_exact_one_step_minimum_agrees_with_a_fine_grid(bounds):
+    low, high0, high1 = bounds
+    A0, A1 = shape = low.shape
     best = one_step_minimum(low, high0, high1)
     k = 80 if max(shape) == 2 else 30
     xs, ys = _simplex_lattice(A0, k), _simplex_lattice(A1, k)
@@ -63,9 +63,8 @@ def test_exact_one_step_minimum_agrees_with_a_fine_grid(seed, shape):
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from([(2, 2), (3, 3)]))
-def test_bimatrix_equilibrium_has_zero_nash_gap(seed, shape):
-    game = random_markov_game(1, shape, 1, seed=seed)
+@given(st.sampled_from([(2, 2), (3, 3)]).flatmap(lambda shape: markov_games(action_sizes=shape, n_states=1, horizon=1)))
+def test_bimatrix_equilibrium_has_zero_nash_gap(game):
     x, y = bimatrix_equilibrium(game.rewards[0, 0, 0], game.rewards[0, 1, 0])
     assert nash_gap(game, (x[None, None], y[None, None])).total <= 1e-9
 
@@ -73,17 +72,30 @@ def test_bimatrix_equilibrium_has_zero_nash_gap(seed, shape):
 def _one_step_instance(seed, actions=(2, 2), n=60, dim=3):
     game = random_linear_markov_game(1, actions, 1, dim, seed=seed)
     data = sample_preference_dataset(game, random_policy(game, seed), n, seed)
+    return _one_step_surrogate(game, data)
+
+
+def _one_step_surrogate(game, data):
     spec = game_spec(game)
     conf = reward_confidence(spec.features, data, c_r=0.3, method="ridge")
     return game, spec, data, surrogate_objective(spec, data, conf, c_p=0.2, clip=False)
 
 
+@st.composite
+def one_step_linear_games_and_data(draw):
+    """A one-state, one-step linear game of 2 x 2 or 3 x 3 actions and d = 3, with 60 pairs."""
+    actions = draw(st.sampled_from([(2, 2), (3, 3)]))
+    game = draw(linear_markov_games(action_sizes=actions, max_states=1, max_horizon=1, min_dim=3, max_dim=3))
+    return game, draw(preference_datasets(game, min_pairs=60, max_pairs=60))
+
+
 @settings(max_examples=6, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from([(2, 2), (3, 3)]))
-def test_local_method_is_never_below_the_exact_minimum(seed, actions):
-    _, spec, _, objective = _one_step_instance(seed, actions)
+@given(one_step_linear_games_and_data(), st.integers(0, 2**31 - 1))
+def test_local_method_is_never_below_the_exact_minimum(drawn, restart_seed):
+    # restart_seed seeds the local method's own random restarts (an input of the method, not of the instance).
+    _, spec, _, objective = _one_step_surrogate(*drawn)
     exact = one_step_exact_search(objective, spec)
-    local = local_search(objective, spec, n_restarts=3, seed=seed)
+    local = local_search(objective, spec, n_restarts=3, seed=restart_seed)
     assert exact.exact and not local.exact
     assert objective(exact.policy) == pytest.approx(exact.value, abs=1e-12)
     assert local.value >= exact.value - TOL
@@ -253,7 +265,6 @@ def test_theorem4_bound_relations_and_json():
 
 
 @settings(max_examples=5, deadline=None)
-@given(st.integers(0, 2**31 - 1))
-def test_markov_perfect_equilibrium_has_zero_nash_gap(seed):
-    game = random_markov_game(2, (2, 3), 3, seed=seed)
+@given(markov_games(action_sizes=(2, 3), n_states=2, horizon=3))
+def test_markov_perfect_equilibrium_has_zero_nash_gap(game):
     assert nash_gap(game, two_player_markov_equilibrium(game)).total <= 1e-9
