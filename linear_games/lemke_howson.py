@@ -65,6 +65,8 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
     c_col = np.empty(max(n0, n1))
     ratios = np.empty(max(n0, n1))
     p_row = np.empty(L + 1)
+    T = np.empty((2, max(n0, n1), L + 1))
+    basis = np.empty((2, max(n0, n1)), dtype=np.int64)
     for g in range(K):
         Ap = np.empty((n0, n1))
         Bp = np.empty((n0, n1))
@@ -74,36 +76,33 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
             for i in range(n0):
                 for j in range(n1):
                     Mp[i, j] = 1.0 + ((M[i, j] - lo) / span if span > 0.0 else 0.0)
-        TP = np.zeros((n1, L + 1))
-        TQ = np.zeros((n0, L + 1))
+        # T[0] is P (n1 rows), T[1] is Q (n0 rows), in one array so that switching tableaux
+        # is an index, not a new array reference per pivot
+        T.fill(0.0)
         for j in range(n1):
             for i in range(n0):
-                TP[j, i] = Bp[i, j]
-            TP[j, n0 + j] = 1.0
-            TP[j, L] = 1.0
+                T[0, j, i] = Bp[i, j]
+            T[0, j, n0 + j] = 1.0
+            T[0, j, L] = 1.0
+            basis[0, j] = n0 + j
         for i in range(n0):
-            TQ[i, i] = 1.0
+            T[1, i, i] = 1.0
             for j in range(n1):
-                TQ[i, n0 + j] = Ap[i, j]
-            TQ[i, L] = 1.0
-        basis_P = np.arange(n0, L)
-        basis_Q = np.arange(n0)
+                T[1, i, n0 + j] = Ap[i, j]
+            T[1, i, L] = 1.0
+            basis[1, i] = i
         k = labels[g]
         entering = k
         side = 0 if k < n0 else 1
         reached = False
         for _ in range(max_pivots):
-            if side == 0:
-                T, basis, lex0 = TP, basis_P, n0
-            else:
-                T, basis, lex0 = TQ, basis_Q, 0
-            m = T.shape[0]
+            m, lex0 = (n1, n0) if side == 0 else (n0, 0)
             r = -1
             low = np.inf
             for i in range(m):
-                c = T[i, entering]
+                c = T[side, i, entering]
                 c_col[i] = c
-                ratios[i] = T[i, L] / c if c > pivot_atol else np.inf
+                ratios[i] = T[side, i, L] / c if c > pivot_atol else np.inf
                 if ratios[i] < low:
                     low = ratios[i]
                     r = i
@@ -118,10 +117,10 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
             while n_cand > 1 and col < lex0 + m:
                 best = np.inf
                 for t in range(n_cand):
-                    best = min(best, T[cand[t], col] / c_col[cand[t]])
+                    best = min(best, T[side, cand[t], col] / c_col[cand[t]])
                 kept = 0
                 for t in range(n_cand):
-                    if T[cand[t], col] / c_col[cand[t]] <= best + pivot_atol:
+                    if T[side, cand[t], col] / c_col[cand[t]] <= best + pivot_atol:
                         cand[kept] = cand[t]
                         kept += 1
                 n_cand = kept
@@ -130,16 +129,16 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
             # the pivot row is copied out so that the row updates read a separate buffer
             # (no aliasing: the inner loop vectorises)
             for j in range(L + 1):
-                p_row[j] = T[r, j] / c_col[r]
+                p_row[j] = T[side, r, j] / c_col[r]
             for i in range(m):
                 c = c_col[i]
                 if i != r and c != 0.0:
-                    row = T[i]
                     for j in range(L + 1):
-                        row[j] -= c * p_row[j]
-            T[r, :] = p_row
-            leaving = basis[r]
-            basis[r] = entering
+                        T[side, i, j] -= c * p_row[j]
+            for j in range(L + 1):
+                T[side, r, j] = p_row[j]
+            leaving = basis[side, r]
+            basis[side, r] = entering
             if leaving == k:
                 reached = True
                 break
@@ -150,11 +149,11 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
         x = xs[g]
         y = ys[g]
         for t in range(n1):
-            if basis_P[t] < n0:
-                x[basis_P[t]] = max(TP[t, L], 0.0)
+            if basis[0, t] < n0:
+                x[basis[0, t]] = max(T[0, t, L], 0.0)
         for t in range(n0):
-            if basis_Q[t] >= n0:
-                y[basis_Q[t] - n0] = max(TQ[t, L], 0.0)
+            if basis[1, t] >= n0:
+                y[basis[1, t] - n0] = max(T[1, t, L], 0.0)
         x /= x.sum()
         y /= y.sum()
         # each player's gain from a best response in the normalised game, and the payoffs
