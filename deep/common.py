@@ -1,5 +1,5 @@
 """Shared plumbing of the deep trainers: seeding, devices, configs from files, progress bars,
-atomic and versioned files, in-memory tensors of an HDF5 dataset, the step masks of its padded
+atomic files, in-memory tensors of an HDF5 dataset, the step masks of its padded
 episodes and network pieces. The resumable training state and the training loop are
 ``deep.training`` (re-exported here: ``TrainingState``, ``fit``, ``epoch_permutation``).
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import random
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -140,7 +139,7 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
 # ----------------------------------------------------------------------------- atomic files
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through ``theory.atomic.atomic_save`` (temporary file beside ``path``,
-    fsync, rename)."""
+    fsync, rename): the writer of ``deep.checkpoints.save_checkpoint``."""
     from marlcov.theory.atomic import atomic_save
 
     return atomic_save(path, lambda fh: torch.save(obj, fh))
@@ -151,27 +150,6 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     from marlcov.theory.atomic import atomic_write_text as write
 
     return write(path, text)
-
-
-def load_versioned(path: str | os.PathLike, expected_format: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A dict saved with ``torch.save`` whose ``format`` is ``expected_format`` (ValueError
-    naming the file and the field otherwise). Loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        # torch's own message for a file that is not a checkpoint spans many lines of advice
-        # about weights_only; say what the file is not, in one line.
-        raise ValueError(
-            f"{path}: not a readable checkpoint (expected a torch.save file of format {expected_format!r}): {type(exc).__name__}"
-        ) from exc
-    if not isinstance(obj, dict) or "format" not in obj:
-        raise ValueError(f"{path}: field 'format' is missing; expected {expected_format!r}")
-    if obj["format"] != expected_format:
-        raise ValueError(f"{path}: field 'format' is {obj['format']!r}; expected {expected_format!r}")
-    return obj
 
 
 # ----------------------------------------------------------------------------- padded episodes
@@ -272,4 +250,4 @@ def masked(values: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
 
 # The training state and loop live in deep.training, which imports this module's helpers; they
 # are imported last so that those helpers exist when it does.
-from marlcov.deep.training import TRAIN_STATE_FORMAT, TrainingState, epoch_permutation, fit  # noqa: E402,F401
+from marlcov.deep.training import TrainingState, epoch_permutation, fit  # noqa: E402,F401

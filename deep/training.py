@@ -1,10 +1,12 @@
 """Resumable training: the state a trainer checkpoints and the one training loop of ``deep``.
 
 A trainer keeps its modules, optimisers and random generators in a ``TrainingState``;
-``TrainingState.save`` writes ``{format, step, modules, generators, rng, extra, config}`` with
-``torch.save`` to a temporary file beside the target and renames it onto the target (atomic on
-POSIX), so a run killed at any moment leaves either the previous or the new checkpoint, never a
-torn one. ``TrainingState.load`` restores all of it. A trainer that draws every random number
+``TrainingState.save`` writes a ``"train-state"`` checkpoint (``deep.checkpoints``: the run's
+config in the header, the modules' and optimisers' state dicts, and the fields ``step``,
+``generators``, ``rng``, ``extra``) to a temporary file beside the target and renames it onto
+the target (atomic on POSIX), so a run killed at any moment leaves either the previous or the
+new checkpoint, never a torn one. ``TrainingState.load`` restores all of it, from training
+states written before that format too. A trainer that draws every random number
 from generators held in the state, and derives data orders from ``(seed, epoch)``
 (``epoch_permutation``), continues a killed run exactly: N steps in one go and N/2 + resume +
 N/2 give identical parameters on CPU. ``fit`` is the loop every trainer but score
@@ -28,9 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from marlcov.deep.common import atomic_torch_save, load_versioned, progress_bar
-
-TRAIN_STATE_FORMAT = "marlcov.deep-train-state/1"
+from marlcov.deep.checkpoints import load_checkpoint, save_checkpoint
 
 
 def _global_rng_state() -> dict[str, Any]:
@@ -107,16 +107,19 @@ class TrainingState:
         """Write the checkpoint (nothing when ``path`` is None)."""
         if self.path is None:
             return None
-        state = {
-            "format": TRAIN_STATE_FORMAT,
-            "step": int(self.step),
-            "modules": {name: obj.state_dict() for name, obj in self.objects.items()},
-            "generators": {name: g.get_state() for name, g in self.generators.items()},
-            "rng": _global_rng_state(),
-            "extra": self.extra,
-            "config": json.dumps(self.config, sort_keys=True),
-        }
-        path = atomic_torch_save(state, self.path)
+        path = save_checkpoint(
+            self.path,
+            "train-state",
+            {name: obj.state_dict() for name, obj in self.objects.items()},
+            trainer=None,
+            config=self.config,
+            fields={
+                "step": int(self.step),
+                "generators": {name: g.get_state() for name, g in self.generators.items()},
+                "rng": _global_rng_state(),
+                "extra": self.extra,
+            },
+        )
         self._last_save = time.monotonic()
         self._requested = False
         return path
@@ -147,24 +150,25 @@ class TrainingState:
         """Restore from ``path`` if it exists; returns whether it did."""
         if self.path is None or not self.path.exists():
             return False
-        state = load_versioned(self.path, TRAIN_STATE_FORMAT, map_location)
-        saved_config = json.loads(state["config"])
+        state = load_checkpoint(self.path, "train-state", map_location)
+        saved_config = state.config
         if saved_config != self.config:
             changed = sorted(k for k in set(saved_config) | set(self.config) if saved_config.get(k) != self.config.get(k))
             raise ValueError(
                 f"{self.path}: checkpoint was made with another config (fields {changed} differ); "
                 "delete it or pass resume=False to start afresh"
             )
-        missing = sorted(set(self.objects) - set(state["modules"]))
+        missing = sorted(set(self.objects) - set(state.state_dicts))
         if missing:
-            raise ValueError(f"{self.path}: field 'modules' lacks {missing}")
+            raise ValueError(f"{self.path}: field 'state_dicts' lacks {missing}")
         for name, obj in self.objects.items():
-            obj.load_state_dict(state["modules"][name])
+            obj.load_state_dict(state.state_dicts[name])
+        generators = state.field("generators")
         for name, g in self.generators.items():
-            g.set_state(state["generators"][name].cpu())
-        _set_global_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.extra = dict(state["extra"])
+            g.set_state(generators[name].cpu())
+        _set_global_rng_state(state.field("rng"))
+        self.step = int(state.field("step"))
+        self.extra = dict(state.field("extra"))
         return True
 
 
@@ -190,6 +194,9 @@ def fit(
         raise ValueError(f"record_every: expected a positive integer, got {record_every!r}")
     history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
     running: dict[str, float] = dict(json.loads(train_state.extra.get("fit_running", "{}")))
+    # deep.common imports this module at its end: import from it when the loop runs.
+    from marlcov.deep.common import progress_bar
+
     bar = progress_bar(total_steps, desc, progress, initial=train_state.step)
     try:
         while train_state.step < total_steps:

@@ -24,14 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from marlcov.deep.checkpoints import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     EVAL_SEED_BASE,
     MASKED_LOGIT,
-    atomic_torch_save,
     atomic_write_text,
     fit,
     load_dataset_arrays,
-    load_versioned,
     masked,
     mlp,
     step_masks,
@@ -51,12 +50,14 @@ __all__ = [
     "fit",
     "save_model",
     "load_policy",
+    "policy_from_checkpoint",
     "make_env",
     "greedy_policy",
     "evaluate_policy_net",
 ]
 
-MODEL_FORMAT = "marlcov.deep-offline-policy/1"
+#: The format of the model files written here (the name callers of earlier versions import).
+MODEL_FORMAT = CHECKPOINT_FORMAT
 #: Largest exponent ``(Q - V)/temperature`` given to the behaviour-cloning weights: the weights
 #: only scale the policy loss, and exp of a larger value would overflow float32.
 MAX_WEIGHT_EXPONENT = 10.0
@@ -119,6 +120,13 @@ class LocalNet(nn.Module):
 
     def __init__(self, obs_dim: int, n_agents: int, hidden: int, layers: int, out_dim: int) -> None:
         super().__init__()
+        self.network = {
+            "obs_dim": int(obs_dim),
+            "n_agents": int(n_agents),
+            "hidden": int(hidden),
+            "layers": int(layers),
+            "out_dim": int(out_dim),
+        }
         self.net = mlp(obs_dim + n_agents, hidden, layers, out_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -131,6 +139,7 @@ class LinearMixer(nn.Module):
 
     def __init__(self, state_dim: int, n_agents: int, hidden: int) -> None:
         super().__init__()
+        self.network = {"state_dim": int(state_dim), "n_agents": int(n_agents), "hidden": int(hidden)}
         self.weights = mlp(state_dim, hidden, 2, n_agents)
         self.bias = mlp(state_dim, hidden, 2, 1)
 
@@ -157,26 +166,39 @@ def clipped_exponent_values(q: torch.Tensor, v: torch.Tensor, scale: torch.Tenso
     return torch.where(scale * (q - v) > cap, v + cap / scale, q)
 
 
-def save_model(path: Path, spec: DatasetSpec, config: Mapping[str, Any], policy: nn.Module, extra_modules: Mapping[str, nn.Module]) -> Path:
-    """Write the trained policy (and the value networks) with the dataset spec and config."""
-    obj = {
-        "format": MODEL_FORMAT,
-        "spec": json.dumps(spec.to_attrs()),
-        "config": json.dumps(dict(config)),
-        "policy": policy.state_dict(),
-        "modules": {k: m.state_dict() for k, m in extra_modules.items()},
-    }
-    return atomic_torch_save(obj, path)
+def save_model(
+    path: Path,
+    spec: DatasetSpec,
+    config: Mapping[str, Any],
+    policy: LocalNet,
+    extra_modules: Mapping[str, LocalNet | LinearMixer],
+    trainer: str,
+) -> Path:
+    """Write the trained policy (and the value networks) with the dataset spec and config as a
+    ``"policy"`` checkpoint (atomically)."""
+    modules = {"policy": policy, **extra_modules}
+    return save_checkpoint(
+        path,
+        "policy",
+        {name: m.state_dict() for name, m in modules.items()},
+        trainer=trainer,
+        env_name=spec.env_name,
+        config=config,
+        networks={name: m.network for name, m in modules.items()},
+        dataset_spec=spec.to_attrs(),
+    )
+
+
+def policy_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> tuple[LocalNet, DatasetSpec, dict]:
+    """``(policy_net, spec, config)`` of a ``"policy"`` checkpoint."""
+    spec = DatasetSpec.from_attrs(checkpoint.spec_attrs(), str(checkpoint.path))
+    return checkpoint.module("policy", LocalNet, device), spec, checkpoint.config
 
 
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[LocalNet, DatasetSpec, dict]:
-    """``(policy_net, spec, config)`` from a model file written by a trainer of this package."""
-    obj = load_versioned(path, MODEL_FORMAT, map_location=device)
-    spec = DatasetSpec.from_attrs(json.loads(obj["spec"]), str(path))
-    config = json.loads(obj["config"])
-    net = LocalNet(spec.obs_dim, spec.n_agents, config["hidden"], config["layers"], spec.n_actions).to(device)
-    net.load_state_dict(obj["policy"])
-    return net, spec, config
+    """``(policy_net, spec, config)`` from a model file written by a trainer of this package
+    (``policy_from_checkpoint`` of ``deep.checkpoints.load_checkpoint``)."""
+    return policy_from_checkpoint(load_checkpoint(path, "policy", device), device)
 
 
 def make_env(spec: DatasetSpec, batch_size: int, device: str | torch.device = "cpu"):

@@ -49,16 +49,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     MASKED_LOGIT,
     TrainingState,
-    atomic_torch_save,
     atomic_write_text,
     config_dict,
     fit,
     load_config,
     load_dataset_arrays,
-    load_versioned,
     mlp,
     resolve_device,
     seed_everything,
@@ -75,7 +74,6 @@ from marlcov.theory.objectives.mamql import (
     soft_value,
 )
 
-MAMQL_FORMAT = "marlcov.deep-mamql/1"
 DEMO_FIELDS = ("agent_policy", "source", "all")
 #: Joint action sets larger than this make the exact marginalisation too costly.
 MAX_JOINT_ACTIONS = 4096
@@ -285,43 +283,38 @@ class BoltzmannPolicy:
 def save_mamql(
     path: str | os.PathLike, critic: JointCritic, reward_net: JointCritic, spec: DatasetSpec, config: MAMQLConfig, meta: Mapping[str, Any]
 ) -> Path:
-    """Write the critic and reward networks, with the dataset's spec, in ``MAMQL_FORMAT`` (atomically)."""
-    return atomic_torch_save(
-        {
-            "format": MAMQL_FORMAT,
-            "env_name": spec.env_name,
-            "spec": json.dumps(spec.to_attrs()),
-            "network": json.dumps(critic.network),
-            "config": json.dumps(config_dict(config)),
-            "meta": json.dumps(dict(meta)),
-            "critic": critic.state_dict(),
-            "reward": reward_net.state_dict(),
-        },
+    """Write the critic and reward networks, with the dataset's spec, as a ``"q-function"``
+    checkpoint (atomically)."""
+    return save_checkpoint(
         path,
+        "q-function",
+        {"critic": critic.state_dict(), "reward": reward_net.state_dict()},
+        trainer="mamql",
+        env_name=spec.env_name,
+        config=config,
+        meta=meta,
+        networks={"critic": critic.network, "reward": reward_net.network},
+        dataset_spec=spec.to_attrs(),
     )
+
+
+def mamql_from_checkpoint(
+    checkpoint: Checkpoint, device: str | torch.device = "cpu", greedy: bool = False, generator: torch.Generator | None = None
+) -> tuple[BoltzmannPolicy, JointCritic]:
+    """``(policy, reward_net)`` of a ``"q-function"`` checkpoint; ValueError naming the file and
+    field when a field is missing or does not fit."""
+    cfg = load_config(MAMQLConfig, checkpoint.config)
+    critic, reward_net = checkpoint.module("critic", JointCritic, device), checkpoint.module("reward", JointCritic, device)
+    return BoltzmannPolicy(critic, cfg.lam, cfg.policy_iterations, greedy, generator), reward_net
 
 
 def load_mamql(
     path: str | os.PathLike, device: str | torch.device = "cpu", greedy: bool = False, generator: torch.Generator | None = None
 ) -> tuple[BoltzmannPolicy, JointCritic]:
-    """``(policy, reward_net)`` from a ``MAMQL_FORMAT`` file; ValueError naming the file and
-    field when a field is missing or does not fit."""
+    """``(policy, reward_net)`` from the ``"q-function"`` checkpoint at ``path``
+    (``mamql_from_checkpoint`` of ``deep.checkpoints.load_checkpoint``)."""
     dev = resolve_device(device)
-    obj = load_versioned(path, MAMQL_FORMAT, dev)
-    for field in ("env_name", "spec", "network", "config", "critic", "reward"):
-        if field not in obj:
-            raise ValueError(f"{path}: field '{field}' is missing")
-    network = json.loads(obj["network"])
-    cfg = load_config(MAMQLConfig, json.loads(obj["config"]))
-    critic, reward_net = JointCritic(**network).to(dev), JointCritic(**network).to(dev)
-    try:
-        critic.load_state_dict(obj["critic"])
-        reward_net.load_state_dict(obj["reward"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: fields 'critic'/'reward' do not fit the network {network}: {exc}") from exc
-    critic.eval()
-    reward_net.eval()
-    return BoltzmannPolicy(critic, cfg.lam, cfg.policy_iterations, greedy, generator), reward_net
+    return mamql_from_checkpoint(load_checkpoint(path, "q-function", dev), dev, greedy, generator)
 
 
 # ----------------------------------------------------------------------------- data
@@ -454,8 +447,9 @@ def evaluate_mamql(
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected a positive integer, got {n_episodes!r}")
     dev = resolve_device(device)
-    policy, _ = load_mamql(policy_path, dev, greedy=greedy, generator=torch_generator(seed, dev))
-    spec = DatasetSpec.from_attrs(json.loads(load_versioned(policy_path, MAMQL_FORMAT, dev)["spec"]), str(policy_path))
+    ckpt = load_checkpoint(policy_path, "q-function", dev)
+    policy, _ = mamql_from_checkpoint(ckpt, dev, greedy=greedy, generator=torch_generator(seed, dev))
+    spec = DatasetSpec.from_attrs(ckpt.spec_attrs(), str(policy_path))
     res = evaluate_policy(policy, spec.env_name, n_episodes, seed, n_episodes, dev, spec_env_kwargs(spec), progress=False, env_device=dev)
     out = {
         "env_name": spec.env_name,
@@ -483,7 +477,7 @@ def train_mamql(
         dataset_path: HDF5 dataset (``deep.data.hdf5``); reads ``obs``, ``actions``, ``avail``,
             the tags, and ``rewards`` for the reward-recovery metrics only.
         config: ``MAMQLConfig``, mapping or JSON/YAML file.
-        out_dir: receives ``mamql.pt`` (``MAMQL_FORMAT``), ``metrics.json``, ``config.json``
+        out_dir: receives ``mamql.pt`` (a ``"q-function"`` checkpoint), ``metrics.json``, ``config.json``
             and the resumable ``train_state.pt``.
 
     Returns the metrics: number of demonstrations, final losses, ``demonstration_metrics`` on

@@ -197,7 +197,7 @@ def train_omapl(
         return {k: float(v.detach()) for k, v in terms.items()}
 
     history = fit(state, cfg.steps, step, progress, "O-MAPL")
-    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer})
+    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omapl")
     metrics: dict[str, Any] = {
         "algo": "omapl",
         "env": spec.env_name,

@@ -198,7 +198,7 @@ def train_omiga(
         return {k: float(v.detach()) for k, v in terms.items()}
 
     history = fit(state, cfg.steps, step, progress, "OMIGA")
-    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer})
+    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omiga")
     metrics: dict[str, Any] = {
         "algo": "omiga",
         "env": spec.env_name,

@@ -62,15 +62,14 @@ from marlcov.deep.algos.score_diffusion import agent_scores as agent_scores
 from marlcov.deep.algos.score_diffusion import conditioning_mask as conditioning_mask
 from marlcov.deep.algos.score_diffusion import sample_joint_actions as sample_joint_actions
 from marlcov.deep.algos.score_diffusion import score_regulariser as score_regulariser
+from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
-    atomic_torch_save,
     atomic_write_text,
     config_dict,
     eval_seed_start,
     fit,
     load_config,
-    load_versioned,
     resolve_device,
     seed_everything,
     torch_generator,
@@ -81,7 +80,6 @@ from marlcov.theory.objectives.score_decomposition import noised_actions as nois
 from marlcov.theory.objectives.score_decomposition import score_from_noise as score_from_noise
 from marlcov.theory.objectives.score_decomposition import vp_alpha_bars
 
-SCORE_DECOMPOSITION_FORMAT = "marlcov.deep-score-decomposition/1"
 #: Records of the actor-critic phase that exist only on the delayed actor updates.
 ACTOR_TERMS = ("actor_loss", "score_regulariser")
 
@@ -256,39 +254,32 @@ def fit_score_decomposition(
 def save_score_decomposition(
     path, actor: Actor, denoiser: Denoiser, env_name: str, config: ScoreDecompositionConfig, meta: Mapping[str, Any]
 ) -> Path:
-    """Write the actor and the denoiser in ``SCORE_DECOMPOSITION_FORMAT`` (atomically)."""
-    return atomic_torch_save(
-        {
-            "format": SCORE_DECOMPOSITION_FORMAT,
-            "env_name": str(env_name),
-            "actor_network": json.dumps(actor.network),
-            "denoiser_network": json.dumps(denoiser.network),
-            "config": json.dumps(config_dict(config)),
-            "meta": json.dumps(dict(meta)),
-            "actor": actor.state_dict(),
-            "denoiser": denoiser.state_dict(),
-        },
+    """Write the actor and the denoiser as a ``"score-model"`` checkpoint (atomically)."""
+    return save_checkpoint(
         path,
+        "score-model",
+        {"actor": actor.state_dict(), "denoiser": denoiser.state_dict()},
+        trainer="score-decomposition",
+        env_name=env_name,
+        config=config,
+        meta=meta,
+        networks={"actor": actor.network, "denoiser": denoiser.network},
     )
 
 
+def score_model_from_checkpoint(
+    checkpoint: Checkpoint, device: str | torch.device = "cpu"
+) -> tuple[ActorPolicy, Denoiser, ScoreDecompositionConfig]:
+    """``(policy, denoiser, config)`` of a ``"score-model"`` checkpoint."""
+    actor, denoiser = checkpoint.module("actor", Actor, device), checkpoint.module("denoiser", Denoiser, device)
+    return ActorPolicy(actor), denoiser, load_config(ScoreDecompositionConfig, checkpoint.config)
+
+
 def load_score_decomposition(path, device: str | torch.device = "cpu") -> tuple[ActorPolicy, Denoiser, ScoreDecompositionConfig]:
-    """``(policy, denoiser, config)`` of a ``SCORE_DECOMPOSITION_FORMAT`` file."""
+    """``(policy, denoiser, config)`` of the ``"score-model"`` checkpoint at ``path``
+    (``score_model_from_checkpoint`` of ``deep.checkpoints.load_checkpoint``)."""
     dev = resolve_device(device)
-    obj = load_versioned(path, SCORE_DECOMPOSITION_FORMAT, dev)
-    for field in ("env_name", "actor_network", "denoiser_network", "config", "actor", "denoiser"):
-        if field not in obj:
-            raise ValueError(f"{path}: field '{field}' is missing")
-    actor = Actor(**json.loads(obj["actor_network"])).to(dev)
-    denoiser = Denoiser(**json.loads(obj["denoiser_network"])).to(dev)
-    try:
-        actor.load_state_dict(obj["actor"])
-        denoiser.load_state_dict(obj["denoiser"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: fields 'actor'/'denoiser' do not fit their networks: {exc}") from exc
-    actor.eval()
-    denoiser.eval()
-    return ActorPolicy(actor), denoiser, load_config(ScoreDecompositionConfig, json.loads(obj["config"]))
+    return score_model_from_checkpoint(load_checkpoint(path, "score-model", dev), dev)
 
 
 def evaluate_continuous_policy(
@@ -299,7 +290,7 @@ def evaluate_continuous_policy(
     env_kwargs: Mapping[str, Any] | None = None,
     batch_size: int = 250,
 ) -> dict[str, Any]:
-    """True return of a continuous policy (callable or ``SCORE_DECOMPOSITION_FORMAT`` file) over
+    """True return of a continuous policy (callable, or path of a ``"score-model"`` checkpoint) over
     ``n_episodes`` episodes seeded from ``deep.common.eval_seed_start(seed, n_episodes)`` on."""
     from marlcov.deep.envs.mpe_continuous import ContinuousMPEBatch
 

@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -275,6 +276,17 @@ class DatasetWriter:
         if self._file is None:
             raise RuntimeError(f"{self.path}: writer is closed")
         _write_pairs_group(self._file, pairs, self.n_trajectories, self.spec.n_agents, self._compression)
+
+    def set_json_attribute(self, name: str, value: Any) -> None:
+        """Record ``value`` as JSON text in the file attribute ``name`` (metadata the readers keep
+        but do not interpret, e.g. ``skill_order``). ValueError for an attribute the format
+        itself defines."""
+        if self._file is None:
+            raise RuntimeError(f"{self.path}: writer is closed")
+        reserved = {FORMAT_ATTR, "uuid", "n_trajectories", "source_names", "policy_names", *self.spec.to_attrs()}
+        if name in reserved:
+            raise ValueError(f"{self.path}: attribute {name!r} is part of the dataset format; expected another name")
+        self._file.attrs[name] = json.dumps(value)
 
     def close(self) -> Path:
         """Finalise: flush, close and atomically rename onto ``path``. Returns ``path``."""

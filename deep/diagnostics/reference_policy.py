@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
-
-#: What reading a damaged or foreign checkpoint raises (torch.load unpickles a zip archive).
-CHECKPOINT_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    zipfile.BadZipFile,
-    RuntimeError,
-    OSError,
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    ImportError,
-    IndexError,
-    UnicodeDecodeError,
-)
 
 
 # ----------------------------------------------------------------------------- policies
 def load_policy(policy):
     """A reference policy: a callable ``(obs, avail, t) -> actions`` returned as is, or a path to a
-    policy checkpoint of ``deep.marlhf.vdn`` (``expert.pt``, ``rookie_<steps>.pt``, an offline
-    VDN ``policy.pt``: its greedy policy), or to a ``torch.save``d callable (loaded with
-    ``weights_only=False``: only open checkpoints you trust)."""
+    ``"q-policy"`` checkpoint of ``deep.marlhf.vdn`` (``expert.pt``, ``rookie_<steps>.pt``, an
+    offline VDN ``policy.pt``: its greedy policy; read by ``deep.checkpoints.load_checkpoint``),
+    or to a ``torch.save``d callable (loaded with ``weights_only=False``: only open checkpoints
+    you trust)."""
     if policy is None or callable(policy):
         return policy
     path = Path(policy)
@@ -38,14 +21,16 @@ def load_policy(policy):
         raise ValueError(f"policy: {policy!r} is neither a callable nor an existing checkpoint file")
     import torch
 
-    from marlcov.deep.marlhf.vdn import POLICY_FORMAT
-    from marlcov.deep.marlhf.vdn import load_policy as load_q_policy
+    from marlcov.deep.checkpoints import UNREADABLE_ERRORS, UnreadableCheckpointError, load_checkpoint
+    from marlcov.deep.marlhf.vdn import policy_from_checkpoint
 
     try:
+        return policy_from_checkpoint(load_checkpoint(path, "q-policy"))
+    except UnreadableCheckpointError:
+        pass  # not a dictionary of weights: a pickled callable, or no checkpoint at all
+    try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
-            return load_q_policy(path)
-    except CHECKPOINT_ERRORS as exc:
+    except UNREADABLE_ERRORS as exc:
         # The loader's own message can be long and name pickling internals: the file and the kind suffice.
         raise ValueError(f"{path}: not a readable policy checkpoint ({type(exc).__name__} while loading it)") from None
     if not callable(obj):

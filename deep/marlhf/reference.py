@@ -29,16 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from marlcov.deep.checkpoints import load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
-    atomic_torch_save,
     atomic_write_text,
     config_dict,
     epoch_permutation,
     fit,
     load_config,
     load_dataset_arrays,
-    load_versioned,
     masked,
     mlp,
     resolve_device,
@@ -48,7 +47,6 @@ from marlcov.deep.common import (
 )
 from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, interval, one_of, setting
 
-REFERENCE_FORMAT = "marlcov.deep-reference/1"
 REFERENCE_MODELS = ("gru", "mlp")
 #: Trajectories per forward pass when evaluating over a whole dataset.
 EVAL_CHUNK = 2048
@@ -166,30 +164,30 @@ class ReferencePolicy:
 
 
 def save_reference(path, net: PolicyNet, config: ReferenceConfig, sizes: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
-    return atomic_torch_save(
-        {
-            "format": REFERENCE_FORMAT,
-            "config": json.dumps(config_dict(config)),
-            "sizes": json.dumps(dict(sizes)),
-            "state_dict": net.state_dict(),
-            "metrics": json.dumps(dict(metrics)),
-        },
+    """Write pi_ref as a ``"reference"`` checkpoint (atomically): the network ``reference``
+    built from ``sizes`` and ``config``."""
+    return save_checkpoint(
         path,
+        "reference",
+        {"reference": net.state_dict()},
+        trainer="reference",
+        env_name=sizes.get("env_name"),
+        config=config,
+        meta={"metrics": dict(metrics)},
+        networks={"reference": dict(sizes)},
     )
 
 
 def load_reference(path: str | os.PathLike, device: str | torch.device = "cpu") -> ReferencePolicy:
-    """Load pi_ref written by ``train_reference`` (format checked)."""
+    """pi_ref of a ``"reference"`` checkpoint written by ``train_reference``
+    (``deep.checkpoints.load_checkpoint``)."""
     dev = resolve_device(device)
-    obj = load_versioned(path, REFERENCE_FORMAT, dev)
-    fields = json.loads(obj["config"])
-    fields.setdefault("model", "mlp")  # files written before the GRU reference hold an MLP
-    cfg = load_config(ReferenceConfig, fields)
-    sizes = json.loads(obj["sizes"])
+    ckpt = load_checkpoint(path, "reference", dev)
+    cfg = load_config(ReferenceConfig, ckpt.config)
+    sizes = ckpt.network("reference", ("obs_dim", "n_actions", "n_agents"))
     net = PolicyNet(sizes["obs_dim"], sizes["n_actions"], sizes["n_agents"], cfg.hidden, cfg.layers, cfg.model).to(dev)
-    net.load_state_dict(obj["state_dict"])
-    net.eval()
-    return ReferencePolicy(net, {"config": cfg, "sizes": sizes, "metrics": json.loads(obj["metrics"])})
+    ckpt.load_into(net, "reference").eval()
+    return ReferencePolicy(net, {"config": cfg, "sizes": sizes, "metrics": ckpt.meta.get("metrics", {})})
 
 
 @torch.no_grad()

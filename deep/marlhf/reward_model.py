@@ -39,8 +39,8 @@ without a 5-epoch warm-up; ``variance="none"`` kept the validation accuracy of a
 lowered the MSE to the standardised true reward from 0.61 to 0.47 and made r_phi about 6 times
 smoother.
 
-The saved model (``REWARD_MODEL_FORMAT``) also holds the mean and variance of r_phi over the
-whole dataset after training, which standardise it as in (4).
+The saved model (a ``"reward-model"`` checkpoint of ``deep.checkpoints``) also holds the mean
+and variance of r_phi over the whole dataset after training, which standardise it as in (4).
 
 Padded episodes (SMAX; ``deep.common.step_masks``): only real steps count. R_{phi,i}(tau) sums
 r_phi over the real steps of tau, (2) sums over pairs of consecutive real steps (h, h+1), and
@@ -67,16 +67,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from marlcov.deep.checkpoints import load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
-    atomic_torch_save,
     atomic_write_text,
     config_dict,
     epoch_permutation,
     fit,
     load_config,
     load_dataset_arrays,
-    load_versioned,
     mlp,
     resolve_device,
     seed_everything,
@@ -95,7 +94,6 @@ from marlcov.theory.objectives.marlhf import (
     trajectory_returns,
 )
 
-REWARD_MODEL_FORMAT = "marlcov.deep-reward-model/1"
 MODEL_KINDS = ("mlp", "gru", "linear")
 VARIANCE_MODES = ("dataset", "batch", "none")
 #: ``"redrawn"``: every minibatch draws its labels afresh from the pairs' Bradley-Terry
@@ -259,30 +257,33 @@ def save_reward_model(
     var: float,
     metrics: Mapping[str, Any],
 ) -> Path:
-    return atomic_torch_save(
-        {
-            "format": REWARD_MODEL_FORMAT,
-            "config": json.dumps(config_dict(config)),
-            "sizes": json.dumps(dict(sizes)),
-            "state_dict": net.state_dict(),
-            "stats": {"mean": float(mean), "var": float(var)},
-            "metrics": json.dumps(dict(metrics)),
-        },
+    """Write a ``"reward-model"`` checkpoint (atomically): the network ``reward`` built from
+    ``sizes`` and ``config``, and the dataset statistics of (4) in the field ``stats``."""
+    return save_checkpoint(
         path,
+        "reward-model",
+        {"reward": net.state_dict()},
+        trainer="reward-model",
+        env_name=sizes.get("env_name"),
+        config=config,
+        meta={"metrics": dict(metrics)},
+        networks={"reward": dict(sizes)},
+        fields={"stats": {"mean": float(mean), "var": float(var)}},
     )
 
 
 def load_reward_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedRewardModel:
-    """Load a reward model written by ``train_reward_model`` (format checked)."""
+    """The reward model of a ``"reward-model"`` checkpoint written by ``train_reward_model``
+    (``deep.checkpoints.load_checkpoint``)."""
     dev = resolve_device(device)
-    obj = load_versioned(path, REWARD_MODEL_FORMAT, dev)
-    config = load_config(RewardModelConfig, json.loads(obj["config"]))
-    sizes = json.loads(obj["sizes"])
-    net = build_reward_net(sizes, config).to(dev)
-    net.load_state_dict(obj["state_dict"])
+    ckpt = load_checkpoint(path, "reward-model", dev)
+    config = load_config(RewardModelConfig, ckpt.config)
+    sizes = ckpt.network("reward", ("obs_dim", "n_actions", "n_agents"))
+    net = ckpt.load_into(build_reward_net(sizes, config).to(dev), "reward")
     net.eval()
-    meta = {"config": config, "sizes": sizes, "metrics": json.loads(obj["metrics"])}
-    return TrainedRewardModel(net, obj["stats"]["mean"], obj["stats"]["var"], meta)
+    stats = ckpt.field("stats")
+    meta = {"config": config, "sizes": sizes, "metrics": ckpt.meta.get("metrics", {})}
+    return TrainedRewardModel(net, stats["mean"], stats["var"], meta)
 
 
 # ----------------------------------------------------------------------------- training

@@ -26,10 +26,11 @@ filler action. Its rewards (both terms) are 0, it is not checked against ``avail
 left out of the TD loss, which averages over real steps only. Without padding (MPE) every step
 is real and the numbers are those of the unmasked formulas.
 
-Policies (offline and online VDN alike) are saved as ``POLICY_FORMAT``: ``torch.save`` of a
-dict with ``format``, ``env_name``, ``network`` (JSON: obs_dim, n_actions, n_agents, hidden,
-layers), ``config`` (JSON of the trainer's config), ``meta`` (JSON: trainer, level, env steps,
-...) and ``state_dict``; ``load_policy`` validates all of it.
+Policies (offline and online VDN alike) are saved as ``"q-policy"`` checkpoints
+(``deep.checkpoints``): the Q-network's state dict ``q`` and its sizes (``networks["q"]``:
+obs_dim, n_actions, n_agents, hidden, layers), the environment, the trainer's config and
+``meta`` (trainer, level, env steps, ...); ``load_policy`` reads them (and policies written in
+the earlier ``marlcov.deep-policy/1``) through ``load_checkpoint``.
 """
 
 from __future__ import annotations
@@ -44,15 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from marlcov.deep.checkpoints import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
-    atomic_torch_save,
     atomic_write_text,
     config_dict,
     fit,
     load_config,
     load_dataset_arrays,
-    load_versioned,
     masked,
     mlp,
     resolve_device,
@@ -64,8 +64,8 @@ from marlcov.deep.common import (
 from marlcov.deep.config_model import FINITE_RANGE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, optional, setting
 from marlcov.theory.objectives.marlhf import KL_CLIP, kl_reward_terms, team_reward
 
-POLICY_FORMAT = "marlcov.deep-policy/1"
-NETWORK_FIELDS = ("obs_dim", "n_actions", "n_agents", "hidden", "layers")
+#: The format of the policy files written here (the name callers of earlier versions import).
+POLICY_FORMAT = CHECKPOINT_FORMAT
 #: Trajectories per forward pass of the reference when computing the KL reward of a dataset.
 REWARD_CHUNK = 2048
 
@@ -147,19 +147,37 @@ class GreedyPolicy:
 
 
 def save_policy(path: str | os.PathLike, net: AgentQNet, env_name: str, config: Any, meta: Mapping[str, Any]) -> Path:
-    """Write a greedy Q-policy in ``POLICY_FORMAT`` (atomically)."""
+    """Write a greedy Q-policy as a ``"q-policy"`` checkpoint (atomically); its trainer is
+    ``meta["trainer"]`` (default ``"vdn"``)."""
     cfg = config_dict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
-    return atomic_torch_save(
-        {
-            "format": POLICY_FORMAT,
-            "env_name": str(env_name),
-            "network": json.dumps(net.network),
-            "config": json.dumps(cfg),
-            "meta": json.dumps(dict(meta)),
-            "state_dict": net.state_dict(),
-        },
+    meta = dict(meta)
+    return save_checkpoint(
         path,
+        "q-policy",
+        {"q": net.state_dict()},
+        trainer=str(meta.get("trainer", "vdn")),
+        env_name=env_name,
+        config=cfg,
+        meta=meta,
+        networks={"q": net.network},
     )
+
+
+def policy_from_checkpoint(
+    checkpoint: Checkpoint,
+    device: str | torch.device = "cpu",
+    epsilon: float = 0.0,
+    generator: torch.Generator | None = None,
+    env_name: str | None = None,
+) -> GreedyPolicy:
+    """The ``GreedyPolicy`` of a ``"q-policy"`` checkpoint. Raises ValueError naming the file
+    and field when a field is missing or does not fit, or when ``env_name`` is given and differs."""
+    if env_name is not None and checkpoint.env_name != env_name:
+        raise ValueError(f"{checkpoint.path}: field 'env_name' is {checkpoint.env_name!r}; expected {env_name!r}")
+    net = checkpoint.module("q", AgentQNet, device)
+    meta = dict(checkpoint.meta)
+    meta.setdefault("config", checkpoint.config)
+    return GreedyPolicy(net, epsilon, generator, checkpoint.env_name, meta)
 
 
 def load_policy(
@@ -169,28 +187,10 @@ def load_policy(
     generator: torch.Generator | None = None,
     env_name: str | None = None,
 ) -> GreedyPolicy:
-    """Load a ``POLICY_FORMAT`` file as a ``GreedyPolicy``. Raises ValueError naming the file
-    and field when a field is missing or malformed, or when ``env_name`` is given and differs."""
+    """The ``GreedyPolicy`` of the ``"q-policy"`` checkpoint at ``path``
+    (``policy_from_checkpoint`` of ``deep.checkpoints.load_checkpoint``)."""
     dev = resolve_device(device)
-    obj = load_versioned(path, POLICY_FORMAT, dev)
-    for field in ("env_name", "network", "config", "meta", "state_dict"):
-        if field not in obj:
-            raise ValueError(f"{path}: field '{field}' is missing")
-    network = json.loads(obj["network"])
-    missing = [k for k in NETWORK_FIELDS if k not in network]
-    if missing:
-        raise ValueError(f"{path}: field 'network' lacks {missing}")
-    if env_name is not None and obj["env_name"] != env_name:
-        raise ValueError(f"{path}: field 'env_name' is {obj['env_name']!r}; expected {env_name!r}")
-    net = AgentQNet(**{k: int(network[k]) for k in NETWORK_FIELDS}).to(dev)
-    try:
-        net.load_state_dict(obj["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: field 'state_dict' does not fit the network {network}: {exc}") from exc
-    net.eval()
-    meta = json.loads(obj["meta"])
-    meta.setdefault("config", json.loads(obj["config"]))
-    return GreedyPolicy(net, epsilon, generator, obj["env_name"], meta)
+    return policy_from_checkpoint(load_checkpoint(path, "q-policy", dev), dev, epsilon, generator, env_name)
 
 
 # ----------------------------------------------------------------------------- rewards (3), (4)
@@ -379,7 +379,7 @@ def train_offline_vdn(
         reward_model_path: ``reward_model.pt`` of ``train_reward_model``.
         reference_path: ``reference.pt`` of ``train_reference`` (None allowed when beta = 0).
         config: ``OfflineVDNConfig``, mapping or JSON/YAML file.
-        out_dir: receives ``policy.pt`` (``POLICY_FORMAT``), ``metrics.json``, ``config.json``
+        out_dir: receives ``policy.pt`` (a ``"q-policy"`` checkpoint), ``metrics.json``, ``config.json``
             and the resumable ``train_state.pt``.
 
     Returns a summary: the policy path and the mean per-step r_std and KL reward over the

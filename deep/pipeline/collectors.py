@@ -81,7 +81,7 @@ def _play_mix(
         means = {s: float(np.concatenate(v).mean()) for s, v in returns.items() if v}
         order = source_skill_order(means, behaviour_order)
         # The dataset's own record of Table 1's order (the writer keeps unknown attributes).
-        writer._file.attrs["skill_order"] = json.dumps(order)
+        writer.set_json_attribute("skill_order", order)
     out = {
         "path": str(out_path),
         "env": batch_env.spec.name,

@@ -13,7 +13,6 @@ from marlcov.deep.common import (
     epoch_permutation,
     load_config,
     load_dataset_arrays,
-    load_versioned,
     resolve_device,
     save_config,
     seed_everything,
@@ -112,15 +111,6 @@ def test_maybe_save_every_k_steps(tmp_path):
         state.step += 1
         saved.append(state.maybe_save())
     assert saved == [False, False, True, False, False, True, False]
-
-
-def test_load_versioned_rejects_unknown_format(tmp_path):
-    torch.save({"format": "other/1"}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="format"):
-        load_versioned(tmp_path / "x.pt", "marlcov.deep-train-state/1")
-    torch.save({"nothing": 1}, tmp_path / "y.pt")
-    with pytest.raises(ValueError, match="'format' is missing"):
-        load_versioned(tmp_path / "y.pt", "marlcov.deep-train-state/1")
 
 
 def test_epoch_permutation_depends_only_on_seed_and_epoch():

@@ -1,5 +1,6 @@
 """HDF5 dataset layer: chunked round trip, tags, pairs, format checks, atomic finalisation."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -136,6 +137,22 @@ def test_writer_refuses_existing_file_and_bad_batches(written, tmp_path):
         w.append(random_batch(2, 0, agent_policy=["x", "y", "z"]))
     w.abort()
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_writer_records_json_metadata_but_not_over_the_format(tmp_path):
+    order = {"order": ["trivial", "rookie", "expert"], "holds": True}
+    with DatasetWriter(tmp_path / "d.h5", SPEC) as w:
+        w.append(random_batch(2, 0))
+        w.set_json_attribute("skill_order", order)
+        for name in ("format", "uuid", "n_trajectories", "env_name", "source_names"):
+            with pytest.raises(ValueError, match=f"d.h5: attribute '{name}' is part of the dataset format"):
+                w.set_json_attribute(name, 1)
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        assert json.loads(f.attrs["skill_order"]) == order
+    with DatasetReader(tmp_path / "d.h5") as reader:
+        assert len(reader) == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        w.set_json_attribute("skill_order", order)
 
 
 def test_pairs_in_file_and_in_a_separate_file(tmp_path):

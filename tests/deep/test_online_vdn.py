@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from marlcov.deep.checkpoints import load_checkpoint
 from marlcov.deep.common import EVAL_SEED_BASE, TrainingState
 from marlcov.deep.marlhf.evaluate import evaluate_policy
 from marlcov.deep.marlhf.online_vdn import (
@@ -63,8 +64,8 @@ def test_checkpoints_at_each_proficiency_level(trained):
         p = load_policy(lv["path"], env_name=ENV)
         assert p.meta["level"] == lv["level"] and p.meta["env_steps"] == lv["env_steps"]
         assert np.isfinite(lv["test_return_per_agent"])
-    rookie = torch.load(res["rookies"][str(B * H * 2)], weights_only=True)["state_dict"]
-    expert = torch.load(res["expert"], weights_only=True)["state_dict"]
+    rookie = load_checkpoint(res["rookies"][str(B * H * 2)]).state_dicts["q"]
+    expert = load_checkpoint(res["expert"]).state_dicts["q"]
     if rookie_level["env_steps"] < expert_level["env_steps"]:
         assert not all(torch.equal(rookie[k], expert[k]) for k in rookie)  # the rookie is an earlier stop
     metrics = json.loads((out / "metrics.json").read_text())
@@ -88,8 +89,8 @@ def test_resumed_run_equals_uninterrupted(trained, tmp_path, monkeypatch):
             train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
     assert not (tmp_path / "expert.pt").exists()
     resumed = train_behaviour_policies(ENV, TINY, tmp_path, "cpu", seed=0)
-    a = torch.load(whole["expert"], weights_only=True)["state_dict"]
-    b = torch.load(resumed["expert"], weights_only=True)["state_dict"]
+    a = load_checkpoint(whole["expert"]).state_dicts["q"]
+    b = load_checkpoint(resumed["expert"]).state_dicts["q"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [lv["name"] for lv in resumed["levels"]] == [lv["name"] for lv in whole["levels"]]
 
