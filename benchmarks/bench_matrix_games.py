@@ -6,8 +6,10 @@
 (b) one fresh Python process that imports the solver and solves one 8 x 8 game: ours vs
     quantecon (whose numba compilation is paid in every new process).
 (c) Lemke-Howson from label 0 on random n x n games (n = 12, 30): ours vs quantecon, one path
-    per call, then the same paths in lockstep (``lemke_howson_batch``, a row of its own) and every
-    starting label of one game in one batch, each against quantecon called once per path.
+    per call, then the same paths in one call (``lemke_howson_batch``, a row of its own) and every
+    starting label of one game in one batch, each against quantecon called once per path; and one
+    fresh process that imports the solver and runs one 12 x 12 path, with the numba cache warm and
+    with it cold (``NUMBA_CACHE_DIR`` an empty folder, for quantecon too), against quantecon.
 (d) zero-sum LP of a random dense n x n game (n = 1000; 300 with ``--quick``):
     ``zero_sum_solve`` vs HiGHS interior point and dual simplex on the same LP, with the
     exploitability certified from each pair of strategies.
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -150,7 +155,7 @@ def bench_fresh_process() -> list[dict]:
 
 def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
     """Lemke-Howson from label 0 on ``count`` random games: one call per game (``lemke_howson``),
-    and the same paths in lockstep (``lemke_howson_batch``, its own row), against quantecon's
+    and the same paths in one call (``lemke_howson_batch``, its own row), against quantecon's
     ``lemke_howson`` called once per game; then every starting label of one game (batched)."""
     if not _have("quantecon"):
         return []
@@ -191,6 +196,58 @@ def bench_lemke_howson(sizes, count: int, repeats: int) -> list[dict]:
     return rows
 
 
+_FRESH_LH = {
+    "ours": "import numpy as np; from marlcov.linear_games.lemke_howson import lemke_howson; "
+    "A, B = np.random.default_rng(12).standard_normal((2, 12, 12)); lemke_howson(A, B)",
+    "quantecon": "import numpy as np; from quantecon import game_theory as gt; "
+    "A, B = np.random.default_rng(12).standard_normal((2, 12, 12)); "
+    "gt.lemke_howson(gt.NormalFormGame((gt.Player(A), gt.Player(B.T))))",
+}
+
+
+def bench_lemke_howson_fresh_process(repeats: int) -> list[dict]:
+    """A fresh process (interpreter start, imports, first call), best of ``repeats``: with the
+    numba cache warm (one untimed run fills it), and cold (each run with an empty
+    ``NUMBA_CACHE_DIR``, so that both sides compile). Wall time, and the CPU time of the
+    process (``*_cpu_s``: less sensitive to the load of a shared machine)."""
+    if not _have("quantecon"):
+        return []
+
+    def run(code, cache_dir=None) -> tuple[float, float]:
+        env = os.environ if cache_dir is None else {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    def cold(code) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as empty:
+            return run(code, empty)
+
+    rows = []
+    for cache, timed in (("warm", run), ("cold", cold)):
+        if cache == "warm":
+            for code in _FRESH_LH.values():
+                run(code)
+        best = {side: (float("inf"), float("inf")) for side in _FRESH_LH}
+        for _ in range(repeats):  # interleaved against changes of machine load
+            for side, code in _FRESH_LH.items():
+                best[side] = tuple(map(min, best[side], timed(code)))
+        rows.append(
+            _row(
+                f"lemke_howson_12x12_fresh_process_cache_{cache}",
+                best["ours"][0],
+                f"quantecon.lemke_howson, fresh process, cache {cache}",
+                best["quantecon"][0],
+                ours_cpu_s=best["ours"][1],
+                baseline_cpu_s=best["quantecon"][1],
+            )
+        )
+    return rows
+
+
 def bench_zero_sum(n: int, repeats: int, seed: int = 0) -> list[dict]:
     A = np.random.default_rng(seed).random((n, n))
     # the same LP as zero_sum_solve: min 1^T u s.t. A'^T u >= 1, u >= 0, A' in [1, 2]
@@ -225,6 +282,7 @@ def run(quick: bool) -> list[dict]:
     rows = bench_all_equilibria([8, 10] if quick else [8, 10, 12], count=2 if quick else 3, repeats=7)
     rows += bench_fresh_process()
     rows += bench_lemke_howson([12] if quick else [12, 30], count=20, repeats=5)
+    rows += bench_lemke_howson_fresh_process(repeats=2 if quick else 3)
     rows += bench_zero_sum(n=300 if quick else 1000, repeats=1 if not quick else 2)
     return rows
 

@@ -1,4 +1,4 @@
-"""Lemke-Howson in lockstep over many games and starting labels (lemke_howson_batch)."""
+"""Lemke-Howson over many games and starting labels in one call (lemke_howson_batch)."""
 
 from __future__ import annotations
 
