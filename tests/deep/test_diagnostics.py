@@ -39,6 +39,7 @@ def all_features(reader, fmap):
     return fmap(d, d["actions"][:, : reader.spec.horizon], np.arange(len(reader)))
 
 
+# The seed seeds the random Fourier feature map under test and the HDF5 file written for it.
 @settings(max_examples=6, deadline=None)
 @given(st.integers(0, 1000), st.sampled_from([1, 3, 7, 1000]), st.integers(0, 4))
 def test_streaming_hdf5_covariances_equal_the_in_memory_sums(tmp_path_factory, seed, block, groups):

@@ -24,6 +24,7 @@ from marlcov.deep.algos.mamql import (
 from marlcov.deep.data.hdf5 import DatasetWriter
 from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
 from marlcov.theory.objectives import mamql as theory_mamql
+from tests.strategies import float_arrays, int_arrays
 
 pytestmark = pytest.mark.deep
 
@@ -97,7 +98,7 @@ def _numpy_policies(tables, lam, sweeps):
 
 @settings(max_examples=15, deadline=None)
 @given(
-    seed=st.integers(0, 10_000),
+    data=st.data(),
     m=st.integers(1, 3),
     A=st.integers(2, 3),
     H=st.integers(1, 3),
@@ -106,13 +107,12 @@ def _numpy_policies(tables, lam, sweeps):
     gamma=st.floats(0.0, 1.0),
     c=st.floats(0.0, 1.0),
 )
-def test_deep_loss_equals_the_checked_objective(seed, m, A, H, sweeps, lam, gamma, c):
+def test_deep_loss_equals_the_checked_objective(data, m, A, H, sweeps, lam, gamma, c):
     """The torch loss is theory.objectives.mamql.iq_learn_objective of the marginalised critics,
-    here recomputed in numpy from the theory functions alone on random joint tables."""
-    rng = np.random.default_rng(seed)
+    here recomputed in numpy from the theory functions alone on drawn joint tables."""
     B = 3
-    table = rng.normal(size=(B, H + 1, m) + (A,) * m)
-    actions = rng.integers(0, A, size=(B, H, m))
+    table = data.draw(float_arrays((B, H + 1, m) + (A,) * m, -3.0, 3.0))
+    actions = data.draw(int_arrays((B, H, m), 0, A - 1))
     cfg = MAMQLConfig(lam=lam, gamma=gamma, reg_coef=c, policy_iterations=sweeps)
     terms = mamql_terms(
         FixedCritic(table), torch.zeros(B, H + 1, m, 1), torch.as_tensor(actions), torch.ones(B, H, m, A, dtype=torch.bool), cfg
@@ -142,17 +142,16 @@ def test_reward_loss_matches_hand_computation():
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(1, 3), A=st.integers(2, 3), H=st.integers(1, 3), gamma=st.floats(0.0, 1.0))
-def test_reward_recovery_equals_the_checked_functions(seed, m, A, H, gamma):
+@given(data=st.data(), m=st.integers(1, 3), A=st.integers(2, 3), H=st.integers(1, 3), gamma=st.floats(0.0, 1.0))
+def test_reward_recovery_equals_the_checked_functions(data, m, A, H, gamma):
     """Reward recovery: ``recovered_rewards`` is theory's ``inverse_soft_bellman`` and
     ``reward_loss`` its ``reward_regression_loss`` (the functions of the ``mamql.reward_recovery``
     check) on the same float64 numbers, padding steps excluded."""
-    rng = np.random.default_rng(seed)
     B = 3
-    table = rng.normal(size=(B, H, m) + (A,) * m)
-    actions = rng.integers(0, A, size=(B, H, m))
-    q_taken, v_next = rng.normal(size=(B, H, m)), rng.normal(size=(B, H, m))
-    valid = np.arange(H)[None, :] < rng.integers(1, H + 1, size=B)[:, None]
+    table = data.draw(float_arrays((B, H, m) + (A,) * m, -3.0, 3.0))
+    actions = data.draw(int_arrays((B, H, m), 0, A - 1))
+    q_taken, v_next = data.draw(float_arrays((B, H, m), -3.0, 3.0)), data.draw(float_arrays((B, H, m), -3.0, 3.0))
+    valid = np.arange(H)[None, :] < data.draw(int_arrays(B, 1, H))[:, None]
     terms = {"q_taken": torch.as_tensor(q_taken), "v_next": torch.as_tensor(v_next), "valid": torch.as_tensor(valid)}
     np.testing.assert_allclose(
         recovered_rewards(terms, gamma).numpy(), theory_mamql.inverse_soft_bellman(q_taken, v_next, gamma), atol=LOSS_ATOL
@@ -296,15 +295,14 @@ def test_end_to_end_on_mpe_spread(tmp_path):
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), pad=st.integers(1, 3), sweeps=st.integers(0, 2))
-def test_padding_steps_do_not_change_the_objective(seed, pad, sweeps):
+@given(data=st.data(), pad=st.integers(1, 3), sweeps=st.integers(0, 2))
+def test_padding_steps_do_not_change_the_objective(data, pad, sweeps):
     """Episodes of 2 real steps padded with ``pad`` steps of no available action (as SMAX stores
     early ends) have the objective of the unpadded episodes; the value after the last real
     step is zero."""
-    rng = np.random.default_rng(seed)
     B, m, A, H = 3, 2, 3, 2
-    table = rng.normal(size=(B, H + 1 + pad, m, A, A))
-    actions = rng.integers(0, A, size=(B, H + pad, m))
+    table = data.draw(float_arrays((B, H + 1 + pad, m, A, A), -3.0, 3.0))
+    actions = data.draw(int_arrays((B, H + pad, m), 0, A - 1))
     avail = np.zeros((B, H + pad, m, A), dtype=bool)
     avail[:, :H] = True
     cfg = MAMQLConfig(lam=0.7, gamma=0.9, reg_coef=0.3, policy_iterations=sweeps)

@@ -9,12 +9,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from marlcov.deep.common import step_masks
 from marlcov.deep.marlhf.reference import PolicyNet, behaviour_cloning_loss, check_actions_available
 from marlcov.deep.marlhf.reward_model import RewardNet, reward_model_loss, reward_statistics
 from marlcov.deep.marlhf.vdn import AgentQNet, offline_rewards, vdn_td_loss
 from marlcov.theory.objectives import log_sigmoid
+from tests.strategies import float_arrays, int_arrays
 
 pytestmark = pytest.mark.deep
 
@@ -250,19 +252,20 @@ def test_unpadded_batches_give_the_unmasked_formulas_bit_for_bit():
 
 
 # ----------------------------------------------------------------------------- property: padding changes nothing
-def _padded_batch(rng, lengths, H, m, A, d):
-    """numpy trajectories of ``lengths`` real steps stored as SMAX stores them, padded to ``H``."""
-    B = len(lengths)
-    obs = rng.normal(size=(B, H + 1, m, d)).astype(np.float32)
-    avail = rng.random((B, H, m, A)) < 0.6
+@st.composite
+def padded_batches(draw, H, m, A, d, B=4):
+    """numpy trajectories of drawn lengths (1..H real steps) stored as SMAX stores them, padded to ``H``."""
+    lengths = draw(int_arrays(B, 1, H))
+    obs = draw(float_arrays((B, H + 1, m, d), -3.0, 3.0)).astype(np.float32)
+    avail = draw(arrays(np.bool_, (B, H, m, A)))
     avail[..., FILLER] = True  # some action is always available on a real step (SMAX: stop)
-    actions = np.argmax(rng.random((B, H, m, A)) * avail, axis=-1)
+    actions = np.argmax(draw(float_arrays((B, H, m, A), 0.0, 1.0)) * avail, axis=-1)
     real = np.arange(H)[None, :] < np.asarray(lengths)[:, None]
     avail &= real[..., None, None]
     actions = np.where(real[..., None], actions, FILLER)
     final = obs[np.arange(B), lengths]
     obs = np.where((np.arange(H + 1)[None, :] > np.asarray(lengths)[:, None])[..., None, None], final[:, None], obs)
-    rewards = np.where(real, rng.normal(size=(B, H)), GARBAGE).astype(np.float32)
+    rewards = np.where(real, draw(float_arrays((B, H), -3.0, 3.0)), GARBAGE).astype(np.float32)
     return obs, actions, avail, rewards
 
 
@@ -291,15 +294,17 @@ def _losses(nets, obs, actions, avail, rewards):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), H=st.integers(2, 5), pad=st.integers(1, 4), model=st.sampled_from(["mlp", "gru"]))
-def test_appending_padding_changes_no_loss(seed, H, pad, model):
-    """Trajectories of random lengths in [1, H], padded to H and then to H + pad: the reward
+@given(
+    seed=st.integers(0, 2**16),
+    batch=st.integers(2, 5).flatmap(lambda H: padded_batches(H, m=2, A=4, d=3)),
+    pad=st.integers(1, 4),
+    model=st.sampled_from(["mlp", "gru"]),
+)
+def test_appending_padding_changes_no_loss(seed, batch, pad, model):
+    """Trajectories of drawn lengths in [1, H], padded to H and then to H + pad: the reward
     model loss (every term, the MLP or the GRU), the BC loss and the VDN TD loss are unchanged."""
-    rng = np.random.default_rng(seed)
     m, A, d = 2, 4, 3
-    lengths = rng.integers(1, H + 1, size=4)
-    batch = _padded_batch(rng, lengths, H, m, A, d)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the four networks' initial weights (torch draws)
     nets = (
         RewardNet(d, A, m, model, hidden=8, layers=2),
         PolicyNet(d, A, m, hidden=8, layers=2),

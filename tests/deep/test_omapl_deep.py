@@ -20,6 +20,7 @@ from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
 from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
 from tests.deep.loss_tolerances import LOSS_ATOL, LOSS_RTOL  # noqa: E402
 from tests.deep.synthetic import write_action_zero_reward_dataset  # noqa: E402
+from tests.strategies import float_arrays, int_arrays  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_pairs": 8, "lr": 3e-3, "checkpoint_every": 10}
 
@@ -74,23 +75,20 @@ def test_gradients_reach_the_documented_networks():
 
 @st.composite
 def pair_batches(draw):
+    """``P`` pairs of episodes (lengths 1..H) and their network outputs: ``Q`` and ``V`` in [-3, 3],
+    mixing weights in [0, 3], biases in [-3, 3], log-probabilities in [-3, 0], labels in [0, 1]."""
     P, H, m = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
-    seed = draw(st.integers(0, 2**31 - 1))
-    lengths = np.array(draw(st.lists(st.integers(1, H), min_size=2 * P, max_size=2 * P)))
-    return P, H, m, seed, lengths
+    lengths = draw(int_arrays(2 * P, 1, H))
+    q, v = draw(float_arrays((2 * P, H, m), -3.0, 3.0)), draw(float_arrays((2 * P, H + 1, m), -3.0, 3.0))
+    w, b = draw(float_arrays((2 * P, H + 1, m), 0.0, 3.0)), draw(float_arrays((2 * P, H + 1), -3.0, 3.0))
+    return lengths, q, v, w, b, draw(float_arrays((2 * P, H, m), -3.0, 0.0)), draw(float_arrays(P, 0.0, 1.0))
 
 
 @settings(max_examples=25, deadline=None)
 @given(pair_batches(), st.sampled_from(["global", "local"]), st.floats(0.3, 3.0), st.floats(0.0, 1.0))
 def test_deep_losses_equal_the_checked_objectives(batch, value_form, beta, gamma):
-    P, H, m, seed, lengths = batch
-    rng = np.random.default_rng(seed)
-    q = rng.normal(size=(2 * P, H, m))
-    v = rng.normal(size=(2 * P, H + 1, m))
-    w = np.abs(rng.normal(size=(2 * P, H + 1, m)))
-    b = rng.normal(size=(2 * P, H + 1))
-    log_pi = -np.abs(rng.normal(size=(2 * P, H, m)))
-    y = rng.random(P)
+    lengths, q, v, w, b, log_pi, y = batch
+    P, (H, m) = len(y), q.shape[1:]
     avail = (np.arange(H)[None, :] < lengths[:, None])[:, :, None, None] * np.ones((1, 1, m, 2), dtype=bool)
     valid, last = step_masks(avail)
     cfg = OMAPLConfig(beta=beta, gamma=gamma, value_form=value_form)

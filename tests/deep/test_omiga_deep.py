@@ -21,6 +21,7 @@ from marlcov.theory.objectives import omapl as omapl_np  # noqa: E402
 from marlcov.theory.objectives import omiga as omiga_np  # noqa: E402
 from tests.deep.loss_tolerances import LOSS_ATOL, LOSS_RTOL  # noqa: E402
 from tests.deep.synthetic import write_action_zero_reward_dataset  # noqa: E402
+from tests.strategies import float_arrays, int_arrays  # noqa: E402
 
 TINY = {"steps": 60, "hidden": 16, "mixer_hidden": 8, "batch_trajectories": 8, "lr": 3e-3, "checkpoint_every": 10}
 #: Gradient descent on Proposition 4.4's objective gets this close to its closed-form minimiser.
@@ -54,16 +55,29 @@ def test_losses_on_hand_computed_steps():
     assert float(terms["policy"]) == pytest.approx((math.exp(2.6) * -0.1 + math.exp(0.2) * -0.2) / 2, abs=1e-12)
 
 
+@st.composite
+def network_outputs(draw):
+    """Episode lengths and the network outputs of a batch: ``Q``, target ``Q``, ``V`` and rewards in
+    [-3, 3], mixing weights in [0, 3], log-probabilities in [-3, 0]."""
+    B, H, m = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    lengths = draw(int_arrays(B, 1, H))
+    q, q_tgt = draw(float_arrays((B, H, m), -3.0, 3.0)), draw(float_arrays((B, H, m), -3.0, 3.0))
+    v, w, b = (
+        draw(float_arrays((B, H + 1, m), -3.0, 3.0)),
+        draw(float_arrays((B, H + 1, m), 0.0, 3.0)),
+        draw(float_arrays((B, H + 1), -3.0, 3.0)),
+    )
+    log_pi, r = draw(float_arrays((B, H, m), -3.0, 0.0)), draw(float_arrays((B, H), -3.0, 3.0))
+    return lengths, q, q_tgt, v, w, b, log_pi, r
+
+
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**31 - 1), st.floats(0.3, 3.0), st.floats(0.0, 1.0))
-def test_deep_losses_equal_the_checked_objectives(B, H, m, seed, alpha, gamma):
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, H + 1, size=B)
+@given(network_outputs(), st.floats(0.3, 3.0), st.floats(0.0, 1.0))
+def test_deep_losses_equal_the_checked_objectives(outputs, alpha, gamma):
+    lengths, q, q_tgt, v, w, b, log_pi, r = outputs
+    B, H, m = q.shape
     avail = (np.arange(H)[None, :] < lengths[:, None])[:, :, None, None] * np.ones((1, 1, m, 2), dtype=bool)
     valid, last = step_masks(avail)
-    q, q_tgt = rng.normal(size=(B, H, m)), rng.normal(size=(B, H, m))
-    v, w, b = rng.normal(size=(B, H + 1, m)), np.abs(rng.normal(size=(B, H + 1, m))), rng.normal(size=(B, H + 1))
-    log_pi, r = -np.abs(rng.normal(size=(B, H, m))), rng.normal(size=(B, H))
     out = {"q_taken": _t(q), "q_target_taken": _t(q_tgt), "v": _t(v), "w": _t(w), "b": _t(b), "log_pi_taken": _t(log_pi)}
     terms = omiga_losses(out, _t(r), torch.as_tensor(valid), torch.as_tensor(last), OMIGAConfig(alpha=alpha, gamma=gamma))
     wv, vv = w[:, :H][valid], v[:, :H][valid]

@@ -26,6 +26,7 @@ from marlcov.deep.algos.score_decomposition import (
     vp_alpha_bars,
 )
 from marlcov.theory.objectives import score_decomposition as theory_sd
+from tests.strategies import distributions, float_arrays
 
 pytestmark = pytest.mark.deep
 
@@ -69,14 +70,6 @@ class GMMOracle(torch.nn.Module):
         return out.to(x_t.dtype)
 
 
-def _random_gmm(rng, D, K=2):
-    weights = rng.dirichlet(np.ones(K))
-    means = rng.normal(scale=1.5, size=(K, D))
-    A = rng.normal(size=(K, D, D))
-    covs = A @ np.swapaxes(A, -1, -2) * 0.3 + 0.3 * np.eye(D)
-    return weights, means, covs
-
-
 def test_schedule_and_noising_match_hand_computation():
     """T = 2, beta_min = 0.1, beta_max = 10: beta_1 = 1 - exp(-0.05 - 9.9/8), beta_2 = 1 -
     exp(-0.05 - 3 * 9.9/8); abar_2 = (1 - beta_1)(1 - beta_2)."""
@@ -108,21 +101,30 @@ def test_score_regulariser_matches_hand_computation():
     assert a.grad.flatten().tolist() == pytest.approx([0.6 * 0.8 * -0.5, 0.6 * 0.8 * 0.5], abs=ATOL)
 
 
+@st.composite
+def gmm_behaviours(draw, D, K=2):
+    """``(weights, means, covariances)`` of a K-component Gaussian mixture on R^D with covariances
+    ``0.3 (A A^T + I)``: multimodal and well conditioned."""
+    weights = draw(distributions(K, min_weight=0.1))
+    means = draw(float_arrays((K, D), -4.0, 4.0))
+    A = draw(float_arrays((K, D, D), -2.0, 2.0))
+    return weights, means, A @ np.swapaxes(A, -1, -2) * 0.3 + 0.3 * np.eye(D)
+
+
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(2, 3), da=st.integers(1, 2), mode=st.sampled_from(["sequential", "independent"]))
-def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da, mode):
+@given(data=st.data(), m=st.integers(2, 3), da=st.integers(1, 2), mode=st.sampled_from(["sequential", "independent"]))
+def test_deep_scores_and_regulariser_equal_the_theory_decomposition(data, m, da, mode):
     """With the exact denoiser of a Gaussian-mixture behaviour at an almost clean step, agent i's
     deep score is the block of theory.sequential_conditional_scores that belongs to it
     (``grad_{a_i} log mu(a_i | a_<i)``) or, independent, of marginal_product_score; and the
     regulariser's gradient is ``-(sigma^2 sqrt(abar) / B)`` times that score."""
-    rng = np.random.default_rng(seed)
     D = m * da
-    w, mu, cov = _random_gmm(rng, D)
+    w, mu, cov = data.draw(gmm_behaviours(D))
     blocks = [list(range(i * da, (i + 1) * da)) for i in range(m)]
     sched = Schedule(np.array([CLEAN_ALPHA_BAR]))
     oracle = GMMOracle(w, mu, cov, blocks, sched)
     B = 4
-    x = rng.normal(size=(B, D))
+    x = data.draw(float_arrays((B, D), -3.0, 3.0))
     actions = torch.tensor(x, dtype=torch.float32).reshape(B, m, da)
     t = torch.zeros(B, m, dtype=torch.long)
     scores, _, _ = agent_scores(oracle, sched, torch.zeros(B, m, 1), actions, t, torch.zeros(B, m, da), mode)
@@ -143,6 +145,7 @@ def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da,
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
+    data=st.data(),
     B=st.integers(1, 4),
     m=st.integers(1, 3),
     da=st.integers(1, 2),
@@ -150,16 +153,18 @@ def test_deep_scores_and_regulariser_equal_the_theory_decomposition(seed, m, da,
     dropout=st.floats(0.0, 1.0),
     mode=st.sampled_from(["sequential", "independent"]),
 )
-def test_deep_denoising_loss_and_scores_equal_the_checked_functions(seed, B, m, da, steps, dropout, mode):
+def test_deep_denoising_loss_and_scores_equal_the_checked_functions(seed, data, B, m, da, steps, dropout, mode):
     """``diffusion_loss`` (float64 denoiser, random data) is theory's ``denoising_loss`` of its
     noise predictions on ``noised_actions`` of the same draws (t, eps, prefix kept) recomputed in
     numpy, the functions the ``score.denoising_score`` check evaluates; ``agent_scores`` is
     ``score_from_noise`` of the predictions."""
+    # seed: the denoiser's initial weights and diffusion_loss's own generator (torch draws inside the
+    # code under test); the observations and actions are drawn.
     torch.manual_seed(seed)
     sched = Schedule(vp_alpha_bars(steps))
     den = Denoiser(2, da, m, steps, 16, 2).double()
-    obs = torch.randn(B, m, 2, dtype=torch.float64)
-    actions = torch.randn(B, m, da, dtype=torch.float64)
+    obs = torch.as_tensor(data.draw(float_arrays((B, m, 2), -3.0, 3.0)))
+    actions = torch.as_tensor(data.draw(float_arrays((B, m, da), -3.0, 3.0)))
     seen = {}
     den.register_forward_hook(lambda mod, inputs, out: seen.update(inputs=inputs, out=out.detach().numpy()))
     loss = diffusion_loss(den, sched, obs, actions, dropout, torch.Generator().manual_seed(seed))
