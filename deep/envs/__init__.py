@@ -27,9 +27,12 @@ def make_batch_env(env_name: str, batch_size: int, device: Any = "cpu", **kwargs
 
 def spec_env_kwargs(spec) -> dict[str, Any]:
     """The ``make_batch_env`` keyword arguments that rebuild a dataset's environment from its
-    ``DatasetSpec``: the horizon, and for MPE the ``local_ratio`` and ``num_agents`` it recorded."""
+    ``DatasetSpec``: the horizon, and for MPE the ``local_ratio`` and ``num_agents`` it recorded
+    and simple_tag_v3's prey when it was not the uniform one (its configuration string)."""
     kwargs: dict[str, Any] = {"horizon": int(spec.horizon)}
     if not spec.env_name.startswith("smax_"):
         cfg = dict(spec.env_config)
         kwargs.update({k: cfg[k] for k in ("local_ratio", "num_agents") if k in cfg})
+        if cfg.get("prey_policy", "uniform") != "uniform":
+            kwargs["prey_policy"] = cfg["prey_policy"]
     return kwargs

@@ -228,7 +228,8 @@ def train_behaviour_policies(
             ``config.json`` and the resumable ``train_state.pt``.
         device: where the Q-network learns; the environments step on the CPU.
         seed: seeds the initialisation, exploration, replay sampling and environment resets.
-        prey_policy: simple_tag_v3 only: the fixed prey (default: uniform random).
+        prey_policy: simple_tag_v3 only: the fixed prey (default: uniform random), a policy
+            or a configuration string of ``deep.envs.tag_prey.prey_policy_from_spec``.
 
     Returns ``{"expert": path, "rookies": {steps: path}, "levels": [...]}`` where each level
     records its env steps and greedy test return per agent.
@@ -261,7 +262,7 @@ def train_behaviour_policies(
         "config": result_fields,
         "seed": int(seed),
         "env_name": env_name,
-        "prey_policy": None if prey_policy is None else getattr(prey_policy, "name", type(prey_policy).__name__),
+        "prey_policy": None if env.spec.config.get("prey_policy", "uniform") == "uniform" else env.spec.config["prey_policy"],
     }
     state = TrainingState(
         out / "train_state.pt",

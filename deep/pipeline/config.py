@@ -21,6 +21,7 @@ from marlcov.deep.config_model import (
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
+    Check,
     ConfigModel,
     each,
     from_mapping,
@@ -38,10 +39,27 @@ SCALES = ("small", "paper")
 ENV_ALIASES = {"spread": "simple_spread_v3", "tag": "simple_tag_v3", "reference": "simple_reference_v3"}
 ENV_LABELS = {"simple_spread_v3": "Spread-v3", "simple_tag_v3": "Tag-v3", "simple_reference_v3": "Reference-v3"}
 TABLES = ("table2", "table3")
-SECTIONS = ("online_vdn", "collect", "label", "reward_model", "reference", "offline_vdn", "evaluate", "table3")
+SECTIONS = ("env", "online_vdn", "collect", "label", "reward_model", "reference", "offline_vdn", "evaluate", "table3")
 TOP_LEVEL = (*SECTIONS, "envs", "seed_base", "notes", "description")
 #: The one JSON/YAML reader of ``deep.config_model``, under the name the command line imports.
 read_mapping = read_config_file
+
+
+#: A prey of simple_tag_v3 as ``deep.envs.tag_prey.prey_policy_from_spec`` reads it.
+PREY_SPEC = Check(
+    "'uniform' or 'marlhf:PATH' (PATH: the MARLHF repository's model/tag/fixed_good_agent.msgpack)",
+    lambda v: v == "uniform" or (v.startswith("marlhf:") and len(v) > len("marlhf:")),
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig(ConfigModel):
+    """Section ``env``: the environment every stage plays (behaviour policies, collection,
+    evaluation). ``prey``: simple_tag_v3's prey, ``"uniform"`` (uniform random) or
+    ``"marlhf:PATH"``, the MARLHF paper's pretrained prey read from its parameter file; the
+    other tasks have no prey and refuse anything but ``"uniform"``."""
+
+    prey: str = setting("uniform", PREY_SPEC)
 
 
 @dataclass(frozen=True)
@@ -162,14 +180,15 @@ def section_configs(config: Mapping[str, Any], env: str, classes: Mapping[str, t
 
 def stage_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     """Every section's config dataclass for ``env``, validated: the trainers'
-    (``online_vdn``, ``reward_model``, ``reference``, ``offline_vdn``) and ``collect``,
-    ``label``, ``evaluate``, ``table3``."""
+    (``online_vdn``, ``reward_model``, ``reference``, ``offline_vdn``) and ``env``,
+    ``collect``, ``label``, ``evaluate``, ``table3``."""
     from marlcov.deep.marlhf.online_vdn import OnlineVDNConfig
     from marlcov.deep.marlhf.reference import ReferenceConfig
     from marlcov.deep.marlhf.reward_model import RewardModelConfig
     from marlcov.deep.marlhf.vdn import OfflineVDNConfig
 
     classes = {
+        "env": EnvironmentConfig,
         "online_vdn": OnlineVDNConfig,
         "reward_model": RewardModelConfig,
         "reference": ReferenceConfig,
@@ -182,9 +201,16 @@ def stage_configs(config: Mapping[str, Any], env: str) -> dict[str, Any]:
     return section_configs(config, env, classes)
 
 
-def env_kwargs(env: str, online_config) -> dict[str, Any]:
-    """``MPEBatch`` keyword arguments matching the behaviour policies' environment."""
+def env_kwargs(env: str, online_config, env_config: EnvironmentConfig | None = None) -> dict[str, Any]:
+    """``MPEBatch`` keyword arguments matching the behaviour policies' environment: the
+    horizon and ``local_ratio`` of ``online_config``, and simple_tag_v3's prey of
+    ``env_config`` (as its configuration string, which the datasets record)."""
     kwargs: dict[str, Any] = {"horizon": int(online_config.horizon)}
+    prey = "uniform" if env_config is None else env_config.prey
     if env != "simple_tag_v3":
         kwargs["local_ratio"] = float(online_config.local_ratio)
+        if prey != "uniform":
+            raise ValueError(f"config section 'env': prey: only simple_tag_v3 has a prey, got {prey!r} for {env}")
+    elif prey != "uniform":
+        kwargs["prey_policy"] = prey
     return kwargs

@@ -101,7 +101,7 @@ class Reproduction:
         self.evaluate = section(self.config, "evaluate", self.env)
         self.table3 = section(self.config, "table3", self.env)
         self.seed_base = int(self.config.get("seed_base", 0))
-        self.env_options = env_kwargs(self.env, self.cfg["online_vdn"])
+        self.env_options = env_kwargs(self.env, self.cfg["online_vdn"], self.cfg["env"])
         self.ran: list[str] = []
         self._checked: set[Path] = set()
 
@@ -122,7 +122,11 @@ class Reproduction:
         if not (done.exists() and all(p.exists() for p in rookies) and (d / "expert.pt").exists()):
             done.unlink(missing_ok=True)
         self._run(
-            done, "behaviour policies", lambda: train_behaviour_policies(self.env, self.cfg["online_vdn"], d, self.device, self.seed_base)
+            done,
+            "behaviour policies",
+            lambda: train_behaviour_policies(
+                self.env, self.cfg["online_vdn"], d, self.device, self.seed_base, prey_policy=self.env_options.get("prey_policy")
+            ),
         )
         return d
 

@@ -390,3 +390,29 @@ def test_a_stage_made_under_other_defaults_is_refused_not_reused(run, tmp_path):
         f["pairs"].attrs["model"] = "bradley-terry/standardised-returns"
     with pytest.raises(ValueError, match="standardised-returns.*label.normalisation 'min-max'"):
         Reproduction(ENV, load_pipeline_config("small", TINY), out, "cpu").dataset("diversified")
+
+
+def test_the_prey_of_section_env_reaches_every_stage_of_tag(tmp_path):
+    """``env.prey: marlhf:PATH`` is played by the behaviour policies' training, recorded in the
+    dataset (so learners and evaluations rebuild the same environment) and refused elsewhere."""
+    pytest.importorskip("flax")
+    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.envs import spec_env_kwargs
+    from marlcov.deep.pipeline import Reproduction
+    from tests.deep.prey_params import write_prey_file
+
+    spec = f"marlhf:{write_prey_file(tmp_path / 'prey.msgpack')}"
+    config = load_pipeline_config("small", {**TINY, "env": {"prey": spec}})
+    rep = Reproduction("tag", config, tmp_path / "out", "cpu")
+    assert rep.env_options["prey_policy"] == spec
+    path = rep.dataset("pure-expert")
+    assert json.loads((tmp_path / "out" / "simple_tag_v3" / "policies" / "config.json").read_text())["prey_policy"] == spec
+    with DatasetReader(path) as reader:
+        assert reader.spec.env_config["prey_policy"] == spec
+        assert spec_env_kwargs(reader.spec)["prey_policy"] == spec
+    uniform = Reproduction("tag", load_pipeline_config("small", TINY), tmp_path / "uniform", "cpu")
+    assert "prey_policy" not in uniform.env_options
+    with pytest.raises(ValueError, match="only simple_tag_v3 has a prey"):
+        Reproduction("spread", config, tmp_path / "spread", "cpu")
+    with pytest.raises(ValueError, match=r"config section 'env': prey: expected 'uniform' or 'marlhf:PATH'"):
+        Reproduction("tag", load_pipeline_config("small", {"env": {"prey": "scripted"}}), tmp_path / "bad", "cpu")

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 flax = pytest.importorskip("flax")
-import flax.linen as nn  # noqa: E402
 from flax.serialization import msgpack_serialize  # noqa: E402
 
 from marlcov.deep.envs.mpe import MPEBatch  # noqa: E402
@@ -24,31 +23,13 @@ from marlcov.deep.envs.tag_prey import (  # noqa: E402
     load_marlhf_prey,
     prey_policy_from_spec,
 )
+from tests.deep.prey_params import flax_layers, flax_params, write_prey_file  # noqa: E402
 
 pytestmark = pytest.mark.deep
 
 #: float32 agreement of two implementations of the same network over a few recurrent steps.
 PARITY_ATOL = 1e-5
 B = 3
-
-
-def flax_layers():
-    return (nn.Dense(HIDDEN), nn.GRUCell(features=HIDDEN), nn.Dense(HIDDEN), nn.Dense(N_MOVES))
-
-
-def flax_params(seed: int = 0) -> dict:
-    """A parameter tree laid out as the official ``fixed_good_agent.msgpack`` (random values)."""
-    k = jax.random.split(jax.random.PRNGKey(seed), 4)
-    d0, gru, d1, d2 = flax_layers()
-    x = np.zeros((1, HIDDEN), np.float32)
-    return {
-        "params": {
-            "Dense_0": d0.init(k[0], np.zeros((1, PADDED_OBS_DIM), np.float32))["params"],
-            "ScannedRNN_0": {"GRUCell_1": gru.init(k[1], x, x)["params"]},
-            "Dense_1": d1.init(k[2], x)["params"],
-            "Dense_2": d2.init(k[3], x)["params"],
-        }
-    }
 
 
 def flax_logits(params: dict, obs: np.ndarray) -> np.ndarray:
@@ -68,9 +49,7 @@ def flax_logits(params: dict, obs: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def prey_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prey") / "fixed_good_agent.msgpack"
-    path.write_bytes(msgpack_serialize(flax_params(0)))
-    return path
+    return write_prey_file(tmp_path_factory.mktemp("prey") / "fixed_good_agent.msgpack")
 
 
 @settings(max_examples=15, deadline=None)
