@@ -4,7 +4,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from marlcov.theory.games import GameError, MarkovGame, linear_markov_game, random_linear_markov_game
+from marlcov.theory.tolerances import REWARD_ATOL
 from tests.strategies import markov_games
+
+#: A norm of a few float64 numbers of size <= 1 against its bound.
+NORM_ATOL = 1e-12
 
 
 def small_game(**overrides):
@@ -63,9 +67,10 @@ def test_one_hot_form_reproduces_rewards_and_transitions(g):
 def test_random_linear_games_are_valid_by_construction(seed, S, H, d, step_dependent):
     g = random_linear_markov_game(S, (2, 2, 2), H, d, seed, step_dependent_features=step_dependent)
     assert g.features.shape == (H, S, 2, 2, 2, d)
-    assert np.all(np.linalg.norm(g.features, axis=-1) <= 1 + 1e-12)
-    assert np.all(np.linalg.norm(g.theta, axis=-1) <= np.sqrt(d) + 1e-12)
-    assert g.rewards.min() >= 0 and g.rewards.max() <= 1
+    assert np.all(np.linalg.norm(g.features, axis=-1) <= 1 + NORM_ATOL)
+    assert np.all(np.linalg.norm(g.theta, axis=-1) <= np.sqrt(d) + NORM_ATOL)
+    # r = <psi, theta> with psi summing to one up to rounding: at most 1 + REWARD_ATOL, like MarkovGame checks.
+    assert g.rewards.min() >= 0 and g.rewards.max() <= 1 + REWARD_ATOL
 
 
 def test_linear_game_with_invalid_factors_is_refused():
