@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
@@ -65,6 +66,7 @@ UNREADABLE_ERRORS = (
     ImportError,
     IndexError,
     UnicodeDecodeError,
+    struct.error,
 )
 
 

@@ -335,7 +335,7 @@ def test_an_unknown_format_is_refused_naming_the_new_one(tmp_path, fmt):
 # ----------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize(
     "content",
-    [b"not a checkpoint\n", b'{"format": "marlcov.deep-checkpoint/1"}', bytes(range(256)), b"PK\x03\x04" + b"\0" * 40, b""],
+    [b"not a checkpoint\n", b"junk", b'{"format": "marlcov.deep-checkpoint/1"}', bytes(range(256)), b"PK\x03\x04" + b"\0" * 40, b""],
 )
 def test_a_foreign_file_is_refused_naming_it(tmp_path, content):
     (tmp_path / "foreign.pt").write_bytes(content)
@@ -344,6 +344,29 @@ def test_a_foreign_file_is_refused_naming_it(tmp_path, content):
     assert len(str(info.value)) < 300
     with pytest.raises(ValueError, match="foreign.pt"):
         load_reward_model(tmp_path / "foreign.pt")
+
+
+@given(data=st.data())
+def test_any_damage_to_a_file_is_refused_naming_it(tmp_path_factory, data):
+    """Random bytes, a cut, or a few flipped bytes of a real checkpoint: a ValueError naming the
+    file, never another exception (torch's unpickler raises a dozen kinds)."""
+    d = tmp_path_factory.mktemp("damaged")
+    whole = save_policy(d / "whole.pt", AgentQNet(4, 3, 2, hidden=8, layers=2), "simple_spread_v3", {}, {}).read_bytes()
+    damage = data.draw(st.sampled_from(["random", "cut", "flip"]))
+    if damage == "random":
+        content = data.draw(st.binary(max_size=256))
+    elif damage == "cut":
+        content = whole[: data.draw(st.integers(0, len(whole) - 1))]
+    else:
+        flips = data.draw(st.dictionaries(st.integers(0, len(whole) - 1), st.integers(0, 255), min_size=1, max_size=4))
+        content = bytes(flips.get(i, b) for i, b in enumerate(whole))
+    (d / "damaged.pt").write_bytes(content)
+    try:
+        policy = load_policy(d / "damaged.pt")
+    except ValueError as exc:
+        assert "damaged.pt" in str(exc)
+    else:  # a flipped byte inside a weight leaves a readable file with other weights
+        assert damage == "flip" and policy.net.network["obs_dim"] == 4
 
 
 def test_a_pickled_object_or_a_dict_without_header_is_refused(tmp_path):
