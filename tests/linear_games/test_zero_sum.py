@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from marlcov.linear_games.matrix_games import ZeroSumSolution, zero_sum_solve
 from marlcov.linear_games.zero_sum import zero_sum_solve_batch
 from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
+from tests.strategies import float_arrays
 
 METHODS = ["auto", "ipm", "highs", "cvxpy"]
 
@@ -120,11 +121,20 @@ shapes = st.tuples(st.integers(1, 6), st.integers(1, 6))
 
 @st.composite
 def float_games(draw):
-    """Generic (nondegenerate with probability one) real payoffs of varied scale."""
+    """Generic (nondegenerate with probability one) real payoffs of varied scale. A seeded normal
+    draw: the uniqueness of the solution needs payoffs in general position, which drawn arrays
+    (shrinking to ties) are not; ``drawn_games`` serves the claims that hold for every game."""
     m, n = draw(shapes)
     seed = draw(st.integers(0, 2**32 - 1))
     scale = draw(st.sampled_from([1e-3, 1.0, 10.0, 1e3]))
     return scale * np.random.default_rng(seed).standard_normal((m, n))
+
+
+@st.composite
+def drawn_games(draw):
+    """Payoffs drawn entry by entry in [-3, 3], times a scale of 1e-3 to 1e3 (ties and degenerate games included)."""
+    scale = draw(st.sampled_from([1e-3, 1.0, 10.0, 1e3]))
+    return scale * draw(shapes.flatmap(lambda shape: float_arrays(shape, -3.0, 3.0)))
 
 
 int_games = shapes.flatmap(
@@ -162,7 +172,7 @@ def test_highs_and_cvxpy_agree_integer(A):
 
 
 @settings(max_examples=30, deadline=None)
-@given(float_games(), st.floats(-100.0, 100.0), st.floats(0.01, 100.0))
+@given(drawn_games(), st.floats(-100.0, 100.0), st.floats(0.01, 100.0))
 def test_value_invariances(A, c, k):
     v = zero_sum_solve(A).value
     tol = VALUE_ATOL * _span(A) * max(1.0, abs(c), k)
@@ -173,7 +183,7 @@ def test_value_invariances(A, c, k):
 
 
 @settings(max_examples=30, deadline=None)
-@given(float_games())
+@given(drawn_games())
 def test_value_is_max_min_against_pure_strategies(A):
     # max_x min_j (x^T A)_j >= max_i min_j A_ij and min_y max_i (A y)_i <= min_j max_i A_ij
     v = zero_sum_solve(A).value
