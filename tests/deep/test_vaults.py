@@ -44,6 +44,7 @@ def flat_layouts(draw, rows_max: int = 2):
         "rows": rows,
         "T": T,
         "A": draw(st.integers(2, 5)),
+        # seeds only the payload that the reader copies (observations, rewards, which agent flags the end); the layout is drawn
         "seed": draw(st.integers(0, 2**16)),
         "team_reward": draw(st.booleans()),
         "legals": draw(st.booleans()),
