@@ -8,7 +8,10 @@ lexicographic, so the path terminates on degenerate games too.
 stack; both run the same kernel, :func:`_paths`, compiled by numba (``njit(cache=True)``):
 a pivot of a small tableau is a few hundred flops, which numpy calls would bury under their
 fixed cost. numba is imported on the first call, not at import (0.2 s that the rest of
-:mod:`marlcov.linear_games` does not need).
+:mod:`marlcov.linear_games` does not need). Near-degenerate games (payoff differences near
+``PIVOT_ATOL``) can make floating point lose the path; such a path, detected by the kernel or
+by the Nash gap of its end, is followed again in exact rational arithmetic
+(:func:`_exact_path`), so every result is an equilibrium.
 
 The compiled kernel is cached on disk: in ``__pycache__`` beside this file, or, where that
 is not writable (a read-only install), in numba's per-user cache (``~/.cache/numba`` on
@@ -24,23 +27,26 @@ quantecon in the same run.
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from math import comb
 
 import numpy as np
 
-from marlcov.theory.tolerances import PIVOT_ATOL, VALUE_ATOL
+from marlcov.theory.tolerances import PIVOT_ATOL, RATIO_TIE_ATOL, VALUE_ATOL
 
-from .bimatrix import Equilibrium, as_bimatrix, frozen
+from .bimatrix import Equilibrium, as_bimatrix, frozen, player_gaps
 
 __all__ = ["lemke_howson", "lemke_howson_batch"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def _paths(A, B, labels, pivot_atol, max_pivots):
+def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
     """Lemke-Howson from label ``labels[g]`` in game ``(A[g], B[g])`` for every ``g``; returns
-    the equilibria ``x[K, n0]``, ``y[K, n1]``, each one's Nash gap in the normalised game
-    ``gaps[K]`` and its payoffs ``(x^T A y, x^T B y)`` as ``payoffs[K, 2]``.
+    the equilibria ``x[K, n0]``, ``y[K, n1]``, each one's Nash gap ``gaps[K]`` (the larger of
+    the normalised and the given game's), its payoffs ``(x^T A y, x^T B y)`` as
+    ``payoffs[K, 2]``, and ``failed[K]``: True where floating point lost the path (no pivot
+    row, or more than ``max_pivots`` pivots), the other outputs of that path being void.
 
     Payoffs are normalised to [1, 2]. Tableau P is ``B'^T x + s = 1`` (``n1`` rows; ``x_i`` is
     label ``i``, ``s_j`` label ``n0 + j``), tableau Q is ``r + A' y = 1`` (``n0`` rows;
@@ -49,12 +55,12 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
     enters the other tableau, and so on until ``k`` leaves.
 
     Ratio test: the minimum of ``rhs_i / c_i`` over the rows with ``c_i > pivot_atol``, the
-    first such row; when it is tied (within ``pivot_atol``) the ties are broken
+    first such row; when it is tied (within ``tie_atol``) the ties are broken
     lexicographically, by ``T_ij / c_i`` over the columns ``j`` of the tableau's initial
     slack basis in order, which is the ratio test of the right-hand side perturbed by
     ``(eps, eps^2, ...)`` and makes every pivot nondegenerate. The row operation leaves the
     entering column exactly a unit vector (``c_i - c_i * 1.0 == 0`` in floating point).
-    Compiled by numba (module doc); ``pivot_atol`` and the ``max_pivots`` guard against
+    Compiled by numba (module doc); the tolerances and the ``max_pivots`` guard against
     cycling are arguments so that the kernel holds no constant of its own.
     """
     K, n0, n1 = A.shape
@@ -63,6 +69,7 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
     ys = np.zeros((K, n1))
     gaps = np.zeros(K)
     payoffs = np.zeros((K, 2))
+    failed = np.zeros(K, dtype=np.bool_)
     cand = np.empty(max(n0, n1), dtype=np.int64)
     c_col = np.empty(max(n0, n1))
     ratios = np.empty(max(n0, n1))
@@ -108,11 +115,11 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                 if ratios[i] < low:
                     low = ratios[i]
                     r = i
-            if r < 0:
-                raise RuntimeError("lemke_howson: unbounded ray (cannot happen with positive payoffs)")
+            if r < 0:  # an unbounded ray: impossible with positive payoffs in exact arithmetic
+                break
             n_cand = 0
             for i in range(m):
-                if ratios[i] <= low + pivot_atol:
+                if ratios[i] <= low + tie_atol:
                     cand[n_cand] = i
                     n_cand += 1
             col = lex0
@@ -122,7 +129,7 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                     best = min(best, T[side, cand[t], col] / c_col[cand[t]])
                 kept = 0
                 for t in range(n_cand):
-                    if T[side, cand[t], col] / c_col[cand[t]] <= best + pivot_atol:
+                    if T[side, cand[t], col] / c_col[cand[t]] <= best + tie_atol:
                         cand[kept] = cand[t]
                         kept += 1
                 n_cand = kept
@@ -146,8 +153,9 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                 break
             entering = leaving
             side = 1 - side
-        if not reached:
-            raise RuntimeError("lemke_howson: no equilibrium reached (cycling)")
+        if not reached:  # no pivot row, or cycling
+            failed[g] = True
+            continue
         x = xs[g]
         y = ys[g]
         for t in range(n1):
@@ -158,8 +166,9 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                 y[basis[1, t] - n0] = max(T[1, t, L], 0.0)
         x /= x.sum()
         y /= y.sum()
-        # each player's gain from a best response in the normalised game, and the payoffs
-        best, now = -np.inf, 0.0
+        # each player's gain from a best response in the normalised and the given game, and
+        # the payoffs
+        best, best_w, now = -np.inf, -np.inf, 0.0
         for i in range(n0):
             v = 0.0
             w = 0.0
@@ -167,10 +176,12 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                 v += Ap[i, j] * y[j]
                 w += A[g, i, j] * y[j]
             best = max(best, v)
+            best_w = max(best_w, w)
             now += x[i] * v
             payoffs[g, 0] += x[i] * w
         gap = max(best - now, 0.0)
-        best, now = -np.inf, 0.0
+        gap_w = max(best_w - payoffs[g, 0], 0.0)
+        best, best_w, now = -np.inf, -np.inf, 0.0
         for j in range(n1):
             v = 0.0
             w = 0.0
@@ -178,10 +189,11 @@ def _paths(A, B, labels, pivot_atol, max_pivots):
                 v += x[i] * Bp[i, j]
                 w += x[i] * B[g, i, j]
             best = max(best, v)
+            best_w = max(best_w, w)
             now += y[j] * v
             payoffs[g, 1] += y[j] * w
-        gaps[g] = gap + max(best - now, 0.0)
-    return xs, ys, gaps, payoffs
+        gaps[g] = max(gap + max(best - now, 0.0), gap_w + max(best_w - payoffs[g, 1], 0.0))
+    return xs, ys, gaps, payoffs, failed
 
 
 @functools.cache
@@ -199,15 +211,64 @@ def _max_pivots(n0: int, n1: int) -> int:
     return min(4 * comb(n0 + n1, n0) + 4 * (n0 + n1), _INT64_MAX)
 
 
+def _exact_path(A: np.ndarray, B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The path of :func:`_paths` from label ``k`` in exact rational arithmetic: the same
+    normalisation, tableaux and lexicographic rule, with every tie exact. The fallback for the
+    near-degenerate paths that floating point loses (pivot elements near ``PIVOT_ATOL``); slow
+    (pure Python), so never the first try."""
+    n0, n1 = A.shape
+    L = n0 + n1
+
+    def scaled(M):
+        F = [[Fraction(float(v)) for v in row] for row in M]
+        lo = min(map(min, F))
+        span = max(map(max, F)) - lo
+        return [[1 + ((v - lo) / span if span else 0) for v in row] for row in F]
+
+    Ap, Bp = scaled(A), scaled(B)
+    one, zero = Fraction(1), Fraction(0)
+    P = [[Bp[i][j] for i in range(n0)] + [one if t == j else zero for t in range(n1)] + [one] for j in range(n1)]
+    Q = [[one if t == i else zero for t in range(n0)] + Ap[i] + [one] for i in range(n0)]
+    tableaux, bases, slacks = (P, Q), (list(range(n0, L)), list(range(n0))), (range(n0, L), range(n0))
+    entering, side = k, 0 if k < n0 else 1
+    while True:  # the lexicographic rule visits no basis twice
+        T, basis = tableaux[side], bases[side]
+        rows = [i for i in range(len(T)) if T[i][entering] > 0]
+        r = min(rows, key=lambda i: [T[i][c] / T[i][entering] for c in (L, *slacks[side])])  # noqa: B023
+        pivot_row = [v / T[r][entering] for v in T[r]]
+        for i, row in enumerate(T):
+            if i != r and row[entering]:
+                T[i] = [a - row[entering] * b for a, b in zip(row, pivot_row)]
+        T[r] = pivot_row
+        leaving, basis[r] = basis[r], entering
+        if leaving == k:
+            break
+        entering, side = leaving, 1 - side
+    x, y = np.zeros(L), np.zeros(L)
+    for z, T, basis in ((x, P, bases[0]), (y, Q, bases[1])):
+        total = sum(row[L] for row, label in zip(T, basis) if (label < n0) == (z is x))
+        for row, label in zip(T, basis):
+            z[label] = row[L] / total
+    return x[:n0], y[n0:]
+
+
 def _equilibria(A: np.ndarray, B: np.ndarray, labels: np.ndarray, who: str) -> list[Equilibrium]:
-    """The kernel on the C-contiguous stacks ``A[K, n0, n1]``, ``B[K, n0, n1]``; each result
-    verified as an equilibrium (normalised gap at most ``VALUE_ATOL``), never silently wrong."""
+    """The kernel on the stacks ``A[K, n0, n1]``, ``B[K, n0, n1]``; a path that it lost, or
+    whose result has a Nash gap above ``VALUE_ATOL`` (normalised or given game), is followed
+    again in exact arithmetic (:func:`_exact_path`); every result is verified, never
+    silently wrong."""
+    # C-ordered and writeable always, so that the kernel is compiled (and cached) for one
+    # signature only
+    A, B = np.require(A, requirements="CW"), np.require(B, requirements="CW")
     K, n0, n1 = A.shape
-    x, y, gaps, payoffs = _compiled_paths()(A, B, labels, PIVOT_ATOL, _max_pivots(n0, n1))
-    g = int(gaps.argmax())
-    if gaps[g] > VALUE_ATOL:  # pragma: no cover - a numerical failure, never silent
-        where = f"game {g}: " if K > 1 else ""
-        raise RuntimeError(f"{who}: {where}result is not an equilibrium (normalised gap {gaps[g]:.3g})")
+    x, y, gaps, payoffs, failed = _compiled_paths()(A, B, labels, PIVOT_ATOL, RATIO_TIE_ATOL, _max_pivots(n0, n1))
+    for g in np.flatnonzero(failed | (gaps > VALUE_ATOL)):
+        x[g], y[g] = _exact_path(A[g], B[g], int(labels[g]))
+        payoffs[g] = x[g] @ A[g] @ y[g], x[g] @ B[g] @ y[g]
+        gap = sum(player_gaps(A[g], B[g], x[g], y[g]))
+        if gap > VALUE_ATOL:  # pragma: no cover - exact pivots end at an equilibrium
+            where = f"game {g}: " if K > 1 else ""
+            raise RuntimeError(f"{who}: {where}result is not an equilibrium (Nash gap {gap:.3g})")
     return [Equilibrium(strategies=(frozen(x[g]), frozen(y[g])), payoffs=(float(payoffs[g, 0]), float(payoffs[g, 1]))) for g in range(K)]
 
 
@@ -225,8 +286,9 @@ def lemke_howson(A, B, initial_dropped_label: int = 0) -> Equilibrium:
     Labels ``0..n0-1`` are the row player's actions and ``n0..n0+n1-1`` the column player's
     (as in nashpy). Payoffs are normalised to [1, 2] internally; each player's tableau has
     one column per label plus the right-hand side, and the ratio test is lexicographic (the
-    right-hand side, then the columns of the initial slack basis, ties within ``PIVOT_ATOL``),
-    so the algorithm terminates on degenerate games too. The pivots run in compiled code
+    right-hand side, then the columns of the initial slack basis, ties within
+    ``RATIO_TIE_ATOL``; pivot elements above ``PIVOT_ATOL``), so the algorithm terminates on
+    degenerate games too. The pivots run in compiled code
     (module doc for the one-off compilation).
     """
     A, B = as_bimatrix(A, B)
@@ -245,7 +307,7 @@ def _as_game_stack(M, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected payoff matrices of shape (K, n0, n1) with K, n0, n1 >= 1, got shape {arr.shape}")
     if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
         raise ValueError(f"{name}: expected finite entries, found NaN or inf")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def lemke_howson_batch(A, B, initial_dropped_labels=0) -> list[Equilibrium]:

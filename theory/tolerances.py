@@ -19,6 +19,13 @@ VALUE_ATOL = 1e-9
 #: counts as a tie, a probability below it as zero.
 PIVOT_ATOL = 1e-10
 
+#: Tie tolerance of the minimum-ratio test of Lemke-Howson (normalised payoff units): ratios
+#: closer than this are tied and the tie is broken lexicographically. Far below ``PIVOT_ATOL``:
+#: a tie taken between ratios that truly differ pivots on the larger one and leaves the basis
+#: infeasible by the difference (payoff differences of 1e-9 made the path cycle with ties at
+#: ``PIVOT_ATOL``); far above the rounding of an exact tie (a few ulp per pivot).
+RATIO_TIE_ATOL = 1e-13
+
 #: Relative rank tolerance of the identifiable subspaces (``theory.identifiable``): a singular value
 #: of a step's centred feature table below ``RANK_RTOL`` times the largest counts as zero.
 RANK_RTOL = 1e-10

@@ -74,3 +74,19 @@ def test_invalid_batches_refused():
         lemke_howson_batch(good, good, [0, 5])
     with pytest.raises(ValueError, match="initial_dropped_labels"):
         lemke_howson_batch(good, good, True)
+
+
+def test_any_memory_layout_gives_the_same_paths():
+    # transposed, Fortran-ordered, integer and read-only (broadcast) inputs are the same games
+    rng = np.random.default_rng(5)
+    A, B = rng.integers(-3, 4, (2, 3, 4, 5))
+    expected = lemke_howson_batch(A.astype(float), B.astype(float), range(3))
+    for A2, B2 in [
+        (np.asfortranarray(A), B.transpose(0, 2, 1).copy().transpose(0, 2, 1)),
+        (np.broadcast_to(A[:1], A.shape) * 0 + A, np.broadcast_to(B, B.shape)),
+    ]:
+        for e, f in zip(expected, lemke_howson_batch(A2, B2, range(3))):
+            np.testing.assert_allclose(f.strategies[0], e.strategies[0], atol=PROB_ATOL, rtol=0)
+            np.testing.assert_allclose(f.strategies[1], e.strategies[1], atol=PROB_ATOL, rtol=0)
+    one = lemke_howson(np.asfortranarray(A[1].T).T, B[1].T.copy().T, 2)
+    np.testing.assert_allclose(one.strategies[0], expected[1].strategies[0], atol=PROB_ATOL, rtol=0)

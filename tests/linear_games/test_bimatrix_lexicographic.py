@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marlcov.linear_games.lemke_howson import lemke_howson, lemke_howson_batch
-from marlcov.theory.tolerances import PROB_ATOL
+from marlcov.linear_games.bimatrix import nash_gap_bimatrix
+from marlcov.linear_games.lemke_howson import _exact_path, lemke_howson, lemke_howson_batch
+from marlcov.theory.tolerances import PROB_ATOL, VALUE_ATOL
 
 VON_STENGEL_A = [[3, 3], [2, 5], [0, 6]]
 VON_STENGEL_B_DEGENERATE = [[3, 3], [2, 6], [3, 1]]
@@ -118,3 +119,50 @@ def test_every_label_follows_the_exact_lexicographic_path(game):
     for k in range(L):
         _assert_path(A.tolist(), B.tolist(), k, lemke_howson(A, B, k))
         _assert_path(A.tolist(), B.tolist(), k, batch[k])
+
+
+# near-degenerate games (payoff differences of 1e-9) on which ties taken at PIVOT_ATOL pivoted
+# on a larger ratio: the path cycled, or ended at a profile with Nash gap 0.25 or just above
+# VALUE_ATOL. Floating point may leave the exact path here (pivot elements near PIVOT_ATOL), so
+# the claim is an equilibrium, found the same way alone and in a batch.
+NEAR_TIES = [
+    ([[0, 1, 0, -2], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], [[-3, 0, 1e-9, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]),
+    ([[0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, -1, 0, 0]], [[0, -1, 1e-9, 0], [-2, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]),
+    ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, -1, 0, 0]], [[0, -3, 1e-9, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0]]),
+]
+
+
+@pytest.mark.parametrize("game", NEAR_TIES)
+def test_near_ties_end_at_an_equilibrium(game):
+    A, B = np.array(game[0], float), np.array(game[1], float)
+    batch = lemke_howson_batch(np.repeat(A[None], 8, 0), np.repeat(B[None], 8, 0), range(8))
+    for k in range(8):
+        eq = lemke_howson(A, B, k)
+        assert nash_gap_bimatrix(A, B, *eq.strategies) <= VALUE_ATOL
+        np.testing.assert_allclose(batch[k].strategies[0], eq.strategies[0], atol=PROB_ATOL, rtol=0)
+        np.testing.assert_allclose(batch[k].strategies[1], eq.strategies[1], atol=PROB_ATOL, rtol=0)
+
+
+@st.composite
+def near_degenerate_games(draw):
+    """Small integer payoffs, some moved by 1e-9 (near ties), or none."""
+    A, B = draw(small_integer_games())
+    nudge = st.sampled_from([0.0, 0.0, 1e-9, -1e-9])
+    A = A + np.array(draw(st.lists(nudge, min_size=A.size, max_size=A.size))).reshape(A.shape)
+    B = B + np.array(draw(st.lists(nudge, min_size=B.size, max_size=B.size))).reshape(B.shape)
+    return A, B
+
+
+@settings(max_examples=40, deadline=None)
+@given(near_degenerate_games())
+def test_the_exact_fallback_is_the_lexicographic_path(game):
+    # the fallback for paths that floating point loses pivots in rationals: it must be the
+    # reference's path exactly
+    A, B = game
+    for k in range(sum(A.shape)):
+        x, y = _exact_path(A, B, k)
+        ref_x, ref_y = exact_lexicographic_path(A.tolist(), B.tolist(), k)
+        np.testing.assert_array_equal(x, [float(v) for v in ref_x])
+        np.testing.assert_array_equal(y, [float(v) for v in ref_y])
+        eq = lemke_howson(A, B, k)
+        assert nash_gap_bimatrix(A, B, *eq.strategies) <= VALUE_ATOL
