@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 from fractions import Fraction
-from math import comb
 
 import numpy as np
 
@@ -38,15 +37,14 @@ from .bimatrix import Equilibrium, as_bimatrix, frozen, player_gaps
 
 __all__ = ["lemke_howson", "lemke_howson_batch"]
 
-_INT64_MAX = np.iinfo(np.int64).max
 
-
-def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
+def _paths(A, B, labels, pivot_atol, tie_atol, keys):
     """Lemke-Howson from label ``labels[g]`` in game ``(A[g], B[g])`` for every ``g``; returns
     the equilibria ``x[K, n0]``, ``y[K, n1]``, each one's Nash gap ``gaps[K]`` (the larger of
     the normalised and the given game's), its payoffs ``(x^T A y, x^T B y)`` as
     ``payoffs[K, 2]``, and ``failed[K]``: True where floating point lost the path (no pivot
-    row, or more than ``max_pivots`` pivots), the other outputs of that path being void.
+    row, an infeasible basis, or a state visited twice), the other outputs of that path
+    being void.
 
     Payoffs are normalised to [1, 2]. Tableau P is ``B'^T x + s = 1`` (``n1`` rows; ``x_i`` is
     label ``i``, ``s_j`` label ``n0 + j``), tableau Q is ``r + A' y = 1`` (``n0`` rows;
@@ -60,8 +58,11 @@ def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
     slack basis in order, which is the ratio test of the right-hand side perturbed by
     ``(eps, eps^2, ...)`` and makes every pivot nondegenerate. The row operation leaves the
     entering column exactly a unit vector (``c_i - c_i * 1.0 == 0`` in floating point).
-    Compiled by numba (module doc); the tolerances and the ``max_pivots`` guard against
-    cycling are arguments so that the kernel holds no constant of its own.
+    Exact lexicographic pivoting never visits a state (the two bases and the entering label)
+    twice; a float path that does is cycling, found by hashing the states (``keys[3, L]``:
+    random 64-bit keys of label ``l`` in basis P, in basis Q, and entering; XOR of the keys
+    of a state). Compiled by numba (module doc); the tolerances are arguments so that the
+    kernel holds no constant of its own.
     """
     K, n0, n1 = A.shape
     L = n0 + n1
@@ -70,6 +71,7 @@ def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
     gaps = np.zeros(K)
     payoffs = np.zeros((K, 2))
     failed = np.zeros(K, dtype=np.bool_)
+    seen = {keys[0, 0]}  # a set of int64 (numba infers the type from its first element)
     cand = np.empty(max(n0, n1), dtype=np.int64)
     c_col = np.empty(max(n0, n1))
     ratios = np.empty(max(n0, n1))
@@ -104,18 +106,25 @@ def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
         entering = k
         side = 0 if k < n0 else 1
         reached = False
-        for _ in range(max_pivots):
+        state = 0
+        for t in range(L):
+            state ^= keys[0, basis[0, t]] if t < n1 else keys[1, basis[1, t - n1]]
+        seen.clear()
+        while True:
             m, lex0 = (n1, n0) if side == 0 else (n0, 0)
             r = -1
             low = np.inf
             for i in range(m):
+                if T[side, i, L] < -pivot_atol:  # infeasible: rounding has lost the path
+                    r = -2
+                    break
                 c = T[side, i, entering]
                 c_col[i] = c
                 ratios[i] = T[side, i, L] / c if c > pivot_atol else np.inf
                 if ratios[i] < low:
                     low = ratios[i]
                     r = i
-            if r < 0:  # an unbounded ray: impossible with positive payoffs in exact arithmetic
+            if r < 0:  # or an unbounded ray: impossible with positive payoffs in exact arithmetic
                 break
             n_cand = 0
             for i in range(m):
@@ -151,9 +160,13 @@ def _paths(A, B, labels, pivot_atol, tie_atol, max_pivots):
             if leaving == k:
                 reached = True
                 break
+            state ^= keys[side, leaving] ^ keys[side, entering]
+            if (state ^ keys[2, leaving]) in seen:  # cycling
+                break
+            seen.add(state ^ keys[2, leaving])
             entering = leaving
             side = 1 - side
-        if not reached:  # no pivot row, or cycling
+        if not reached:  # no pivot row, an infeasible basis, or cycling
             failed[g] = True
             continue
         x = xs[g]
@@ -205,10 +218,11 @@ def _compiled_paths():
 
 
 @functools.cache
-def _max_pivots(n0: int, n1: int) -> int:
-    """A bound on the path length: every pivot visits a new vertex pair (``comb(L, n0)`` label
-    sets per polytope), so more pivots than this mean cycling."""
-    return min(4 * comb(n0 + n1, n0) + 4 * (n0 + n1), _INT64_MAX)
+def _state_keys(L: int) -> np.ndarray:
+    """Random 64-bit keys (fixed seed) of the labels in basis P, in basis Q, and entering, for
+    the cycling test of :func:`_paths`; a hash collision can only send a path to the exact
+    fallback."""
+    return np.random.default_rng(L).integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=(3, L), dtype=np.int64)
 
 
 def _exact_path(A: np.ndarray, B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +275,7 @@ def _equilibria(A: np.ndarray, B: np.ndarray, labels: np.ndarray, who: str) -> l
     # signature only
     A, B = np.require(A, requirements="CW"), np.require(B, requirements="CW")
     K, n0, n1 = A.shape
-    x, y, gaps, payoffs, failed = _compiled_paths()(A, B, labels, PIVOT_ATOL, RATIO_TIE_ATOL, _max_pivots(n0, n1))
+    x, y, gaps, payoffs, failed = _compiled_paths()(A, B, labels, PIVOT_ATOL, RATIO_TIE_ATOL, _state_keys(n0 + n1))
     for g in np.flatnonzero(failed | (gaps > VALUE_ATOL)):
         x[g], y[g] = _exact_path(A[g], B[g], int(labels[g]))
         payoffs[g] = x[g] @ A[g] @ y[g], x[g] @ B[g] @ y[g]
