@@ -207,6 +207,8 @@ def to_tensors(
         if name in float_fields:
             out[name] = torch.as_tensor(arr, dtype=torch.float32, device=device)
         elif name == "actions":
+            if arr.dtype.kind == "f":
+                raise ValueError(f"actions: expected discrete (integer) actions, got continuous ones of shape {list(arr.shape)}")
             out[name] = torch.as_tensor(arr.astype(np.int64), device=device)
         elif name == "avail":
             out[name] = torch.as_tensor(arr, dtype=torch.bool, device=device)

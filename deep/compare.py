@@ -104,53 +104,36 @@ def parse_algos(text: str | Sequence[str]) -> list[str]:
 
 def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
     """``{"path", "env", "action_space", "n_trajectories", "horizon", "n_agents", "pairs"}`` of a
-    dataset file: ``action_space`` is ``"discrete"`` (``deep.data`` schema) or ``"continuous"``
-    (``deep.envs.mpe_continuous``); ``pairs`` the file holding its preference pairs, or None."""
-    import h5py
-
+    dataset (any layout of ``deep.data.external.open_dataset``): ``action_space`` is
+    ``"discrete"`` (with ``n_actions``) or ``"continuous"`` (with ``action_dim``); ``pairs`` the
+    file holding its preference pairs, or None."""
+    from marlcov.deep.data.external import open_dataset
+    from marlcov.deep.data.hdf5 import DatasetReader
     from marlcov.deep.data.schema import DATASET_FORMAT
+    from marlcov.deep.pipeline import pairs_path_for
 
     p = Path(path)
     if not p.exists():
         raise ValueError(f"--dataset: {p} not found")
-    try:
-        with h5py.File(p, "r") as f:
-            fmt = f.attrs.get("format")
-            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-    except OSError as exc:
-        raise ValueError(f"--dataset: {p} is not an HDF5 file ({exc})") from None
-    if fmt == DATASET_FORMAT:
-        from marlcov.deep.data.hdf5 import DatasetReader
-        from marlcov.deep.pipeline import pairs_path_for
-
-        with DatasetReader(p) as reader:
-            spec, n, has_pairs = reader.spec, len(reader), reader.has_pairs()
-        side = pairs_path_for(p)
-        pairs = str(side) if side.exists() else (str(p) if has_pairs else None)
-        return {
-            "path": str(p),
-            "env": spec.env_name,
-            "action_space": "discrete",
-            "n_actions": spec.n_actions,
-            "n_trajectories": n,
-            "horizon": spec.horizon,
-            "n_agents": spec.n_agents,
-            "pairs": pairs,
-        }
-    from marlcov.deep.envs.mpe_continuous import CONTINUOUS_DATASET_FORMAT, read_continuous_dataset
-
-    if fmt != CONTINUOUS_DATASET_FORMAT:
-        raise ValueError(f"--dataset: {p} has attribute 'format' {fmt!r}; expected {DATASET_FORMAT!r} or {CONTINUOUS_DATASET_FORMAT!r}")
-    spec, traj = read_continuous_dataset(p)
+    with open_dataset(p) as reader:
+        spec, n, has_pairs = reader.spec, len(reader), reader.has_pairs()
+        if not spec.continuous and not isinstance(reader, DatasetReader):
+            raise ValueError(
+                f"--dataset: {p} is a {reader.kind} dataset read in place; the discrete-action algorithms train on "
+                f"marlcov dataset files (attribute 'format' {DATASET_FORMAT!r})"
+            )
+    side = pairs_path_for(p)
+    pairs = str(side) if side.exists() else (str(p) if has_pairs else None)
+    size = {"action_dim": spec.action_dim} if spec.continuous else {"n_actions": spec.n_actions}
     return {
         "path": str(p),
         "env": spec.env_name,
-        "action_space": "continuous",
-        "action_dim": spec.action_dim,
-        "n_trajectories": len(traj),
+        "action_space": "continuous" if spec.continuous else "discrete",
+        **size,
+        "n_trajectories": n,
         "horizon": spec.horizon,
         "n_agents": spec.n_agents,
-        "pairs": None,
+        "pairs": pairs,
     }
 
 
@@ -342,10 +325,11 @@ def algorithm_cell(
     side_pairs = None if pairs in (None, dataset) else pairs
     if variant == "score-decomposition":
         from marlcov.deep.algos.score_decomposition import evaluate_continuous_policy, train_score_decomposition
-        from marlcov.deep.envs.mpe_continuous import read_continuous_dataset
+        from marlcov.deep.data.external import open_dataset
 
         res = train_score_decomposition(dataset, configs["score_decomposition"], out, dev, seed, progress=False)
-        spec, _ = read_continuous_dataset(dataset)
+        with open_dataset(dataset) as reader:
+            spec = reader.spec
         kwargs = {k: spec.env_config[k] for k in ("horizon", "local_ratio", "num_agents") if k in spec.env_config}
         ev = evaluate_continuous_policy(res["policy"], spec.env_name, n, seed, kwargs, batch)
         ev = {"return_per_agent": ev["return_per_agent"], "return_std": ev["return_std"], "episodes": n}

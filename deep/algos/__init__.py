@@ -108,6 +108,11 @@ def load_offline_data(
     from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
 
     spec, arrays = load_dataset_arrays(dataset_path, ["obs", "state", "actions", "avail", "rewards"])
+    if spec.continuous:
+        raise ValueError(
+            f"{dataset_path}: continuous actions (action_dim {spec.action_dim}); these trainers need discrete ones "
+            "(score decomposition trains on continuous actions)"
+        )
     pairs = None
     if need_pairs:
         with DatasetReader(dataset_path) as reader:

@@ -329,14 +329,14 @@ def train_score_decomposition(
     resumable ``train_state.pt``. Returns the metrics: final losses, the dataset's mean return
     per agent, and with ``eval_episodes > 0`` the learned policy's true return.
     """
-    from marlcov.deep.envs.mpe_continuous import read_continuous_dataset
+    from marlcov.deep.data.external import continuous_trajectories
 
     cfg = load_config(ScoreDecompositionConfig, config)
     dev = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset_path = Path(dataset_path)
-    spec, traj = read_continuous_dataset(dataset_path)
+    spec, traj = continuous_trajectories(dataset_path)
     flat = transitions(traj.obs, traj.actions, traj.rewards)
     data = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) for k, v in flat.items()}
     run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}

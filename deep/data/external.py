@@ -5,6 +5,8 @@
 ``has_pairs``, ``pairs``, context manager) for:
 
 * a marlcov dataset file (``DatasetReader`` itself);
+* a continuous-action spread file of the retired format ``marlcov.deep-dataset-continuous/1``:
+  ``legacy_continuous.LegacyContinuousReader``;
 * an OG-MARL / flashbax **Vault** (a directory ``NAME.vlt/UID`` holding ``metadata.json``, or a
   ``NAME.vlt`` directory with exactly one UID): ``vaults.VaultReader``;
 * the **OMIGA** release HDF5 (root datasets ``o``, ``s``, ``a``, ``r``, ``d`` of flat steps):
@@ -17,9 +19,10 @@ layout is refused with a ValueError naming the file and the field. The conventio
 project's schema (``schema.py``) are kept: trajectories padded to the longest episode ``H``,
 a padded step has no available action (``deep.common.step_masks``), action 0 and reward 0.
 Sources that store one team reward give it to every agent. Reset seeds are unknown (-1).
-Continuous actions (MaMuJoCo) come back as float32 ``actions [N, H, m, action_dim]`` with
-``env_config["actions"] = "continuous"`` (the key of ``deep.envs.mpe_continuous``) and
-``avail [N, H, m, 1]`` True exactly on real steps; readers of discrete actions must check it.
+Continuous actions (MaMuJoCo) come back as the schema holds them: float32 ``actions [N, H, m,
+action_dim]`` with ``env_config["actions"] = "continuous"`` and ``env_config["action_dim"]``, and
+``avail [N, H, m, 1]`` True exactly on real steps; readers of discrete actions must check
+``spec.continuous``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import h5py
 import numpy as np
 
 from .hdf5 import DatasetReader
-from .schema import FORMAT_ATTR, TRAJECTORY_FIELDS, DatasetSpec, PreferencePairs
+from .schema import FORMAT_ATTR, TRAJECTORY_FIELDS, DatasetSpec, PreferencePairs, TrajectoryBatch
 
 KIND_OMAPL = "omapl-hdf5"
 UNKNOWN_SEED = -1
@@ -53,7 +56,7 @@ def continuous_config(action_dim: int) -> dict[str, Any]:
 
 def is_continuous(spec: DatasetSpec) -> bool:
     """Whether a dataset's actions are continuous (``actions [N, H, m, action_dim]`` float)."""
-    return dict(spec.env_config).get("actions") == "continuous"
+    return spec.continuous
 
 
 class ExternalReader:
@@ -106,11 +109,12 @@ class ExternalReader:
             if idx.size and (idx.min() < 0 or idx.max() >= self.n_trajectories):
                 raise ValueError(f"index: expected trajectory indices in [0, {self.n_trajectories - 1}]")
         out = self._read(idx, fields)
-        if "source" in fields:
+        # Layouts without tags or reset seeds give every trajectory the file's one tag and no seed.
+        if "source" in fields and "source" not in out:
             out["source"] = np.full(idx.shape, self.source_names[0])
-        if "agent_policy" in fields:
+        if "agent_policy" in fields and "agent_policy" not in out:
             out["agent_policy"] = np.full((idx.size, self.spec.n_agents), self.policy_names[0])
-        if "seed" in fields:
+        if "seed" in fields and "seed" not in out:
             out["seed"] = np.full(idx.shape, UNKNOWN_SEED, dtype=np.int64)
         return out
 
@@ -265,6 +269,7 @@ class OmaplReader(ExternalReader):
 def open_dataset(path: str | os.PathLike):
     """A reader of the dataset at ``path`` in any layout this module knows (module docstring);
     ValueError naming the file and the field for any other."""
+    from .legacy_continuous import LEGACY_CONTINUOUS_FORMAT, LegacyContinuousReader
     from .vaults import OmigaReader, VaultReader, find_vault
 
     p = Path(path)
@@ -279,6 +284,9 @@ def open_dataset(path: str | os.PathLike):
     with f:
         names = set(f.keys())
         native = FORMAT_ATTR in f.attrs
+        fmt = f.attrs.get(FORMAT_ATTR)
+    if fmt in (LEGACY_CONTINUOUS_FORMAT, LEGACY_CONTINUOUS_FORMAT.encode()):
+        return LegacyContinuousReader(p)
     if native:
         return DatasetReader(p)
     if {"o", "s", "a", "r", "d"} <= names:
@@ -289,3 +297,19 @@ def open_dataset(path: str | os.PathLike):
         f"{p}: unknown HDF5 layout (root fields {sorted(names)}); expected a marlcov dataset "
         f"(attribute {FORMAT_ATTR!r}), the OMIGA layout (o, s, a, r, d) or the O-MAPL pair layout (obs_x, ..., labels)"
     )
+
+
+def continuous_trajectories(path: str | os.PathLike) -> tuple[DatasetSpec, TrajectoryBatch]:
+    """``(spec, trajectories)`` of a dataset read whole through ``open_dataset``;
+    ValueError naming the file unless its actions are continuous and every episode lasts ``H``
+    steps (score decomposition's transitions have no padding)."""
+    with open_dataset(path) as reader:
+        if not reader.spec.continuous:
+            raise ValueError(
+                f"{path}: expected continuous actions (env_config 'actions' = 'continuous'), got {reader.spec.n_actions} discrete ones"
+            )
+        traj = reader.read(slice(None))
+        spec = reader.spec
+    if not traj.avail.all():
+        raise ValueError(f"{path}: avail: expected every episode to last the horizon {spec.horizon} (no padded steps)")
+    return spec, traj

@@ -38,6 +38,8 @@ from .schema import (
     str_attr,
 )
 
+#: Format string of the continuous-action files read in place by ``legacy_continuous``.
+LEGACY_CONTINUOUS_FORMAT = "marlcov.deep-dataset-continuous/1"
 DEFAULT_CHUNK_TRAJECTORIES = 64
 DEFAULT_COMPRESSION = "gzip"
 DEFAULT_COMPRESSION_LEVEL = 4
@@ -76,7 +78,10 @@ def _check_format(f: h5py.File, expected: Sequence[str], path: Path) -> str:
     value = f.attrs[FORMAT_ATTR]
     value = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     if value not in expected:
-        raise GameError(f"{path}: attribute '{FORMAT_ATTR}' is {short_repr(value)}; this reader knows {list(expected)}")
+        hint = ""
+        if value == LEGACY_CONTINUOUS_FORMAT:
+            hint = " (a continuous-action file of the retired format: open it with marlcov.deep.data.external.open_dataset)"
+        raise GameError(f"{path}: attribute '{FORMAT_ATTR}' is {short_repr(value)}; this reader knows {list(expected)}{hint}")
     return value
 
 

@@ -9,7 +9,8 @@ dataset          dtype      shape                    meaning
 ``obs``          float32    ``[N, H+1, m, obs_dim]`` local observations o_1 .. o_{H+1}; the last
                                                      is the true final observation, never a reset
 ``state``        float32    ``[N, H+1, state_dim]``  global state s_1 .. s_{H+1}
-``actions``      int16      ``[N, H, m]``            discrete actions a_1 .. a_H
+``actions``      int16      ``[N, H, m]``            discrete actions a_1 .. a_H, or float32
+                            ``[N, H, m, action_dim]`` continuous ones (below)
 ``avail``        bool       ``[N, H, m, n_actions]`` availability mask of each a_h
 ``rewards``      float32    ``[N, H, m]``            true rewards r_h: for evaluation only, a
                                                      learner from preferences must not read them
@@ -30,6 +31,11 @@ int64 ``[P]``, ``labels`` int8 ``[P, m]`` in {+1, -1} (+1: agent i prefers traje
 float64 ``[P, m]`` (the Bradley-Terry probability each label was drawn with); its attributes
 record how the labels were made. The group sits either in the dataset file or in a separate
 pairs file whose root has ``format = PAIRS_FORMAT`` and ``dataset_uuid``.
+
+**Continuous actions** (continuous spread, MaMuJoCo) are marked by ``env_config["actions"] =
+"continuous"`` and ``env_config["action_dim"]``: then ``actions`` is float32 ``[N, H, m,
+action_dim]``, ``n_actions`` is 1 and ``avail [N, H, m, 1]`` is True exactly on real steps
+(``DatasetSpec.continuous``, ``DatasetSpec.action_dim``). Readers of discrete actions check it.
 
 Every episode of MPE lasts exactly ``H`` steps: there is no termination, only truncation at
 ``H`` (JaxMARL has no termination/truncation split, and none is needed here), so no done flags
@@ -76,13 +82,23 @@ class DatasetSpec:
     def n_agents(self) -> int:
         return len(self.agent_names)
 
+    @property
+    def continuous(self) -> bool:
+        """Whether the actions are continuous (``env_config["actions"] == "continuous"``)."""
+        return dict(self.env_config).get("actions") == "continuous"
+
+    @property
+    def action_dim(self) -> int | None:
+        """Size of one agent's continuous action (``env_config["action_dim"]``); None when discrete."""
+        return int(self.env_config["action_dim"]) if self.continuous else None
+
     def field_layout(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """``name -> (dtype, per-trajectory shape)`` of each trajectory dataset."""
         H, m = self.horizon, self.n_agents
         return {
             "obs": (np.dtype(np.float32), (H + 1, m, self.obs_dim)),
             "state": (np.dtype(np.float32), (H + 1, self.state_dim)),
-            "actions": (np.dtype(ACTION_DTYPE), (H, m)),
+            "actions": (np.dtype(np.float32), (H, m, self.action_dim)) if self.continuous else (np.dtype(ACTION_DTYPE), (H, m)),
             "avail": (np.dtype(bool), (H, m, self.n_actions)),
             "rewards": (np.dtype(np.float32), (H, m)),
             "seed": (np.dtype(np.int64), ()),
@@ -112,6 +128,12 @@ class DatasetSpec:
         agent_names = json_attr(attrs, "agent_names", list, where, "a JSON list of agent names")
         if not agent_names or not all(isinstance(a, str) for a in agent_names):
             raise GameError(f"{where}: attribute 'agent_names': expected a non-empty JSON list of strings, got {short_repr(agent_names)}")
+        if env_config.get("actions") == "continuous":
+            dim = env_config.get("action_dim")
+            if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_ATTR_INT:
+                raise GameError(
+                    f"{where}: attribute 'env_config': continuous actions need 'action_dim', a positive integer, got {short_repr(dim)}"
+                )
         return cls(
             env_name=str_attr(attrs, "env_name", where),
             env_config=env_config,
@@ -194,7 +216,7 @@ class TrajectoryBatch:
     def __post_init__(self) -> None:
         self.seed = np.asarray(self.seed, dtype=np.int64).reshape(-1)
         B = len(self.seed)
-        m = np.shape(self.actions)[-1] if np.ndim(self.actions) == 3 else 0
+        m = np.shape(self.actions)[2] if np.ndim(self.actions) >= 3 else 0
         self.source = _tag_array(self.source, (B,), "source")
         if self.agent_policy is None:
             self.agent_policy = np.repeat(self.source[:, None], m, axis=1)
@@ -219,7 +241,10 @@ class TrajectoryBatch:
                 raise ValueError(f"{name}: expected integer values, got dtype {arr.dtype}")
             if dtype.kind == "b" and arr.dtype.kind != "b":
                 raise ValueError(f"{name}: expected a boolean mask, got dtype {arr.dtype}")
-        if B and (self.actions.min() < 0 or self.actions.max() >= spec.n_actions):
+        if spec.continuous:
+            if not np.isfinite(self.actions).all():
+                raise ValueError("actions: expected finite continuous actions")
+        elif B and (self.actions.min() < 0 or self.actions.max() >= spec.n_actions):
             raise ValueError(f"actions: expected values in [0, {spec.n_actions - 1}]")
         if self.agent_policy.shape != (B, spec.n_agents):
             raise ValueError(f"agent_policy: expected shape {[B, spec.n_agents]}, got {list(self.agent_policy.shape)}")

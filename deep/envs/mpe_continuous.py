@@ -1,34 +1,29 @@
 """Batched simple_spread_v3 with continuous actions (JaxMARL's ``action_type="Continuous"``),
 its scripted behaviour policies and its dataset files.
 
-``MPEBatch`` (``mpe.py``) and the dataset schema (``deep/data/schema.py``) hold discrete
-actions only, so the continuous variant lives here, with the same conventions: episodes of
-exactly ``horizon`` steps through JaxMARL's non-resetting ``step_env``, the true final
-observation kept, environment b reset with seed ``seed + b``.
+``MPEBatch`` (``mpe.py``) holds discrete actions only, so the continuous variant lives here,
+with the same conventions: episodes of exactly ``horizon`` steps through JaxMARL's
+non-resetting ``step_env``, the true final observation kept, environment b reset with seed
+``seed + b``.
 
 Actions: each agent's action is a force direction ``u = (u_x, u_y) in [-1, 1]^2`` (clipped),
 handed to JaxMARL as its 5-vector ``[0, max(-u_x, 0), max(u_x, 0), max(-u_y, 0), max(u_y, 0)]``
 (JaxMARL decodes ``(a[2] - a[1], a[4] - a[3]) * accel``).
 
-Dataset files (``CONTINUOUS_DATASET_FORMAT``): HDF5 with ``obs [N, H+1, m, obs_dim]``,
-``state [N, H+1, state_dim]``, ``actions [N, H, m, 2]`` float32, ``rewards [N, H, m]``,
-``seed [N]``, ``source [N]`` and ``agent_policy [N, m]`` (strings); attributes ``format``,
-``env_name``, ``env_config`` (JSON), ``agent_names`` (JSON), ``obs_dim``, ``state_dim``,
-``action_dim``, ``horizon``. Written to a temporary file and renamed when complete.
+Dataset files are those of the one schema (``deep/data/schema.py``) with continuous actions:
+float32 ``actions [N, H, m, 2]``, ``env_config["actions"] = "continuous"`` and
+``env_config["action_dim"] = 2``, ``avail [N, H, m, 1]`` all True. Files of the retired format
+``marlcov.deep-dataset-continuous/1`` are read in place by ``deep.data.external.open_dataset``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np
@@ -36,9 +31,11 @@ import torch
 from jaxmarl.environments.mpe import SimpleSpreadMPE  # noqa: E402
 from jaxmarl.environments.mpe.default_params import CONTINUOUS_ACT  # noqa: E402
 
+from marlcov.deep.data.external import continuous_config, continuous_trajectories
+from marlcov.deep.data.hdf5 import DatasetWriter
+from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
 from marlcov.deep.envs.mpe import DEFAULT_LOCAL_RATIO, HORIZON, MAX_SEED, global_state  # first: it imports jaxmarl with its prints silenced
 
-CONTINUOUS_DATASET_FORMAT = "marlcov.deep-dataset-continuous/1"
 CONTINUOUS_ENV_NAMES = ("simple_spread_v3",)
 ACTION_DIM = 2
 #: Offset of the landmark positions (relative to the agent) in a simple_spread observation.
@@ -79,43 +76,6 @@ def _compiled(horizon: int, local_ratio: float, num_agents: int):
     return env, jax.jit(jax.vmap(reset_one)), jax.jit(jax.vmap(step_one))
 
 
-@dataclass(frozen=True)
-class ContinuousSpec:
-    """Sizes of a continuous-action task (and of its dataset files)."""
-
-    env_name: str
-    env_config: Mapping[str, Any]
-    agent_names: tuple[str, ...]
-    obs_dim: int
-    state_dim: int
-    action_dim: int
-    horizon: int
-
-    @property
-    def n_agents(self) -> int:
-        return len(self.agent_names)
-
-
-@dataclass
-class ContinuousTrajectories:
-    """``B`` complete trajectories (layout of the module docstring; tags as string arrays)."""
-
-    obs: np.ndarray
-    state: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    seed: np.ndarray
-    source: np.ndarray
-    agent_policy: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.seed)
-
-    def returns(self) -> np.ndarray:
-        """True return of each trajectory and agent, ``[B, m]`` float64."""
-        return self.rewards.astype(np.float64).sum(axis=1)
-
-
 class ContinuousMPEBatch:
     """``batch_size`` copies of continuous-action simple_spread_v3 stepped by one compiled step
     (CPU jax; tensors handed back as torch CPU tensors)."""
@@ -135,8 +95,13 @@ class ContinuousMPEBatch:
         _, st0 = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0))
         state_dim = jax.eval_shape(lambda s: global_state(name, self.env, s), st0).shape[0]
         obs_dim = self.env.observation_spaces[agents[0]].shape[0]
-        config = {"horizon": int(horizon), "local_ratio": float(local_ratio), "num_agents": int(num_agents), "actions": "continuous"}
-        self.spec = ContinuousSpec(name, config, agents, int(obs_dim), int(state_dim), ACTION_DIM, int(horizon))
+        config = {
+            "horizon": int(horizon),
+            "local_ratio": float(local_ratio),
+            "num_agents": int(num_agents),
+            **continuous_config(ACTION_DIM),
+        }
+        self.spec = DatasetSpec(name, config, agents, int(obs_dim), int(state_dim), 1, int(horizon))
         self.t: int | None = None
 
     def reset(self, seeds: int | Sequence[int] | np.ndarray) -> torch.Tensor:
@@ -169,8 +134,9 @@ class ContinuousMPEBatch:
 
     def rollout(
         self, policy: ContinuousPolicy, seeds, *, source: str = "unknown", agent_policy: Sequence[str] | None = None
-    ) -> ContinuousTrajectories:
-        """Play B episodes with ``policy(obs [B, m, obs_dim], t) -> actions [B, m, 2]``."""
+    ) -> TrajectoryBatch:
+        """Play B episodes with ``policy(obs [B, m, obs_dim], t) -> actions [B, m, 2]``; every
+        step is real, so ``avail [B, H, m, 1]`` is all True."""
         spec, B = self.spec, self.batch_size
         H, m = spec.horizon, spec.n_agents
         o = self.reset(seeds)
@@ -183,8 +149,8 @@ class ContinuousMPEBatch:
             a = torch.as_tensor(policy(o, t), dtype=torch.float32).clamp(-1.0, 1.0)
             o, r = self.step(a)
             actions[:, t], obs[:, t + 1], state[:, t + 1], rewards[:, t] = a.cpu().numpy(), o.numpy(), self.state.numpy(), r.numpy()
-        tags = np.full((B, m), source) if agent_policy is None else np.broadcast_to(np.asarray(agent_policy, dtype=str), (B, m))
-        return ContinuousTrajectories(obs, state, actions, rewards, self.seeds.copy(), np.full(B, source), np.array(tags, dtype=str))
+        avail = np.ones((B, H, m, 1), dtype=bool)
+        return TrajectoryBatch(obs, state, actions, avail, rewards, self.seeds.copy(), source, agent_policy)
 
 
 # ----------------------------------------------------------------------------- behaviour policies
@@ -226,73 +192,20 @@ class UniformContinuousPolicy:
 
 # ----------------------------------------------------------------------------- dataset files
 def write_continuous_dataset(
-    path: str | os.PathLike, spec: ContinuousSpec, batches: Sequence[ContinuousTrajectories], overwrite: bool = False
+    path: str | os.PathLike, spec: DatasetSpec, batches: Sequence[TrajectoryBatch], overwrite: bool = False
 ) -> Path:
-    """Write ``batches`` as one continuous-action dataset file (atomically)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    fields = {
-        name: np.concatenate([getattr(b, name) for b in batches])
-        for name in ("obs", "state", "actions", "rewards", "seed", "source", "agent_policy")
-    }
-    N, H, m = fields["actions"].shape[:3]
-    expected = {
-        "obs": (N, spec.horizon + 1, spec.n_agents, spec.obs_dim),
-        "actions": (N, spec.horizon, spec.n_agents, spec.action_dim),
-        "rewards": (N, spec.horizon, spec.n_agents),
-    }
-    for name, shape in expected.items():
-        if fields[name].shape != shape:
-            raise ValueError(f"{name}: expected shape {list(shape)}, got {list(fields[name].shape)}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = CONTINUOUS_DATASET_FORMAT
-            f.attrs["env_name"] = spec.env_name
-            f.attrs["env_config"] = json.dumps(dict(spec.env_config), sort_keys=True)
-            f.attrs["agent_names"] = json.dumps(list(spec.agent_names))
-            for key in ("obs_dim", "state_dim", "action_dim", "horizon"):
-                f.attrs[key] = int(getattr(spec, key))
-            for name in ("obs", "state", "actions", "rewards"):
-                f.create_dataset(name, data=fields[name].astype(np.float32), compression="gzip")
-            f.create_dataset("seed", data=fields["seed"].astype(np.int64))
-            for name in ("source", "agent_policy"):
-                f.create_dataset(name, data=fields[name].astype("S"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``batches`` as one dataset file of the schema (``DatasetWriter``, atomically)."""
+    with DatasetWriter(path, spec, overwrite=overwrite) as writer:
+        for batch in batches:
+            writer.append(batch)
+    return Path(path)
 
 
-def read_continuous_dataset(path: str | os.PathLike) -> tuple[ContinuousSpec, ContinuousTrajectories]:
-    """``(spec, trajectories)`` of a continuous-action dataset file (ValueError on another format)."""
-    path = Path(path)
-    with h5py.File(path, "r") as f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != CONTINUOUS_DATASET_FORMAT:
-            raise ValueError(f"{path}: attribute 'format' is {fmt!r}; expected {CONTINUOUS_DATASET_FORMAT!r}")
-        spec = ContinuousSpec(
-            str(f.attrs["env_name"]),
-            json.loads(f.attrs["env_config"]),
-            tuple(json.loads(f.attrs["agent_names"])),
-            int(f.attrs["obs_dim"]),
-            int(f.attrs["state_dim"]),
-            int(f.attrs["action_dim"]),
-            int(f.attrs["horizon"]),
-        )
-        data = ContinuousTrajectories(
-            f["obs"][()],
-            f["state"][()],
-            f["actions"][()],
-            f["rewards"][()],
-            f["seed"][()],
-            f["source"][()].astype(str),
-            f["agent_policy"][()].astype(str),
-        )
-    return spec, data
+def read_continuous_dataset(path: str | os.PathLike) -> tuple[DatasetSpec, TrajectoryBatch]:
+    """``(spec, trajectories)`` of a continuous-action dataset, read whole through
+    ``open_dataset`` (the schema or the retired continuous format); ValueError for discrete
+    actions (``deep.data.external.continuous_trajectories``)."""
+    return continuous_trajectories(path)
 
 
 def collect_continuous_dataset(
@@ -308,24 +221,26 @@ def collect_continuous_dataset(
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """A continuous-action dataset: ``n_expert`` episodes of ``LandmarkAssignmentPolicy``
-    (source "expert") and ``n_random`` of ``UniformContinuousPolicy`` (source "random")."""
+    """A continuous-action dataset of the schema: ``n_expert`` episodes of
+    ``LandmarkAssignmentPolicy`` (source "expert") and ``n_random`` of ``UniformContinuousPolicy``
+    (source "random"), each batch appended to the file as it is played."""
     if n_expert < 0 or n_random < 0 or n_expert + n_random < 1:
         raise ValueError(f"n_expert, n_random: expected non-negative counts with a positive sum, got {n_expert}, {n_random}")
     last_seed = (MAX_SEED - n_expert - n_random + 1) // SEED_STRIDE
     if not 0 <= int(seed) <= last_seed:
         raise ValueError(f"seed: expected an integer in [0, {last_seed}] (reset seeds start at seed * {SEED_STRIDE}), got {seed!r}")
-    batches = []
     next_seed = int(seed) * SEED_STRIDE
-    for count, policy, tag in (
-        (n_expert, LandmarkAssignmentPolicy(num_agents, noise, seed), "expert"),
-        (n_random, UniformContinuousPolicy(seed + 1), "random"),
-    ):
-        done = 0
-        while done < count:
-            B = min(batch_size, count - done)
-            env = ContinuousMPEBatch(name, B, horizon=horizon, num_agents=num_agents)
-            batches.append(env.rollout(policy, next_seed, source=tag))
-            next_seed += B
-            done += B
-    return write_continuous_dataset(path, env.spec, batches, overwrite)
+    spec = ContinuousMPEBatch(name, 1, horizon=horizon, num_agents=num_agents).spec
+    with DatasetWriter(path, spec, overwrite=overwrite) as writer:
+        for count, policy, tag in (
+            (n_expert, LandmarkAssignmentPolicy(num_agents, noise, seed), "expert"),
+            (n_random, UniformContinuousPolicy(seed + 1), "random"),
+        ):
+            done = 0
+            while done < count:
+                B = min(batch_size, count - done)
+                env = ContinuousMPEBatch(name, B, horizon=horizon, num_agents=num_agents)
+                writer.append(env.rollout(policy, next_seed, source=tag))
+                next_seed += B
+                done += B
+    return Path(path)

@@ -211,14 +211,11 @@ def collect_continuous(
     batch_size: int = 128,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """A continuous-action dataset of ``env`` (spread only; ``deep.envs.mpe_continuous``
-    format): ``expert_fraction`` of ``n_trajectories`` (rounded by ``proportional_counts``)
+    """A continuous-action dataset of ``env`` (spread only; ``deep.envs.mpe_continuous``): ``expert_fraction`` of ``n_trajectories`` (rounded by ``proportional_counts``)
     from the scripted landmark-assignment controller with Gaussian action noise of std
     ``noise`` (source ``"expert"``), the rest uniform on [-1, 1]^2 (source ``"random"``),
-    ``batch_size`` episodes per rollout, written atomically. Returns ``{"path", "env",
+    ``batch_size`` episodes per rollout, written atomically in the dataset schema. Returns ``{"path", "env",
     "counts", "n_trajectories", "noise", "mean_return_per_source"}``."""
-    import h5py
-
     from marlcov.deep.envs.mpe_continuous import CONTINUOUS_ENV_NAMES, collect_continuous_dataset
 
     name = env_name(env)
@@ -247,9 +244,11 @@ def collect_continuous(
         seed=int(seed),
         overwrite=overwrite,
     )
-    with h5py.File(path, "r") as f:
-        source, rewards = f["source"][()].astype(str), f["rewards"][()]
-    team = rewards.astype(np.float64).sum(axis=1).mean(axis=1)
+    from marlcov.deep.data.hdf5 import DatasetReader
+
+    with DatasetReader(path) as reader:
+        source = reader.read_fields(slice(None), ["source"])["source"]
+        team = reader.returns().mean(axis=1)
     return {
         "path": str(path),
         "env": name,
