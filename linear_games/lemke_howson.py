@@ -33,18 +33,17 @@ import numpy as np
 
 from marlcov.theory.tolerances import PIVOT_ATOL, RATIO_TIE_ATOL, VALUE_ATOL
 
-from .bimatrix import Equilibrium, as_bimatrix, frozen, player_gaps
+from .bimatrix import Equilibrium, as_bimatrix, frozen, normalised, player_gaps
 
 __all__ = ["lemke_howson", "lemke_howson_batch"]
 
 
-def _paths(A, B, labels, pivot_atol, tie_atol, keys):
+def _paths(A, B, labels, pivot_atol, tie_atol, value_atol, keys):
     """Lemke-Howson from label ``labels[g]`` in game ``(A[g], B[g])`` for every ``g``; returns
-    the equilibria ``x[K, n0]``, ``y[K, n1]``, each one's Nash gap ``gaps[K]`` (the larger of
-    the normalised and the given game's), its payoffs ``(x^T A y, x^T B y)`` as
+    the equilibria ``x[K, n0]``, ``y[K, n1]``, their payoffs ``(x^T A y, x^T B y)`` as
     ``payoffs[K, 2]``, and ``failed[K]``: True where floating point lost the path (no pivot
-    row, an infeasible basis, or a state visited twice), the other outputs of that path
-    being void.
+    row, an infeasible basis, a state visited twice, or an end whose Nash gap in the
+    normalised game exceeds ``value_atol``), the other outputs of that path being void.
 
     Payoffs are normalised to [1, 2]. Tableau P is ``B'^T x + s = 1`` (``n1`` rows; ``x_i`` is
     label ``i``, ``s_j`` label ``n0 + j``), tableau Q is ``r + A' y = 1`` (``n0`` rows;
@@ -68,7 +67,6 @@ def _paths(A, B, labels, pivot_atol, tie_atol, keys):
     L = n0 + n1
     xs = np.zeros((K, n0))
     ys = np.zeros((K, n1))
-    gaps = np.zeros(K)
     payoffs = np.zeros((K, 2))
     failed = np.zeros(K, dtype=np.bool_)
     seen = {keys[0, 0]}  # a set of int64 (numba infers the type from its first element)
@@ -179,9 +177,9 @@ def _paths(A, B, labels, pivot_atol, tie_atol, keys):
                 y[basis[1, t] - n0] = max(T[1, t, L], 0.0)
         x /= x.sum()
         y /= y.sum()
-        # each player's gain from a best response in the normalised and the given game, and
+        # each player's gain from a best response in the normalised game (scale-free), and
         # the payoffs
-        best, best_w, now = -np.inf, -np.inf, 0.0
+        best, now = -np.inf, 0.0
         for i in range(n0):
             v = 0.0
             w = 0.0
@@ -189,12 +187,10 @@ def _paths(A, B, labels, pivot_atol, tie_atol, keys):
                 v += Ap[i, j] * y[j]
                 w += A[g, i, j] * y[j]
             best = max(best, v)
-            best_w = max(best_w, w)
             now += x[i] * v
             payoffs[g, 0] += x[i] * w
         gap = max(best - now, 0.0)
-        gap_w = max(best_w - payoffs[g, 0], 0.0)
-        best, best_w, now = -np.inf, -np.inf, 0.0
+        best, now = -np.inf, 0.0
         for j in range(n1):
             v = 0.0
             w = 0.0
@@ -202,11 +198,10 @@ def _paths(A, B, labels, pivot_atol, tie_atol, keys):
                 v += x[i] * Bp[i, j]
                 w += x[i] * B[g, i, j]
             best = max(best, v)
-            best_w = max(best_w, w)
             now += y[j] * v
             payoffs[g, 1] += y[j] * w
-        gaps[g] = max(gap + max(best - now, 0.0), gap_w + max(best_w - payoffs[g, 1], 0.0))
-    return xs, ys, gaps, payoffs, failed
+        failed[g] = gap + max(best - now, 0.0) > value_atol
+    return xs, ys, payoffs, failed
 
 
 @functools.cache
@@ -267,22 +262,20 @@ def _exact_path(A: np.ndarray, B: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 
 def _equilibria(A: np.ndarray, B: np.ndarray, labels: np.ndarray, who: str) -> list[Equilibrium]:
-    """The kernel on the stacks ``A[K, n0, n1]``, ``B[K, n0, n1]``; a path that it lost, or
-    whose result has a Nash gap above ``VALUE_ATOL`` (normalised or given game), is followed
-    again in exact arithmetic (:func:`_exact_path`); every result is verified, never
-    silently wrong."""
-    # C-ordered and writeable always, so that the kernel is compiled (and cached) for one
-    # signature only
-    A, B = np.require(A, requirements="CW"), np.require(B, requirements="CW")
+    """The kernel on the C-ordered, writeable stacks ``A[K, n0, n1]``, ``B[K, n0, n1]`` (one
+    signature, so one compilation); a path that it lost, or whose end has a Nash gap above
+    ``VALUE_ATOL`` in the normalised game, is followed again in exact arithmetic
+    (:func:`_exact_path`); every result is verified, never silently wrong."""
     K, n0, n1 = A.shape
-    x, y, gaps, payoffs, failed = _compiled_paths()(A, B, labels, PIVOT_ATOL, RATIO_TIE_ATOL, _state_keys(n0 + n1))
-    for g in np.flatnonzero(failed | (gaps > VALUE_ATOL)):
-        x[g], y[g] = _exact_path(A[g], B[g], int(labels[g]))
-        payoffs[g] = x[g] @ A[g] @ y[g], x[g] @ B[g] @ y[g]
-        gap = sum(player_gaps(A[g], B[g], x[g], y[g]))
-        if gap > VALUE_ATOL:  # pragma: no cover - exact pivots end at an equilibrium
-            where = f"game {g}: " if K > 1 else ""
-            raise RuntimeError(f"{who}: {where}result is not an equilibrium (Nash gap {gap:.3g})")
+    x, y, payoffs, failed = _compiled_paths()(A, B, labels, PIVOT_ATOL, RATIO_TIE_ATOL, VALUE_ATOL, _state_keys(n0 + n1))
+    if failed.any():  # rare: near-degenerate games
+        for g in np.flatnonzero(failed):
+            x[g], y[g] = _exact_path(A[g], B[g], int(labels[g]))
+            payoffs[g] = x[g] @ A[g] @ y[g], x[g] @ B[g] @ y[g]
+            gap = sum(player_gaps(normalised(A[g]), normalised(B[g]), x[g], y[g]))
+            if gap > VALUE_ATOL:  # pragma: no cover - exact pivots end at an equilibrium
+                where = f"game {g}: " if K > 1 else ""
+                raise RuntimeError(f"{who}: {where}result is not an equilibrium (normalised gap {gap:.3g})")
     return [Equilibrium(strategies=(frozen(x[g]), frozen(y[g])), payoffs=(float(payoffs[g, 0]), float(payoffs[g, 1]))) for g in range(K)]
 
 
@@ -305,7 +298,9 @@ def lemke_howson(A, B, initial_dropped_label: int = 0) -> Equilibrium:
     degenerate games too. The pivots run in compiled code
     (module doc for the one-off compilation).
     """
-    A, B = as_bimatrix(A, B)
+    A, B = as_bimatrix(A, B)  # writeable copies
+    if not (A.flags.c_contiguous and B.flags.c_contiguous):
+        A, B = np.ascontiguousarray(A), np.ascontiguousarray(B)
     k = _check_label(initial_dropped_label, A.shape[0] + A.shape[1])
     return _equilibria(A[None], B[None], np.array([k], dtype=np.int64), "lemke_howson")[0]
 
@@ -347,4 +342,4 @@ def lemke_howson_batch(A, B, initial_dropped_labels=0) -> list[Equilibrium]:
         if len(raw) != K:
             raise ValueError(f"initial_dropped_labels: expected an int or {K} ints (one per game), got {len(raw)}")
         labels = np.array([_check_label(v, L, "initial_dropped_labels") for v in raw], dtype=np.int64)
-    return _equilibria(A, B, labels, "lemke_howson_batch")
+    return _equilibria(np.require(A, requirements="CW"), np.require(B, requirements="CW"), labels, "lemke_howson_batch")
