@@ -109,7 +109,7 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
     file holding its preference pairs, or None."""
     from marlcov.deep.data.external import open_dataset
     from marlcov.deep.data.hdf5 import DatasetReader
-    from marlcov.deep.data.schema import DATASET_FORMAT
+    from marlcov.deep.data.schema import DEEP_DATASET_FORMAT
     from marlcov.deep.pipeline import pairs_path_for
 
     p = Path(path)
@@ -120,7 +120,7 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
         if not spec.continuous and not isinstance(reader, DatasetReader):
             raise ValueError(
                 f"--dataset: {p} is a {reader.kind} dataset read in place; the discrete-action algorithms train on "
-                f"marlcov dataset files (attribute 'format' {DATASET_FORMAT!r})"
+                f"marlcov dataset files (attribute 'format' {DEEP_DATASET_FORMAT!r})"
             )
     side = pairs_path_for(p)
     pairs = str(side) if side.exists() else (str(p) if has_pairs else None)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from marlcov.deep.checkpoints import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
+from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     EVAL_SEED_BASE,
     MASKED_LOGIT,
@@ -39,7 +39,6 @@ from marlcov.deep.common import (
 from marlcov.deep.data.schema import DatasetSpec
 
 __all__ = [
-    "MODEL_FORMAT",
     "EVAL_SEED_BASE",
     "OfflineData",
     "load_offline_data",
@@ -56,8 +55,13 @@ __all__ = [
     "evaluate_policy_net",
 ]
 
-#: The format of the model files written here (the name callers of earlier versions import).
-MODEL_FORMAT = CHECKPOINT_FORMAT
+
+def __getattr__(name: str):
+    if name == "MODEL_FORMAT":
+        raise AttributeError(f"{__name__}.MODEL_FORMAT is now marlcov.deep.checkpoints.CHECKPOINT_FORMAT (every model file has it)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Largest exponent ``(Q - V)/temperature`` given to the behaviour-cloning weights: the weights
 #: only scale the policy loss, and exp of a larger value would overflow float32.
 MAX_WEIGHT_EXPONENT = 10.0

@@ -25,9 +25,9 @@ from marlcov.theory.progress import task
 from marlcov.theory.safe_read import MEMORY_BUDGET_BYTES, short_repr
 
 from .schema import (
-    DATASET_FORMAT,
+    DEEP_DATASET_FORMAT,
+    DEEP_PAIRS_FORMAT,
     FORMAT_ATTR,
-    PAIRS_FORMAT,
     PAIRS_GROUP,
     TRAJECTORY_FIELDS,
     DatasetSpec,
@@ -223,7 +223,7 @@ class DatasetWriter:
         self._tmp = _temporary_path(self.path)
         self._file: h5py.File | None = h5py.File(self._tmp, "w")
         f = self._file
-        f.attrs[FORMAT_ATTR] = DATASET_FORMAT
+        f.attrs[FORMAT_ATTR] = DEEP_DATASET_FORMAT
         for key, value in spec.to_attrs().items():
             f.attrs[key] = value
         f.attrs["uuid"] = self.uuid
@@ -334,7 +334,7 @@ class DatasetReader:
         self._file = _open_hdf5(self.path)
         where = str(self.path)
         try:
-            _check_format(self._file, [DATASET_FORMAT], self.path)
+            _check_format(self._file, [DEEP_DATASET_FORMAT], self.path)
             attrs = self._file.attrs
             self.spec = DatasetSpec.from_attrs(attrs, where)
             self.uuid = str_attr(attrs, "uuid", where)
@@ -475,7 +475,7 @@ def write_pairs_file(path: str | os.PathLike, pairs: PreferencePairs, dataset: D
     tmp = _temporary_path(path)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs[FORMAT_ATTR] = PAIRS_FORMAT
+            f.attrs[FORMAT_ATTR] = DEEP_PAIRS_FORMAT
             f.attrs["dataset_uuid"] = dataset.uuid
             f.attrs["dataset_path"] = str(dataset.path)
             _write_pairs_group(f, pairs, dataset.n_trajectories, dataset.spec.n_agents, DEFAULT_COMPRESSION)
@@ -492,9 +492,9 @@ def read_pairs(path: str | os.PathLike, dataset: DatasetReader | None = None) ->
     dataset file's ``uuid``, must be ``dataset.uuid``, and every index must be a trajectory of it."""
     path = Path(path)
     with _open_hdf5(path) as f:
-        fmt = _check_format(f, [PAIRS_FORMAT, DATASET_FORMAT], path)
+        fmt = _check_format(f, [DEEP_PAIRS_FORMAT, DEEP_DATASET_FORMAT], path)
         if dataset is not None:
-            key = "dataset_uuid" if fmt == PAIRS_FORMAT else "uuid"
+            key = "dataset_uuid" if fmt == DEEP_PAIRS_FORMAT else "uuid"
             owner = str_attr(f.attrs, key, str(path))
             if owner != dataset.uuid:
                 raise GameError(

@@ -20,7 +20,7 @@ dataset          dtype      shape                    meaning
                                                      ``policy_names``
 ===============  =========  =======================  ===========================================
 
-File attributes: ``format`` (``DATASET_FORMAT``; a reader rejects any other value),
+File attributes: ``format`` (``DEEP_DATASET_FORMAT``; a reader rejects any other value),
 ``env_name``, ``env_config`` (JSON), ``agent_names`` (JSON list), ``obs_dim``, ``state_dim``,
 ``n_actions``, ``horizon``, ``source_names`` and ``policy_names`` (JSON lists), ``uuid`` (ties
 a pairs file to its dataset) and ``n_trajectories``.
@@ -30,7 +30,7 @@ int64 ``[P]``, ``labels`` int8 ``[P, m]`` in {+1, -1} (+1: agent i prefers traje
 ``first``; the sign convention of the finite-game format of docs/formats.md), and optionally ``probs``
 float64 ``[P, m]`` (the Bradley-Terry probability each label was drawn with); its attributes
 record how the labels were made. The group sits either in the dataset file or in a separate
-pairs file whose root has ``format = PAIRS_FORMAT`` and ``dataset_uuid``.
+pairs file whose root has ``format = DEEP_PAIRS_FORMAT`` and ``dataset_uuid``.
 
 **Continuous actions** (continuous spread, MaMuJoCo) are marked by ``env_config["actions"] =
 "continuous"`` and ``env_config["action_dim"]``: then ``actions`` is float32 ``[N, H, m,
@@ -54,8 +54,12 @@ import numpy as np
 from marlcov.theory.games import GameError
 from marlcov.theory.safe_read import short_repr
 
-DATASET_FORMAT = "marlcov.deep-dataset/1"
-PAIRS_FORMAT = "marlcov.deep-pairs/1"
+#: The trajectory dataset format of deep/ (``theory.io.DATASET_FORMAT`` is the finite-game one).
+DEEP_DATASET_FORMAT = "marlcov.deep-dataset/1"
+#: The preference-pairs file of a deep dataset.
+DEEP_PAIRS_FORMAT = "marlcov.deep-pairs/1"
+#: Names this module had before, and the names that replaced them.
+RENAMED = {"DATASET_FORMAT": "DEEP_DATASET_FORMAT", "PAIRS_FORMAT": "DEEP_PAIRS_FORMAT"}
 FORMAT_ATTR = "format"
 PAIRS_GROUP = "pairs"
 
@@ -64,6 +68,12 @@ TAG_DTYPE = np.int16
 
 #: Per-trajectory datasets, in the order they are written (layout: ``DatasetSpec.field_layout``).
 TRAJECTORY_FIELDS = ("obs", "state", "actions", "avail", "rewards", "seed", "source", "agent_policy")
+
+
+def __getattr__(name: str):
+    if name in RENAMED:
+        raise AttributeError(f"{__name__}.{name} is now {RENAMED[name]} (theory.io.{name} is the finite-game format)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,9 @@ from .evaluate import evaluate_policy, plot_reward_trajectory, reward_metrics
 from .online_vdn import OnlineVDNConfig, level_policy, train_behaviour_policies, trivial_policy, unilateral_policy
 from .reference import ReferenceConfig, load_reference, train_reference
 from .reward_model import RewardModelConfig, load_reward_model, reward_model_loss, train_reward_model
-from .vdn import POLICY_FORMAT, OfflineVDNConfig, load_policy, train_offline_vdn
+from .vdn import OfflineVDNConfig, load_policy, train_offline_vdn
 
 __all__ = [
-    "POLICY_FORMAT",
     "OfflineVDNConfig",
     "OnlineVDNConfig",
     "ReferenceConfig",
@@ -41,3 +40,12 @@ __all__ = [
     "trivial_policy",
     "unilateral_policy",
 ]
+
+
+def __getattr__(name: str):
+    if name == "POLICY_FORMAT":
+        raise AttributeError(
+            f"{__name__}.POLICY_FORMAT is now marlcov.deep.checkpoints.CHECKPOINT_FORMAT "
+            "(marlcov.theory.io.POLICY_FORMAT is the tabular policy file)"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

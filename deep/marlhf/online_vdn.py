@@ -8,7 +8,7 @@ updates). Epsilon decays linearly from ``epsilon_start`` to ``epsilon_end`` over
 ``epsilon_decay_steps`` environment steps. An *environment step* is one step of one
 environment, so an iteration counts ``n_envs * horizon`` of them.
 
-Proficiency levels, saved in ``deep.marlhf.vdn.POLICY_FORMAT``:
+Proficiency levels, saved in ``deep.checkpoints.CHECKPOINT_FORMAT``:
 
 * ``rookie_<steps>.pt``: the greedy policy after the first iteration that reaches each count of
   ``rookie_steps`` environment steps (early stops) *and* scores above the trivial policy;

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from marlcov.deep.checkpoints import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint, save_checkpoint
+from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
@@ -64,8 +64,6 @@ from marlcov.deep.common import (
 from marlcov.deep.config_model import FINITE_RANGE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, optional, setting
 from marlcov.theory.objectives.marlhf import KL_CLIP, kl_reward_terms, team_reward
 
-#: The format of the policy files written here (the name callers of earlier versions import).
-POLICY_FORMAT = CHECKPOINT_FORMAT
 #: Trajectories per forward pass of the reference when computing the KL reward of a dataset.
 REWARD_CHUNK = 2048
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from marlcov.deep.data.hdf5 import DatasetReader, DatasetWriter, read_pairs, write_pairs_file
-from marlcov.deep.data.schema import DATASET_FORMAT, PreferencePairs, TrajectoryBatch
+from marlcov.deep.data.schema import DEEP_DATASET_FORMAT, PreferencePairs, TrajectoryBatch
 from tests.deep.synthetic import SPEC, random_batch
 
 pytestmark = pytest.mark.deep
@@ -69,7 +69,7 @@ def test_round_trip_in_batches(written):
 def test_layout_is_chunked_compressed_and_resizable(written):
     path, _ = written
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == DATASET_FORMAT
+        assert f.attrs["format"] == DEEP_DATASET_FORMAT
         assert f["obs"].chunks[0] == 4 and f["obs"].compression == "gzip"
         assert f["obs"].maxshape[0] is None
         assert f["obs"].shape == (16, 4, 2, 4) and f["actions"].dtype == np.int16
@@ -195,3 +195,21 @@ def test_mpe_rollouts_round_trip(tmp_path):
     with DatasetReader(tmp_path / "spread.h5") as r:
         assert r.spec.env_config["horizon"] == 25
         assert_same(r.read(slice(0, 6)), concat([a, b]))
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("marlcov.deep.data", "DATASET_FORMAT", "DEEP_DATASET_FORMAT"),
+        ("marlcov.deep.data.schema", "DATASET_FORMAT", "DEEP_DATASET_FORMAT"),
+        ("marlcov.deep.data.schema", "PAIRS_FORMAT", "DEEP_PAIRS_FORMAT"),
+        ("marlcov.deep.marlhf", "POLICY_FORMAT", "CHECKPOINT_FORMAT"),
+        ("marlcov.deep.algos", "MODEL_FORMAT", "CHECKPOINT_FORMAT"),
+    ],
+)
+def test_renamed_format_constants_name_their_successor(module, old, new):
+    """The deep constants that shared a name with theory.io's formats are refused naming the new one."""
+    import importlib
+
+    with pytest.raises(AttributeError, match=new):
+        getattr(importlib.import_module(module), old)

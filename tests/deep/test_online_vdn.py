@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from marlcov.deep.checkpoints import load_checkpoint
+from marlcov.deep.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from marlcov.deep.common import EVAL_SEED_BASE, TrainingState
 from marlcov.deep.marlhf.evaluate import evaluate_policy
 from marlcov.deep.marlhf.online_vdn import (
@@ -24,7 +24,7 @@ from marlcov.deep.marlhf.online_vdn import (
     trivial_policy,
     unilateral_policy,
 )
-from marlcov.deep.marlhf.vdn import POLICY_FORMAT, load_policy
+from marlcov.deep.marlhf.vdn import load_policy
 from tests.deep.tiny import TINY_ONLINE_VDN, B, H  # noqa: E402
 
 pytestmark = pytest.mark.deep
@@ -60,7 +60,7 @@ def test_checkpoints_at_each_proficiency_level(trained):
     assert rookie_level["above_trivial"] or rookie_level["env_steps"] == B * H * 4  # tried again until the end
     for lv in res["levels"]:
         obj = torch.load(lv["path"], weights_only=True)
-        assert obj["format"] == POLICY_FORMAT and obj["env_name"] == ENV
+        assert obj["format"] == CHECKPOINT_FORMAT and obj["env_name"] == ENV
         p = load_policy(lv["path"], env_name=ENV)
         assert p.meta["level"] == lv["level"] and p.meta["env_steps"] == lv["env_steps"]
         assert np.isfinite(lv["test_return_per_agent"])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from marlcov.deep.checkpoints import CHECKPOINT_FORMAT
 from marlcov.deep.common import TrainingState
 from marlcov.deep.marlhf.reference import train_reference
 from marlcov.deep.marlhf.reward_model import train_reward_model
 from marlcov.deep.marlhf.vdn import (
-    POLICY_FORMAT,
     AgentQNet,
     GreedyPolicy,
     OfflineVDNConfig,
@@ -238,7 +238,7 @@ def test_policy_file_format_is_validated(tmp_path):
     net = AgentQNet(obs_dim=4, n_actions=3, n_agents=2, hidden=8, layers=2)
     path = save_policy(tmp_path / "p.pt", net, "simple_spread_v3", {"x": 1}, {"level": "expert"})
     obj = torch.load(path, weights_only=True)
-    assert obj["format"] == POLICY_FORMAT and obj["env_name"] == "simple_spread_v3"
+    assert obj["format"] == CHECKPOINT_FORMAT and obj["env_name"] == "simple_spread_v3"
     p = load_policy(path)
     assert p.meta["level"] == "expert" and p.env_name == "simple_spread_v3"
     obs = torch.randn(5, 2, 4)
