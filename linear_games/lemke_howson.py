@@ -16,12 +16,12 @@ by the Nash gap of its end, is followed again in exact rational arithmetic
 The compiled kernel is cached on disk: in ``__pycache__`` beside this file, or, where that
 is not writable (a read-only install), in numba's per-user cache (``~/.cache/numba`` on
 Linux); ``NUMBA_CACHE_DIR`` overrides both. A fresh process that imports this module and
-solves one 12 x 12 game took 0.63 s of CPU in all with the cache warm (interpreter, numpy,
-numba and the cache load; the same process with quantecon's: 0.98 s), and 3.1 s with the
+solves one 12 x 12 game took 0.65 s of CPU in all with the cache warm (interpreter, numpy,
+numba and the cache load; the same process with quantecon's: 1.0 s), and 3.9 s with the
 cache cold (compiling the kernel, once per installation and Python version; quantecon's:
-7.7 s), on a shared 2-core machine. Warm calls: 12 us per 12 x 12 path and 69 us per 30 x 30 path,
-0.7x and 0.9x quantecon's. benchmarks/bench_matrix_games.py measures all of these against
-quantecon in the same run.
+7.4 s), on a shared 2-core machine. Warm calls: about 15 us per 12 x 12 path and 75 us per
+30 x 30 path, 0.7-1.0x and 0.9-1.1x quantecon's over four runs.
+benchmarks/bench_matrix_games.py measures all of these against quantecon in the same run.
 """
 
 from __future__ import annotations
