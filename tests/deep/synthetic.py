@@ -72,6 +72,29 @@ def write_argmax_reward_dataset(path, n=96, horizon=4, n_agents=2, obs_dim=4, se
     return _write(path, spec, batch, label_pairs(rewards.sum(axis=1), first, second, steepness, seed + 1))
 
 
+def write_argmax_demonstrations(path, n=64, horizon=4, n_agents=2, obs_dim=4, n_actions=3, seed=0):
+    """Demonstrations of the argmax task, no pairs: half "expert" trajectories (a_i = argmax
+    o_i[:n_actions], reward 1 when taken), half "random" (uniform actions); i.i.d. normal observations."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, horizon + 1, n_agents, obs_dim)).astype(np.float32)
+    best = np.argmax(obs[:, :horizon, :, :n_actions], axis=-1)
+    random_actions = rng.integers(0, n_actions, size=best.shape)
+    expert = np.arange(n) < n // 2
+    actions = np.where(expert[:, None, None], best, random_actions)
+    rewards = (actions == best).astype(np.float32)
+    spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, n_actions, horizon)
+    batch = TrajectoryBatch(
+        obs,
+        np.zeros((n, horizon + 1, 2), np.float32),
+        actions.astype(np.int16),
+        np.ones((n, horizon, n_agents, n_actions), dtype=bool),
+        rewards,
+        np.arange(n),
+        np.where(expert, "expert", "random"),
+    )
+    return _write(path, spec, batch, None)
+
+
 def write_action_zero_reward_dataset(
     path, n=24, horizon=6, n_agents=2, obs_dim=4, state_dim=5, n_actions=3, seed=0, env_name="simple_spread_v3"
 ):

@@ -22,8 +22,8 @@ from marlcov.deep.algos.mamql import (
     train_mamql,
 )
 from marlcov.deep.data.hdf5 import DatasetWriter
-from marlcov.deep.data.schema import DatasetSpec, TrajectoryBatch
 from marlcov.theory.objectives import mamql as theory_mamql
+from tests.deep.synthetic import write_argmax_demonstrations
 from tests.strategies import float_arrays, int_arrays
 
 pytestmark = pytest.mark.deep
@@ -170,32 +170,6 @@ def test_unavailable_actions_get_no_probability():
     assert pi[0, 0, 2].item() == 0.0 and pi[0, 0].sum().item() == pytest.approx(1.0)
 
 
-def _write_demo_dataset(path, n=64, horizon=4, n_agents=2, obs_dim=4, n_actions=3, seed=0):
-    """Half "expert" trajectories (a_i = argmax o_i[:A], reward 1 when taken), half "random"
-    (uniform actions); i.i.d. normal observations."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n, horizon + 1, n_agents, obs_dim)).astype(np.float32)
-    best = np.argmax(obs[:, :horizon, :, :n_actions], axis=-1)
-    random_actions = rng.integers(0, n_actions, size=best.shape)
-    expert = np.arange(n) < n // 2
-    actions = np.where(expert[:, None, None], best, random_actions)
-    rewards = (actions == best).astype(np.float32)
-    spec = DatasetSpec("synthetic", {"kind": "argmax"}, tuple(f"agent_{i}" for i in range(n_agents)), obs_dim, 2, n_actions, horizon)
-    source = np.where(expert, "expert", "random")
-    batch = TrajectoryBatch(
-        obs,
-        np.zeros((n, horizon + 1, 2), np.float32),
-        actions.astype(np.int16),
-        np.ones((n, horizon, n_agents, n_actions), dtype=bool),
-        rewards,
-        np.arange(n),
-        source,
-    )
-    with DatasetWriter(path, spec) as w:
-        w.append(batch)
-    return path
-
-
 def test_demonstration_mask_filters_tags():
     arrays = {
         "actions": np.zeros((3, 1, 2)),
@@ -212,7 +186,7 @@ def test_demonstration_mask_filters_tags():
 def test_training_imitates_the_expert_and_recovers_its_reward(tmp_path):
     """On the expert half only, the Boltzmann policy's greedy action matches the expert's on
     most demonstration steps and the recovered reward correlates positively with the truth."""
-    path = _write_demo_dataset(tmp_path / "d.h5")
+    path = write_argmax_demonstrations(tmp_path / "d.h5")
     cfg = MAMQLConfig(hidden=64, layers=2, lr=3e-3, batch_size=16, updates=300, checkpoint_every=0, demo_field="source")
     res = train_mamql(path, cfg, tmp_path / "run", seed=0, progress=False)
     assert res["n_demonstrations"] == 32 and res["n_trajectories"] == 64
@@ -231,7 +205,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     resumed, give identical parameters; two runs with one seed are identical."""
     from marlcov.deep.common import load_dataset_arrays
 
-    path = _write_demo_dataset(tmp_path / "d.h5", n=16)
+    path = write_argmax_demonstrations(tmp_path / "d.h5", n=16)
     _, arrays = load_dataset_arrays(path, ["obs", "actions", "avail"])
     obs = torch.as_tensor(arrays["obs"])
     actions = torch.as_tensor(arrays["actions"].astype(np.int64))
