@@ -6,7 +6,7 @@
 - :mod:`.vertex_enumeration`: :func:`all_equilibria`, :func:`is_degenerate`
 - :mod:`.exact_enumeration`: the rational ground truth used for near-degenerate games
 - :mod:`.support_enumeration`: :func:`support_enumeration` (the tests' cross-check)
-- :mod:`.lemke_howson`: :func:`lemke_howson`, :func:`lemke_howson_batch` (many paths in lockstep)
+- :mod:`.lemke_howson`: :func:`lemke_howson`, :func:`lemke_howson_batch` (many games and starting labels in one compiled call)
 """
 
 from .bimatrix import DegenerateGameError, Equilibrium, EquilibriumSet, nash_gap_bimatrix
