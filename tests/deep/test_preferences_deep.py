@@ -25,6 +25,8 @@ from tests.deep.synthetic import SPEC, random_batch
 pytestmark = pytest.mark.deep
 
 finite = st.floats(-50, 50, allow_nan=False, width=64)
+#: Rounding of a sigmoid value in [0, 1] (a few ulps of 1).
+PROB_ROUNDING = 1e-15
 
 
 def test_probability_against_hand_computed_values():
@@ -53,9 +55,9 @@ def test_steepness_sharpens_preferences(a, b, k1, k2):
     p_lo = preference_probabilities(z, np.array([0]), np.array([1]), lo)[0, 0]
     p_hi = preference_probabilities(z, np.array([0]), np.array([1]), hi)[0, 0]
     if a > b:
-        assert p_hi >= p_lo - 1e-15
+        assert p_hi >= p_lo - PROB_ROUNDING
     elif a < b:
-        assert p_hi <= p_lo + 1e-15
+        assert p_hi <= p_lo + PROB_ROUNDING
     assert preference_probabilities(z, np.array([0]), np.array([1]), 0.0)[0, 0] == 0.5
 
 

@@ -21,6 +21,11 @@ from marlcov.theory.soft_games import (
 )
 from tests.strategies import distributions, float_arrays, floats, markov_games, product_policies
 
+#: Soft values of a few steps (log-sum-exp of rewards of size <= 3) computed two ways agree to this.
+SOFT_VALUE_ATOL = 1e-10
+#: The logit QRE's fixed-point residual and regularised gaps (its iteration stops at moves below QRE_TOL = 1e-12).
+QRE_ATOL = 1e-9
+
 
 def test_one_step_soft_value_hand_value():
     P = np.ones((1, 1, 2, 1))
@@ -64,9 +69,9 @@ def soft_problems(draw):
 def test_inverse_soft_bellman_round_trip_and_optimality(problem):
     P, ref, r, beta, other = problem
     sol = soft_bellman_solve(P, r, ref, beta)
-    np.testing.assert_allclose(inverse_soft_bellman(P, sol.Q, ref, beta), r, atol=1e-10)
-    np.testing.assert_allclose(regularised_value(P, r, sol.policy, ref, beta), sol.V, atol=1e-10)
-    assert np.all(regularised_value(P, r, other, ref, beta) <= sol.V + 1e-10)
+    np.testing.assert_allclose(inverse_soft_bellman(P, sol.Q, ref, beta), r, atol=SOFT_VALUE_ATOL)
+    np.testing.assert_allclose(regularised_value(P, r, sol.policy, ref, beta), sol.V, atol=SOFT_VALUE_ATOL)
+    assert np.all(regularised_value(P, r, other, ref, beta) <= sol.V + SOFT_VALUE_ATOL)
 
 
 @st.composite
@@ -83,11 +88,13 @@ def test_soft_best_response_beats_alternatives(drawn, lam):
     br = soft_best_response(game.transitions, game.rewards[:, 0], pi, 0, lam)
     rbar, Pbar = marginal_mdp(game.transitions, game.rewards[:, 0], pi, 0)
     np.testing.assert_allclose(br.q_bar[-1], rbar[-1], atol=1e-12)
-    assert np.all(soft_evaluation(game.transitions, game.rewards[:, 0], replace_player(pi, 0, alt), 0, lam).V <= br.V + 1e-10)
+    assert np.all(soft_evaluation(game.transitions, game.rewards[:, 0], replace_player(pi, 0, alt), 0, lam).V <= br.V + SOFT_VALUE_ATOL)
 
 
 #: A policy that differs from the logit QRE by this much in some probability is not a fixed point.
 OFF_EQUILIBRIUM = 1e-3
+#: ... and its Boltzmann residual is then at least this.
+OFF_RESIDUAL = 1e-6
 
 
 @settings(max_examples=10, deadline=None)
@@ -95,8 +102,8 @@ OFF_EQUILIBRIUM = 1e-3
 def test_logit_qre_is_fixed_point_with_zero_regularised_gap(drawn, lam):
     game, off, _ = drawn
     eq = logit_qre(game.transitions, game.rewards, lam)
-    assert eq.residual <= 1e-9
-    assert np.all(np.abs(regularised_nash_gap(game.transitions, game.rewards, eq.policy, lam)) <= 1e-9)
+    assert eq.residual <= QRE_ATOL
+    assert np.all(np.abs(regularised_nash_gap(game.transitions, game.rewards, eq.policy, lam)) <= QRE_ATOL)
     assume(max(np.max(np.abs(a - b)) for a, b in zip(off, eq.policy)) > OFF_EQUILIBRIUM)
-    assert boltzmann_residual(game.transitions, game.rewards, off, lam) > 1e-6
-    assert np.sum(regularised_nash_gap(game.transitions, game.rewards, off, lam)) > 1e-9
+    assert boltzmann_residual(game.transitions, game.rewards, off, lam) > OFF_RESIDUAL
+    assert np.sum(regularised_nash_gap(game.transitions, game.rewards, off, lam)) > QRE_ATOL
