@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from marlcov.deep.config_model import config_values
+
 CHECKPOINT_FORMAT = "marlcov.deep-checkpoint/1"
 
 #: ``kind -> what a checkpoint of that kind holds``.
@@ -160,7 +162,7 @@ def save_checkpoint(
     of the kind, stored beside the header (tensors and plain values only)."""
     # deep.common imports deep.training, which imports this module: import it when writing.
     from marlcov import __version__
-    from marlcov.deep.common import atomic_torch_save, config_dict
+    from marlcov.deep.common import atomic_torch_save
 
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {sorted(KINDS)}, got {kind!r}")
@@ -168,7 +170,7 @@ def save_checkpoint(
     clash = sorted(set(extra) & set(HEADER_FIELDS))
     if clash:
         raise ValueError(f"fields: {clash} are header fields of {CHECKPOINT_FORMAT!r}")
-    cfg = config_dict(config) if is_dataclass(config) else dict(config or {})
+    cfg = config_values(config) if is_dataclass(config) else dict(config or {})
     obj = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,

@@ -1,4 +1,4 @@
-"""Shared plumbing of the deep trainers: seeding, devices, configs from files, progress bars,
+"""Shared plumbing of the deep trainers: seeding, devices, progress bars,
 atomic files, in-memory tensors of an HDF5 dataset, the step masks of its padded
 episodes and network pieces. The resumable training state and the training loop are
 ``deep.training`` (re-exported here: ``TrainingState``, ``fit``, ``epoch_permutation``).
@@ -6,8 +6,6 @@ episodes and network pieces. The resumable training state and the training loop 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import random
 import sys
@@ -75,55 +73,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 # ----------------------------------------------------------------------------- configs
-def load_config(cls: type[C], source: C | Mapping[str, Any] | str | os.PathLike | None = None, **overrides: Any) -> C:
-    """An instance of the dataclass ``cls`` from ``source``: an instance, a mapping, a JSON or
-    YAML file path, or None (the defaults); ``overrides`` replace single fields. Unknown keys
-    raise ValueError; list values become tuples where the field's default is a tuple."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"cls: expected a dataclass type, got {cls!r}")
-    if isinstance(source, cls):
-        values = dataclasses.asdict(source)
-    elif source is None:
-        values = {}
-    elif isinstance(source, Mapping):
-        values = dict(source)
-    else:
-        path = Path(source)
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        elif path.suffix.lower() == ".json":
-            values = json.loads(text)
-        else:
-            raise ValueError(f"{path}: expected a .json, .yaml or .yml config file")
-        if not isinstance(values, Mapping):
-            raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields at the top level")
-        values = dict(values)
-    values.update(overrides)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; expected names from {sorted(fields)}")
-    for name, value in list(values.items()):
-        default = fields[name].default
-        if isinstance(default, tuple) and isinstance(value, list):
-            values[name] = tuple(value)
-    return cls(**values)
+#: Config helpers that lived here; they are ``deep.config_model``'s (``config_dict`` is named
+#: ``config_values`` there; the second JSON/YAML reader and ``save_config`` are gone).
+MOVED = {"load_config": "load_config", "config_dict": "config_values"}
 
 
-def config_dict(config: Any) -> dict[str, Any]:
-    """The fields of a config dataclass as plain JSON-able values (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+def __getattr__(name: str):
+    if name in MOVED:
+        from marlcov.deep import config_model
 
-
-def save_config(config: Any, path: str | os.PathLike) -> Path:
-    """Write a config dataclass as JSON (readable back with ``load_config``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_dict(config), indent=2, sort_keys=True) + "\n")
-    return path
+        return getattr(config_model, MOVED[name])
+    if name == "save_config":
+        raise AttributeError(
+            f"{__name__}.save_config is gone: write json.dumps(marlcov.deep.config_model.config_values(config)) "
+            "and read it back with marlcov.deep.config_model.load_config"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- progress

@@ -54,16 +54,14 @@ from marlcov.deep.common import (
     MASKED_LOGIT,
     TrainingState,
     atomic_write_text,
-    config_dict,
     fit,
-    load_config,
     load_dataset_arrays,
     mlp,
     resolve_device,
     seed_everything,
     torch_generator,
 )
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, one_of, setting
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, config_values, load_config, one_of, setting
 from marlcov.deep.data.schema import DatasetSpec
 from marlcov.theory.objectives.mamql import (
     boltzmann_policy,
@@ -406,7 +404,7 @@ def fit_mamql(
         cfg.checkpoint_every if state_path else 0,
         {"critic": critic, "reward": reward_net, "opt": opt, "ropt": ropt},
         {"batches": gen},
-        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+        run_config if run_config is not None else {"config": config_values(cfg), "seed": int(seed)},
     )
     if state_path is not None:
         if resume:
@@ -505,7 +503,7 @@ def train_mamql(
         raise ValueError(f"{dataset_path}: field 'actions' holds unavailable actions on real steps")
     keep = torch.as_tensor(demo, device=dev)
     obs, actions, avail = obs_all[keep], actions_all[keep], avail_all[keep]
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
+    run_config = {"config": config_values(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
     critic, reward_net, history = fit_mamql(obs, actions, avail, cfg, seed, out / "train_state.pt", resume, run_config, progress)
     metrics: dict[str, Any] = {
         "n_demonstrations": int(demo.sum()),

@@ -51,8 +51,8 @@ from marlcov.deep.algos import (
     taken,
     write_metrics,
 )
-from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, one_of, setting
+from marlcov.deep.common import TrainingState, resolve_device, seed_everything, torch_generator
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, config_values, load_config, one_of, setting
 from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMAPLConfig", "OMAPLModel", "omapl_losses", "train_omapl", "evaluate_omapl"]
@@ -142,7 +142,7 @@ def omapl_losses(
 
 
 def _run_config(cfg: OMAPLConfig, dataset_path: Path, seed: int) -> dict[str, Any]:
-    return {**config_dict(cfg), "dataset": str(dataset_path), "seed": int(seed)}
+    return {**config_values(cfg), "dataset": str(dataset_path), "seed": int(seed)}
 
 
 def train_omapl(
@@ -197,7 +197,7 @@ def train_omapl(
         return {k: float(v.detach()) for k, v in terms.items()}
 
     history = fit(state, cfg.steps, step, progress, "O-MAPL")
-    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omapl")
+    save_model(out / "model.pt", spec, config_values(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omapl")
     metrics: dict[str, Any] = {
         "algo": "omapl",
         "env": spec.env_name,

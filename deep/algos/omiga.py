@@ -42,8 +42,8 @@ from marlcov.deep.algos import (
     taken,
     write_metrics,
 )
-from marlcov.deep.common import TrainingState, config_dict, load_config, resolve_device, seed_everything, torch_generator
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, interval, setting
+from marlcov.deep.common import TrainingState, resolve_device, seed_everything, torch_generator
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, config_values, interval, load_config, setting
 from marlcov.theory.objectives import omapl, omiga
 
 __all__ = ["OMIGAConfig", "OMIGAModel", "RewardFn", "omiga_losses", "train_omiga", "evaluate_omiga"]
@@ -177,7 +177,7 @@ def train_omiga(
     optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     gen = torch_generator(seed, "cpu")
     run_config = {
-        **config_dict(cfg),
+        **config_values(cfg),
         "dataset": str(dataset_path),
         "seed": int(seed),
         "rewards": "dataset" if reward_fn is None else _reward_name(reward_fn),
@@ -198,7 +198,7 @@ def train_omiga(
         return {k: float(v.detach()) for k, v in terms.items()}
 
     history = fit(state, cfg.steps, step, progress, "OMIGA")
-    save_model(out / "model.pt", spec, config_dict(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omiga")
+    save_model(out / "model.pt", spec, config_values(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omiga")
     metrics: dict[str, Any] = {
         "algo": "omiga",
         "env": spec.env_name,

@@ -63,18 +63,8 @@ from marlcov.deep.algos.score_diffusion import conditioning_mask as conditioning
 from marlcov.deep.algos.score_diffusion import sample_joint_actions as sample_joint_actions
 from marlcov.deep.algos.score_diffusion import score_regulariser as score_regulariser
 from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
-from marlcov.deep.common import (
-    TrainingState,
-    atomic_write_text,
-    config_dict,
-    eval_seed_start,
-    fit,
-    load_config,
-    resolve_device,
-    seed_everything,
-    torch_generator,
-)
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, one_of, setting
+from marlcov.deep.common import TrainingState, atomic_write_text, eval_seed_start, fit, resolve_device, seed_everything, torch_generator
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, config_values, load_config, one_of, setting
 from marlcov.theory.objectives.score_decomposition import denoising_loss as denoising_loss
 from marlcov.theory.objectives.score_decomposition import noised_actions as noised_actions
 from marlcov.theory.objectives.score_decomposition import score_from_noise as score_from_noise
@@ -188,7 +178,7 @@ def fit_score_decomposition(
         cfg.checkpoint_every if state_path else 0,
         objects,
         {"gen": gen},
-        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+        run_config if run_config is not None else {"config": config_values(cfg), "seed": int(seed)},
     )
     if state_path is not None:
         if resume:
@@ -339,7 +329,7 @@ def train_score_decomposition(
     spec, traj = continuous_trajectories(dataset_path)
     flat = transitions(traj.obs, traj.actions, traj.rewards)
     data = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) for k, v in flat.items()}
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
+    run_config = {"config": config_values(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
     actor, critic, denoiser, schedule, history = fit_score_decomposition(
         data, cfg, seed, out / "train_state.pt", resume, run_config, progress
     )

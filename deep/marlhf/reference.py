@@ -33,10 +33,8 @@ from marlcov.deep.checkpoints import load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
-    config_dict,
     epoch_permutation,
     fit,
-    load_config,
     load_dataset_arrays,
     masked,
     mlp,
@@ -45,7 +43,7 @@ from marlcov.deep.common import (
     step_masks,
     with_agent_id,
 )
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, interval, one_of, setting
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, config_values, interval, load_config, one_of, setting
 
 REFERENCE_MODELS = ("gru", "mlp")
 #: Trajectories per forward pass when evaluating over a whole dataset.
@@ -244,7 +242,7 @@ def train_reference(
     sizes = {"env_name": spec.env_name, "obs_dim": int(spec.obs_dim), "n_actions": int(spec.n_actions), "n_agents": int(spec.n_agents)}
     net = PolicyNet(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.hidden, cfg.layers, cfg.model).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    run_config = {"config": config_dict(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
+    run_config = {"config": config_values(cfg), "seed": int(seed), "dataset": str(dataset_path.resolve())}
     state = TrainingState(out / "train_state.pt", cfg.checkpoint_every, {"net": net, "opt": opt}, config=run_config)
     if resume:
         state.load(map_location=dev)

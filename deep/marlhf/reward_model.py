@@ -71,10 +71,8 @@ from marlcov.deep.checkpoints import load_checkpoint, save_checkpoint
 from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
-    config_dict,
     epoch_permutation,
     fit,
-    load_config,
     load_dataset_arrays,
     mlp,
     resolve_device,
@@ -82,7 +80,7 @@ from marlcov.deep.common import (
     step_masks,
     with_agent_id,
 )
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, interval, one_of, setting
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, ConfigModel, Rule, config_values, interval, load_config, one_of, setting
 from marlcov.theory.objectives.marlhf import (
     VAR_FLOOR,
     RewardLossTerms,
@@ -372,7 +370,7 @@ def train_reward_model(
     net = build_reward_net(sizes, cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_config = {
-        "config": config_dict(cfg),
+        "config": config_values(cfg),
         "seed": int(seed),
         "dataset": str(dataset_path.resolve()),
         "pairs": None if pairs_path is None else str(Path(pairs_path).resolve()),

@@ -49,9 +49,7 @@ from marlcov.deep.checkpoints import Checkpoint, load_checkpoint, save_checkpoin
 from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
-    config_dict,
     fit,
-    load_config,
     load_dataset_arrays,
     masked,
     mlp,
@@ -61,7 +59,17 @@ from marlcov.deep.common import (
     torch_generator,
     with_agent_id,
 )
-from marlcov.deep.config_model import FINITE_RANGE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, optional, setting
+from marlcov.deep.config_model import (
+    FINITE_RANGE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    ConfigModel,
+    config_values,
+    load_config,
+    optional,
+    setting,
+)
 from marlcov.theory.objectives.marlhf import KL_CLIP, kl_reward_terms, team_reward
 
 #: Trajectories per forward pass of the reference when computing the KL reward of a dataset.
@@ -147,7 +155,7 @@ class GreedyPolicy:
 def save_policy(path: str | os.PathLike, net: AgentQNet, env_name: str, config: Any, meta: Mapping[str, Any]) -> Path:
     """Write a greedy Q-policy as a ``"q-policy"`` checkpoint (atomically); its trainer is
     ``meta["trainer"]`` (default ``"vdn"``)."""
-    cfg = config_dict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    cfg = config_values(config) if hasattr(config, "__dataclass_fields__") else dict(config)
     meta = dict(meta)
     return save_checkpoint(
         path,
@@ -332,7 +340,7 @@ def fit_offline_vdn(
         cfg.checkpoint_every if state_path else 0,
         {"net": net, "target": target, "opt": opt},
         {"batches": gen},
-        run_config if run_config is not None else {"config": config_dict(cfg), "seed": int(seed)},
+        run_config if run_config is not None else {"config": config_values(cfg), "seed": int(seed)},
     )
     if state_path is not None:
         if resume:
@@ -403,7 +411,7 @@ def train_offline_vdn(
     reference = load_reference(reference_path, dev) if reference_path is not None and cfg.beta > 0 else None
     rew = offline_rewards(reward_model, reference, obs[:, :H], actions, avail, cfg.beta, valid, cfg.kl_clip)
     run_config = {
-        "config": config_dict(cfg),
+        "config": config_values(cfg),
         "seed": int(seed),
         "dataset": str(dataset_path.resolve()),
         "reward_model": str(Path(reward_model_path).resolve()),

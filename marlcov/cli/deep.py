@@ -64,14 +64,14 @@ def _pipeline_config(args) -> dict[str, Any]:
 
 def _stage_config(args, env: str, overrides: dict[str, Any]) -> Any:
     """The validated dataclass of the command's stage for ``env``, with command-line overrides."""
-    from marlcov.deep.common import load_config
+    from marlcov.deep.config_model import from_mapping
     from marlcov.deep.pipeline import section, stage_configs
 
     config = _pipeline_config(args)
     cls = type(stage_configs(config, env)[args.stage_section])
     values = section(config, args.stage_section, env)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return load_config(cls, values)
+    return from_mapping(cls, values, f"config section {args.stage_section!r}")
 
 
 def _dataset_env(path: str) -> str:

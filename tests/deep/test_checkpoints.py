@@ -26,7 +26,8 @@ from marlcov.deep.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from marlcov.deep.common import TrainingState, config_dict
+from marlcov.deep.common import TrainingState
+from marlcov.deep.config_model import config_values
 from marlcov.deep.data.schema import DatasetSpec
 from marlcov.deep.diagnostics import load_policy as load_reference_policy
 from marlcov.deep.marlhf.reference import PolicyNet, ReferenceConfig, load_reference, save_reference
@@ -165,7 +166,7 @@ def test_the_header_and_the_state_dicts_come_back_as_written(tmp_path_factory, k
 def test_a_config_dataclass_is_stored_as_its_fields(tmp_path):
     cfg = ReferenceConfig(hidden=8)
     save_checkpoint(tmp_path / "c.pt", "reference", {}, trainer="reference", config=cfg)
-    assert load_checkpoint(tmp_path / "c.pt").config == config_dict(cfg)
+    assert load_checkpoint(tmp_path / "c.pt").config == config_values(cfg)
     with pytest.raises(ValueError, match="kind"):
         save_checkpoint(tmp_path / "d.pt", "model", {}, trainer=None)
     with pytest.raises(ValueError, match="header"):
@@ -223,7 +224,7 @@ def test_legacy_mamql_and_score_decomposition_load(tmp_path):
             "env_name": SPEC.env_name,
             "spec": json.dumps(SPEC.to_attrs()),
             "network": json.dumps(critic.network),
-            "config": json.dumps(config_dict(cfg)),
+            "config": json.dumps(config_values(cfg)),
             "meta": json.dumps({"trainer": "mamql"}),
             "critic": critic.state_dict(),
             "reward": reward.state_dict(),
@@ -241,7 +242,7 @@ def test_legacy_mamql_and_score_decomposition_load(tmp_path):
             "env_name": "simple_spread_v3",
             "actor_network": json.dumps(actor.network),
             "denoiser_network": json.dumps(denoiser.network),
-            "config": json.dumps(config_dict(cfg)),
+            "config": json.dumps(config_values(cfg)),
             "meta": json.dumps({"trainer": "score-decomposition"}),
             "actor": actor.state_dict(),
             "denoiser": denoiser.state_dict(),
@@ -258,7 +259,7 @@ def test_legacy_reward_model_and_reference_load(tmp_path):
     torch.save(
         {
             "format": "marlcov.deep-reward-model/1",
-            "config": json.dumps(config_dict(cfg)),
+            "config": json.dumps(config_values(cfg)),
             "sizes": json.dumps(SIZES),
             "state_dict": rnet.state_dict(),
             "stats": {"mean": 0.5, "var": 2.0},
@@ -271,7 +272,7 @@ def test_legacy_reward_model_and_reference_load(tmp_path):
     assert model.meta["metrics"] == {"summary": {"val_nll": 0.6}}
 
     pnet = PolicyNet(4, 3, 2, 8, 2, "mlp")
-    fields = config_dict(ReferenceConfig(model="mlp", hidden=8, layers=2))
+    fields = config_values(ReferenceConfig(model="mlp", hidden=8, layers=2))
     del fields["model"]  # written before the GRU reference: an MLP
     torch.save(
         {

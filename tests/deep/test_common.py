@@ -1,8 +1,6 @@
 """marlcov.deep.common: devices, seeding, configs from files, atomic resumable training state."""
 
-import json
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,10 +9,8 @@ import torch
 from marlcov.deep.common import (
     TrainingState,
     epoch_permutation,
-    load_config,
     load_dataset_arrays,
     resolve_device,
-    save_config,
     seed_everything,
     torch_generator,
 )
@@ -48,28 +44,26 @@ def test_seed_everything_reproduces_all_generators():
         seed_everything(-1)
 
 
-@dataclass(frozen=True)
-class _Cfg:
-    lr: float = 1e-3
-    layers: int = 2
-    steps: tuple = (1, 2)
-    name: str = "x"
+def test_the_config_helpers_that_lived_here_are_the_config_models():
+    """One config reader: deep.common's old names are deep.config_model's functions, and
+    save_config is refused naming what replaces it."""
+    import marlcov.deep.common as common
+    from marlcov.deep import config_model
+
+    assert common.load_config is config_model.load_config and common.config_dict is config_model.config_values
+    with pytest.raises(AttributeError, match="config_values"):
+        common.save_config  # noqa: B018
 
 
-def test_load_config_from_json_yaml_mapping_and_overrides(tmp_path):
-    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.5, "steps": [3, 4]}))
-    (tmp_path / "c.yaml").write_text("layers: 7\nname: y\n")
-    assert load_config(_Cfg, tmp_path / "c.json") == _Cfg(lr=0.5, steps=(3, 4))
-    assert load_config(_Cfg, tmp_path / "c.yaml") == _Cfg(layers=7, name="y")
-    assert load_config(_Cfg, {"lr": 2.0}, layers=5) == _Cfg(lr=2.0, layers=5)
-    assert load_config(_Cfg, None) == _Cfg()
-    cfg = _Cfg(lr=0.25, steps=(9,))
-    assert load_config(_Cfg, save_config(cfg, tmp_path / "saved.json")) == cfg
-    with pytest.raises(ValueError, match="unknown field"):
-        load_config(_Cfg, {"learning_rate": 1.0})
-    (tmp_path / "c.txt").write_text("lr: 1")
-    with pytest.raises(ValueError, match="yaml"):
-        load_config(_Cfg, tmp_path / "c.txt")
+def test_a_bad_value_of_a_stage_option_is_refused_naming_the_config_section(tmp_path, capsys):
+    from marlcov.cli import main
+
+    data = tmp_path / "d.h5"
+    write_argmax_reward_dataset(data, n=8, horizon=2)
+    code = main(["deep", "train-reference", str(data), "--out", str(tmp_path / "ref"), "--epochs", "-1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "config section 'reference': epochs: expected" in err, err
+    assert not (tmp_path / "ref").exists()
 
 
 def test_training_state_round_trip_restores_everything(tmp_path):

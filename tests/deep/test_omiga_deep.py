@@ -180,8 +180,11 @@ def test_trains_on_a_marlhf_reward_model(dataset, tmp_path):
 
 
 def test_config_from_a_json_file(dataset, tmp_path):
-    from marlcov.deep.common import save_config
+    import json
 
-    path = save_config(OMIGAConfig(**{**TINY, "steps": 3}), tmp_path / "omiga.json")
+    from marlcov.deep.config_model import config_values
+
+    path = tmp_path / "omiga.json"
+    path.write_text(json.dumps(config_values(OMIGAConfig(**{**TINY, "steps": 3}))))
     metrics = train_omiga(dataset, path, tmp_path / "run", progress=False)
     assert metrics["steps"] == 3
