@@ -297,6 +297,10 @@ class MPEBatch:
         self._prey_avail = torch.ones((B, len(self._prey), N_MOVES), dtype=torch.bool, device=self.device)
         self.t: int | None = None
         self.seeds: np.ndarray | None = None
+        self._out_of_range: dict[str, torch.Tensor] = {}
+        #: On an accelerator the range check of the actions is read once per episode, not per step.
+        self._defer_action_checks = self.device.type != "cpu"
+        self._n_actions_of = {"actions": self.spec.n_actions, "prey_policy output": N_MOVES}
 
     # ------------------------------------------------------------------ API
     def _seed_array(self, seeds: int | Sequence[int] | np.ndarray) -> np.ndarray:
@@ -315,6 +319,8 @@ class MPEBatch:
         ``[B]`` seeds; environment b is a function of its seed and its actions alone.
         ``initial_state``: optional batched JaxMARL ``State`` to start from instead of the
         seeded random one (used by the parity tests)."""
+        if self._out_of_range:
+            self._check_episode_actions()
         self.seeds = self._seed_array(seeds)
         if hasattr(self.prey_policy, "reset"):
             # A stateful prey (the MARLHF paper's recurrent one) restarts with the episodes.
@@ -341,9 +347,23 @@ class MPEBatch:
             raise ValueError(f"{field}: expected shape {[self.batch_size, k]}, got {list(t.shape)}")
         if t.is_floating_point() or t.dtype == torch.bool:
             raise ValueError(f"{field}: expected integer actions, got dtype {t.dtype}")
-        if bool(((t < 0) | (t >= n_actions)).any()):
-            raise ValueError(f"{field}: expected actions in [0, {n_actions - 1}]")
+        bad = ((t < 0) | (t >= n_actions)).any()
+        if not self._defer_action_checks:
+            if bool(bad):
+                raise ValueError(f"{field}: expected actions in [0, {n_actions - 1}]")
+        else:
+            # Reading the flag is a host synchronisation: on an accelerator it is gathered on
+            # the device and read once per episode (``_check_episode_actions``).
+            self._out_of_range[field] = (self._out_of_range[field] | bad) if field in self._out_of_range else bad
         return jax.dlpack.from_dlpack(t.to(torch.int32).contiguous())
+
+    def _check_episode_actions(self) -> None:
+        """ValueError naming the field if any action of the episode so far was out of range
+        (deferred checks only: on the CPU actions are checked at once)."""
+        flags, self._out_of_range = self._out_of_range, {}
+        for field, bad in flags.items():
+            if bool(bad):
+                raise ValueError(f"{field}: expected actions in [0, {self._n_actions_of[field] - 1}] at some step of this episode")
 
     def step(self, actions) -> MPEStep:
         """Advance all B environments by one step with ``actions [B, m]`` (torch, numpy or list)."""
@@ -362,6 +382,8 @@ class MPEBatch:
         out = self._step_fn(self._keys, self._state, a, prey_actions)
         self._keys, self._state, obs, self._prey_obs, state_vec, rewards, done = out
         self.t += 1
+        if self.t == self.spec.horizon and self._out_of_range:
+            self._check_episode_actions()
         return MPEStep(to_torch(obs), to_torch(state_vec), self._avail, to_torch(rewards), to_torch(done))
 
     def rollout(

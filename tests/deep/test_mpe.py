@@ -156,6 +156,25 @@ def test_bad_input_is_rejected_with_the_field_named():
         env.step(torch.zeros((B, 3)))
     with pytest.raises(ValueError, match="name"):
         MPEBatch("simple_push_v3", 2)
+
+
+def test_deferred_action_checks_raise_once_per_episode():
+    """On an accelerator the range check is gathered on the device and read at the episode's
+    end (one host synchronisation per episode); forced here on the CPU."""
+    env = MPEBatch("simple_spread_v3", B, horizon=3)
+    env._defer_action_checks = True
+    env.reset(0)
+    env.step(torch.full((B, 3), 5))
+    env.step(torch.zeros((B, 3), dtype=torch.long))
+    with pytest.raises(ValueError, match="actions: expected actions in \\[0, 4\\] at some step of this episode"):
+        env.step(torch.zeros((B, 3), dtype=torch.long))
+    env.reset(0)
+    env.step(torch.full((B, 3), -1))
+    with pytest.raises(ValueError, match="at some step of this episode"):
+        env.reset(1)  # an episode cut short is checked when the next one starts
+    env.reset(2)
+    for _ in range(3):
+        env.step(torch.zeros((B, 3), dtype=torch.long))
     with pytest.raises(ValueError, match="prey_policy"):
         MPEBatch("simple_spread_v3", B, prey_policy=UniformRandomPolicy())
     with pytest.raises(ValueError, match="seeds"):
