@@ -29,7 +29,6 @@ from marlcov.deep.pipeline import (
     collect_dataset,
     label_dataset_file,
     load_pipeline_config,
-    stage_configs,
 )
 
 #: Each variant reverts one official choice to the former one: (stage, field, value).
@@ -146,7 +145,7 @@ def run_ablation(
     root.mkdir(parents=True, exist_ok=True)
     policies = rep.policies()
     data = shared / f"{mix}.h5"
-    stages = stage_configs(cfg, rep.env)
+    stages = rep.cfg
     if not data.exists():
         log(f"[run ] dataset {mix}")
         c = stages["collect"]
@@ -159,6 +158,7 @@ def run_ablation(
             seed=rep.seed_base,
             batch_size=c.batch_size,
             epsilon=c.epsilon,
+            rookie_steps=c.rookie_steps,
             env_options=rep.env_options,
         )
     ev = stages["evaluate"]

@@ -9,8 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from marlcov.deep.config_model import config_values, load_config
+
 from .collectors import collect_dataset, label_dataset_file, pairs_path_for
-from .config import ENV_LABELS, env_kwargs, env_name, section, stage_configs
+from .config import ENV_LABELS, env_kwargs, env_name, stage_configs
 from .mixes import MIX_LABELS
 
 Log = Callable[[str], None]
@@ -35,13 +37,11 @@ def check_stage_config(stage_dir: Path, config: Any) -> None:
     than ``config`` (a config dataclass): its ``config.json`` holds the config it ran with.
     A run directory made before a default changed is refused, not silently mixed into a run
     under the new defaults."""
-    from marlcov.deep.common import config_dict
-
     saved_path = stage_dir / "config.json"
     if not saved_path.exists():
         return
     saved = json.loads(saved_path.read_text()).get("config", {})
-    now = config_dict(config)
+    now = config_values(config)
     changed = sorted(k for k in set(saved) | set(now) if k not in CADENCE_FIELDS and saved.get(k) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k, '(absent)')!r} there, {now.get(k, '(absent)')!r} now" for k in changed)
@@ -95,11 +95,8 @@ class Reproduction:
         self.dir = self.root / self.env
         self.device = device
         self.log = log or (lambda line: None)
+        #: Every section validated into its config class (the defaults live there, once).
         self.cfg = stage_configs(self.config, self.env)
-        self.collect = section(self.config, "collect", self.env)
-        self.label = section(self.config, "label", self.env)
-        self.evaluate = section(self.config, "evaluate", self.env)
-        self.table3 = section(self.config, "table3", self.env)
         self.seed_base = int(self.config.get("seed_base", 0))
         self.env_options = env_kwargs(self.env, self.cfg["online_vdn"], self.cfg["env"])
         self.ran: list[str] = []
@@ -133,46 +130,43 @@ class Reproduction:
     def dataset(self, mix: str) -> Path:
         policies = self.policies()
         path = self.dir / "data" / f"{mix}.h5"
-        c = self.collect
+        c = self.cfg["collect"]
         self._run(
             path,
             f"dataset {mix}",
             lambda: collect_dataset(
                 self.env,
                 mix,
-                int(c.get("trajectories", 1024)),
+                c.trajectories,
                 policies,
                 path,
                 seed=self.seed_base,
-                batch_size=int(c.get("batch_size", 128)),
-                epsilon=float(c.get("epsilon", 0.0)),
-                rookie_steps=c.get("rookie_steps"),
+                batch_size=c.batch_size,
+                epsilon=c.epsilon,
+                rookie_steps=c.rookie_steps,
                 env_options=self.env_options,
             ),
         )
         pairs = pairs_path_for(path)
-        lb = self.label
-        normalisation = str(lb.get("normalisation", "min-max"))
+        lb = self.cfg["label"]
         if pairs.exists() and pairs not in self._checked:
-            check_pairs_normalisation(pairs, normalisation)
+            check_pairs_normalisation(pairs, lb.normalisation)
         self._run(
             pairs,
             f"labels {mix}",
             lambda: label_dataset_file(
                 path,
                 pairs,
-                pairs_per_trajectory=int(lb.get("pairs_per_trajectory", 10)),
-                steepness=float(lb.get("steepness", 5.0)),
+                pairs_per_trajectory=lb.pairs_per_trajectory,
+                steepness=lb.steepness,
                 seed=self.seed_base,
-                normalisation=normalisation,
+                normalisation=lb.normalisation,
             ),
         )
         return path
 
     # -- per-seed stages
     def _reward_config(self, alpha: float | None):
-        from marlcov.deep.common import load_config
-
         cfg = self.cfg["reward_model"]
         if alpha is not None and alpha != cfg.alpha:
             cfg = load_config(type(cfg), cfg, alpha=float(alpha))
@@ -222,7 +216,6 @@ class Reproduction:
     def evaluated_policy(self, mix: str, seed: int, beta: float | None = None, alpha: float | None = None) -> dict[str, Any]:
         """Offline VDN and its evaluation for one (mix, seed, beta, alpha); returns the
         evaluation record (``eval.json``)."""
-        from marlcov.deep.common import load_config
         from marlcov.deep.marlhf.evaluate import evaluate_policy, reward_metrics
         from marlcov.deep.marlhf.reward_model import load_reward_model
         from marlcov.deep.marlhf.vdn import train_offline_vdn
@@ -239,18 +232,18 @@ class Reproduction:
         self._run(
             d / "policy.pt", f"offline VDN {mix} seed {seed} {tag}", lambda: train_offline_vdn(data, rm, ref, vcfg, d, self.device, seed)
         )
-        ev = self.evaluate
+        ev = self.cfg["evaluate"]
 
         def make_eval() -> None:
             res = evaluate_policy(
                 d / "policy.pt",
                 self.env,
-                n_episodes=int(ev.get("episodes", 500)),
+                n_episodes=ev.episodes,
                 seed=seed,
-                batch_size=int(ev.get("batch_size", 250)),
+                batch_size=ev.batch_size,
                 device=self.device,
                 env_kwargs=self.env_options,
-                progress=bool(ev.get("progress", True)),
+                progress=ev.progress,
             )
             model = load_reward_model(rm, self.device)
             metrics = reward_metrics(model, data, self.device)

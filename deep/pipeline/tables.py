@@ -81,8 +81,8 @@ def run_table3(
     parallel (options ``parallel``): first the reward models (standard alpha and alpha = 0)
     and references of every seed, which the (beta, seed) policies share, then the policies."""
     rep = Reproduction(env, config, out_dir, device, log)
-    mix = rep.table3.get("mix", "diversified")
-    betas = [float(b) for b in rep.table3.get("betas", [0.0, 0.1, 1.0, 10.0, 100.0])]
+    mix = rep.cfg["table3"].mix
+    betas = list(rep.cfg["table3"].betas)
     rep.dataset(mix)
     seed_list = [rep.seed_base + k for k in range(seeds)]
     shared = [{"stage": "reward_model", "mix": mix, "seed": s, "alpha": a} for s in seed_list for a in (None, 0.0)]
