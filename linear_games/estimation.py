@@ -55,6 +55,7 @@ from marlcov.theory.coverage import DEFAULT_LAMBDA, reward_gram, reward_widths, 
 from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.preferences import PreferenceDataset
 from marlcov.theory.ridge_forms import RidgeGram
+from marlcov.theory.tolerances import NORM_RTOL
 
 DEFAULT_DELTA = 0.1
 
@@ -246,8 +247,9 @@ class RewardConfidence:
         return np.sqrt(self.gram.norm_squared(diff))
 
     def contains(self, theta: np.ndarray) -> np.ndarray:
-        """Whether each player's ``theta_i`` lies in ``Theta``; shape ``[m]``."""
-        return self.distance(theta) <= self.radius
+        """Whether each player's ``theta_i`` lies in ``Theta`` (up to ``NORM_RTOL`` of the
+        radius, the rounding of the norm); shape ``[m]``."""
+        return self.distance(theta) <= self.radius * (1.0 + NORM_RTOL)
 
 
 def reward_confidence(

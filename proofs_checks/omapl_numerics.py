@@ -30,7 +30,6 @@ from .instances import (
     random_tables,
 )
 from .registry import CheckContext
-from .tolerances import SECOND_DIFF_TOL as SECOND_DIFF_TOL  # re-exported: tests/theory imports it from here
 
 PAPER = "O-MAPL (Bui et al.)"
 

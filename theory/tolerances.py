@@ -45,3 +45,8 @@ MISCOORDINATION_ATOL = 1e-12
 #: the best response) is closer than this is *near-degenerate*: a perturbation of the payoffs
 #: of that size could change the equilibrium set, so a floating-point answer is not certified.
 SEPARATION_ATOL = 1e-7
+
+#: Membership of a confidence ellipsoid: a ``Sigma``-norm computed from a quadratic form carries
+#: a relative rounding of a few ulp times the conditioning, so a point on the boundary can come
+#: out just outside; within ``NORM_RTOL`` of the radius it counts as inside.
+NORM_RTOL = 1e-9

@@ -25,9 +25,8 @@ from tests.strategies import float_arrays, linear_markov_games, preference_datas
 #: in the Fisher norm it implies, ||Delta||_H <= sqrt(2 gap), not coordinate by coordinate, which
 #: the conditioning of the data would make a matter of chance.
 NLL_RTOL = 1e-8
-#: ``RewardConfidence.contains`` compares a computed distance with the radius exactly: a point drawn
-#: on the boundary may come out outside by rounding, so drawn points stay this fraction inside.
-BOUNDARY_MARGIN = 1e-9
+#: A point this fraction beyond the radius is outside, far above ``NORM_RTOL`` (the rounding of the norm).
+OUTSIDE_FRACTION = 1e-6
 
 
 def _logistic_data(seed, n=400, dim=3, scale=0.5):
@@ -129,9 +128,12 @@ def test_every_parameter_in_the_confidence_set_has_rewards_between_r_under_and_r
     L = np.linalg.cholesky(conf.sigma_r)
     H, m, d = conf.theta_hat.shape
     for _ in range(5):
-        # A point of each player's unit ball: a direction (not zero) times a length in [0, 1 - BOUNDARY_MARGIN].
+        # A point of each player's unit ball (boundary included): a direction (not zero) times a length in [0, 1].
         u = points.draw(float_arrays((m, H * d), -1.0, 1.0).filter(lambda x: np.all(np.linalg.norm(x, axis=1) > 0.1)))
-        u *= points.draw(float_arrays((m, 1), 0.0, 1.0 - BOUNDARY_MARGIN)) / np.linalg.norm(u, axis=1, keepdims=True)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        outside = np.linalg.solve(L.T, (conf.radius * (1.0 + OUTSIDE_FRACTION) * u).T).T
+        assert not np.any(conf.contains(conf.theta_hat + outside.reshape(m, H, d).transpose(1, 0, 2)))
+        u *= points.draw(float_arrays((m, 1), 0.0, 1.0))
         offset = np.linalg.solve(L.T, (conf.radius * u).T).T  # ||offset_i||_{Sigma_r} <= C_r
         theta = conf.theta_hat + offset.reshape(m, H, d).transpose(1, 0, 2)
         assert np.all(conf.contains(theta))

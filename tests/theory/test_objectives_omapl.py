@@ -15,7 +15,8 @@ from marlcov.proofs_checks.instances import (
     random_preference_instance,
     random_tables,
 )
-from marlcov.proofs_checks.omapl_numerics import GROUPS, SECOND_DIFF_TOL, random_direction, second_difference
+from marlcov.proofs_checks.omapl_numerics import GROUPS, random_direction, second_difference
+from marlcov.proofs_checks.tolerances import SECOND_DIFF_TOL
 from marlcov.theory.objectives import omapl
 from tests.strategies import float_arrays, floats, int_arrays
 
