@@ -172,6 +172,16 @@ class TrainingState:
         return True
 
 
+def _running_sums(saved: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
+    """The partial sums and per-metric step counts of a record in progress, as a checkpoint
+    holds them: ``{"sums", "counts"}``, or the former ``{metric: sum, "_n": steps}`` whose
+    metrics all counted every step."""
+    if "sums" in saved:
+        return dict(saved["sums"]), {k: int(v) for k, v in saved["counts"].items()}
+    n = int(saved.pop("_n", 0))
+    return dict(saved), {key: n for key in saved}
+
+
 def fit(
     train_state: TrainingState,
     total_steps: int,
@@ -186,14 +196,15 @@ def fit(
     from the checkpoint's step to ``total_steps``, checkpointing through ``train_state``.
 
     The history holds, with ``record_every = 1``, every step's metrics; otherwise one record per
-    ``record_every`` steps with the mean of each metric over them. ``step_key`` adds the step
+    ``record_every`` steps with the mean of each metric over the steps that returned it (a
+    metric made on some steps only, e.g. a delayed actor update, is not diluted by the others). ``step_key`` adds the step
     count at the end of each record under that name; ``finish_record(record, step)`` returns the
     record to keep (e.g. with validation metrics added). The history and the partial sums are
     part of the checkpoint, so a resumed run returns the history of an uninterrupted one."""
     if record_every < 1:
         raise ValueError(f"record_every: expected a positive integer, got {record_every!r}")
     history: list[dict[str, float]] = list(json.loads(train_state.extra.get("history", "[]")))
-    running: dict[str, float] = dict(json.loads(train_state.extra.get("fit_running", "{}")))
+    sums, counts = _running_sums(json.loads(train_state.extra.get("fit_running", "{}")))
     # deep.common imports this module at its end: import from it when the loop runs.
     from marlcov.deep.common import progress_bar
 
@@ -205,22 +216,22 @@ def fit(
             bar.update(1)
             if record_every > 1:
                 for key, value in values.items():
-                    running[key] = running.get(key, 0.0) + float(value)
-                running["_n"] = running.get("_n", 0) + 1
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                    counts[key] = counts.get(key, 0) + 1
                 values = {}
                 if train_state.step % record_every == 0:
-                    n = running.pop("_n")
-                    values, running = {key: total / n for key, total in running.items()}, {}
+                    values = {key: total / counts[key] for key, total in sums.items()}
+                    sums, counts = {}, {}
             if values:
                 record = values if step_key is None else {step_key: train_state.step, **values}
                 history.append(record if finish_record is None else finish_record(record, train_state.step))
             if train_state.due():
                 # Serialised only when saved: the history grows with the run.
-                train_state.extra.update(history=json.dumps(history), fit_running=json.dumps(running))
+                train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": sums, "counts": counts}))
             train_state.maybe_save()
     finally:
         bar.close()
-    train_state.extra.update(history=json.dumps(history), fit_running=json.dumps(running))
+    train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": sums, "counts": counts}))
     train_state.save()
     return history
 

@@ -1,10 +1,13 @@
 """marlcov.deep.common: devices, seeding, configs from files, atomic resumable training state."""
 
+import json
 import random
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from marlcov.deep.common import (
     TrainingState,
@@ -156,6 +159,50 @@ def test_fit_resumes_its_partial_sums(tmp_path):
     assert not TrainingState(None, 3, {"net": net}).due() and TrainingState(None, 3, {"net": net}).save() is None
     with pytest.raises(ValueError, match="record_every"):
         fit(TrainingState(None, 0, {"net": net}), 1, lambda k: {}, False, "t", record_every=0)
+
+
+@st.composite
+def sparse_metric_runs(draw):
+    """``record_every``, a number of steps and per step a dict of metrics, some of which only
+    some steps return (as a delayed actor update does)."""
+    every = draw(st.integers(2, 5))
+    steps = draw(st.integers(every, 4 * every + 2))
+    value = st.floats(-1e3, 1e3, allow_nan=False)
+    produced = st.fixed_dictionaries({"always": value}, optional={"sometimes": value, "rarely": value})
+    return every, draw(st.lists(produced, min_size=steps, max_size=steps))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sparse_metric_runs())
+def test_fit_averages_a_metric_over_the_steps_that_returned_it(run):
+    from marlcov.deep.common import fit
+
+    every, per_step = run
+    net = torch.nn.Linear(1, 1)
+    history = fit(
+        TrainingState(None, 0, {"net": net}), len(per_step), lambda k: per_step[k], False, "t", record_every=every, step_key="update"
+    )
+    assert [r["update"] for r in history] == list(range(every, len(per_step) + 1, every))
+    for record in history:
+        block = per_step[record["update"] - every : record["update"]]
+        names = {key for step in block for key in step}
+        assert set(record) == names | {"update"}
+        for key in names:
+            produced = [step[key] for step in block if key in step]
+            assert record[key] == pytest.approx(float(np.mean(produced)), rel=1e-12, abs=1e-9)
+
+
+def test_fit_resumes_the_partial_sums_of_a_checkpoint_of_the_former_layout():
+    """A checkpoint whose partial sums are ``{metric: sum, "_n": steps}`` (every metric counted
+    every step) continues to the history of an uninterrupted run."""
+    from marlcov.deep.common import fit
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    state = TrainingState(None, 0, {"net": torch.nn.Linear(1, 1)})
+    state.step = 6
+    state.extra = {"history": json.dumps([{"update": 4, "a": 15.0 / 4}]), "fit_running": json.dumps({"a": 48.0, "_n": 2})}
+    resumed = fit(state, 10, lambda k: {"a": values[k]}, False, "t", record_every=4, step_key="update")
+    assert resumed == [{"update": 4, "a": 15.0 / 4}, {"update": 8, "a": 240.0 / 4}]
 
 
 def test_a_requested_save_is_due_once(tmp_path):
