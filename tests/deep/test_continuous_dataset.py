@@ -111,6 +111,26 @@ def test_a_retired_continuous_file_reads_as_the_schema(tmp_path_factory, drawn):
     assert_same_trajectories(whole, batch)
 
 
+def test_compare_describes_new_and_retired_continuous_files_alike(tmp_path):
+    from marlcov.deep.compare import dataset_description
+
+    spec = continuous_spec(2, 3)
+    batch = TrajectoryBatch(
+        np.zeros((2, 3, 2, 4), np.float32),
+        np.zeros((2, 3, 3), np.float32),
+        np.zeros((2, 2, 2, 3), np.float32),
+        np.ones((2, 2, 2, 1), bool),
+        np.zeros((2, 2, 2), np.float32),
+        [0, 1],
+    )
+    write_legacy(tmp_path / "old.h5", spec, batch)
+    with DatasetWriter(tmp_path / "new.h5", spec) as writer:
+        writer.append(batch)
+    for name in ("old.h5", "new.h5"):
+        d = dataset_description(tmp_path / name)
+        assert (d["action_space"], d["action_dim"], d["n_trajectories"], d["horizon"], d["pairs"]) == ("continuous", 3, 2, 2, None)
+
+
 def test_the_native_reader_names_open_dataset_for_a_retired_file(tmp_path):
     spec = continuous_spec(2, 2)
     batch = TrajectoryBatch(
