@@ -55,14 +55,12 @@ import torch
 from marlcov.deep.common import (
     TrainingState,
     atomic_write_text,
-    config_dict,
     fit,
-    load_config,
     resolve_device,
     seed_everything,
     torch_generator,
 )
-from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, each, setting
+from marlcov.deep.config_model import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigModel, Rule, config_values, each, load_config, setting
 from marlcov.deep.marlhf.vdn import AgentQNet, GreedyPolicy, load_policy, save_policy, vdn_td_loss
 
 #: Training environments draw their seeds below this; evaluation seeds start here.
@@ -257,7 +255,7 @@ def train_behaviour_policies(
     buffer = EpisodeReplay(cfg.buffer_episodes, H, m, spec.obs_dim, spec.n_actions, dev)
     explore_gen = torch_generator(seed * 2 + 1, dev)
     sample_gen = torch_generator(seed * 2 + 2, dev)
-    result_fields = {k: v for k, v in config_dict(cfg).items() if k not in CADENCE_FIELDS}
+    result_fields = {k: v for k, v in config_values(cfg).items() if k not in CADENCE_FIELDS}
     run_config = {
         "config": result_fields,
         "seed": int(seed),
