@@ -182,18 +182,35 @@ def _running_sums(saved: dict[str, Any]) -> tuple[dict[str, float], dict[str, in
     return dict(saved), {key: n for key in saved}
 
 
+def _host(values: Mapping[str, Any]) -> dict[str, float]:
+    """``values`` as Python floats; tensors (on any device) are read in one transfer, the one
+    host synchronisation of a record."""
+    keys = [key for key, value in values.items() if isinstance(value, torch.Tensor)]
+    read = dict(zip(keys, torch.stack([values[key].detach().to(torch.float64).reshape(()) for key in keys]).tolist())) if keys else {}
+    return {key: read[key] if key in read else float(value) for key, value in values.items()}
+
+
+def _summand(value: Any) -> Any:
+    """A metric as a float64 summand: tensors stay on their device (no synchronisation), and
+    float64 sums equal those of the Python floats a resumed run starts from."""
+    return value.detach().to(torch.float64) if isinstance(value, torch.Tensor) else float(value)
+
+
 def fit(
     train_state: TrainingState,
     total_steps: int,
-    step_fn: Callable[[int], Mapping[str, float]],
+    step_fn: Callable[[int], Mapping[str, float | torch.Tensor]],
     progress: bool,
     desc: str,
     record_every: int = 1,
     step_key: str | None = None,
     finish_record: Callable[[dict[str, float], int], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The training loop of ``deep``: run ``step_fn(step)`` (one update; returns its metrics)
-    from the checkpoint's step to ``total_steps``, checkpointing through ``train_state``.
+    """The training loop of ``deep``: run ``step_fn(step)`` (one update; returns its metrics,
+    floats or 0-dim tensors) from the checkpoint's step to ``total_steps``, checkpointing
+    through ``train_state``. Tensor metrics are summed on their device and read to the host
+    once per record (and at a checkpoint), so a step function that returns detached tensors
+    adds no host synchronisation per update on an accelerator.
 
     The history holds, with ``record_every = 1``, every step's metrics; otherwise one record per
     ``record_every`` steps with the mean of each metric over the steps that returned it (a
@@ -216,22 +233,23 @@ def fit(
             bar.update(1)
             if record_every > 1:
                 for key, value in values.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + _summand(value)
                     counts[key] = counts.get(key, 0) + 1
                 values = {}
                 if train_state.step % record_every == 0:
                     values = {key: total / counts[key] for key, total in sums.items()}
                     sums, counts = {}, {}
             if values:
+                values = _host(values)
                 record = values if step_key is None else {step_key: train_state.step, **values}
                 history.append(record if finish_record is None else finish_record(record, train_state.step))
             if train_state.due():
                 # Serialised only when saved: the history grows with the run.
-                train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": sums, "counts": counts}))
+                train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": _host(sums), "counts": counts}))
             train_state.maybe_save()
     finally:
         bar.close()
-    train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": sums, "counts": counts}))
+    train_state.extra.update(history=json.dumps(history), fit_running=json.dumps({"sums": _host(sums), "counts": counts}))
     train_state.save()
     return history
 

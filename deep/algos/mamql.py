@@ -424,7 +424,7 @@ def fit_mamql(
         ropt.zero_grad(set_to_none=True)
         rl.backward()
         ropt.step()
-        return {"loss": terms["loss"].item(), "reward_loss": rl.item()}
+        return {"loss": terms["loss"].detach(), "reward_loss": rl.detach()}
 
     history = fit(state, cfg.updates, update, progress, "MAMQL", record_every=max(1, min(500, cfg.updates // 20)), step_key="update")
     critic.eval()

@@ -195,7 +195,7 @@ def train_omiga(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optim.step()
         model.update_target(cfg.tau)
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return {k: v.detach() for k, v in terms.items()}
 
     history = fit(state, cfg.steps, step, progress, "OMIGA")
     save_model(out / "model.pt", spec, config_values(cfg), model.policy, {"q": model.q, "v": model.v, "mixer": model.mixer}, "omiga")

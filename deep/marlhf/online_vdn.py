@@ -355,7 +355,7 @@ def train_behaviour_policies(
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 opt.step()
                 updates += 1
-                losses.append(loss.item())
+                losses.append(loss.detach())
                 if updates % cfg.target_update == 0:
                     target.load_state_dict(net.state_dict())
         while pending and env_steps >= pending[0] and _rookie_try_due(it, pending[0], steps_per_iteration, n_iterations, cfg.rookie_checks):
@@ -373,7 +373,7 @@ def train_behaviour_policies(
             "env_steps": env_steps,
             "epsilon": cfg.epsilon(env_steps - steps_per_iteration),
             "behaviour_return_per_agent": float(batch.returns().mean()),
-            "td_loss": float(np.mean(losses)) if losses else None,
+            "td_loss": float(torch.stack(losses).mean()) if losses else None,
         }
 
     history = fit(state, n_iterations, iteration, cfg.progress, f"online VDN {env_name}")

@@ -262,7 +262,7 @@ def train_reference(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"nll": loss.item()}
+        return {"nll": loss.detach()}
 
     def epoch_record(means: dict[str, float], step: int) -> dict[str, Any]:
         return {"epoch": step // steps_per_epoch, **means, **_metrics(net, obs, actions, avail, valid, val_idx, "val")}

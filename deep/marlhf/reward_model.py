@@ -405,7 +405,7 @@ def train_reward_model(
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
         opt.step()
-        return {"loss": loss.total.item(), "nll": loss.nll.item(), "mse": loss.mse.item()}
+        return {"loss": loss.total.detach(), "nll": loss.nll.detach(), "mse": loss.mse.detach()}
 
     def epoch_record(means: dict[str, float], step: int) -> dict[str, Any]:
         record: dict[str, Any] = {"epoch": step // steps_per_epoch, **means}

@@ -358,7 +358,7 @@ def fit_offline_vdn(
         opt.step()
         if (step + 1) % cfg.target_update == 0:
             target.load_state_dict(net.state_dict())
-        return {"td_loss": loss.item()}
+        return {"td_loss": loss.detach()}
 
     history = fit(
         state, cfg.updates, update, cfg.progress, "offline VDN", record_every=max(1, min(1000, cfg.updates // 20)), step_key="update"
