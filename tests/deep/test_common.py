@@ -192,6 +192,37 @@ def test_fit_averages_a_metric_over_the_steps_that_returned_it(run):
             assert record[key] == pytest.approx(float(np.mean(produced)), rel=1e-12, abs=1e-9)
 
 
+@settings(max_examples=30, deadline=None)
+@given(run=sparse_metric_runs(), float32=st.booleans())
+def test_tensor_metrics_give_the_history_of_float_metrics_and_resume_alike(run, float32, tmp_path_factory):
+    """Step functions may return 0-dim tensors (summed on their device, read once per record):
+    the history is that of the same metrics returned as Python floats, plain floats in the
+    records, and a run stopped in the middle of a record resumes to it."""
+    from marlcov.deep.common import fit
+
+    every, per_step = run
+    dtype = torch.float32 if float32 else torch.float64
+    as_tensors = [{k: torch.tensor(v, dtype=dtype) for k, v in step.items()} for step in per_step]
+    as_floats = [{k: float(t) for k, t in step.items()} for step in as_tensors]
+    net = torch.nn.Linear(1, 1)
+    expected = fit(TrainingState(None, 0, {"net": net}), len(per_step), lambda k: as_floats[k], False, "t", every, "update")
+    got = fit(TrainingState(None, 0, {"net": net}), len(per_step), lambda k: as_tensors[k], False, "t", every, "update")
+    assert got == expected and all(type(v) is float for r in got for k, v in r.items() if k != "update")
+    stop = len(per_step) // 2
+    path = tmp_path_factory.mktemp("fit") / "s.pt"
+
+    def stopping(k):
+        if k == stop:
+            raise KeyboardInterrupt
+        return as_tensors[k]
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainingState(path, 1, {"net": net}), len(per_step), stopping, False, "t", every, "update")
+    state = TrainingState(path, 1, {"net": net})
+    assert state.load() and state.step == stop
+    assert fit(state, len(per_step), lambda k: as_tensors[k], False, "t", every, "update") == expected
+
+
 def test_fit_resumes_the_partial_sums_of_a_checkpoint_of_the_former_layout():
     """A checkpoint whose partial sums are ``{metric: sum, "_n": steps}`` (every metric counted
     every step) continues to the history of an uninterrupted run."""
