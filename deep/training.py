@@ -182,12 +182,12 @@ def _running_sums(saved: dict[str, Any]) -> tuple[dict[str, float], dict[str, in
     return dict(saved), {key: n for key in saved}
 
 
-def _host(values: Mapping[str, Any]) -> dict[str, float]:
-    """``values`` as Python floats; tensors (on any device) are read in one transfer, the one
-    host synchronisation of a record."""
+def _host(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with their tensors (on any device) read as Python floats in one transfer, the
+    one host synchronisation of a record; other values (numbers, a phase's name) unchanged."""
     keys = [key for key, value in values.items() if isinstance(value, torch.Tensor)]
     read = dict(zip(keys, torch.stack([values[key].detach().to(torch.float64).reshape(()) for key in keys]).tolist())) if keys else {}
-    return {key: read[key] if key in read else float(value) for key, value in values.items()}
+    return {key: read.get(key, value) for key, value in values.items()}
 
 
 def _summand(value: Any) -> Any:
