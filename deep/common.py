@@ -145,9 +145,9 @@ def load_dataset_arrays(
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """``(spec, arrays)``: the trajectory datasets ``fields`` of an HDF5 dataset, read in
     batches into preallocated numpy arrays (one copy in memory, none of the others)."""
-    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.external import open_dataset
 
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         layout = reader.spec.field_layout()
         unknown = [f for f in fields if f not in layout]
         if unknown:

@@ -119,8 +119,9 @@ def dataset_description(path: str | os.PathLike) -> dict[str, Any]:
         spec, n, has_pairs = reader.spec, len(reader), reader.has_pairs()
         if not spec.continuous and not isinstance(reader, DatasetReader):
             raise ValueError(
-                f"--dataset: {p} is a {reader.kind} dataset read in place; the discrete-action algorithms train on "
-                f"marlcov dataset files (attribute 'format' {DEEP_DATASET_FORMAT!r})"
+                f"--dataset: {p} is a {reader.kind} dataset read in place, with no simulator to evaluate policies in; "
+                f"compare evaluates every algorithm, so it takes marlcov dataset files (attribute 'format' {DEEP_DATASET_FORMAT!r}); "
+                "'marlcov deep train-reward / train-reference / train-policy' train on it in place"
             )
     side = pairs_path_for(p)
     pairs = str(side) if side.exists() else (str(p) if has_pairs else None)

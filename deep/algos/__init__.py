@@ -109,7 +109,8 @@ def load_offline_data(
 ) -> OfflineData:
     """Read a dataset file (and its preference pairs when ``need_pairs``: those stored in the
     dataset, or those of the pairs file ``pairs_path`` written for it) into memory."""
-    from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
+    from marlcov.deep.data.external import open_dataset
+    from marlcov.deep.data.hdf5 import read_pairs
 
     spec, arrays = load_dataset_arrays(dataset_path, ["obs", "state", "actions", "avail", "rewards"])
     if spec.continuous:
@@ -119,7 +120,7 @@ def load_offline_data(
         )
     pairs = None
     if need_pairs:
-        with DatasetReader(dataset_path) as reader:
+        with open_dataset(dataset_path) as reader:
             pairs = reader.pairs() if pairs_path is None else read_pairs(pairs_path, reader)
     return OfflineData(spec, arrays, pairs, device)
 

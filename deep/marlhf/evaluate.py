@@ -124,11 +124,11 @@ def reward_metrics(
     steps, agent) of the squared change of the standardised reward (lower is smoother);
     ``n_samples``: the number of (trajectory, real step, agent) triples.
     """
-    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.external import open_dataset
 
     dev = resolve_device(device)
     sums = np.zeros(9, dtype=np.float64)  # p, p^2, t, t^2, pt, dp^2, dt^2 (raw), count, pair count
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         H = reader.spec.horizon
         for _, d in reader.iter_batches(batch_size, fields=["obs", "actions", "avail", "rewards"]):
             valid, _ = step_masks(d["avail"])
@@ -172,10 +172,10 @@ def plot_reward_trajectory(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.external import open_dataset
 
     dev = resolve_device(device)
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         if not 0 <= index < len(reader):
             raise ValueError(f"index: expected a trajectory index in [0, {len(reader) - 1}], got {index!r}")
         H = reader.spec.horizon
@@ -213,12 +213,12 @@ def predicted_reward_stats(
     reward_model, dataset_path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024
 ) -> tuple[float, float]:
     """``(mean, std)`` of r_phi over every real step, agent and trajectory of a dataset."""
-    from marlcov.deep.data.hdf5 import DatasetReader
+    from marlcov.deep.data.external import open_dataset
 
     dev = resolve_device(device)
     s = np.zeros(2)
     n = 0
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         H = reader.spec.horizon
         for _, d in reader.iter_batches(batch_size, fields=["obs", "actions", "avail"]):
             p = (

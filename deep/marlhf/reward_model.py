@@ -286,9 +286,10 @@ def load_reward_model(path: str | os.PathLike, device: str | torch.device = "cpu
 
 # ----------------------------------------------------------------------------- training
 def _load_pairs(dataset_path: Path, pairs_path: str | os.PathLike | None):
-    from marlcov.deep.data.hdf5 import DatasetReader, read_pairs
+    from marlcov.deep.data.external import open_dataset
+    from marlcov.deep.data.hdf5 import read_pairs
 
-    with DatasetReader(dataset_path) as reader:
+    with open_dataset(dataset_path) as reader:
         if pairs_path is None:
             return reader.pairs()
         return read_pairs(pairs_path, reader)

@@ -357,3 +357,36 @@ def test_label_and_coverage_commands_read_a_vault(tmp_path, capsys):
     assert main(["coverage", str(vault), "--bootstrap", "0", "--feature-dim", "4", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["single"] <= doc["unilateral"] + 1e-9 <= doc["uniform"] + 2e-9
+
+
+def test_the_marlhf_learners_train_on_a_vault(tmp_path, capsys):
+    """The reward model, the reference and offline VDN read a labelled vault in place, as they
+    read a marlcov dataset file (no copy, no conversion): one command each."""
+    import json
+
+    from marlcov.cli import main
+    from marlcov.deep.checkpoints import load_checkpoint
+    from tests.deep.tiny import TINY_PIPELINE
+
+    lay = {**TWO_ROWS, "seed": 7, "team_reward": False, "legals": False}  # every recorded action available
+    data, episodes = raw_arrays(lay)
+    write_vault(tmp_path, "Run", data)
+    capsys.readouterr()
+    vault = str(tmp_path / "data.vlt" / "Run")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_PIPELINE))
+    common = ["--config", str(config), "--device", "cpu", "--json"]
+    assert main(["deep", "label", vault, "--pairs-per-trajectory", "4", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["deep", "train-reward", vault, "--out", str(tmp_path / "rm"), *common]) == 0
+    capsys.readouterr()
+    assert main(["deep", "train-reference", vault, "--out", str(tmp_path / "ref"), *common]) == 0
+    capsys.readouterr()
+    rm, ref = tmp_path / "rm" / "reward_model.pt", tmp_path / "ref" / "reference.pt"
+    argv = ["deep", "train-policy", vault, "--reward-model", str(rm), "--reference", str(ref), "--out", str(tmp_path / "vdn"), *common]
+    assert main(argv) == 0
+    capsys.readouterr()
+    names = {load_checkpoint(path).env_name for path in (rm, ref, tmp_path / "vdn" / "policy.pt")}
+    assert len(names) == 1 and names.pop().startswith("og-marl-vault:")
+    history = json.loads((tmp_path / "vdn" / "metrics.json").read_text())["history"]
+    assert history and all(np.isfinite(r["td_loss"]) for r in history)
