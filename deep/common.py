@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -160,26 +160,6 @@ def load_dataset_arrays(
                 (tags if f in tags else out)[f][idx] = arrays[f]
         out.update({f: v.astype(str) for f, v in tags.items()})
         return reader.spec, out
-
-
-def to_tensors(
-    arrays: Mapping[str, np.ndarray], device: torch.device, float_fields: Iterable[str] = ("obs", "state", "rewards")
-) -> dict[str, torch.Tensor]:
-    """numpy arrays to torch tensors on ``device``: float fields as float32, ``actions`` as
-    int64, ``avail`` as bool."""
-    out = {}
-    for name, arr in arrays.items():
-        if name in float_fields:
-            out[name] = torch.as_tensor(arr, dtype=torch.float32, device=device)
-        elif name == "actions":
-            if arr.dtype.kind == "f":
-                raise ValueError(f"actions: expected discrete (integer) actions, got continuous ones of shape {list(arr.shape)}")
-            out[name] = torch.as_tensor(arr.astype(np.int64), device=device)
-        elif name == "avail":
-            out[name] = torch.as_tensor(arr, dtype=torch.bool, device=device)
-        elif arr.dtype.kind in "iub":
-            out[name] = torch.as_tensor(arr, device=device)
-    return out
 
 
 # ----------------------------------------------------------------------------- network pieces

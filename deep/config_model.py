@@ -68,11 +68,6 @@ UNIT_INTERVAL = interval(0.0, 1.0)
 FINITE_RANGE = Check("[low, high] with finite low <= high", lambda v: _finite(v[0]) and _finite(v[1]) and v[0] <= v[1])
 
 
-def at_least(low: int) -> Check:
-    """Values ``>= low``."""
-    return Check(f"a number >= {low}", lambda v: v >= low)
-
-
 def one_of(choices: Iterable[Any]) -> Check:
     """Values among ``choices``."""
     options = tuple(choices)

@@ -29,7 +29,7 @@ from marlcov.theory.coverage import DEFAULT_LAMBDA
 from marlcov.theory.games import GameError, MarkovGame
 from marlcov.theory.policies import Policy, joint_action_probs
 from marlcov.theory.preferences import PreferenceDataset
-from marlcov.theory.ridge_forms import RidgeGram
+from marlcov.theory.ridge_forms import RidgeGram, checked_lambda
 
 from .estimation import DEFAULT_DELTA, RewardConfidence, feature_map
 
@@ -140,8 +140,7 @@ def regression_model(spec: GameSpec, dataset: PreferenceDataset, lam: float = DE
     Only the visited rows of each step's feature table enter ``Sigma_p[h]``, and the table itself is
     read through views, so a one-hot feature map (``d = S |A|``) is never copied per step.
     """
-    if not np.isfinite(lam) or lam <= 0:
-        raise GameError(f"lambda: expected a positive number, got {lam}")
+    checked_lambda(lam)
     _check_dataset(spec, dataset)
     H, S, d = spec.horizon, spec.n_states, spec.dim
     sizes = spec.action_sizes

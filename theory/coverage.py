@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from .games import GameError, MarkovGame
+from .games import MarkovGame
 from .policies import Policy, check_policy
 from .preferences import PreferenceDataset
-from .ridge_forms import RidgeGram, prefers_woodbury
+from .ridge_forms import RidgeGram, checked_lambda, prefers_woodbury
 from .values import best_response, evaluate_policy, optimal_joint_values
 
 DEFAULT_LAMBDA = 1.0
@@ -65,13 +65,6 @@ def step_table(features: np.ndarray, h: int) -> np.ndarray:
     return features[h].reshape(-1, features.shape[-1])
 
 
-def _check_lambda(lam: float) -> float:
-    lam = float(lam)
-    if not np.isfinite(lam) or lam <= 0:
-        raise GameError(f"lambda: expected a positive number, got {lam}")
-    return lam
-
-
 def _flat_indices(features: np.ndarray, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """Row of ``features.reshape(-1, d)`` holding ``psi_h(s_h, a_h)``, shape ``[..., H]``."""
     H = features.shape[0]
@@ -87,7 +80,7 @@ def pair_differences(features: np.ndarray, dataset: PreferenceDataset, sl: slice
 def reward_gram(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> RidgeGram:
     """``Sigma_r = lambda I + D^T D`` as a ``RidgeGram``: the ``N x Hd`` rows ``D`` when the Woodbury
     form is cheaper (``N`` small against ``Hd``), else ``D^T D`` accumulated over chunks of pairs."""
-    lam = _check_lambda(lam)
+    lam = checked_lambda(lam)
     H, d = features.shape[0], features.shape[-1]
     if prefers_woodbury(dataset.n_pairs, H * d):
         return RidgeGram.from_rows(lam, pair_differences(features, dataset), d)
@@ -114,7 +107,7 @@ def visit_counts(features: np.ndarray, dataset: PreferenceDataset) -> np.ndarray
 def transition_grams(features: np.ndarray, dataset: PreferenceDataset, lam: float = DEFAULT_LAMBDA) -> list[RidgeGram]:
     """``Sigma_p[h] = lambda I + Psi_h^T diag(n_h) Psi_h`` per step: the visited rows ``sqrt(n_h) psi_h``
     (at most ``2N``), so the cost is one counting pass whatever the number of samples."""
-    lam = _check_lambda(lam)
+    lam = checked_lambda(lam)
     counts = visit_counts(features, dataset)
     out = []
     for h in range(features.shape[0]):

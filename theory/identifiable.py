@@ -36,7 +36,6 @@ from .coverage import (
     DEFAULT_LAMBDA,
     BonusTerms,
     Coverage,
-    _check_lambda,
     game_features,
     measures_from_bonus,
     reward_gram,
@@ -49,7 +48,7 @@ from .coverage import (
 from .games import GameError, MarkovGame
 from .policies import Policy, check_policy, joint_action_probs
 from .preferences import PreferenceDataset
-from .ridge_forms import RidgeGram
+from .ridge_forms import RidgeGram, checked_lambda
 from .tolerances import RANK_RTOL
 
 
@@ -122,7 +121,7 @@ def _check_reference(reference, features: np.ndarray) -> np.ndarray:
 def identifiable_bonus(game: MarkovGame, dataset: PreferenceDataset, reference, lam: float = DEFAULT_LAMBDA) -> BonusTerms:
     """``(||zbar_h(s, a)||_{Sigma_V^{-1}}, ||psi_h(s, a)||_{Sigma_p[h]^{-1}})`` with ``z = psi - c``, each ``[H, S, A..]``."""
     dataset.check_against(game)
-    lam = _check_lambda(lam)
+    lam = checked_lambda(lam)
     features = game_features(game)
     c = _check_reference(reference, features)
     return BonusTerms(
@@ -160,7 +159,7 @@ def identifiable_report(
     the part that is exactly invariant to step offsets (Definition 1's transition term is not)."""
     dataset.check_against(game)
     policy = check_policy(policy, game)
-    lam = _check_lambda(lam)
+    lam = checked_lambda(lam)
     features = game_features(game)
     c = _check_reference(policy_reference(game, policy, features) if reference is None else reference, features)
     r_gram = reward_gram(features, dataset, lam)

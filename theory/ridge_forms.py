@@ -27,6 +27,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, lapack, solve_triangular
 
+from .games import GameError
+
+
+def checked_lambda(lam) -> float:
+    """The ridge regulariser ``lambda`` as a float: GameError (a ValueError) naming it unless it
+    is a finite number > 0. The one check of every ``lambda`` of the package."""
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise GameError(f"lambda: expected a positive number, got {lam!r}") from None
+    if isinstance(lam, bool) or not np.isfinite(value) or value <= 0:
+        raise GameError(f"lambda: expected a positive number, got {lam!r}")
+    return value
+
 
 def prefers_woodbury(n_rows: int, dim: int) -> bool:
     """Whether the Woodbury form is cheaper than the dense one: ``r^2 n + r^3 / 3 < n^3 / 3 + r n^2``."""
@@ -54,8 +68,7 @@ class RidgeGram:
     gram: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.lam) and self.lam > 0):
-            raise ValueError(f"lambda: expected a positive number, got {self.lam}")
+        checked_lambda(self.lam)
         if (self.rows is None) == (self.gram is None):
             raise ValueError("rows, gram: expected exactly one of them")
         held = np.asarray(self.rows if self.gram is None else self.gram, dtype=np.float64)

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.linalg import blas, lapack
 
 from .coverage import DEFAULT_LAMBDA
+from .ridge_forms import checked_lambda
 from .tolerances import RANK_RTOL
 
 #: Default memory the point and slot sums of one accumulator may take (bytes).
@@ -20,13 +21,6 @@ ACCUMULATOR_MEMORY_BYTES = 2 * 2**30
 
 #: Queries per matrix product in ``BonusModel.terms`` (bounds its temporary memory).
 BONUS_CHUNK = 16384
-
-
-def _check_lambda(lam: float) -> float:
-    lam = float(lam)
-    if not np.isfinite(lam) or lam <= 0:
-        raise ValueError(f"lambda: expected a positive number, got {lam}")
-    return lam
 
 
 def _syrk_into(acc: np.ndarray, rows: np.ndarray) -> None:
@@ -125,7 +119,7 @@ class CovarianceAccumulator:
         if not isinstance(n_slots, (int, np.integer)) or n_slots < 0:
             raise ValueError(f"n_slots: expected a non-negative integer, got {n_slots!r}")
         self.horizon, self.dim, self.n_slots = int(horizon), int(dim), int(n_slots)
-        self.lam = _check_lambda(lam)
+        self.lam = checked_lambda(lam)
         need = self.bytes_needed(self.horizon, self.dim, self.n_slots)
         if need > memory_bytes:
             fit = self.max_slots(self.horizon, self.dim, memory_bytes)

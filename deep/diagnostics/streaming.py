@@ -12,6 +12,7 @@ from marlcov.theory.dataset_coverage import (
     ACCUMULATOR_MEMORY_BYTES,
     CovarianceAccumulator,
 )
+from marlcov.theory.ridge_forms import checked_lambda
 
 from ..data.hdf5 import DatasetReader
 from ..features import FeatureMap
@@ -31,8 +32,7 @@ def _check_hdf5_options(*, lam, bootstrap, groups, bootstrap_anchors, reference_
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
-    if not (isinstance(lam, (int, float, np.number)) and np.isfinite(lam) and lam > 0):
-        raise ValueError(f"lambda: expected a positive number, got {lam!r}")
+    checked_lambda(lam)
     integer("bootstrap", bootstrap, 0)
     integer("groups", groups, 0)
     integer("bootstrap_anchors", bootstrap_anchors, 0)

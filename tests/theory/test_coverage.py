@@ -144,3 +144,15 @@ def test_dataset_that_does_not_fit_the_game_is_refused():
     ds = sample_preference_dataset(other, random_policy(other, 1), 3, 2)
     with pytest.raises(GameError, match="horizon"):
         coverage_measures(g, ds, random_policy(g, 1))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "x", None])
+def test_every_lambda_is_checked_by_one_function(bad):
+    """theory's coverage, the streaming covariances, the ridge forms, SBSM's regression and the
+    HDF5 diagnostic all check lambda with ``ridge_forms.checked_lambda`` (one message, one type)."""
+    from marlcov.theory.games import GameError
+    from marlcov.theory.ridge_forms import checked_lambda
+
+    with pytest.raises(GameError, match="lambda: expected a positive number"):
+        checked_lambda(bad)
+    assert checked_lambda(np.float32(0.5)) == 0.5 and type(checked_lambda(2)) is float
