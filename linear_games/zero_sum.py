@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
-from marlcov.theory.tolerances import PIVOT_ATOL, PROB_ATOL
+from marlcov.theory.tolerances import HIGHS_FEASIBILITY_TOL, PIVOT_ATOL, PROB_ATOL
 
 from .bimatrix import as_payoff_matrix, frozen, normalised, to_simplex
 from .dense_ipm import zero_sum_ipm, zero_sum_ipm_batch
@@ -46,6 +46,9 @@ def _zs_highs(An: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b_ub=-np.ones(n1),
         bounds=(0, None),
         method="highs",
+        # HiGHS's default feasibility tolerances (1e-7) let it trade a payoff of that size for
+        # another: a game with a 6e-8 entry came back 6e-8 from optimal.
+        options={"primal_feasibility_tolerance": HIGHS_FEASIBILITY_TOL, "dual_feasibility_tolerance": HIGHS_FEASIBILITY_TOL},
     )
     if res.status != 0:
         raise RuntimeError(f"zero_sum_solve: HiGHS failed: {res.message}")
@@ -128,14 +131,25 @@ def _zs_polish(An: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     return x, y
 
 
+def _less_exploitable(An: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The polished interior-point pair ``(x, y)`` if it is within ``PIVOT_ATOL`` of optimal,
+    else the less exploitable of it and HiGHS's polished pair (either can be the better one
+    on a near-degenerate game)."""
+    exploit = _zs_exploitability(An, x, y)
+    if exploit <= PIVOT_ATOL:
+        return x, y
+    hx, hy = _zs_polish(An, *_zs_highs(An))
+    return (hx, hy) if _zs_exploitability(An, hx, hy) < exploit else (x, y)
+
+
 def zero_sum_solve(A, method: str = "auto") -> ZeroSumSolution:
     """Value and optimal strategies of the zero-sum game where the row player receives
     ``x^T A y`` (and maximises it) and the column player pays it (and minimises it).
 
     ``method="ipm"``: the dense interior-point method of :mod:`.dense_ipm` (2.8x faster than
     HiGHS's interior point on a dense 1000 x 1000 game, see benchmarks/bench_matrix_games.py).
-    ``method="auto"`` (default): ``ipm``, and HiGHS if the polished ``ipm`` pair is more than
-    ``PIVOT_ATOL`` (normalised units) from optimal. ``method="highs"``: one ``scipy.optimize.linprog(method="highs")`` solve of the row
+    ``method="auto"`` (default): ``ipm``, and if the polished ``ipm`` pair is more than
+    ``PIVOT_ATOL`` (normalised units) from optimal, the less exploitable of it and HiGHS's. ``method="highs"``: one ``scipy.optimize.linprog(method="highs")`` solve of the row
     player's LP; the column strategy is read from its dual marginals. ``method="cvxpy"``: the
     equivalent LP in cvxpy (Clarabel, an interior-point method, with its tolerances set to
     ``PIVOT_ATOL``). Either way the LP solution is then polished by solving the indifference
@@ -156,8 +170,8 @@ def zero_sum_solve(A, method: str = "auto") -> ZeroSumSolution:
         An = normalised(A)
         solver = {"auto": zero_sum_ipm, "ipm": zero_sum_ipm, "highs": _zs_highs, "cvxpy": _zs_cvxpy}[method]
         x, y = _zs_polish(An, *solver(An))
-        if method == "auto" and _zs_exploitability(An, x, y) > PIVOT_ATOL:
-            x, y = _zs_polish(An, *_zs_highs(An))
+        if method == "auto":
+            x, y = _less_exploitable(An, x, y)
     exploit = max(0.0, float((A @ y).max() - (x @ A).min()))
     return ZeroSumSolution(value=float(x @ A @ y), row_strategy=frozen(x), col_strategy=frozen(y), exploitability=exploit)
 
@@ -184,8 +198,6 @@ def zero_sum_solve_batch(As) -> list[ZeroSumSolution]:
         if constant[k]:
             x, y = np.full(A.shape[0], 1.0 / A.shape[0]), np.full(A.shape[1], 1.0 / A.shape[1])
         else:
-            x, y = _zs_polish(An[k], X[k], Y[k])
-            if _zs_exploitability(An[k], x, y) > PIVOT_ATOL:
-                x, y = _zs_polish(An[k], *_zs_highs(An[k]))
+            x, y = _less_exploitable(An[k], *_zs_polish(An[k], X[k], Y[k]))
         out.append(_solution(A, x, y))
     return out

@@ -50,3 +50,8 @@ SEPARATION_ATOL = 1e-7
 #: a relative rounding of a few ulp times the conditioning, so a point on the boundary can come
 #: out just outside; within ``NORM_RTOL`` of the radius it counts as inside.
 NORM_RTOL = 1e-9
+
+#: HiGHS's primal and dual feasibility tolerances for the zero-sum LPs (its default, 1e-7, lets
+#: a payoff of that size in [0, 1]-normalised units be traded for another; 1e-10 is the
+#: smallest HiGHS accepts).
+HIGHS_FEASIBILITY_TOL = 1e-10

@@ -277,3 +277,16 @@ def test_polish_reaches_a_vertex_when_the_optimal_set_is_a_face():
         assert sol.value == pytest.approx(-2.0, abs=1e-12)
         assert sol.exploitability <= POLISHED_RTOL * _span(A)
         assert sol.col_strategy[3] >= 2 / 3 - 1e-12
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_payoff_below_highs_default_tolerance_is_not_traded_away(transpose):
+    """Found by hypothesis: diag(1, 0, 0, 6e-8) has value 0 (a zero column), and its negated
+    transpose -0; with HiGHS's default feasibility tolerance (1e-7) the fallback returned a pair
+    6e-8 from optimal, and ``auto`` kept it."""
+    A = np.zeros((4, 4))
+    A[0, 0], A[3, 3] = 1.0, 5.96046448e-08
+    game = -A.T if transpose else A
+    for method in ("auto", "highs", "ipm"):
+        sol = zero_sum_solve(game, method=method)
+        assert sol.exploitability <= VALUE_ATOL and abs(sol.value) <= VALUE_ATOL
