@@ -28,6 +28,10 @@ Sign convention (``theory.coverage``): ``U_D`` is an expected sum of uncertainty
 smaller value means better coverage; the count ratios are the other way (larger = more
 distinct pairs). A measure that predicts the return well has a negative correlation with it
 for ``U_D`` and a positive one for the counts.
+
+Length: a little under 500 lines: one command end to end (the per-mix cache and its settings
+check, the shared feature map and pi* rollouts, the joins with table2.json, the rank statistics
+and the report); the measures themselves live in ``deep.diagnostics``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ So ``||psi|| <= 1`` (Assumption 1 of the MARLHF paper) and, as ``d -> infinity``
 ``psi(s, a) . psi(s', a') -> (1/2) exp(-||x - x'||^2 / (2 bandwidth^2 k)) exp(-action_scale^2 D(a, a'))``
 with ``D`` = 1[a != a'] (joint) or the number of agents whose actions differ (agents): a Gaussian
 kernel in the state times a discount per differing action.
+
+Length: a little over 400 lines, most of them the docstrings of the maps' kernels and the checks
+of their inputs; the maps share the fit / transform protocol defined here.
 """
 
 from __future__ import annotations

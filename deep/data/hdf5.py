@@ -6,6 +6,10 @@ error, so a killed or failed writer never leaves a partial file at the final pat
 ``DatasetReader`` reads slices or index sets in batches without loading the file. Preference
 pairs go into the dataset file (``DatasetWriter.write_pairs``) or into a separate pairs file
 (``write_pairs_file``), written atomically in the same way and tied to its dataset by uuid.
+
+Length: about 500 lines: the writer, the reader and the pairs files of one format, with the
+checks of every field, kept together so the format is defined and enforced in one place (its
+layout is ``schema.py``).
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ Training environments are seeded from ``(seed, iteration)``; evaluation (``deep.
 uses seeds from ``deep.common.EVAL_SEED_BASE`` up, a range training does not reach. Environments step on
 the CPU (JaxMARL); learning runs on ``device``. The run resumes from ``train_state.pt`` (network,
 target, optimiser, replay buffer, generators, iteration) after an interruption.
+
+Length: about 450 lines: the trainer, its episode replay, the rookie and expert selection and
+the joint behaviour policies built from the levels, one stage of the pipeline.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ Policies (offline and online VDN alike) are saved as ``"q-policy"`` checkpoints
 obs_dim, n_actions, n_agents, hidden, layers), the environment, the trainer's config and
 ``meta`` (trainer, level, env steps, ...); ``load_policy`` reads them (and policies written in
 the earlier ``marlcov.deep-policy/1``) through ``load_checkpoint``.
+
+Length: a little over 400 lines: the agent network, the TD loss (shared with online VDN), the
+greedy policy and its file, and the offline trainer with its reward (4) and KL reward (3), which
+read one another's shapes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ status. Bad input raises ``marlcov.theory.games.GameError`` naming the option or
 sub-command takes ``--json`` (one JSON document on stdout; stage logs go to stderr),
 ``--config FILE`` (a pipeline config with sections, or a flat config of that stage's trainer,
 overriding the ``--scale`` defaults of ``deep/configs``), ``--device`` and ``--threads``.
+
+Length: over 600 lines, most of them the argparse definitions and help texts of the eleven
+sub-commands; the work of each is one call into ``marlcov.deep``.
 """
 
 from __future__ import annotations
