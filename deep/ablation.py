@@ -26,7 +26,6 @@ from marlcov.deep.config_model import config_values, from_mapping
 from marlcov.deep.pipeline import (
     Reproduction,
     check_stage_config,
-    collect_dataset,
     label_dataset_file,
     load_pipeline_config,
 )
@@ -148,19 +147,7 @@ def run_ablation(
     stages = rep.cfg
     if not data.exists():
         log(f"[run ] dataset {mix}")
-        c = stages["collect"]
-        collect_dataset(
-            rep.env,
-            mix,
-            c.trajectories,
-            policies,
-            data,
-            seed=rep.seed_base,
-            batch_size=c.batch_size,
-            epsilon=c.epsilon,
-            rookie_steps=c.rookie_steps,
-            env_options=rep.env_options,
-        )
+        rep.collect(mix, data)
     ev = stages["evaluate"]
     results: dict[str, Any] = {}
     for name in names:

@@ -86,6 +86,17 @@ class ExternalReader:
     def close(self) -> None:
         """Nothing stays open between reads by default."""
 
+    def _open_hdf5(self, path: str | os.PathLike, check) -> None:
+        """Open ``path`` read-only as ``self._file`` and run ``check()``; a file the check
+        refuses is closed before the error propagates."""
+        self.path = Path(path)
+        self._file = h5py.File(self.path, "r")
+        try:
+            check()
+        except Exception:
+            self._file.close()
+            raise
+
     def has_pairs(self) -> bool:
         return False
 
@@ -151,13 +162,7 @@ class OmaplReader(ExternalReader):
     REQUIRED = ("obs", "states", "actions", "rewards", "dones")
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
-        try:
-            self._check()
-        except Exception:
-            self._file.close()
-            raise
+        self._open_hdf5(path, self._check)
 
     def _check(self) -> None:
         f, where = self._file, str(self.path)

@@ -18,9 +18,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import h5py
 import numpy as np
 
 from marlcov.theory.games import GameError
@@ -43,13 +41,7 @@ class LegacyContinuousReader(ExternalReader):
     kind = KIND_LEGACY_CONTINUOUS
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
-        try:
-            self._check()
-        except Exception:
-            self._file.close()
-            raise
+        self._open_hdf5(path, self._check)
 
     def _check(self) -> None:
         f, where = self._file, str(self.path)

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .external import ExternalReader, continuous_config, layout_uuid, shape_error, team_rewards
@@ -257,13 +256,7 @@ class OmigaReader(FlatStepReader):
     FIELDS = {"obs": "o", "state": "s", "actions": "a", "rewards": "r", "done": "d"}
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
-        try:
-            self._open()
-        except Exception:
-            self._file.close()
-            raise
+        self._open_hdf5(path, self._open)
 
     def _open(self) -> None:
         f, where = self._file, str(self.path)

@@ -127,26 +127,27 @@ class Reproduction:
         )
         return d
 
-    def dataset(self, mix: str) -> Path:
-        policies = self.policies()
-        path = self.dir / "data" / f"{mix}.h5"
+    def collect(self, mix: str, path: Path) -> dict[str, Any]:
+        """Collect the ``mix`` dataset into ``path`` from the behaviour policies, with the
+        config's ``collect`` section and this run's environment."""
         c = self.cfg["collect"]
-        self._run(
+        return collect_dataset(
+            self.env,
+            mix,
+            c.trajectories,
+            self.policies(),
             path,
-            f"dataset {mix}",
-            lambda: collect_dataset(
-                self.env,
-                mix,
-                c.trajectories,
-                policies,
-                path,
-                seed=self.seed_base,
-                batch_size=c.batch_size,
-                epsilon=c.epsilon,
-                rookie_steps=c.rookie_steps,
-                env_options=self.env_options,
-            ),
+            seed=self.seed_base,
+            batch_size=c.batch_size,
+            epsilon=c.epsilon,
+            rookie_steps=c.rookie_steps,
+            env_options=self.env_options,
         )
+
+    def dataset(self, mix: str) -> Path:
+        self.policies()
+        path = self.dir / "data" / f"{mix}.h5"
+        self._run(path, f"dataset {mix}", lambda: self.collect(mix, path))
         pairs = pairs_path_for(path)
         lb = self.cfg["label"]
         if pairs.exists() and pairs not in self._checked:
